@@ -1,0 +1,80 @@
+# One binary, three bounded contexts. `make` builds ./app; `make test` runs every test
+# under ASan and UBSan against private PostgreSQL and Redis instances; `make run` serves.
+
+CC       ?= gcc
+PKGS     := libevent libevent_pthreads libpq hiredis libcjson yaml-0.1
+STD      := -std=c11 -D_GNU_SOURCE
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wformat=2 -Wvla -Wpointer-arith -Wundef -Wimplicit-fallthrough -Wcast-qual
+INC      := -Isrc -I. -Ibuild/gen
+LIBS     := -levent -levent_pthreads -lpq -lhiredis -lcjson -lyaml -lpthread -lm
+
+CFLAGS_RELEASE := $(STD) $(WARN) $(INC) -O2 -g -fno-omit-frame-pointer
+CFLAGS_TEST    := $(STD) $(WARN) $(INC) -O1 -g -fno-omit-frame-pointer \
+                  -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDFLAGS_TEST   := -fsanitize=address,undefined
+
+CONTEXTS   := $(notdir $(wildcard contexts/*))
+GEN_SRC    := $(foreach c,$(CONTEXTS),build/gen/$(c)_migrations.c) build/gen/pg_store_migrations.c
+LIB_SRC    := $(filter-out src/main.c,$(shell find src adapters contexts -name '*.c' | sort)) $(GEN_SRC)
+SUPPORT_SRC:= $(shell find test/support -name '*.c' 2>/dev/null | sort)
+UNIT_SRC   := $(wildcard test/unit/test_*.c)
+INTEG_SRC  := $(wildcard test/integration/test_*.c)
+E2E_SRC    := $(wildcard test/e2e/test_*.c)
+
+REL_OBJ    := $(patsubst %.c,build/release/%.o,$(LIB_SRC))
+TEST_OBJ   := $(patsubst %.c,build/test/%.o,$(LIB_SRC) $(SUPPORT_SRC))
+TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
+
+.PHONY: all test unit-test lint format clean run bench migrations
+all: app
+
+app: build/release/src/main.o $(REL_OBJ)
+	$(CC) -o $@ $^ $(LIBS)
+
+build/test/app: build/test/src/main.o $(filter-out $(patsubst %.c,build/test/%.o,$(SUPPORT_SRC)),$(TEST_OBJ))
+	$(CC) $(LDFLAGS_TEST) -o $@ $^ $(LIBS)
+
+build/release/%.o: %.c $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_RELEASE) -MMD -MP -c -o $@ $<
+
+build/test/%.o: %.c $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_TEST) -MMD -MP -c -o $@ $<
+
+# Each test is one cmocka program linked with the whole kernel, adapters and contexts.
+build/test/test/%: build/test/test/%.o $(TEST_OBJ)
+	$(CC) $(LDFLAGS_TEST) -o $@ $^ $(LIBS) -lcmocka
+
+# SQL migrations are compiled into the binary, one table per context.
+build/gen/%_migrations.c: src/tools/embed_migrations.sh $(wildcard contexts/*/migrations/*.sql)
+	@mkdir -p build/gen
+	sh src/tools/embed_migrations.sh $* contexts/$*/migrations > $@
+
+build/gen/pg_store_migrations.c: src/tools/embed_migrations.sh $(wildcard adapters/postgres/migrations/*.sql)
+	@mkdir -p build/gen
+	sh src/tools/embed_migrations.sh pg_store adapters/postgres/migrations > $@
+
+test: build/test/app $(TEST_BINS)
+	sh test/run.sh
+
+unit-test: $(filter build/test/test/unit/%,$(TEST_BINS))
+	sh test/run.sh unit
+
+run: app
+	sh deploy/local/run.sh
+
+bench: app
+	sh test/bench/run.sh
+
+lint:
+	sh src/tools/lint.sh
+
+format:
+	clang-format -i $$(find src adapters contexts test -name '*.[ch]')
+
+clean:
+	rm -rf build app
+
+-include $(shell find build -name '*.d' 2>/dev/null)

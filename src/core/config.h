@@ -1,0 +1,60 @@
+/* The typed configuration: loaded from YAML with libyaml, every key validated, then
+ * overridden by APP_* environment variables (APP_<SECTION>_<KEY>, e.g. APP_HTTP_LISTEN). */
+#ifndef CORE_CONFIG_H
+#define CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/error.h"
+
+#define CONFIG_MAX_CONTEXTS 8
+
+typedef struct app_config {
+    struct {
+        char listen_host[256];   /* http.listen "host:port" */
+        int listen_port;
+        int threads;             /* http.threads: loop threads sharing the port, 1..64 */
+        size_t max_body_bytes;   /* http.max_body_bytes, 1..67108864 */
+        int request_timeout_ms;  /* http.request_timeout_ms */
+        int shutdown_timeout_ms; /* http.shutdown_timeout_ms: grace for in-flight requests */
+    } http;
+    struct {
+        int threads;    /* workers.threads: blocking handler pool, 1..256 */
+        int queue_size; /* workers.queue_size: pending jobs before 503 */
+    } workers;
+    struct {
+        char dsn[1024];         /* postgres.dsn: libpq connection string */
+        int pool_size;          /* postgres.pool_size */
+        int connect_timeout_s;  /* postgres.connect_timeout_s */
+        int max_batch;          /* postgres.max_batch: commands per group commit */
+    } postgres;
+    struct {
+        char url[512];          /* redis.url: redis://host:port/db */
+        char key_prefix[64];    /* redis.key_prefix */
+        int pool_size;          /* redis.pool_size */
+        int timeout_ms;         /* redis.timeout_ms */
+    } redis;
+    struct {
+        int level; /* log.level: a log_level */
+    } log;
+    struct {
+        int batch_size;       /* subscriptions.batch_size: events per pull */
+        int poll_interval_ms; /* subscriptions.poll_interval_ms: wait when idle */
+    } subscriptions;
+    char contexts[CONFIG_MAX_CONTEXTS][32]; /* contexts: [user, ...] */
+    size_t n_contexts;
+} app_config;
+
+/* Defaults for every key (the values documented in the README). */
+void config_defaults(app_config *cfg);
+
+/* Loads path over the defaults, then applies the environment. On failure err names the key
+ * and the line ("http.threads: expected an integer at line 4") and the code is
+ * APP_ECONFIG. */
+int config_load(const char *path, app_config *cfg, app_error *err);
+
+/* Applies APP_* variables from envp-style lookup (getenv when lookup is NULL). */
+int config_apply_env(app_config *cfg, const char *(*lookup)(const char *name), app_error *err);
+
+#endif

@@ -1,0 +1,101 @@
+/* The command bus and the query bus: look up the one handler a context registered for a
+ * message name, run the middleware chain (logging, metrics, timing, retry), call it.
+ * Messages are JSON objects so that a message can later leave the process unchanged. */
+#ifndef KERNEL_BUS_H
+#define KERNEL_BUS_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+#include "core/error.h"
+#include "ports/clock.h"
+#include "ports/event_store.h"
+#include "ports/read_store.h"
+
+typedef struct bus bus;
+
+/* Metadata every message carries; copied into the metadata of the events it causes. */
+typedef struct bus_meta {
+    char message_id[37];
+    char correlation_id[129];
+    char causation_id[129];
+    char actor[129];
+    char traceparent[64];
+    char idempotency_key[129];
+} bus_meta;
+
+/* What a handler may use. All borrowed for the duration of the call. */
+typedef struct bus_ctx {
+    es_store *events;
+    rs_store *reads;
+    const app_clock *clock;
+    bus *bus;
+    const bus_meta *meta;
+} bus_ctx;
+
+/* A handler takes a borrowed JSON payload and, on success, may set *out to a JSON reply
+ * owned by the caller. On failure it fills err and returns its code; *out stays NULL. */
+typedef int (*bus_handler_fn)(const bus_ctx *ctx, const cJSON *payload, cJSON **out,
+                              app_error *err);
+
+enum bus_flags {
+    /* The handler re-reads its aggregate, so the bus may run it again after APP_EVERSION. */
+    BUS_RETRY_ON_CONFLICT = 1u << 0,
+};
+
+/* A row of a context's command or query table; tables end with a {NULL} sentinel. */
+typedef struct bus_handler_def {
+    const char *name; /* "<context>.<verb_noun>", e.g. "user.register_user" */
+    bus_handler_fn fn;
+    unsigned flags;
+} bus_handler_def;
+
+typedef enum bus_kind { BUS_COMMAND, BUS_QUERY } bus_kind;
+
+/* One call travelling through the middleware chain. */
+typedef struct bus_call {
+    bus_kind kind;
+    const bus_handler_def *def;
+    const bus_ctx *ctx;
+    const cJSON *payload;
+    cJSON **out;
+    app_error *err;
+    size_t next_middleware; /* private to the bus */
+} bus_call;
+
+/* A middleware does its work around bus_call_next(call), whose result it returns. */
+typedef int (*bus_middleware_fn)(bus_call *call);
+int bus_call_next(bus_call *call);
+
+typedef struct bus_options {
+    es_store *events;
+    rs_store *reads;
+    const app_clock *clock;
+    int max_conflict_retries; /* runs of a BUS_RETRY_ON_CONFLICT handler after the first */
+} bus_options;
+
+/* *out owned by the caller, freed with bus_free. */
+int bus_new(bus **out, const bus_options *opts, app_error *err);
+void bus_free(bus *b); /* accepts NULL */
+
+/* Registration happens during start-up only (not thread-safe against dispatch). A name
+ * registered twice is APP_EINTERNAL. The table must outlive the bus. */
+int bus_register(bus *b, bus_kind kind, const bus_handler_def *table, app_error *err);
+/* Middleware run in the order added, outermost first. */
+int bus_use(bus *b, bus_middleware_fn fn, app_error *err);
+
+/* Dispatch; thread-safe after start-up. APP_ENOTFOUND (with a message naming the message)
+ * when no handler is registered. */
+int bus_send(bus *b, const char *command, const cJSON *payload, const bus_meta *meta,
+             cJSON **out, app_error *err);
+int bus_ask(bus *b, const char *query, const cJSON *payload, const bus_meta *meta,
+            cJSON **out, app_error *err);
+
+/* Fills meta with a fresh message id and the given correlation/causation (NULL -> new id). */
+void bus_meta_init(bus_meta *meta, const char *correlation_id, const char *causation_id);
+
+/* The standard middleware. */
+int bus_mw_logging(bus_call *call);
+int bus_mw_metrics(bus_call *call); /* commands_total{command,outcome}, durations */
+
+#endif

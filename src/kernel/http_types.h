@@ -1,0 +1,64 @@
+/* What a context's HTTP route sees and fills, free of libevent: the server parses the
+ * request on its loop thread, runs the route on a worker, and sends the response back. */
+#ifndef KERNEL_HTTP_TYPES_H
+#define KERNEL_HTTP_TYPES_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+
+#include "core/error.h"
+#include "kernel/bus.h"
+
+typedef enum http_method {
+    HTTP_M_GET = 1 << 0,
+    HTTP_M_POST = 1 << 1,
+    HTTP_M_PUT = 1 << 2,
+    HTTP_M_DELETE = 1 << 3,
+    HTTP_M_PATCH = 1 << 4,
+    HTTP_M_HEAD = 1 << 5,
+    HTTP_M_OTHER = 1 << 6,
+} http_method;
+
+#define HTTP_MAX_PARAMS 4
+
+typedef struct http_req {
+    http_method method;
+    const char *path;                       /* decoded path, no query string */
+    const char *param_names[HTTP_MAX_PARAMS];
+    char *param_values[HTTP_MAX_PARAMS];    /* owned by the request */
+    size_t n_params;
+    cJSON *body;                            /* parsed JSON body, or NULL when empty */
+    const char *if_match;                   /* raw If-Match header, or NULL */
+    bus_meta meta;                          /* correlation from X-Request-ID/traceparent */
+} http_req;
+
+typedef struct http_res {
+    int status;                 /* 0 means 200 */
+    cJSON *body;                /* owned; sent as application/json */
+    char *text;                 /* owned; sent as-is when body is NULL (e.g. metrics) */
+    const char *content_type;   /* for text; default text/plain; charset=utf-8 */
+    char location[256];         /* Location header when non-empty */
+    char etag[48];              /* ETag header when non-empty, quoted by the route */
+} http_res;
+
+/* Value of path parameter name ("id" for "/v1/users/{id}"), or NULL. */
+const char *http_req_param(const http_req *req, const char *name);
+
+/* A route runs on a worker thread and may block on the bus. On failure it fills err and
+ * returns its code; the server answers problem+json from err. */
+typedef int (*http_route_fn)(bus *b, const http_req *req, http_res *res, app_error *err);
+
+enum http_route_flags {
+    HTTP_ROUTE_JSON_BODY = 1u << 0, /* requires a JSON object body (415/400 otherwise) */
+};
+
+/* A row of a context's route table; tables end with a {0} sentinel. */
+typedef struct http_route_def {
+    unsigned methods;     /* http_method bits */
+    const char *pattern;  /* "/v1/users/{id}/email" */
+    http_route_fn fn;
+    unsigned flags;
+    const char *name;     /* metrics label, e.g. "/v1/users/{id}" (default: pattern) */
+} http_route_def;
+
+#endif

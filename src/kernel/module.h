@@ -1,0 +1,52 @@
+/* A bounded context is one const descriptor that the kernel loads through fixed phases
+ * (migrate, register, start, stop), in the spirit of nginx's ngx_module_t. */
+#ifndef KERNEL_MODULE_H
+#define KERNEL_MODULE_H
+
+#include "core/error.h"
+#include "kernel/bus.h"
+#include "kernel/http_types.h"
+#include "ports/event_store.h"
+
+#define APP_MODULE_ABI 1
+
+/* One migration: applied once, in name order, inside the context's schema. */
+typedef struct mod_migration {
+    const char *name; /* "001_create_read_tables.sql" */
+    const char *sql;
+} mod_migration;
+
+/* A subscriber pulls one context's log from its checkpoint. Handlers must be idempotent:
+ * delivery is at least once. ctx->meta carries the event's correlation id and the event id
+ * as causation. A failure stops the subscriber at that event and retries it later. */
+typedef int (*mod_event_fn)(const bus_ctx *ctx, const es_event *ev, app_error *err);
+
+typedef struct mod_subscription {
+    const char *name;           /* unique per context, e.g. "user.projection" */
+    const char *source_context; /* whose log it reads */
+    mod_event_fn handle;
+    unsigned flags;
+} mod_subscription;
+
+enum mod_subscription_flags {
+    MOD_SUB_PROJECTION = 1u << 0, /* writes read models; rebuilt by replay */
+};
+
+typedef struct app_module {
+    int abi;                                /* APP_MODULE_ABI */
+    const char *name;                       /* "user" */
+    const char *schema;                     /* "user_ctx" */
+    const mod_migration *migrations;        /* {NULL} terminated */
+    const bus_handler_def *commands;        /* {NULL} terminated */
+    const bus_handler_def *queries;         /* {NULL} terminated */
+    const http_route_def *routes;           /* {0} terminated */
+    const mod_subscription *subscriptions;  /* {NULL} terminated */
+} app_module;
+
+/* The kernel's array of every context compiled into the binary, NULL terminated. */
+extern const app_module *const app_modules[];
+
+/* The module named name among app_modules, or NULL. */
+const app_module *app_module_find(const char *name);
+
+#endif

@@ -1,0 +1,101 @@
+/* Event-store port: append with an expected stream version, load a stream, read a
+ * context's log in commit order, and keep subscriber checkpoints.
+ * Contexts and the kernel use only this header; adapters/postgres implements it. */
+#ifndef PORTS_EVENT_STORE_H
+#define PORTS_EVENT_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+#define ES_ANY_VERSION (-1) /* append without a version check */
+#define ES_NO_STREAM 0      /* the stream must not exist yet */
+
+/* An event as stored. Every string is owned by the event; es_event_list_free frees them. */
+typedef struct es_event {
+    int64_t position;       /* global position in the context's log */
+    char *stream_id;        /* e.g. "user-<uuid>" */
+    int64_t version;        /* version within the stream, from 1 */
+    char event_id[37];      /* UUID, lower-case canonical */
+    char *type;             /* "<context>.<aggregate>.<past-tense-verb>" */
+    int schema_version;
+    char *data;             /* JSON object text */
+    char *metadata;         /* JSON object text */
+    char recorded_at[40];   /* RFC 3339 UTC, e.g. 2026-11-28T15:00:00.123456Z */
+} es_event;
+
+typedef struct es_event_list {
+    es_event *items;
+    size_t len;
+} es_event_list;
+
+void es_event_list_free(es_event_list *list); /* accepts NULL and empty lists */
+
+/* An event to append. Borrowed strings; the store copies what it keeps. */
+typedef struct es_new_event {
+    const char *event_id;   /* UUID */
+    const char *type;
+    int schema_version;
+    const char *data;       /* JSON object text */
+    const char *metadata;   /* JSON object text */
+} es_new_event;
+
+/* A unique key owned by a stream (e.g. scope "email", key "a@b.c"), claimed or released in
+ * the same transaction as the events: the way a context keeps a value unique across
+ * aggregates under any concurrency. */
+typedef struct es_claim {
+    const char *scope;
+    const char *key;
+} es_claim;
+
+typedef struct es_append_req {
+    const char *context;        /* the owning context ("user"); its schema is <context>_ctx */
+    const char *stream_id;
+    int64_t expected_version;   /* ES_ANY_VERSION, ES_NO_STREAM or the current version */
+    const es_new_event *events;
+    size_t n_events;
+    const es_claim *claims;     /* claimed for stream_id; a key owned by another stream fails */
+    size_t n_claims;
+    const es_claim *releases;   /* released if owned by stream_id */
+    size_t n_releases;
+} es_append_req;
+
+typedef struct es_append_result {
+    int64_t version;         /* stream version after the append */
+    int64_t first_position;  /* global positions of the appended events */
+    int64_t last_position;
+} es_append_result;
+
+typedef struct es_store_ops {
+    /* Durable when it returns 0. Fails with APP_EVERSION (expected version differs; err
+     * detail holds the current one), APP_ECONFLICT (a claim is owned by another stream;
+     * err field is the claim scope) or APP_EUNAVAIL. Concurrent appends are group-committed. */
+    int (*append)(void *self, const es_append_req *req, es_append_result *out, app_error *err);
+    /* Events of one stream with version > after_version, oldest first. *out owned by caller. */
+    int (*load_stream)(void *self, const char *context, const char *stream_id,
+                       int64_t after_version, es_event_list *out, app_error *err);
+    /* At most limit events with position > after_position, in commit order with no gaps:
+     * an event never appears below a position already returned. *out owned by caller. */
+    int (*read_log)(void *self, const char *context, int64_t after_position, size_t limit,
+                    es_event_list *out, app_error *err);
+    /* Highest committed position of a context's log (0 when empty). */
+    int (*head_position)(void *self, const char *context, int64_t *out, app_error *err);
+    /* Subscriber checkpoints live in the subscriber's context schema. 0 when none yet. */
+    int (*load_checkpoint)(void *self, const char *context, const char *subscriber,
+                           int64_t *out, app_error *err);
+    int (*save_checkpoint)(void *self, const char *context, const char *subscriber,
+                           int64_t position, app_error *err);
+    /* Blocks up to timeout_ms until an append to context commits (in this process or, where
+     * the adapter listens, in another). Returns 0 on wake-up or timeout alike. */
+    int (*wait_for_append)(void *self, const char *context, int64_t after_position,
+                           int timeout_ms);
+    int (*ping)(void *self, app_error *err);
+} es_store_ops;
+
+typedef struct es_store {
+    const es_store_ops *ops;
+    void *self;
+} es_store;
+
+#endif

@@ -1,0 +1,31 @@
+/* Read-store port: where projections keep read models and queries read them.
+ * Keys are logical ("user:<id>"); the adapter adds the configured prefix. */
+#ifndef PORTS_READ_STORE_H
+#define PORTS_READ_STORE_H
+
+#include <stddef.h>
+
+#include "core/error.h"
+
+typedef struct rs_store_ops {
+    /* *out is a NUL-terminated copy owned by the caller (free), or NULL when the key is
+     * missing. APP_EUNAVAIL when the store cannot be reached. */
+    int (*get)(void *self, const char *key, char **out, app_error *err);
+    int (*set)(void *self, const char *key, const char *value, app_error *err);
+    int (*del)(void *self, const char *key, app_error *err);
+    /* Sorted set: add member with score (replacing its score), read members by descending
+     * score. *out is an array of n owned strings; free with rs_strings_free. */
+    int (*zadd)(void *self, const char *key, double score, const char *member, app_error *err);
+    int (*zrevrange)(void *self, const char *key, size_t start, size_t stop, char ***out,
+                     size_t *n, app_error *err);
+    int (*ping)(void *self, app_error *err);
+} rs_store_ops;
+
+typedef struct rs_store {
+    const rs_store_ops *ops;
+    void *self;
+} rs_store;
+
+void rs_strings_free(char **items, size_t n);
+
+#endif
