@@ -1,0 +1,85 @@
+/* Liveness answers from the loop thread; readiness asks the bus, which pings PostgreSQL and
+ * Redis from a worker; metrics renders the process-wide registry. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/metrics.h"
+#include "kernel/ops.h"
+
+static void ops_add_check(cJSON *checks, const char *name, int rc, const app_error *err,
+                          bool *all_up)
+{
+    cJSON *c = cJSON_AddObjectToObject(checks, name);
+    if (!c)
+        return;
+    cJSON_AddStringToObject(c, "status", rc == 0 ? "up" : "down");
+    if (rc != 0) {
+        *all_up = false;
+        cJSON_AddStringToObject(c, "detail", err->detail[0] ? err->detail : err->message);
+    }
+}
+
+static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    (void)payload;
+    cJSON *body = cJSON_CreateObject();
+    cJSON *checks = body ? cJSON_AddObjectToObject(body, "checks") : NULL;
+    if (!checks) {
+        cJSON_Delete(body);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    bool all_up = true;
+    app_error perr = APP_ERROR_INIT, rerr = APP_ERROR_INIT;
+    int prc = ctx->events->ops->ping(ctx->events->self, &perr);
+    ops_add_check(checks, "postgres", prc, &perr, &all_up);
+    int rrc = ctx->reads->ops->ping(ctx->reads->self, &rerr);
+    ops_add_check(checks, "redis", rrc, &rerr, &all_up);
+    cJSON_AddStringToObject(body, "status", all_up ? "ok" : "unavailable");
+    *out = body;
+    return 0;
+}
+
+const bus_handler_def ops_queries[] = {
+    {"kernel.readiness", ops_readiness, 0},
+    {NULL, NULL, 0},
+};
+
+static int ops_live(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    (void)b;
+    (void)req;
+    res->body = cJSON_CreateObject();
+    if (!res->body || !cJSON_AddStringToObject(res->body, "status", "ok"))
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    return 0;
+}
+
+static int ops_ready(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    cJSON *out = NULL;
+    int rc = bus_ask(b, "kernel.readiness", NULL, &req->meta, &out, err);
+    if (rc)
+        return rc;
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(out, "status");
+    res->status = cJSON_IsString(status) && strcmp(status->valuestring, "ok") == 0 ? 200 : 503;
+    res->body = out;
+    return 0;
+}
+
+static int ops_metrics(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    (void)b;
+    (void)req;
+    res->text = metrics_render();
+    if (!res->text)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    return 0;
+}
+
+const http_route_def ops_routes[] = {
+    {HTTP_M_GET | HTTP_M_HEAD, "/health/live", ops_live, HTTP_ROUTE_INLINE, NULL},
+    {HTTP_M_GET | HTTP_M_HEAD, "/health/ready", ops_ready, 0, NULL},
+    {HTTP_M_GET, "/metrics", ops_metrics, 0, NULL},
+    {0, NULL, NULL, 0, NULL},
+};

@@ -1,0 +1,283 @@
+/* One thread per subscriber: read a batch after the checkpoint, hand each event to the
+ * handler, save the checkpoint, wait for a wake-up when there is nothing new. */
+#include "kernel/subscriptions.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+
+#define SUB_BACKOFF_MIN_MS 100
+#define SUB_BACKOFF_MAX_MS 5000
+
+typedef struct sub_worker {
+    sub_runner *runner;
+    const char *owner;
+    const mod_subscription *sub;
+    pthread_t thread;
+    bool started;
+    pthread_mutex_t lock; /* guards the status fields below */
+    int64_t checkpoint;
+    int64_t head;
+    bool failing;
+} sub_worker;
+
+struct sub_runner {
+    sub_runner_options opts;
+    sub_worker *workers;
+    size_t n_workers;
+    pthread_mutex_t lock;
+    pthread_cond_t stop_cond;
+    bool stopping;
+};
+
+int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *err)
+{
+    *out = NULL;
+    sub_runner *r = calloc(1, sizeof *r);
+    if (!r)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    r->opts = *opts;
+    if (r->opts.batch_size <= 0)
+        r->opts.batch_size = 500;
+    if (r->opts.poll_interval_ms <= 0)
+        r->opts.poll_interval_ms = 500;
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->stop_cond, NULL);
+    metrics_declare("subscription_checkpoint", METRIC_GAUGE,
+                    "Last log position a subscriber has fully handled.");
+    metrics_declare("subscription_lag_events", METRIC_GAUGE,
+                    "Events between the head of the log and a subscriber's checkpoint.");
+    metrics_declare("subscription_events_total", METRIC_COUNTER,
+                    "Events handled by a subscriber.");
+    metrics_declare("subscription_failures_total", METRIC_COUNTER,
+                    "Failed attempts of a subscriber (handler or dependency errors).");
+    *out = r;
+    return 0;
+}
+
+int sub_runner_add(sub_runner *r, const char *owner_context, const mod_subscription *sub,
+                   app_error *err)
+{
+    sub_worker *grown = realloc(r->workers, (r->n_workers + 1) * sizeof *grown);
+    if (!grown)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    r->workers = grown;
+    sub_worker *w = &r->workers[r->n_workers++];
+    memset(w, 0, sizeof *w);
+    w->runner = r;
+    w->owner = owner_context;
+    w->sub = sub;
+    return 0;
+}
+
+static bool sub_stopping(sub_runner *r)
+{
+    pthread_mutex_lock(&r->lock);
+    bool s = r->stopping;
+    pthread_mutex_unlock(&r->lock);
+    return s;
+}
+
+/* Sleeps up to ms unless the runner stops first. */
+static void sub_sleep(sub_runner *r, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->lock);
+    while (!r->stopping) {
+        if (pthread_cond_timedwait(&r->stop_cond, &r->lock, &until) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void sub_set_status(sub_worker *w, int64_t checkpoint, int64_t head, bool failing)
+{
+    pthread_mutex_lock(&w->lock);
+    if (checkpoint >= 0)
+        w->checkpoint = checkpoint;
+    if (head >= 0)
+        w->head = head;
+    w->failing = failing;
+    int64_t cp = w->checkpoint, hd = w->head;
+    pthread_mutex_unlock(&w->lock);
+
+    char name[128], labels[160];
+    metrics_escape_label(w->sub->name, name, sizeof name);
+    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
+    metrics_gauge_set("subscription_checkpoint", labels, (double)cp);
+    metrics_gauge_set("subscription_lag_events", labels, (double)(hd > cp ? hd - cp : 0));
+}
+
+/* The event's correlation id carries on; the event itself is the cause of what follows. */
+static void sub_event_meta(const es_event *ev, bus_meta *meta)
+{
+    const char *correlation = NULL;
+    cJSON *md = cJSON_Parse(ev->metadata ? ev->metadata : "{}");
+    if (md) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(md, "correlationId");
+        if (cJSON_IsString(c))
+            correlation = c->valuestring;
+    }
+    bus_meta_init(meta, correlation, ev->event_id);
+    snprintf(meta->actor, sizeof meta->actor, "subscriber");
+    cJSON_Delete(md);
+}
+
+static void sub_failed(sub_worker *w, const char *what, const app_error *err, int *backoff_ms)
+{
+    char name[128], labels[160];
+    metrics_escape_label(w->sub->name, name, sizeof name);
+    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
+    metrics_counter_add("subscription_failures_total", labels, 1);
+    log_warn("subscriber %s: %s: %s%s%s (retry in %d ms)", w->sub->name, what, err->message,
+             err->detail[0] ? ": " : "", err->detail, *backoff_ms);
+    sub_set_status(w, -1, -1, true);
+    sub_sleep(w->runner, *backoff_ms);
+    *backoff_ms = *backoff_ms * 2 > SUB_BACKOFF_MAX_MS ? SUB_BACKOFF_MAX_MS : *backoff_ms * 2;
+}
+
+static void *sub_thread(void *arg)
+{
+    sub_worker *w = arg;
+    sub_runner *r = w->runner;
+    es_store *es = r->opts.events;
+    const char *source = w->sub->source_context;
+    int backoff_ms = SUB_BACKOFF_MIN_MS;
+    int64_t checkpoint = -1;
+    char labels[160], name[128];
+    metrics_escape_label(w->sub->name, name, sizeof name);
+    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
+
+    while (!sub_stopping(r)) {
+        app_error err = APP_ERROR_INIT;
+        if (checkpoint < 0) {
+            if (es->ops->load_checkpoint(es->self, w->owner, w->sub->name, &checkpoint, &err)) {
+                checkpoint = -1;
+                sub_failed(w, "could not load checkpoint", &err, &backoff_ms);
+                continue;
+            }
+            sub_set_status(w, checkpoint, -1, false);
+        }
+
+        es_event_list batch = {0};
+        if (es->ops->read_log(es->self, source, checkpoint, (size_t)r->opts.batch_size, &batch,
+                              &err)) {
+            sub_failed(w, "could not read the log", &err, &backoff_ms);
+            continue;
+        }
+        if (batch.len == 0) {
+            es_event_list_free(&batch);
+            int64_t head = 0;
+            if (es->ops->head_position(es->self, source, &head, &err) == 0)
+                sub_set_status(w, checkpoint, head, false);
+            es->ops->wait_for_append(es->self, source, checkpoint, r->opts.poll_interval_ms);
+            continue;
+        }
+
+        int64_t done = checkpoint;
+        int rc = 0;
+        for (size_t i = 0; i < batch.len && !sub_stopping(r); i++) {
+            bus_meta meta;
+            sub_event_meta(&batch.items[i], &meta);
+            bus_ctx ctx = {es, r->opts.reads, r->opts.clock, r->opts.bus, &meta};
+            rc = w->sub->handle(&ctx, &batch.items[i], &err);
+            if (rc != 0)
+                break;
+            done = batch.items[i].position;
+            metrics_counter_add("subscription_events_total", labels, 1);
+        }
+        es_event_list_free(&batch);
+
+        if (done > checkpoint) {
+            app_error cerr = APP_ERROR_INIT;
+            if (es->ops->save_checkpoint(es->self, w->owner, w->sub->name, done, &cerr) == 0) {
+                checkpoint = done;
+                sub_set_status(w, checkpoint, -1, rc != 0);
+            } else {
+                /* The effects are idempotent, so handling them again later is harmless. */
+                sub_failed(w, "could not save checkpoint", &cerr, &backoff_ms);
+                checkpoint = -1;
+                continue;
+            }
+        }
+        if (rc != 0) {
+            sub_failed(w, "handler failed", &err, &backoff_ms);
+            continue;
+        }
+        backoff_ms = SUB_BACKOFF_MIN_MS;
+    }
+    return NULL;
+}
+
+int sub_runner_start(sub_runner *r, app_error *err)
+{
+    for (size_t i = 0; i < r->n_workers; i++) {
+        sub_worker *w = &r->workers[i];
+        pthread_mutex_init(&w->lock, NULL);
+        if (pthread_create(&w->thread, NULL, sub_thread, w) != 0) {
+            pthread_mutex_destroy(&w->lock);
+            sub_runner_stop(r);
+            return app_error_set(err, APP_EINTERNAL, "could not start subscriber %s",
+                                 w->sub->name);
+        }
+        w->started = true;
+    }
+    return 0;
+}
+
+void sub_runner_stop(sub_runner *r)
+{
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    pthread_cond_broadcast(&r->stop_cond);
+    pthread_mutex_unlock(&r->lock);
+    for (size_t i = 0; i < r->n_workers; i++) {
+        sub_worker *w = &r->workers[i];
+        if (w->started) {
+            pthread_join(w->thread, NULL);
+            pthread_mutex_destroy(&w->lock);
+            w->started = false;
+        }
+    }
+}
+
+void sub_runner_free(sub_runner *r)
+{
+    if (!r)
+        return;
+    sub_runner_stop(r);
+    pthread_cond_destroy(&r->stop_cond);
+    pthread_mutex_destroy(&r->lock);
+    free(r->workers);
+    free(r);
+}
+
+size_t sub_runner_count(const sub_runner *r)
+{
+    return r->n_workers;
+}
+
+void sub_runner_status(sub_runner *r, size_t i, sub_status *out)
+{
+    sub_worker *w = &r->workers[i];
+    out->name = w->sub->name;
+    pthread_mutex_lock(&w->lock);
+    out->checkpoint = w->checkpoint;
+    out->head = w->head;
+    out->failing = w->failing;
+    pthread_mutex_unlock(&w->lock);
+}

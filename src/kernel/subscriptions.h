@@ -1,0 +1,47 @@
+/* Subscribers (projections, sagas, relays) pulling a context's log from their checkpoint:
+ * one thread each; live delivery and catch-up are the same loop, a wake-up only shortens
+ * the wait. At least once: the checkpoint moves after the handler's effect is durable. */
+#ifndef KERNEL_SUBSCRIPTIONS_H
+#define KERNEL_SUBSCRIPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+#include "kernel/bus.h"
+#include "kernel/module.h"
+
+typedef struct sub_runner sub_runner;
+
+typedef struct sub_runner_options {
+    es_store *events;
+    rs_store *reads;
+    bus *bus;
+    const app_clock *clock;
+    int batch_size;       /* events per pull */
+    int poll_interval_ms; /* longest wait for a wake-up when idle */
+} sub_runner_options;
+
+/* What /health/ready and /metrics report of one subscriber. */
+typedef struct sub_status {
+    const char *name;
+    int64_t checkpoint;
+    int64_t head;
+    bool failing; /* the last attempt failed (its handler or a dependency) */
+} sub_status;
+
+int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *err);
+/* owner_context is where the checkpoint lives. Before start only; sub must outlive r. */
+int sub_runner_add(sub_runner *r, const char *owner_context, const mod_subscription *sub,
+                   app_error *err);
+int sub_runner_start(sub_runner *r, app_error *err);
+/* Stops every subscriber after its current event and joins the threads. */
+void sub_runner_stop(sub_runner *r);
+void sub_runner_free(sub_runner *r); /* accepts NULL; stops first */
+
+size_t sub_runner_count(const sub_runner *r);
+/* Snapshot of subscriber i (0 <= i < count). */
+void sub_runner_status(sub_runner *r, size_t i, sub_status *out);
+
+#endif

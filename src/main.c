@@ -1,0 +1,269 @@
+/* The composition root: reads the configuration, wires adapters to ports, loads the
+ * contexts through their phases (migrate, register, start), serves until a signal. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "adapters/postgres/pg_event_store.h"
+#include "adapters/postgres/pg_migrate.h"
+#include "adapters/postgres/pg_pool.h"
+#include "adapters/redis/rds_store.h"
+#include "core/cli.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "http/server.h"
+#include "kernel/bus.h"
+#include "kernel/module.h"
+#include "kernel/ops.h"
+#include "kernel/subscriptions.h"
+#include "kernel/workers.h"
+
+extern const mod_migration pg_store_migrations[];
+
+#define EXIT_CONFIG 2
+
+typedef struct app {
+    app_config cfg;
+    const app_module *modules[CONFIG_MAX_CONTEXTS];
+    size_t n_modules;
+    pg_event_store *pg;
+    rds_store *redis;
+    es_store events;
+    rs_store reads;
+    bus *bus;
+    workers *pool;
+    http_server *http;
+    sub_runner *subs;
+} app;
+
+static void app_report(const char *what, const app_error *err)
+{
+    fprintf(stderr, "app: %s: %s%s%s\n", what, err->message, err->detail[0] ? ": " : "",
+            err->detail);
+}
+
+static int app_select_modules(app *a, app_error *err)
+{
+    for (size_t i = 0; i < a->cfg.n_contexts; i++) {
+        const app_module *m = app_module_find(a->cfg.contexts[i]);
+        if (!m) {
+            /* Configured but not compiled in: split deployments run a subset. */
+            log_warn("context %s is not part of this build; skipped", a->cfg.contexts[i]);
+            continue;
+        }
+        if (m->abi != APP_MODULE_ABI)
+            return app_error_set(err, APP_ECONFIG, "context %s was built for module ABI %d",
+                                 m->name, m->abi);
+        a->modules[a->n_modules++] = m;
+    }
+    if (a->n_modules == 0)
+        return app_error_set(err, APP_ECONFIG, "contexts: none of the configured contexts is "
+                                               "part of this build");
+    return 0;
+}
+
+/* Phase 1: every loaded context's schema is brought up to date. */
+static int app_migrate(app *a, app_error *err)
+{
+    pg_pool *pool = NULL;
+    int rc = pg_pool_new(&pool, a->cfg.postgres.dsn, 1, a->cfg.postgres.connect_timeout_s, err);
+    for (size_t i = 0; rc == 0 && i < a->n_modules; i++) {
+        int applied = 0;
+        rc = pg_migrate_context(pool, a->modules[i]->schema, pg_store_migrations,
+                                a->modules[i]->migrations, &applied, err);
+        if (rc == 0)
+            log_info("context %s: schema %s up to date (%d migration%s applied)",
+                     a->modules[i]->name, a->modules[i]->schema, applied,
+                     applied == 1 ? "" : "s");
+    }
+    pg_pool_free(pool);
+    return rc;
+}
+
+static int app_open_adapters(app *a, app_error *err)
+{
+    pg_event_store_options po = {
+        .dsn = a->cfg.postgres.dsn,
+        .pool_size = a->cfg.postgres.pool_size,
+        .connect_timeout_s = a->cfg.postgres.connect_timeout_s,
+        .max_batch = a->cfg.postgres.max_batch,
+    };
+    int rc = pg_event_store_new(&a->pg, &po, err);
+    if (rc)
+        return rc;
+    a->events = pg_event_store_port(a->pg);
+
+    rds_store_options ro = {
+        .url = a->cfg.redis.url,
+        .key_prefix = a->cfg.redis.key_prefix,
+        .pool_size = a->cfg.redis.pool_size,
+        .timeout_ms = a->cfg.redis.timeout_ms,
+    };
+    rc = rds_store_new(&a->redis, &ro, err);
+    if (rc)
+        return rc;
+    a->reads = rds_store_port(a->redis);
+    return 0;
+}
+
+/* Phase 2: every context's commands, queries, routes and subscriptions are registered. */
+static int app_register(app *a, app_error *err)
+{
+    bus_options bo = {
+        .events = &a->events,
+        .reads = &a->reads,
+        .clock = &app_system_clock,
+        .max_conflict_retries = 5,
+    };
+    int rc = bus_new(&a->bus, &bo, err);
+    if (rc == 0)
+        rc = bus_use(a->bus, bus_mw_logging, err);
+    if (rc == 0)
+        rc = bus_use(a->bus, bus_mw_metrics, err);
+    if (rc == 0)
+        rc = bus_register(a->bus, BUS_QUERY, ops_queries, err);
+    if (rc == 0)
+        rc = workers_new(&a->pool, a->cfg.workers.threads, (size_t)a->cfg.workers.queue_size,
+                         err);
+    if (rc)
+        return rc;
+
+    http_server_options ho = {
+        .host = a->cfg.http.listen_host,
+        .port = a->cfg.http.listen_port,
+        .threads = a->cfg.http.threads,
+        .max_body_bytes = a->cfg.http.max_body_bytes,
+        .request_timeout_ms = a->cfg.http.request_timeout_ms,
+        .bus = a->bus,
+        .pool = a->pool,
+    };
+    rc = http_server_new(&a->http, &ho, err);
+    if (rc == 0)
+        rc = http_server_add_routes(a->http, ops_routes, err);
+
+    sub_runner_options so = {
+        .events = &a->events,
+        .reads = &a->reads,
+        .bus = a->bus,
+        .clock = &app_system_clock,
+        .batch_size = a->cfg.subscriptions.batch_size,
+        .poll_interval_ms = a->cfg.subscriptions.poll_interval_ms,
+    };
+    if (rc == 0)
+        rc = sub_runner_new(&a->subs, &so, err);
+
+    for (size_t i = 0; rc == 0 && i < a->n_modules; i++) {
+        const app_module *m = a->modules[i];
+        if (m->commands)
+            rc = bus_register(a->bus, BUS_COMMAND, m->commands, err);
+        if (rc == 0 && m->queries)
+            rc = bus_register(a->bus, BUS_QUERY, m->queries, err);
+        if (rc == 0 && m->routes)
+            rc = http_server_add_routes(a->http, m->routes, err);
+        for (const mod_subscription *s = m->subscriptions; rc == 0 && s && s->name; s++)
+            rc = sub_runner_add(a->subs, m->name, s, err);
+    }
+    return rc;
+}
+
+static void app_close(app *a)
+{
+    http_server_free(a->http);
+    sub_runner_free(a->subs);
+    workers_free(a->pool);
+    bus_free(a->bus);
+    pg_event_store_free(a->pg);
+    rds_store_free(a->redis);
+}
+
+/* Phase 3: serve until SIGTERM or SIGINT, then stop in reverse order. */
+static int app_serve(app *a)
+{
+    app_error err = APP_ERROR_INIT;
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    /* Blocked before any thread starts, so every thread inherits the mask and only the
+     * main thread's sigwait sees them. */
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = app_migrate(a, &err);
+    if (rc == 0)
+        rc = app_open_adapters(a, &err);
+    if (rc == 0)
+        rc = app_register(a, &err);
+    if (rc == 0)
+        rc = sub_runner_start(a->subs, &err);
+    if (rc == 0)
+        rc = http_server_start(a->http, &err);
+    if (rc) {
+        app_report("could not start", &err);
+        app_close(a);
+        return EXIT_FAILURE;
+    }
+    log_info("serving on %s:%d with %d loop threads, %d workers, contexts:%s%s%s",
+             a->cfg.http.listen_host, http_server_port(a->http), a->cfg.http.threads,
+             a->cfg.workers.threads, a->n_modules > 0 ? " " : "",
+             a->n_modules > 0 ? a->modules[0]->name : "",
+             a->n_modules > 1 ? " ..." : "");
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    log_info("received %s; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    http_server_stop(a->http, a->cfg.http.shutdown_timeout_ms);
+    sub_runner_stop(a->subs);
+    app_close(a);
+    log_info("stopped");
+    return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv)
+{
+    cli_args args;
+    app_error err = APP_ERROR_INIT;
+    if (cli_parse(argc, argv, &args, &err)) {
+        fprintf(stderr, "app: %s\n", err.message);
+        cli_usage(stderr, argv[0]);
+        return EXIT_CONFIG;
+    }
+    if (args.help) {
+        cli_usage(stdout, argv[0]);
+        return EXIT_SUCCESS;
+    }
+    if (args.version) {
+        printf("app %s\n", APP_VERSION);
+        return EXIT_SUCCESS;
+    }
+
+    static app a;
+    if (config_load(args.config_path, &a.cfg, &err)) {
+        fprintf(stderr, "app: config error: %s\n", err.message);
+        return EXIT_CONFIG;
+    }
+    log_set_level((log_level)a.cfg.log.level);
+    if (app_select_modules(&a, &err)) {
+        fprintf(stderr, "app: config error: %s\n", err.message);
+        return EXIT_CONFIG;
+    }
+
+    switch (args.command) {
+    case CLI_CHECK_CONFIG:
+        printf("%s: configuration is valid\n", args.config_path);
+        return EXIT_SUCCESS;
+    case CLI_MIGRATE:
+        if (app_migrate(&a, &err)) {
+            app_report("migration failed", &err);
+            return EXIT_FAILURE;
+        }
+        return EXIT_SUCCESS;
+    case CLI_SERVE:
+        return app_serve(&a);
+    default:
+        fprintf(stderr, "app: command not available in this build\n");
+        return EXIT_CONFIG;
+    }
+}
