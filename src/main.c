@@ -20,7 +20,6 @@
 #include "kernel/subscriptions.h"
 #include "kernel/workers.h"
 
-extern const mod_migration pg_store_migrations[];
 
 #define EXIT_CONFIG 2
 

@@ -1,0 +1,1154 @@
+/* The event store on PostgreSQL: appends group-committed per context by one committer
+ * thread in libpq pipeline mode, reads through a pool, LISTEN/NOTIFY for cross-process
+ * wake-ups. */
+#include "adapters/postgres/pg_event_store.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/uuid.h"
+
+#define APPEND_LOCK_NS        0x61707064 /* "appd": advisory lock namespace of appends */
+#define READ_ACQUIRE_MS       5000
+#define PING_ACQUIRE_MS       1000
+#define RECONNECT_HOLDOFF_MS  250 /* fail fast instead of reconnecting per batch while down */
+#define LISTEN_BACKOFF_MIN_MS 100
+#define LISTEN_BACKOFF_MAX_MS 5000
+
+#define M_APPEND_SECONDS "eventstore_append_duration_seconds"
+#define M_BATCH_SIZE     "eventstore_batch_size"
+
+/* One append waiting for its committer. Lives on the appending thread's stack. */
+typedef struct append_job {
+    const es_append_req *req;
+    char expected[24];
+    char *events_json;
+    char *claims_json;
+    char *releases_json;
+    int rc;
+    app_error err;
+    es_append_result result;
+    bool done;
+    pthread_cond_t done_cv;
+    struct append_job *next;
+} append_job;
+
+/* Everything the store keeps per context. Created on first use, freed with the store. */
+typedef struct pg_ctx {
+    pg_event_store *store;
+    char name[64];
+    char schema[64];
+    char channel[80];
+    char lock_key[16];
+    char metric_labels[96];
+    char append_sql[192];
+    char notify_sql[352];
+
+    pthread_mutex_t lock;     /* guards what follows, up to the committer's own fields */
+    pthread_cond_t work_cv;   /* the committer waits for appends */
+    pthread_cond_t append_cv; /* wait_for_append waits for commits */
+    append_job *head, *tail;
+    uint64_t wake_seq;
+    int64_t known_head; /* highest position known committed, from here or NOTIFY */
+    bool committer_started;
+    pthread_t committer;
+
+    /* Owned by the committer thread. */
+    PGconn *conn;
+    struct timespec connect_failed_at;
+    app_error connect_err;
+    append_job **batch;
+
+    bool listening; /* owned by the listener thread */
+    struct pg_ctx *next;
+} pg_ctx;
+
+struct pg_event_store {
+    pg_pool *pool;
+    char *dsn;
+    int connect_timeout_s;
+    int max_batch;
+    atomic_bool stopping;
+
+    pthread_mutex_t lock; /* guards ctxs, stats */
+    pg_ctx *ctxs;         /* pushed at the head, never removed before free */
+    uint64_t batches;
+    uint64_t commands;
+
+    pthread_t listener;
+    bool listener_started;
+    int wake_pipe[2];
+};
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void cond_init_monotonic(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+static bool utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        unsigned c = *p;
+        size_t n;
+        unsigned min;
+        if (c < 0x80) {
+            p++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1, min = 0x80, c &= 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, min = 0x800, c &= 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, min = 0x10000, c &= 0x07;
+        } else {
+            return false;
+        }
+        for (size_t i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+            c = (c << 6) | (p[i] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
+
+/* A growable string; oom sticks so callers check once at the end. */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = true;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_put(b, s, strlen(s));
+}
+
+/* s as a JSON string literal; s is valid UTF-8, so only quotes, backslashes and control
+ * characters need escaping. */
+static void sb_json_string(sbuf *b, const char *s)
+{
+    sb_put(b, "\"", 1);
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            sb_put(b, esc, 2);
+        } else if (c < 0x20) {
+            char esc[8];
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            sb_put(b, esc, 6);
+        } else {
+            sb_put(b, p, 1);
+        }
+    }
+    sb_put(b, "\"", 1);
+}
+
+/* ---- contexts ------------------------------------------------------------------------ */
+
+int pg_context_schema(const char *context, char *out, size_t size, app_error *err)
+{
+    size_t len = context ? strlen(context) : 0;
+    bool ok = len > 0 && len <= 40;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = context[i] == '_' || (context[i] >= 'a' && context[i] <= 'z');
+    if (!ok || len + 5 > size) {
+        app_error_set(err, APP_EINVAL, "invalid context name");
+        if (err)
+            app_error_field(err, "context", "must match [a-z_]+");
+        return APP_EINVAL;
+    }
+    snprintf(out, size, "%s_ctx", context);
+    return 0;
+}
+
+static void wake_listener(pg_event_store *s)
+{
+    if (s->wake_pipe[1] >= 0) {
+        ssize_t w = write(s->wake_pipe[1], "x", 1);
+        (void)w; /* a full pipe already holds a wake-up */
+    }
+}
+
+static int ctx_get(pg_event_store *s, const char *context, pg_ctx **out, app_error *err)
+{
+    char schema[64];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&s->lock);
+    for (pg_ctx *c = s->ctxs; c; c = c->next) {
+        if (strcmp(c->name, context) == 0) {
+            pthread_mutex_unlock(&s->lock);
+            *out = c;
+            return 0;
+        }
+    }
+    pg_ctx *c = calloc(1, sizeof *c);
+    if (c)
+        c->batch = calloc((size_t)s->max_batch, sizeof *c->batch);
+    if (!c || !c->batch) {
+        pthread_mutex_unlock(&s->lock);
+        if (c)
+            free(c);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    c->store = s;
+    snprintf(c->name, sizeof c->name, "%s", context);
+    snprintf(c->schema, sizeof c->schema, "%s", schema);
+    snprintf(c->channel, sizeof c->channel, "%s_events", schema);
+    snprintf(c->lock_key, sizeof c->lock_key, "%d", (int)pg_lock_key(schema));
+    snprintf(c->metric_labels, sizeof c->metric_labels, "context=\"%s\"", context);
+    snprintf(c->append_sql, sizeof c->append_sql,
+             "SELECT %s.es_append($1, $2::bigint, $3::jsonb, $4::jsonb, $5::jsonb)::text", schema);
+    /* max(global_position) is one backward index probe; currval would fail in a session
+     * whose batches so far were all conflicts. */
+    snprintf(c->notify_sql, sizeof c->notify_sql,
+             "SELECT pg_notify('%s', (SELECT coalesce(max(global_position), 0) FROM %s.events)"
+             "::text)",
+             c->channel, schema);
+    pthread_mutex_init(&c->lock, NULL);
+    cond_init_monotonic(&c->work_cv);
+    cond_init_monotonic(&c->append_cv);
+    c->next = s->ctxs;
+    s->ctxs = c;
+    pthread_mutex_unlock(&s->lock);
+    wake_listener(s); /* it LISTENs on the new channel */
+    *out = c;
+    return 0;
+}
+
+/* Wakes wait_for_append callers; pos is a position known committed (0 if none). */
+static void ctx_announce(pg_ctx *c, int64_t pos)
+{
+    pthread_mutex_lock(&c->lock);
+    if (pos > c->known_head)
+        c->known_head = pos;
+    c->wake_seq++;
+    pthread_cond_broadcast(&c->append_cv);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- the committer -------------------------------------------------------------------- */
+
+static int committer_connect(pg_ctx *c, app_error *err)
+{
+    pg_event_store *s = c->store;
+    if (c->conn && pg_conn_alive(c->conn))
+        return 0;
+    if (c->conn) {
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (c->connect_failed_at.tv_sec != 0) {
+        double since = (double)(now.tv_sec - c->connect_failed_at.tv_sec) +
+                       (double)(now.tv_nsec - c->connect_failed_at.tv_nsec) / 1e9;
+        if (since * 1000.0 < RECONNECT_HOLDOFF_MS) {
+            *err = c->connect_err;
+            return err->code;
+        }
+    }
+    int rc = pg_connect(s->dsn, s->connect_timeout_s, &c->conn, err);
+    if (rc < 0) {
+        if (c->connect_failed_at.tv_sec == 0)
+            log_warn("event store committer for %s cannot connect: %s", c->schema, err->detail);
+        c->connect_failed_at = now;
+        c->connect_err = *err;
+        return rc;
+    }
+    if (c->connect_failed_at.tv_sec != 0)
+        log_info("event store committer for %s reconnected", c->schema);
+    c->connect_failed_at.tv_sec = 0;
+    return 0;
+}
+
+static void job_fail(append_job *job, const app_error *err)
+{
+    job->rc = err->code;
+    job->err = *err;
+}
+
+/* Reads the jsonb answer of es_append into the job (final only if the batch commits). */
+static void job_outcome(append_job *job, const char *text)
+{
+    cJSON *doc = cJSON_Parse(text);
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(doc, "status");
+    const char *status = cJSON_IsString(st) ? st->valuestring : "";
+    app_error_clear(&job->err);
+    if (strcmp(status, "ok") == 0) {
+        job->rc = 0;
+        job->result.version =
+            (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(doc, "version"));
+        job->result.first_position =
+            (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(doc, "first_position"));
+        job->result.last_position =
+            (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(doc, "last_position"));
+    } else if (strcmp(status, "conflict") == 0) {
+        int64_t cur =
+            (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(doc, "version"));
+        job->rc = app_error_set(&job->err, APP_EVERSION, "stream version conflict");
+        app_error_detail(&job->err, "stream %s is at version %" PRId64, job->req->stream_id, cur);
+    } else if (strcmp(status, "duplicate") == 0) {
+        const char *scope = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "scope"));
+        scope = scope ? scope : "key";
+        job->rc = app_error_set(&job->err, APP_ECONFLICT, "%s is taken", scope);
+        app_error_field(&job->err, scope, "is taken");
+    } else if (strcmp(status, "duplicate_event") == 0) {
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "event_id"));
+        job->rc = app_error_set(&job->err, APP_ECONFLICT, "event already stored");
+        app_error_detail(&job->err, "event %s is already in the log", id ? id : "?");
+        app_error_field(&job->err, "event_id", "is taken");
+    } else {
+        job->rc = app_error_set(&job->err, APP_EINTERNAL, "unexpected answer from es_append");
+    }
+    cJSON_Delete(doc);
+}
+
+/* Writes jobs in one transaction, pipelined: BEGIN, the context's advisory lock, one
+ * es_append per job, NOTIFY, COMMIT, then one sync. Returns 0 when it committed (each job
+ * then holds its own outcome), else fails every job and returns the error code;
+ * *retry_alone is set when an es_append call itself raised, so that running the jobs one
+ * by one confines the failure to the guilty one. */
+static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
+{
+    app_error err = APP_ERROR_INIT;
+    *retry_alone = false;
+    if (committer_connect(c, &err) < 0)
+        goto fail;
+    PGconn *conn = c->conn;
+    if (!PQenterPipelineMode(conn)) {
+        pg_result_error(conn, NULL, "entering pipeline mode", &err);
+        goto drop;
+    }
+
+    const char *lock_params[] = {"", c->lock_key};
+    char ns[16];
+    snprintf(ns, sizeof ns, "%d", APPEND_LOCK_NS);
+    lock_params[0] = ns;
+    bool sent = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+                PQsendQueryParams(conn, "SELECT pg_advisory_xact_lock($1::int4, $2::int4)", 2, NULL,
+                                  lock_params, NULL, NULL, 0);
+    for (size_t i = 0; sent && i < n; i++) {
+        const char *params[] = {jobs[i]->req->stream_id, jobs[i]->expected, jobs[i]->events_json,
+                                jobs[i]->claims_json, jobs[i]->releases_json};
+        sent = PQsendQueryParams(conn, c->append_sql, 5, NULL, params, NULL, NULL, 0);
+    }
+    sent = sent && PQsendQueryParams(conn, c->notify_sql, 0, NULL, NULL, NULL, NULL, 0) &&
+           PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn);
+    if (!sent) {
+        pg_result_error(conn, NULL, "sending the append batch", &err);
+        goto drop;
+    }
+
+    /* Results arrive per query, each followed by NULL, then the sync. Blocking mode is safe
+     * here: the answers are one short row each, far below the socket buffers, so the server
+     * never blocks writing them while we are still sending. */
+    size_t q = 0, n_queries = n + 4, guard = 0;
+    bool synced = false, failed = false, committed = false, append_raised = false;
+    while (!synced && guard++ < 4 * (n_queries + 2)) {
+        PGresult *res = PQgetResult(conn);
+        if (!res) {
+            if (PQstatus(conn) != CONNECTION_OK)
+                break;
+            q++;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            synced = true;
+        } else if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
+            if (!failed) {
+                pg_result_error(conn, res, "appending events", &err);
+                append_raised = st == PGRES_FATAL_ERROR && q >= 2 && q < 2 + n;
+            }
+            failed = true;
+        } else if (q >= 2 && q < 2 + n) {
+            if (st == PGRES_TUPLES_OK && PQntuples(res) == 1)
+                job_outcome(jobs[q - 2], PQgetvalue(res, 0, 0));
+            else if (!failed)
+                failed = true, app_error_set(&err, APP_EINTERNAL, "unexpected es_append result");
+        } else if (q == n + 3) {
+            committed = st == PGRES_COMMAND_OK && strcmp(PQcmdStatus(res), "COMMIT") == 0;
+        }
+        PQclear(res);
+    }
+    if (synced && !failed && committed) {
+        if (!PQexitPipelineMode(conn)) {
+            PQfinish(c->conn); /* the batch is committed; start the next one afresh */
+            c->conn = NULL;
+        }
+        return 0;
+    }
+    if (!failed)
+        pg_result_error(conn, NULL, "committing the append batch", &err);
+    if (synced && PQstatus(conn) == CONNECTION_OK && PQexitPipelineMode(conn)) {
+        PGresult *res = PQexec(conn, "ROLLBACK");
+        bool clean = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (clean) {
+            *retry_alone = append_raised && n > 1;
+            goto fail;
+        }
+    }
+drop:
+    PQfinish(c->conn);
+    c->conn = NULL;
+fail:
+    if (err.code == 0 || err.code == APP_EINTERNAL) {
+        /* The caller only needs to know its events are not stored; the detail says why. */
+        char detail[sizeof err.detail];
+        snprintf(detail, sizeof detail, "%s", err.detail);
+        app_error_set(&err, APP_EUNAVAIL, "event store append failed");
+        app_error_detail(&err, "%s", detail);
+    }
+    err.code = APP_EUNAVAIL;
+    for (size_t i = 0; i < n; i++)
+        job_fail(jobs[i], &err);
+    return APP_EUNAVAIL;
+}
+
+static void *committer_main(void *arg)
+{
+    pg_ctx *c = arg;
+    pg_event_store *s = c->store;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        while (!c->head && !atomic_load(&s->stopping))
+            pthread_cond_wait(&c->work_cv, &c->lock);
+        if (atomic_load(&s->stopping)) {
+            app_error err = APP_ERROR_INIT;
+            app_error_set(&err, APP_EUNAVAIL, "event store is shutting down");
+            for (append_job *j = c->head; j; j = j->next) {
+                job_fail(j, &err);
+                j->done = true;
+                pthread_cond_signal(&j->done_cv);
+            }
+            c->head = c->tail = NULL;
+            pthread_mutex_unlock(&c->lock);
+            break;
+        }
+        size_t n = 0;
+        while (c->head && n < (size_t)s->max_batch) {
+            c->batch[n++] = c->head;
+            c->head = c->head->next;
+        }
+        if (!c->head)
+            c->tail = NULL;
+        pthread_mutex_unlock(&c->lock);
+
+        bool retry_alone = false;
+        size_t transactions = 1;
+        int rc = run_batch(c, c->batch, n, &retry_alone);
+        if (rc < 0 && retry_alone) {
+            log_warn("append batch of %zu in %s failed (%s); retrying one by one", n, c->schema,
+                     c->batch[0]->err.detail);
+            for (size_t i = 0; i < n; i++) {
+                bool again;
+                run_batch(c, &c->batch[i], 1, &again);
+            }
+            transactions += n;
+        }
+        int64_t last = 0;
+        for (size_t i = 0; i < n; i++)
+            if (c->batch[i]->rc == 0 && c->batch[i]->result.last_position > last)
+                last = c->batch[i]->result.last_position;
+
+        metrics_histogram_observe(M_BATCH_SIZE, c->metric_labels, (double)n);
+        pthread_mutex_lock(&s->lock);
+        s->batches += transactions;
+        s->commands += n;
+        pthread_mutex_unlock(&s->lock);
+
+        pthread_mutex_lock(&c->lock);
+        for (size_t i = 0; i < n; i++) {
+            c->batch[i]->done = true;
+            pthread_cond_signal(&c->batch[i]->done_cv); /* the job may vanish after unlock */
+        }
+        if (last > c->known_head)
+            c->known_head = last;
+        c->wake_seq++;
+        pthread_cond_broadcast(&c->append_cv);
+        pthread_mutex_unlock(&c->lock);
+    }
+    if (c->conn) {
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
+    return NULL;
+}
+
+/* ---- append ---------------------------------------------------------------------------- */
+
+static int check_text(const char *s, const char *field, app_error *err)
+{
+    if (!s || !*s || !utf8_valid(s)) {
+        app_error_set(err, APP_EINVAL, "invalid append request");
+        if (err)
+            app_error_field(err, field, "must be non-empty UTF-8 text");
+        return APP_EINVAL;
+    }
+    return 0;
+}
+
+/* Event data and metadata are embedded as JSON values, so they must be objects that both
+ * cJSON and jsonb accept (jsonb refuses \u0000). */
+static int check_object(const char *text, const char *field, app_error *err)
+{
+    const char *end = NULL;
+    cJSON *doc =
+        utf8_valid(text) && !strstr(text, "\\u0000") ? cJSON_ParseWithOpts(text, &end, 1) : NULL;
+    bool ok = cJSON_IsObject(doc);
+    cJSON_Delete(doc);
+    if (!ok) {
+        app_error_set(err, APP_EINVAL, "invalid append request");
+        if (err)
+            app_error_field(err, field, "must be a JSON object");
+        return APP_EINVAL;
+    }
+    return 0;
+}
+
+static int claims_json(const es_claim *claims, size_t n, const char *field, char **out,
+                       app_error *err)
+{
+    sbuf b = {0};
+    sb_str(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        int rc = check_text(claims[i].scope, field, err);
+        if (rc == 0)
+            rc = check_text(claims[i].key, field, err);
+        if (rc < 0) {
+            free(b.p);
+            return rc;
+        }
+        sb_str(&b, i ? ",{\"scope\":" : "{\"scope\":");
+        sb_json_string(&b, claims[i].scope);
+        sb_str(&b, ",\"key\":");
+        sb_json_string(&b, claims[i].key);
+        sb_str(&b, "}");
+    }
+    sb_str(&b, "]");
+    if (b.oom) {
+        free(b.p);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    *out = b.p;
+    return 0;
+}
+
+static int events_json(const es_append_req *req, char **out, app_error *err)
+{
+    sbuf b = {0};
+    int rc = 0;
+    sb_str(&b, "[");
+    for (size_t i = 0; i < req->n_events; i++) {
+        const es_new_event *ev = &req->events[i];
+        const char *data = ev->data ? ev->data : "{}";
+        const char *meta = ev->metadata ? ev->metadata : "{}";
+        if (!ev->event_id || !uuid_valid(ev->event_id)) {
+            rc = app_error_set(err, APP_EINVAL, "invalid append request");
+            if (err)
+                app_error_field(err, "event_id", "must be a lower-case uuid");
+            goto fail;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(req->events[j].event_id, ev->event_id) == 0) {
+                rc = app_error_set(err, APP_EINVAL, "invalid append request");
+                if (err)
+                    app_error_field(err, "event_id", "appears twice");
+                goto fail;
+            }
+        }
+        if ((rc = check_text(ev->type, "type", err)) < 0 ||
+            (rc = check_object(data, "data", err)) < 0 ||
+            (rc = check_object(meta, "metadata", err)) < 0)
+            goto fail;
+        char num[32];
+        snprintf(num, sizeof num, "%d", ev->schema_version);
+        sb_str(&b, i ? ",{\"event_id\":\"" : "{\"event_id\":\"");
+        sb_str(&b, ev->event_id);
+        sb_str(&b, "\",\"type\":");
+        sb_json_string(&b, ev->type);
+        sb_str(&b, ",\"schema_version\":");
+        sb_str(&b, num);
+        sb_str(&b, ",\"data\":");
+        sb_str(&b, data);
+        sb_str(&b, ",\"metadata\":");
+        sb_str(&b, meta);
+        sb_str(&b, "}");
+    }
+    sb_str(&b, "]");
+    if (b.oom) {
+        rc = app_error_set(err, APP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    *out = b.p;
+    return 0;
+fail:
+    free(b.p);
+    return rc;
+}
+
+static int pg_es_append(void *self, const es_append_req *req, es_append_result *out, app_error *err)
+{
+    pg_event_store *s = self;
+    pg_ctx *c = NULL;
+    int rc = ctx_get(s, req->context, &c, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(req->stream_id, "stream_id", err)) < 0)
+        return rc;
+    if (req->expected_version < ES_ANY_VERSION || (req->n_events && !req->events) ||
+        (req->n_claims && !req->claims) || (req->n_releases && !req->releases)) {
+        app_error_set(err, APP_EINVAL, "invalid append request");
+        return APP_EINVAL;
+    }
+
+    double started = now_seconds();
+    append_job job = {.req = req};
+    snprintf(job.expected, sizeof job.expected, "%" PRId64, req->expected_version);
+    if ((rc = events_json(req, &job.events_json, err)) < 0 ||
+        (rc = claims_json(req->claims, req->n_claims, "claims", &job.claims_json, err)) < 0 ||
+        (rc = claims_json(req->releases, req->n_releases, "releases", &job.releases_json, err)) < 0)
+        goto done;
+
+    pthread_cond_init(&job.done_cv, NULL);
+    pthread_mutex_lock(&c->lock);
+    if (atomic_load(&s->stopping)) {
+        pthread_mutex_unlock(&c->lock);
+        rc = app_error_set(err, APP_EUNAVAIL, "event store is shutting down");
+        goto done_cv;
+    }
+    if (!c->committer_started) {
+        if (pthread_create(&c->committer, NULL, committer_main, c) != 0) {
+            pthread_mutex_unlock(&c->lock);
+            rc = app_error_set(err, APP_EINTERNAL, "could not start the committer thread");
+            goto done_cv;
+        }
+        c->committer_started = true;
+    }
+    if (c->tail)
+        c->tail->next = &job;
+    else
+        c->head = &job;
+    c->tail = &job;
+    pthread_cond_signal(&c->work_cv);
+    while (!job.done)
+        pthread_cond_wait(&job.done_cv, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+
+    rc = job.rc;
+    if (rc == 0) {
+        if (out)
+            *out = job.result;
+    } else if (err) {
+        *err = job.err;
+    }
+    metrics_histogram_observe(M_APPEND_SECONDS, c->metric_labels, now_seconds() - started);
+done_cv:
+    pthread_cond_destroy(&job.done_cv);
+done:
+    free(job.events_json);
+    free(job.claims_json);
+    free(job.releases_json);
+    return rc;
+}
+
+/* ---- reads ------------------------------------------------------------------------------ */
+
+/* One query through the pool. A pooled connection may have died with the server since it
+ * was last used; reads are idempotent, so one retry on a fresh connection hides that. */
+static int pool_query(pg_event_store *s, int acquire_ms, const char *sql, int n_params,
+                      const char *const *params, ExecStatusType want, PGresult **out,
+                      app_error *err)
+{
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PGconn *conn = NULL;
+        rc = pg_pool_acquire(s->pool, acquire_ms, &conn, err);
+        if (rc < 0)
+            return rc;
+        rc = pg_exec(conn, sql, n_params, params, want, out, err);
+        bool broken = PQstatus(conn) != CONNECTION_OK;
+        pg_pool_release(s->pool, conn);
+        if (rc == 0 || !broken)
+            break;
+    }
+    return rc;
+}
+
+#define EVENT_COLUMNS                                                                              \
+    "SELECT global_position, stream_id, stream_version, event_id::text, event_type,"               \
+    " schema_version, data::text, metadata::text,"                                                 \
+    " to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+static int rows_to_events(PGresult *res, es_event_list *out, app_error *err)
+{
+    size_t n = (size_t)PQntuples(res);
+    if (n == 0)
+        return 0;
+    es_event *items = calloc(n, sizeof *items);
+    if (!items)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    out->items = items;
+    for (size_t i = 0; i < n; i++) {
+        int r = (int)i;
+        es_event *ev = &items[i];
+        ev->position = strtoll(PQgetvalue(res, r, 0), NULL, 10);
+        ev->version = strtoll(PQgetvalue(res, r, 2), NULL, 10);
+        ev->schema_version = (int)strtol(PQgetvalue(res, r, 5), NULL, 10);
+        snprintf(ev->event_id, sizeof ev->event_id, "%s", PQgetvalue(res, r, 3));
+        snprintf(ev->recorded_at, sizeof ev->recorded_at, "%s", PQgetvalue(res, r, 8));
+        ev->stream_id = strdup(PQgetvalue(res, r, 1));
+        ev->type = strdup(PQgetvalue(res, r, 4));
+        ev->data = strdup(PQgetvalue(res, r, 6));
+        ev->metadata = strdup(PQgetvalue(res, r, 7));
+        out->len = i + 1;
+        if (!ev->stream_id || !ev->type || !ev->data || !ev->metadata) {
+            es_event_list_free(out);
+            return app_error_set(err, APP_ENOMEM, "out of memory");
+        }
+    }
+    return 0;
+}
+
+static int query_events(pg_event_store *s, const char *sql, int n_params, const char *const *params,
+                        es_event_list *out, app_error *err)
+{
+    PGresult *res = NULL;
+    int rc = pool_query(s, READ_ACQUIRE_MS, sql, n_params, params, PGRES_TUPLES_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    rc = rows_to_events(res, out, err);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_es_load_stream(void *self, const char *context, const char *stream_id,
+                             int64_t after_version, es_event_list *out, app_error *err)
+{
+    pg_event_store *s = self;
+    out->items = NULL;
+    out->len = 0;
+    char schema[64], sql[512], after[32];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if (!stream_id)
+        return app_error_set(err, APP_EINVAL, "stream id is required");
+    snprintf(sql, sizeof sql,
+             EVENT_COLUMNS " FROM %s.events WHERE stream_id = $1 AND stream_version > $2"
+                           " ORDER BY stream_version",
+             schema);
+    snprintf(after, sizeof after, "%" PRId64, after_version);
+    const char *params[] = {stream_id, after};
+    return query_events(s, sql, 2, params, out, err);
+}
+
+/* Why a plain position filter is gap-free here: every append transaction of a context takes
+ * the same transaction-level advisory lock before it draws positions from the sequence, and
+ * PostgreSQL releases that lock only after the commit is visible. So a transaction holding
+ * positions above P starts drawing them only after every transaction with positions below P
+ * has committed or rolled back: positions are assigned in commit order, and an event can
+ * never become visible below a position a reader has already seen. The xmin-based filter of
+ * DESIGN.md gives the same guarantee without the lock but stalls every subscriber behind
+ * any long transaction in the database, even one that never touches the log. */
+static int pg_es_read_log(void *self, const char *context, int64_t after_position, size_t limit,
+                          es_event_list *out, app_error *err)
+{
+    pg_event_store *s = self;
+    out->items = NULL;
+    out->len = 0;
+    char schema[64], sql[512], after[32], lim[32];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0 || limit == 0)
+        return rc;
+    snprintf(sql, sizeof sql,
+             EVENT_COLUMNS " FROM %s.events WHERE global_position > $1"
+                           " ORDER BY global_position LIMIT $2",
+             schema);
+    snprintf(after, sizeof after, "%" PRId64, after_position);
+    snprintf(lim, sizeof lim, "%zu", limit);
+    const char *params[] = {after, lim};
+    return query_events(s, sql, 2, params, out, err);
+}
+
+static int query_int64(pg_event_store *s, int acquire_ms, const char *sql, int n_params,
+                       const char *const *params, int64_t *out, app_error *err)
+{
+    PGresult *res = NULL;
+    int rc = pool_query(s, acquire_ms, sql, n_params, params, PGRES_TUPLES_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    *out = PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+    return 0;
+}
+
+static int pg_es_head_position(void *self, const char *context, int64_t *out, app_error *err)
+{
+    char schema[64], sql[256];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    snprintf(sql, sizeof sql, "SELECT coalesce(max(global_position), 0) FROM %s.events", schema);
+    return query_int64(self, READ_ACQUIRE_MS, sql, 0, NULL, out, err);
+}
+
+static int pg_es_load_checkpoint(void *self, const char *context, const char *subscriber,
+                                 int64_t *out, app_error *err)
+{
+    char schema[64], sql[256];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(subscriber, "subscriber", err)) < 0)
+        return rc;
+    snprintf(sql, sizeof sql, "SELECT position FROM %s.checkpoints WHERE subscriber = $1", schema);
+    const char *params[] = {subscriber};
+    return query_int64(self, READ_ACQUIRE_MS, sql, 1, params, out, err);
+}
+
+static int pg_es_save_checkpoint(void *self, const char *context, const char *subscriber,
+                                 int64_t position, app_error *err)
+{
+    char schema[64], sql[512], pos[32];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(subscriber, "subscriber", err)) < 0)
+        return rc;
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %s.checkpoints (subscriber, position, updated_at)"
+             " VALUES ($1, $2, now())"
+             " ON CONFLICT (subscriber) DO UPDATE"
+             " SET position = excluded.position, updated_at = excluded.updated_at",
+             schema);
+    snprintf(pos, sizeof pos, "%" PRId64, position);
+    const char *params[] = {subscriber, pos};
+    return pool_query(self, READ_ACQUIRE_MS, sql, 2, params, PGRES_COMMAND_OK, NULL, err);
+}
+
+static int pg_es_wait_for_append(void *self, const char *context, int64_t after_position,
+                                 int timeout_ms)
+{
+    pg_event_store *s = self;
+    pg_ctx *c = NULL;
+    int rc = ctx_get(s, context, &c, NULL);
+    if (rc < 0)
+        return rc;
+    struct timespec deadline;
+    deadline_after(&deadline, timeout_ms > 0 ? timeout_ms : 0);
+    pthread_mutex_lock(&c->lock);
+    uint64_t seq = c->wake_seq;
+    while (c->known_head <= after_position && c->wake_seq == seq && !atomic_load(&s->stopping)) {
+        if (pthread_cond_timedwait(&c->append_cv, &c->lock, &deadline) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+static int pg_es_ping(void *self, app_error *err)
+{
+    return pool_query(self, PING_ACQUIRE_MS, "SELECT 1", 0, NULL, PGRES_TUPLES_OK, NULL, err);
+}
+
+/* ---- the LISTEN thread -------------------------------------------------------------- */
+
+static int listen_new_channels(pg_event_store *s, PGconn *conn)
+{
+    pthread_mutex_lock(&s->lock);
+    pg_ctx *first = s->ctxs;
+    pthread_mutex_unlock(&s->lock);
+    for (pg_ctx *c = first; c; c = c->next) {
+        if (c->listening)
+            continue;
+        char sql[96];
+        snprintf(sql, sizeof sql, "LISTEN %s", c->channel);
+        PGresult *res = PQexec(conn, sql);
+        bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!ok)
+            return -1;
+        c->listening = true;
+    }
+    return 0;
+}
+
+static void listener_dispatch(pg_event_store *s, const PGnotify *nt)
+{
+    pthread_mutex_lock(&s->lock);
+    pg_ctx *first = s->ctxs;
+    pthread_mutex_unlock(&s->lock);
+    for (pg_ctx *c = first; c; c = c->next) {
+        if (strcmp(c->channel, nt->relname) == 0) {
+            ctx_announce(c, strtoll(nt->extra ? nt->extra : "0", NULL, 10));
+            return;
+        }
+    }
+}
+
+/* Sleeps ms unless the store is told to stop (the wake pipe). */
+static void listener_sleep(pg_event_store *s, int ms)
+{
+    struct pollfd fd = {.fd = s->wake_pipe[0], .events = POLLIN};
+    if (poll(&fd, 1, ms) > 0) {
+        char buf[64];
+        while (read(s->wake_pipe[0], buf, sizeof buf) > 0) {
+        }
+    }
+}
+
+static void *listener_main(void *arg)
+{
+    pg_event_store *s = arg;
+    PGconn *conn = NULL;
+    int backoff = LISTEN_BACKOFF_MIN_MS;
+    bool warned = false;
+    while (!atomic_load(&s->stopping)) {
+        if (!conn) {
+            app_error err = APP_ERROR_INIT;
+            if (pg_connect(s->dsn, s->connect_timeout_s, &conn, &err) < 0) {
+                if (!warned)
+                    log_warn("event store listener cannot connect: %s", err.detail);
+                warned = true;
+                listener_sleep(s, backoff);
+                backoff = backoff * 2 > LISTEN_BACKOFF_MAX_MS ? LISTEN_BACKOFF_MAX_MS : backoff * 2;
+                continue;
+            }
+            if (warned)
+                log_info("event store listener reconnected");
+            warned = false;
+            backoff = LISTEN_BACKOFF_MIN_MS;
+            pthread_mutex_lock(&s->lock);
+            pg_ctx *first = s->ctxs;
+            pthread_mutex_unlock(&s->lock);
+            for (pg_ctx *c = first; c; c = c->next) {
+                c->listening = false;
+                ctx_announce(c, 0); /* notifications sent while we were away are lost */
+            }
+        }
+        if (listen_new_channels(s, conn) < 0) {
+            PQfinish(conn);
+            conn = NULL;
+            continue;
+        }
+        struct pollfd fds[2] = {{.fd = PQsocket(conn), .events = POLLIN},
+                                {.fd = s->wake_pipe[0], .events = POLLIN}};
+        int pr = poll(fds, 2, 1000);
+        if (pr > 0 && fds[1].revents) {
+            char buf[64];
+            while (read(s->wake_pipe[0], buf, sizeof buf) > 0) {
+            }
+        }
+        if (pr > 0 && fds[0].revents) {
+            if (!PQconsumeInput(conn)) {
+                log_warn("event store listener lost its connection");
+                PQfinish(conn);
+                conn = NULL;
+                continue;
+            }
+            PGnotify *nt;
+            while ((nt = PQnotifies(conn))) {
+                listener_dispatch(s, nt);
+                PQfreemem(nt);
+            }
+        }
+        if (PQstatus(conn) != CONNECTION_OK) {
+            PQfinish(conn);
+            conn = NULL;
+        }
+    }
+    if (conn)
+        PQfinish(conn);
+    return NULL;
+}
+
+/* ---- life cycle ---------------------------------------------------------------------------- */
+
+static const es_store_ops pg_es_ops = {
+    .append = pg_es_append,
+    .load_stream = pg_es_load_stream,
+    .read_log = pg_es_read_log,
+    .head_position = pg_es_head_position,
+    .load_checkpoint = pg_es_load_checkpoint,
+    .save_checkpoint = pg_es_save_checkpoint,
+    .wait_for_append = pg_es_wait_for_append,
+    .ping = pg_es_ping,
+};
+
+es_store pg_event_store_port(pg_event_store *s)
+{
+    es_store port = {&pg_es_ops, s};
+    return port;
+}
+
+pg_pool *pg_event_store_pool(pg_event_store *s)
+{
+    return s->pool;
+}
+
+void pg_event_store_stats(pg_event_store *s, uint64_t *batches, uint64_t *commands)
+{
+    pthread_mutex_lock(&s->lock);
+    if (batches)
+        *batches = s->batches;
+    if (commands)
+        *commands = s->commands;
+    pthread_mutex_unlock(&s->lock);
+}
+
+int pg_event_store_new(pg_event_store **out, const pg_event_store_options *opts, app_error *err)
+{
+    if (!opts || !opts->dsn)
+        return app_error_set(err, APP_EINVAL, "event store needs a postgresql dsn");
+    pg_event_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    s->wake_pipe[0] = s->wake_pipe[1] = -1;
+    pthread_mutex_init(&s->lock, NULL);
+    atomic_init(&s->stopping, false);
+    s->connect_timeout_s = opts->connect_timeout_s > 0 ? opts->connect_timeout_s : 5;
+    s->max_batch = opts->max_batch > 0 ? opts->max_batch : 128;
+    int rc;
+    s->dsn = strdup(opts->dsn);
+    if (!s->dsn) {
+        rc = app_error_set(err, APP_ENOMEM, "out of memory");
+        goto fail;
+    }
+    rc = pg_pool_new(&s->pool, opts->dsn, opts->pool_size > 0 ? opts->pool_size : 4,
+                     s->connect_timeout_s, err);
+    if (rc < 0)
+        goto fail;
+    if (pipe2(s->wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+        s->wake_pipe[0] = s->wake_pipe[1] = -1;
+        rc = app_error_set(err, APP_EINTERNAL, "could not create a pipe: %s", strerror(errno));
+        goto fail;
+    }
+
+    metrics_declare(M_APPEND_SECONDS, METRIC_HISTOGRAM,
+                    "Time from an append request to its durable commit, per command");
+    metrics_declare(M_BATCH_SIZE, METRIC_HISTOGRAM,
+                    "Appends written per group-commit transaction (sum/count is the mean)");
+
+    /* The kernel's contexts are known up front, so the listener hears them from the start. */
+    static const char *const known[] = {"inventory", "order", "user"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        pg_ctx *c;
+        if ((rc = ctx_get(s, known[i], &c, err)) < 0)
+            goto fail;
+    }
+    if (pthread_create(&s->listener, NULL, listener_main, s) != 0) {
+        rc = app_error_set(err, APP_EINTERNAL, "could not start the listener thread");
+        goto fail;
+    }
+    s->listener_started = true;
+    *out = s;
+    return 0;
+fail:
+    pg_event_store_free(s);
+    return rc;
+}
+
+void pg_event_store_free(pg_event_store *s)
+{
+    if (!s)
+        return;
+    atomic_store(&s->stopping, true);
+    wake_listener(s);
+    for (pg_ctx *c = s->ctxs; c; c = c->next) {
+        pthread_mutex_lock(&c->lock);
+        pthread_cond_broadcast(&c->work_cv);
+        pthread_cond_broadcast(&c->append_cv);
+        bool started = c->committer_started;
+        pthread_mutex_unlock(&c->lock);
+        if (started)
+            pthread_join(c->committer, NULL);
+    }
+    if (s->listener_started)
+        pthread_join(s->listener, NULL);
+    pg_ctx *c = s->ctxs;
+    while (c) {
+        pg_ctx *next = c->next;
+        pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->work_cv);
+        pthread_cond_destroy(&c->append_cv);
+        free(c->batch);
+        free(c);
+        c = next;
+    }
+    pg_pool_free(s->pool);
+    if (s->wake_pipe[0] >= 0)
+        close(s->wake_pipe[0]);
+    if (s->wake_pipe[1] >= 0)
+        close(s->wake_pipe[1]);
+    pthread_mutex_destroy(&s->lock);
+    free(s->dsn);
+    free(s);
+}

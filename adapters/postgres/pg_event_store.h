@@ -1,0 +1,44 @@
+/* The event-store port on PostgreSQL: one schema per context (<context>_ctx), appends
+ * group-committed per context by a committer thread in libpq pipeline mode. */
+#ifndef ADAPTERS_POSTGRES_PG_EVENT_STORE_H
+#define ADAPTERS_POSTGRES_PG_EVENT_STORE_H
+
+#include <stdint.h>
+
+#include "adapters/postgres/pg_pool.h"
+#include "core/error.h"
+#include "ports/event_store.h"
+
+typedef struct pg_event_store pg_event_store;
+
+typedef struct pg_event_store_options {
+    const char *dsn; /* libpq connection string or URI; copied */
+    int pool_size;   /* connections for reads, checkpoints and ping */
+    int connect_timeout_s;
+    int max_batch; /* most appends written in one transaction */
+} pg_event_store_options;
+
+#define PG_EVENT_STORE_OPTIONS_INIT                                                                \
+    {                                                                                              \
+        NULL, 4, 5, 128                                                                            \
+    }
+
+/* Creates the store and its LISTEN thread. Connects lazily: succeeds while PostgreSQL is
+ * down (ping reports it). *out owned by caller; free with pg_event_store_free. */
+int pg_event_store_new(pg_event_store **out, const pg_event_store_options *opts, app_error *err);
+/* Stops the threads, fails appends still queued with APP_EUNAVAIL, frees. Accepts NULL. */
+void pg_event_store_free(pg_event_store *s);
+
+/* The port; its self is s, borrowed. */
+es_store pg_event_store_port(pg_event_store *s);
+
+/* The store's connection pool, borrowed (e.g. for pg_migrate_context). */
+pg_pool *pg_event_store_pool(pg_event_store *s);
+
+/* Transactions written by committers and the appends they carried (tests, metrics). */
+void pg_event_store_stats(pg_event_store *s, uint64_t *batches, uint64_t *commands);
+
+/* "user" -> "user_ctx" into out; APP_EINVAL unless context matches [a-z_]+ and fits. */
+int pg_context_schema(const char *context, char *out, size_t size, app_error *err);
+
+#endif

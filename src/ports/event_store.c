@@ -1,0 +1,20 @@
+/* The event-store port's only code: freeing event lists that adapters hand out. */
+#include "ports/event_store.h"
+
+#include <stdlib.h>
+
+void es_event_list_free(es_event_list *list)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < list->len; i++) {
+        es_event *ev = &list->items[i];
+        free(ev->stream_id);
+        free(ev->type);
+        free(ev->data);
+        free(ev->metadata);
+    }
+    free(list->items);
+    list->items = NULL;
+    list->len = 0;
+}

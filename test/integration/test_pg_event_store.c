@@ -1,0 +1,728 @@
+/* The PostgreSQL event store against a real server (APP_POSTGRES_DSN): round trips,
+ * expected versions, unique claims under contention, group commit, and a gap-free log. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "adapters/postgres/pg_event_store.h"
+#include "adapters/postgres/pg_migrate.h"
+#include "adapters/postgres/pg_pool.h"
+#include "core/uuid.h"
+
+#define CTX     "pgtest_es"  /* schema pgtest_es_ctx */
+#define LOG_CTX "pgtest_log" /* a log only the tailing test writes */
+
+static const char *dsn;
+static pg_event_store *store;
+static es_store port;
+
+static void exec_sql(const char *sql)
+{
+    PGconn *conn = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(pg_connect(dsn, 5, &conn, &err), 0);
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    PQclear(res);
+    PQfinish(conn);
+    assert_true(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    exec_sql("DROP SCHEMA IF EXISTS " CTX "_ctx CASCADE; DROP SCHEMA IF EXISTS " LOG_CTX
+             "_ctx CASCADE");
+    pg_event_store_options opts = PG_EVENT_STORE_OPTIONS_INIT;
+    opts.dsn = dsn;
+    opts.pool_size = 4;
+    app_error err = APP_ERROR_INIT;
+    if (pg_event_store_new(&store, &opts, &err) != 0) {
+        fprintf(stderr, "pg_event_store_new: %s: %s\n", err.message, err.detail);
+        return -1;
+    }
+    port = pg_event_store_port(store);
+    const char *schemas[] = {CTX "_ctx", LOG_CTX "_ctx"};
+    for (int i = 0; i < 2; i++) {
+        if (pg_migrate_context(pg_event_store_pool(store), schemas[i], pg_store_migrations, NULL,
+                               NULL, &err) != 0) {
+            fprintf(stderr, "migrate: %s: %s\n", err.message, err.detail);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    pg_event_store_free(store);
+    store = NULL;
+    return 0;
+}
+
+static void new_stream(char *out, size_t size)
+{
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    snprintf(out, size, "test-%s", id);
+}
+
+/* Appends one event; returns the port's status. */
+static int append_one(const char *context, const char *stream, int64_t expected,
+                      const es_claim *claims, size_t n_claims, const es_claim *releases,
+                      size_t n_releases, es_append_result *out, app_error *err)
+{
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    es_new_event ev = {id, "test.thing.happened", 1, "{\"n\": 1}", "{\"correlationId\": \"c\"}"};
+    es_append_req req = {context, stream, expected, &ev, 1, claims, n_claims, releases, n_releases};
+    es_append_result res;
+    return port.ops->append(port.self, &req, out ? out : &res, err);
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    char stream[64], id1[UUID_STR_LEN], id2[UUID_STR_LEN];
+    new_stream(stream, sizeof stream);
+    uuid_v4(id1);
+    uuid_v4(id2);
+    es_new_event evs[2] = {
+        {id1, "test.thing.created", 1, "{\"name\": \"a \\\"quoted\\\" \\u00e9 name\"}",
+         "{\"correlationId\": \"x\"}"},
+        {id2, "test.thing.renamed", 2, "{\"big\": 12345678901234567890, \"list\": [1, 2]}", "{}"},
+    };
+    es_append_req req = {CTX, stream, ES_NO_STREAM, evs, 2, NULL, 0, NULL, 0};
+    es_append_result res = {0};
+    app_error err = APP_ERROR_INIT;
+    int rc = port.ops->append(port.self, &req, &res, &err);
+    if (rc != 0)
+        fail_msg("append: %s: %s", err.message, err.detail);
+    assert_int_equal(res.version, 2);
+    assert_true(res.first_position > 0);
+    assert_int_equal(res.last_position, res.first_position + 1);
+
+    es_event_list list = {0};
+    assert_int_equal(port.ops->load_stream(port.self, CTX, stream, 0, &list, &err), 0);
+    assert_int_equal(list.len, 2);
+    assert_string_equal(list.items[0].event_id, id1);
+    assert_string_equal(list.items[0].stream_id, stream);
+    assert_string_equal(list.items[0].type, "test.thing.created");
+    assert_int_equal(list.items[0].version, 1);
+    assert_int_equal(list.items[0].position, res.first_position);
+    assert_string_equal(list.items[0].data, "{\"name\": \"a \\\"quoted\\\" é name\"}");
+    assert_string_equal(list.items[0].metadata, "{\"correlationId\": \"x\"}");
+    assert_int_equal(list.items[1].schema_version, 2);
+    assert_non_null(strstr(list.items[1].data, "12345678901234567890"));
+    /* 2026-11-28T15:00:00.123456Z */
+    const char *at = list.items[0].recorded_at;
+    assert_int_equal(strlen(at), 27);
+    assert_int_equal(at[10], 'T');
+    assert_int_equal(at[19], '.');
+    assert_int_equal(at[26], 'Z');
+    es_event_list_free(&list);
+
+    assert_int_equal(port.ops->load_stream(port.self, CTX, stream, 1, &list, &err), 0);
+    assert_int_equal(list.len, 1);
+    assert_string_equal(list.items[0].event_id, id2);
+    es_event_list_free(&list);
+
+    assert_int_equal(port.ops->load_stream(port.self, CTX, "test-none", 0, &list, &err), 0);
+    assert_int_equal(list.len, 0);
+    es_event_list_free(&list);
+
+    int64_t head = 0;
+    assert_int_equal(port.ops->head_position(port.self, CTX, &head, &err), 0);
+    assert_true(head >= res.last_position);
+}
+
+static void test_expected_version(void **state)
+{
+    (void)state;
+    char stream[64];
+    new_stream(stream, sizeof stream);
+    app_error err = APP_ERROR_INIT;
+    es_append_result res = {0};
+    assert_int_equal(append_one(CTX, stream, ES_NO_STREAM, NULL, 0, NULL, 0, &res, &err), 0);
+    assert_int_equal(res.version, 1);
+    assert_int_equal(append_one(CTX, stream, ES_NO_STREAM, NULL, 0, NULL, 0, &res, &err),
+                     APP_EVERSION);
+    assert_non_null(strstr(err.detail, "is at version 1"));
+    assert_int_equal(append_one(CTX, stream, 5, NULL, 0, NULL, 0, &res, &err), APP_EVERSION);
+    assert_int_equal(append_one(CTX, stream, 1, NULL, 0, NULL, 0, &res, &err), 0);
+    assert_int_equal(res.version, 2);
+    assert_int_equal(append_one(CTX, stream, ES_ANY_VERSION, NULL, 0, NULL, 0, &res, &err), 0);
+    assert_int_equal(res.version, 3);
+}
+
+static void test_invalid_input(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(append_one("User", "s-1", ES_ANY_VERSION, NULL, 0, NULL, 0, NULL, &err),
+                     APP_EINVAL);
+    assert_int_equal(append_one("user; drop", "s-1", ES_ANY_VERSION, NULL, 0, NULL, 0, NULL, &err),
+                     APP_EINVAL);
+    es_event_list list = {0};
+    assert_int_equal(port.ops->read_log(port.self, "bad-name", 0, 10, &list, &err), APP_EINVAL);
+
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    const char *bad_data[] = {"{", "[1]", "{\"a\": \"\\u0000\"}", "{\"a\": \"\xff\"}"};
+    for (size_t i = 0; i < sizeof bad_data / sizeof bad_data[0]; i++) {
+        es_new_event ev = {id, "t.t.t", 1, bad_data[i], "{}"};
+        es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0};
+        es_append_result res;
+        assert_int_equal(port.ops->append(port.self, &req, &res, &err), APP_EINVAL);
+    }
+    es_new_event ev = {"NOT-A-UUID", "t.t.t", 1, "{}", "{}"};
+    es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0};
+    es_append_result res;
+    assert_int_equal(port.ops->append(port.self, &req, &res, &err), APP_EINVAL);
+}
+
+static void test_duplicate_event_id(void **state)
+{
+    (void)state;
+    char s1[64], s2[64], id[UUID_STR_LEN];
+    new_stream(s1, sizeof s1);
+    new_stream(s2, sizeof s2);
+    uuid_v4(id);
+    es_new_event ev = {id, "t.t.t", 1, "{}", "{}"};
+    es_append_req req = {CTX, s1, ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0};
+    es_append_result res;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(port.ops->append(port.self, &req, &res, &err), 0);
+    req.stream_id = s2;
+    assert_int_equal(port.ops->append(port.self, &req, &res, &err), APP_ECONFLICT);
+    assert_string_equal(err.fields[0].field, "event_id");
+    /* Nothing of the refused append was written. */
+    es_event_list list = {0};
+    assert_int_equal(port.ops->load_stream(port.self, CTX, s2, 0, &list, &err), 0);
+    assert_int_equal(list.len, 0);
+}
+
+/* ---- contention ------------------------------------------------------------------ */
+
+#define RACERS 50
+
+typedef struct racer {
+    const char *stream;
+    int64_t expected;
+    const char *claim_key;
+    pthread_barrier_t *start;
+    int rc;
+    app_error err;
+} racer;
+
+static void *racer_main(void *p)
+{
+    racer *r = p;
+    char own[64];
+    const char *stream = r->stream;
+    if (!stream) {
+        new_stream(own, sizeof own);
+        stream = own;
+    }
+    es_claim claim = {"email", r->claim_key};
+    pthread_barrier_wait(r->start);
+    r->rc = append_one(CTX, stream, r->expected, r->claim_key ? &claim : NULL, r->claim_key ? 1 : 0,
+                       NULL, 0, NULL, &r->err);
+    return NULL;
+}
+
+static void race(racer *rs, int *ok, int *code_count, int code)
+{
+    pthread_t th[RACERS];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, RACERS);
+    for (int i = 0; i < RACERS; i++) {
+        rs[i].start = &start;
+        assert_int_equal(pthread_create(&th[i], NULL, racer_main, &rs[i]), 0);
+    }
+    for (int i = 0; i < RACERS; i++)
+        pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&start);
+    *ok = *code_count = 0;
+    for (int i = 0; i < RACERS; i++) {
+        if (rs[i].rc == 0)
+            (*ok)++;
+        else if (rs[i].rc == code)
+            (*code_count)++;
+        else
+            fail_msg("racer %d: %d %s: %s", i, rs[i].rc, rs[i].err.message, rs[i].err.detail);
+    }
+}
+
+static void test_same_version_race(void **state)
+{
+    (void)state;
+    char stream[64];
+    new_stream(stream, sizeof stream);
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(append_one(CTX, stream, ES_NO_STREAM, NULL, 0, NULL, 0, NULL, &err), 0);
+    racer rs[RACERS];
+    memset(rs, 0, sizeof rs);
+    for (int i = 0; i < RACERS; i++) {
+        rs[i].stream = stream;
+        rs[i].expected = 1;
+    }
+    int ok, conflicts;
+    race(rs, &ok, &conflicts, APP_EVERSION);
+    assert_int_equal(ok, 1);
+    assert_int_equal(conflicts, RACERS - 1);
+    es_event_list list = {0};
+    assert_int_equal(port.ops->load_stream(port.self, CTX, stream, 0, &list, &err), 0);
+    assert_int_equal(list.len, 2);
+    es_event_list_free(&list);
+}
+
+static void test_claim_race(void **state)
+{
+    (void)state;
+    char key[64], id[UUID_STR_LEN];
+    uuid_v4(id);
+    snprintf(key, sizeof key, "%s@example.com", id);
+    racer rs[RACERS];
+    memset(rs, 0, sizeof rs);
+    for (int i = 0; i < RACERS; i++) {
+        rs[i].expected = ES_NO_STREAM;
+        rs[i].claim_key = key;
+    }
+    int ok, taken;
+    race(rs, &ok, &taken, APP_ECONFLICT);
+    assert_int_equal(ok, 1);
+    assert_int_equal(taken, RACERS - 1);
+    for (int i = 0; i < RACERS; i++) {
+        if (rs[i].rc == APP_ECONFLICT) {
+            assert_int_equal(rs[i].err.n_fields, 1);
+            assert_string_equal(rs[i].err.fields[0].field, "email");
+            assert_string_equal(rs[i].err.fields[0].message, "is taken");
+        }
+    }
+}
+
+static void test_release_claim(void **state)
+{
+    (void)state;
+    char a[64], b[64], key[64], id[UUID_STR_LEN];
+    new_stream(a, sizeof a);
+    new_stream(b, sizeof b);
+    uuid_v4(id);
+    snprintf(key, sizeof key, "%s@example.com", id);
+    es_claim claim = {"email", key};
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(append_one(CTX, a, ES_NO_STREAM, &claim, 1, NULL, 0, NULL, &err), 0);
+    /* Claiming again what you own is fine. */
+    assert_int_equal(append_one(CTX, a, 1, &claim, 1, NULL, 0, NULL, &err), 0);
+    assert_int_equal(append_one(CTX, b, ES_NO_STREAM, &claim, 1, NULL, 0, NULL, &err),
+                     APP_ECONFLICT);
+    /* A refused append writes nothing: b still does not exist. */
+    es_event_list list = {0};
+    assert_int_equal(port.ops->load_stream(port.self, CTX, b, 0, &list, &err), 0);
+    assert_int_equal(list.len, 0);
+    /* Releasing a key b does not own changes nothing. */
+    assert_int_equal(append_one(CTX, b, ES_NO_STREAM, NULL, 0, &claim, 1, NULL, &err), 0);
+    assert_int_equal(append_one(CTX, b, 1, &claim, 1, NULL, 0, NULL, &err), APP_ECONFLICT);
+    /* a releases it (e.g. an email change), then b can take it. */
+    assert_int_equal(append_one(CTX, a, 2, NULL, 0, &claim, 1, NULL, &err), 0);
+    assert_int_equal(append_one(CTX, b, 1, &claim, 1, NULL, 0, NULL, &err), 0);
+    assert_int_equal(append_one(CTX, a, 3, &claim, 1, NULL, 0, NULL, &err), APP_ECONFLICT);
+}
+
+/* ---- group commit ------------------------------------------------------------------ */
+
+#define GC_THREADS 48
+#define GC_APPENDS 20
+
+typedef struct gc_worker {
+    char streams[GC_APPENDS][64];
+    int64_t positions[GC_APPENDS];
+    int failures;
+    app_error err;
+} gc_worker;
+
+static void *gc_main(void *p)
+{
+    gc_worker *w = p;
+    for (int i = 0; i < GC_APPENDS; i++) {
+        new_stream(w->streams[i], sizeof w->streams[i]);
+        es_append_result res = {0};
+        if (append_one(CTX, w->streams[i], ES_NO_STREAM, NULL, 0, NULL, 0, &res, &w->err) != 0)
+            w->failures++;
+        w->positions[i] = res.last_position;
+    }
+    return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+    (void)state;
+    uint64_t b0, c0, b1, c1;
+    pg_event_store_stats(store, &b0, &c0);
+    gc_worker *ws = calloc(GC_THREADS, sizeof *ws);
+    assert_non_null(ws);
+    pthread_t th[GC_THREADS];
+    for (int i = 0; i < GC_THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, gc_main, &ws[i]), 0);
+    for (int i = 0; i < GC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    pg_event_store_stats(store, &b1, &c1);
+    for (int i = 0; i < GC_THREADS; i++)
+        if (ws[i].failures)
+            fail_msg("worker %d: %s: %s", i, ws[i].err.message, ws[i].err.detail);
+    uint64_t batches = b1 - b0, commands = c1 - c0;
+    print_message("group commit: %llu appends in %llu transactions\n", (unsigned long long)commands,
+                  (unsigned long long)batches);
+    assert_int_equal(commands, GC_THREADS * GC_APPENDS);
+    assert_true(batches < commands);
+
+    app_error err = APP_ERROR_INIT;
+    for (int i = 0; i < GC_THREADS; i++) {
+        for (int j = 0; j < GC_APPENDS; j++) {
+            es_event_list list = {0};
+            assert_int_equal(
+                port.ops->load_stream(port.self, CTX, ws[i].streams[j], 0, &list, &err), 0);
+            assert_int_equal(list.len, 1);
+            assert_int_equal(list.items[0].position, ws[i].positions[j]);
+            es_event_list_free(&list);
+        }
+    }
+    free(ws);
+}
+
+/* An append that makes es_append raise (a stream id too long for the index) fails alone: the
+ * committer retries the batch one command at a time. */
+typedef struct poison_arg {
+    pthread_barrier_t *start;
+    const char *stream;
+    int rc;
+} poison_arg;
+
+static void *poison_main(void *p)
+{
+    poison_arg *a = p;
+    char own[64];
+    const char *stream = a->stream;
+    if (!stream) {
+        new_stream(own, sizeof own);
+        stream = own;
+    }
+    app_error err = APP_ERROR_INIT;
+    pthread_barrier_wait(a->start);
+    a->rc = append_one(CTX, stream, ES_NO_STREAM, NULL, 0, NULL, 0, NULL, &err);
+    return NULL;
+}
+
+static void test_poison_fails_alone(void **state)
+{
+    (void)state;
+    enum { N = 24 };
+    /* Incompressible, far above the 2704-byte btree row limit. */
+    size_t len = 12000;
+    char *huge = malloc(len + 1);
+    assert_non_null(huge);
+    for (size_t i = 0; i < len; i += 32) {
+        char id[UUID_STR_LEN];
+        uuid_v4(id);
+        memcpy(huge + i, id, len - i < 32 ? len - i : 32);
+    }
+    huge[len] = '\0';
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, N);
+    poison_arg args[N];
+    pthread_t th[N];
+    memset(args, 0, sizeof args);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) {
+            args[i].start = &start;
+            args[i].stream = i == N / 2 ? huge : NULL;
+            assert_int_equal(pthread_create(&th[i], NULL, poison_main, &args[i]), 0);
+        }
+        for (int i = 0; i < N; i++)
+            pthread_join(th[i], NULL);
+        for (int i = 0; i < N; i++)
+            assert_int_equal(args[i].rc, i == N / 2 ? APP_EUNAVAIL : 0);
+    }
+    pthread_barrier_destroy(&start);
+    free(huge);
+}
+
+/* ---- the log, tailed while writers append ------------------------------------------ */
+
+#define LOG_WRITERS 8
+#define LOG_APPENDS 60
+
+static atomic_int writers_left;
+
+static void *log_writer(void *p)
+{
+    int *failures = p;
+    char stream[64];
+    new_stream(stream, sizeof stream);
+    for (int i = 0; i < LOG_APPENDS; i++) {
+        app_error err = APP_ERROR_INIT;
+        /* Two events per append: positions come in pairs within one transaction. */
+        char id1[UUID_STR_LEN], id2[UUID_STR_LEN];
+        uuid_v4(id1);
+        uuid_v4(id2);
+        es_new_event evs[2] = {{id1, "t.t.a", 1, "{}", "{}"}, {id2, "t.t.b", 1, "{}", "{}"}};
+        es_append_req req = {LOG_CTX, stream, i * 2, evs, 2, NULL, 0, NULL, 0};
+        es_append_result res;
+        if (port.ops->append(port.self, &req, &res, &err) != 0)
+            (*failures)++;
+    }
+    atomic_fetch_sub(&writers_left, 1);
+    return NULL;
+}
+
+typedef struct tail_state {
+    int64_t *seen;
+    size_t n_seen, cap;
+    int bad_order;
+    int errors;
+} tail_state;
+
+static void *log_tailer(void *p)
+{
+    tail_state *t = p;
+    int64_t after = 0;
+    for (;;) {
+        bool writers_done = atomic_load(&writers_left) == 0;
+        es_event_list list = {0};
+        app_error err = APP_ERROR_INIT;
+        if (port.ops->read_log(port.self, LOG_CTX, after, 17, &list, &err) != 0) {
+            t->errors++;
+            break;
+        }
+        for (size_t i = 0; i < list.len; i++) {
+            if (list.items[i].position <= after)
+                t->bad_order++;
+            after = list.items[i].position;
+            if (t->n_seen < t->cap)
+                t->seen[t->n_seen++] = after;
+        }
+        size_t got = list.len;
+        es_event_list_free(&list);
+        if (got == 0) {
+            if (writers_done)
+                break; /* read to the end after every append returned */
+            port.ops->wait_for_append(port.self, LOG_CTX, after, 200);
+        }
+    }
+    return NULL;
+}
+
+static void test_log_tail(void **state)
+{
+    (void)state;
+    tail_state t = {0};
+    t.cap = LOG_WRITERS * LOG_APPENDS * 2 + 16;
+    t.seen = calloc(t.cap, sizeof *t.seen);
+    assert_non_null(t.seen);
+    atomic_store(&writers_left, LOG_WRITERS);
+    int failures[LOG_WRITERS] = {0};
+    pthread_t tailer, writers[LOG_WRITERS];
+    assert_int_equal(pthread_create(&tailer, NULL, log_tailer, &t), 0);
+    for (int i = 0; i < LOG_WRITERS; i++)
+        assert_int_equal(pthread_create(&writers[i], NULL, log_writer, &failures[i]), 0);
+    for (int i = 0; i < LOG_WRITERS; i++)
+        pthread_join(writers[i], NULL);
+    pthread_join(tailer, NULL);
+    for (int i = 0; i < LOG_WRITERS; i++)
+        assert_int_equal(failures[i], 0);
+    assert_int_equal(t.errors, 0);
+    assert_int_equal(t.bad_order, 0);
+    assert_int_equal(t.n_seen, LOG_WRITERS * LOG_APPENDS * 2);
+
+    /* A reader from 0 afterwards gets the same sequence, each event once. */
+    es_event_list list = {0};
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(port.ops->read_log(port.self, LOG_CTX, 0, 100000, &list, &err), 0);
+    assert_int_equal(list.len, t.n_seen);
+    for (size_t i = 0; i < list.len; i++)
+        assert_int_equal(list.items[i].position, t.seen[i]);
+    int64_t head = 0;
+    assert_int_equal(port.ops->head_position(port.self, LOG_CTX, &head, &err), 0);
+    assert_int_equal(head, list.items[list.len - 1].position);
+    es_event_list_free(&list);
+    assert_int_equal(port.ops->read_log(port.self, LOG_CTX, head, 10, &list, &err), 0);
+    assert_int_equal(list.len, 0);
+    free(t.seen);
+}
+
+/* ---- checkpoints, ping, wake-ups ----------------------------------------------------- */
+
+static void test_checkpoints(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    int64_t pos = -1;
+    assert_int_equal(port.ops->load_checkpoint(port.self, CTX, "test.projection", &pos, &err), 0);
+    assert_int_equal(pos, 0);
+    assert_int_equal(port.ops->save_checkpoint(port.self, CTX, "test.projection", 42, &err), 0);
+    assert_int_equal(port.ops->load_checkpoint(port.self, CTX, "test.projection", &pos, &err), 0);
+    assert_int_equal(pos, 42);
+    assert_int_equal(port.ops->save_checkpoint(port.self, CTX, "test.projection", 43, &err), 0);
+    assert_int_equal(port.ops->load_checkpoint(port.self, CTX, "test.projection", &pos, &err), 0);
+    assert_int_equal(pos, 43);
+    assert_int_equal(port.ops->load_checkpoint(port.self, CTX, "test.other", &pos, &err), 0);
+    assert_int_equal(pos, 0);
+}
+
+static void test_ping(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(port.ops->ping(port.self, &err), 0);
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+typedef struct other_writer {
+    pg_event_store *other;
+    int rc;
+} other_writer;
+
+static void *other_main(void *p)
+{
+    other_writer *o = p;
+    struct timespec pause = {0, 300 * 1000000L};
+    nanosleep(&pause, NULL);
+    es_store other = pg_event_store_port(o->other);
+    char id[UUID_STR_LEN], stream[64];
+    uuid_v4(id);
+    new_stream(stream, sizeof stream);
+    es_new_event ev = {id, "t.t.t", 1, "{}", "{}"};
+    es_append_req req = {CTX, stream, ES_NO_STREAM, &ev, 1, NULL, 0, NULL, 0};
+    es_append_result res;
+    app_error err = APP_ERROR_INIT;
+    o->rc = other.ops->append(other.self, &req, &res, &err);
+    return NULL;
+}
+
+/* A commit by another store (as if another process) wakes a waiter through NOTIFY. */
+static void test_wakeup_across_stores(void **state)
+{
+    (void)state;
+    pg_event_store_options opts = PG_EVENT_STORE_OPTIONS_INIT;
+    opts.dsn = dsn;
+    app_error err = APP_ERROR_INIT;
+    other_writer o = {0};
+    assert_int_equal(pg_event_store_new(&o.other, &opts, &err), 0);
+    int64_t head = 0;
+    assert_int_equal(port.ops->head_position(port.self, CTX, &head, &err), 0);
+    /* Give the listener time to LISTEN on the test channel. */
+    port.ops->wait_for_append(port.self, CTX, INT64_MAX, 300);
+
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, other_main, &o), 0);
+    double started = now_ms();
+    port.ops->wait_for_append(port.self, CTX, head, 5000);
+    double waited = now_ms() - started;
+    pthread_join(th, NULL);
+    assert_int_equal(o.rc, 0);
+    print_message("woken after %.0f ms\n", waited);
+    assert_true(waited < 4000);
+    pg_event_store_free(o.other);
+}
+
+static void test_unavailable(void **state)
+{
+    (void)state;
+    pg_event_store_options opts = PG_EVENT_STORE_OPTIONS_INIT;
+    opts.dsn = "postgresql://127.0.0.1:1/app";
+    opts.connect_timeout_s = 2;
+    pg_event_store *down = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(pg_event_store_new(&down, &opts, &err), 0); /* starts while down */
+    es_store p = pg_event_store_port(down);
+    assert_int_equal(p.ops->ping(p.self, &err), APP_EUNAVAIL);
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    es_new_event ev = {id, "t.t.t", 1, "{}", "{}"};
+    es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0};
+    es_append_result res;
+    assert_int_equal(p.ops->append(p.self, &req, &res, &err), APP_EUNAVAIL);
+    assert_true(strlen(err.detail) > 0);
+    es_event_list list = {0};
+    assert_int_equal(p.ops->read_log(p.self, CTX, 0, 10, &list, &err), APP_EUNAVAIL);
+    pg_event_store_free(down);
+}
+
+/* The committer's connection dies between batches: the next append reconnects. */
+static void test_committer_reconnects(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    char stream[64];
+    new_stream(stream, sizeof stream);
+    assert_int_equal(append_one(CTX, stream, ES_NO_STREAM, NULL, 0, NULL, 0, NULL, &err), 0);
+    exec_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+             " WHERE pid <> pg_backend_pid() AND datname = current_database()");
+    /* Give the backends time to send their goodbye; the store notices it before using the
+     * connection, so no request fails. */
+    struct timespec pause = {0, 100 * 1000000L};
+    nanosleep(&pause, NULL);
+    int rc = append_one(CTX, stream, 1, NULL, 0, NULL, 0, NULL, &err);
+    if (rc != 0)
+        fail_msg("%s: %s", err.message, err.detail);
+    assert_int_equal(port.ops->ping(port.self, &err), 0);
+    es_event_list list = {0};
+    assert_int_equal(port.ops->load_stream(port.self, CTX, stream, 0, &list, &err), 0);
+    assert_int_equal(list.len, 2);
+    es_event_list_free(&list);
+}
+
+/* Every backend killed (as in a server restart): the listener reconnects and LISTENs again. */
+static void test_wakeup_after_listener_loss(void **state)
+{
+    exec_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+             " WHERE pid <> pg_backend_pid() AND datname = current_database()");
+    test_wakeup_across_stores(state);
+}
+
+int main(void)
+{
+    dsn = getenv("APP_POSTGRES_DSN");
+    if (!dsn || !*dsn) {
+        fprintf(stderr, "test_pg_event_store: APP_POSTGRES_DSN is not set; it needs a "
+                        "PostgreSQL server (test/run.sh starts one)\n");
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_expected_version),
+        cmocka_unit_test(test_invalid_input),
+        cmocka_unit_test(test_duplicate_event_id),
+        cmocka_unit_test(test_same_version_race),
+        cmocka_unit_test(test_claim_race),
+        cmocka_unit_test(test_release_claim),
+        cmocka_unit_test(test_group_commit),
+        cmocka_unit_test(test_poison_fails_alone),
+        cmocka_unit_test(test_log_tail),
+        cmocka_unit_test(test_checkpoints),
+        cmocka_unit_test(test_ping),
+        cmocka_unit_test(test_wakeup_across_stores),
+        cmocka_unit_test(test_unavailable),
+        cmocka_unit_test(test_committer_reconnects),
+        cmocka_unit_test(test_wakeup_after_listener_loss),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
