@@ -1,0 +1,551 @@
+/* Read-store port over Redis: a mutex-guarded pool of blocking hiredis connections. Each
+ * call borrows one connection, so callers must run on worker threads, not event loops. */
+#include "adapters/redis/rds_store.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "adapters/redis/rds_url.h"
+
+typedef struct rds_slot {
+    redisContext *conn; /* NULL until first use or after an I/O error */
+    bool busy;
+} rds_slot;
+
+struct rds_store {
+    rds_url url;
+    char *prefix;
+    size_t prefix_len;
+    int timeout_ms;
+    size_t n_slots;
+    rds_slot *slots;
+    pthread_mutex_t mu;
+    pthread_cond_t freed; /* signalled when a slot stops being busy */
+};
+
+/* ---- pool ---------------------------------------------------------------------------- */
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Borrows a slot, preferring one that is already connected. */
+static int pool_acquire(rds_store *s, rds_slot **out, app_error *err)
+{
+    struct timespec deadline;
+    deadline_after(&deadline, s->timeout_ms);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        rds_slot *idle = NULL;
+        for (size_t i = 0; i < s->n_slots; i++) {
+            rds_slot *slot = &s->slots[i];
+            if (slot->busy)
+                continue;
+            if (slot->conn) {
+                idle = slot;
+                break;
+            }
+            if (!idle)
+                idle = slot;
+        }
+        if (idle) {
+            idle->busy = true;
+            pthread_mutex_unlock(&s->mu);
+            *out = idle;
+            return 0;
+        }
+        if (pthread_cond_timedwait(&s->freed, &s->mu, &deadline) == ETIMEDOUT)
+            break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    app_error_set(err, APP_EUNAVAIL, "no free redis connection");
+    if (err)
+        app_error_detail(err, "all %zu pooled connections stayed busy for %d ms", s->n_slots,
+                         s->timeout_ms);
+    return APP_EUNAVAIL;
+}
+
+static void pool_release(rds_store *s, rds_slot *slot)
+{
+    pthread_mutex_lock(&s->mu);
+    slot->busy = false;
+    pthread_cond_signal(&s->freed);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- SIGPIPE ------------------------------------------------------------------------- */
+
+/* hiredis writes with write(2), so a peer that closed the socket would raise SIGPIPE and
+ * kill the process. Block it on this thread around each call and swallow what we caused,
+ * as libpq does, instead of relying on the whole process ignoring SIGPIPE. */
+typedef struct rds_sigpipe {
+    sigset_t old;
+    bool was_pending;
+} rds_sigpipe;
+
+static void sigpipe_block(rds_sigpipe *sp)
+{
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &sp->old);
+    sigpending(&pending);
+    sp->was_pending = sigismember(&pending, SIGPIPE) == 1;
+}
+
+static void sigpipe_restore(rds_sigpipe *sp)
+{
+    if (!sp->was_pending) {
+        sigset_t pipe_set;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        const struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) == SIGPIPE)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &sp->old, NULL);
+}
+
+/* ---- connections and commands -------------------------------------------------------- */
+
+static struct timeval ms_to_tv(int ms)
+{
+    struct timeval tv = {ms / 1000, (long)(ms % 1000) * 1000L};
+    return tv;
+}
+
+/* Redis error replies that mean "cannot serve now" rather than "bad command". */
+static bool reply_error_transient(const char *msg)
+{
+    static const char *const words[] = {"LOADING", "READONLY",   "MASTERDOWN", "BUSY",
+                                        "OOM",     "TRYAGAIN",   "NOAUTH",     "CLUSTERDOWN",
+                                        "MISCONF", "NOREPLICAS", NULL};
+    for (size_t i = 0; words[i]; i++) {
+        size_t n = strlen(words[i]);
+        if (strncmp(msg, words[i], n) == 0 && (msg[n] == ' ' || msg[n] == '\0'))
+            return true;
+    }
+    return false;
+}
+
+/* Runs one setup command (AUTH, SELECT) on a fresh connection. */
+static int setup_command(rds_store *s, redisContext *c, const char *what, int argc,
+                         const char **argv, const size_t *lens, app_error *err)
+{
+    redisReply *reply = redisCommandArgv(c, argc, argv, lens);
+    if (!reply) {
+        app_error_set(err, APP_EUNAVAIL, "could not %s on redis at %s:%d", what, s->url.host,
+                      s->url.port);
+        if (err)
+            app_error_detail(err, "%s", c->errstr);
+        return APP_EUNAVAIL;
+    }
+    int rc = 0;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        rc = app_error_set(err, APP_EUNAVAIL, "could not %s on redis at %s:%d", what, s->url.host,
+                           s->url.port);
+        if (err)
+            app_error_detail(err, "%s", reply->str ? reply->str : "error reply");
+    }
+    freeReplyObject(reply);
+    return rc;
+}
+
+static int slot_connect(rds_store *s, rds_slot *slot, app_error *err)
+{
+    redisContext *c = redisConnectWithTimeout(s->url.host, s->url.port, ms_to_tv(s->timeout_ms));
+    if (!c)
+        return app_error_set(err, APP_ENOMEM, "out of memory connecting to redis");
+    if (c->err) {
+        app_error_set(err, APP_EUNAVAIL, "could not connect to redis at %s:%d", s->url.host,
+                      s->url.port);
+        if (err)
+            app_error_detail(err, "%s", c->errstr);
+        redisFree(c);
+        return APP_EUNAVAIL;
+    }
+    int rc = 0;
+    if (redisSetTimeout(c, ms_to_tv(s->timeout_ms)) != REDIS_OK) {
+        rc = app_error_set(err, APP_EUNAVAIL, "could not set the redis timeout");
+        goto fail;
+    }
+    if (s->url.password[0]) {
+        const char *argv[3] = {"AUTH", s->url.user, s->url.password};
+        size_t lens[3] = {4, strlen(s->url.user), strlen(s->url.password)};
+        if (s->url.user[0])
+            rc = setup_command(s, c, "authenticate", 3, argv, lens, err);
+        else {
+            argv[1] = s->url.password;
+            lens[1] = lens[2];
+            rc = setup_command(s, c, "authenticate", 2, argv, lens, err);
+        }
+        if (rc < 0)
+            goto fail;
+    }
+    if (s->url.db != 0) {
+        char db[16];
+        int n = snprintf(db, sizeof db, "%d", s->url.db);
+        const char *argv[2] = {"SELECT", db};
+        size_t lens[2] = {6, (size_t)n};
+        rc = setup_command(s, c, "select the database", 2, argv, lens, err);
+        if (rc < 0)
+            goto fail;
+    }
+    slot->conn = c;
+    return 0;
+fail:
+    redisFree(c);
+    return rc;
+}
+
+/* A reused connection that the peer closed (restart, idle timeout) is worth one retry;
+ * a timeout is not, or a hung Redis would cost twice the timeout. */
+static bool io_error_retryable(int hiredis_err, int saved_errno)
+{
+    if (hiredis_err == REDIS_ERR_EOF)
+        return true;
+    return hiredis_err == REDIS_ERR_IO &&
+           (saved_errno == ECONNRESET || saved_errno == EPIPE || saved_errno == ENOTCONN);
+}
+
+/* Runs argv on a pooled connection. On success *out is a non-error reply (freeReplyObject). */
+static int exec_argv(rds_store *s, int argc, const char **argv, const size_t *lens,
+                     redisReply **out, app_error *err)
+{
+    *out = NULL;
+    rds_sigpipe sp;
+    sigpipe_block(&sp);
+    int rc = 0;
+    for (int attempt = 0;; attempt++) {
+        rds_slot *slot;
+        rc = pool_acquire(s, &slot, err);
+        if (rc < 0)
+            break;
+        bool fresh = false;
+        if (!slot->conn) {
+            rc = slot_connect(s, slot, err);
+            if (rc < 0) {
+                pool_release(s, slot);
+                break;
+            }
+            fresh = true;
+        }
+        errno = 0;
+        redisReply *reply = redisCommandArgv(slot->conn, argc, argv, lens);
+        int saved_errno = errno;
+        if (!reply) {
+            int herr = slot->conn->err;
+            char why[sizeof slot->conn->errstr];
+            snprintf(why, sizeof why, "%s", slot->conn->errstr);
+            redisFree(slot->conn);
+            slot->conn = NULL;
+            pool_release(s, slot);
+            if (!fresh && attempt == 0 && io_error_retryable(herr, saved_errno))
+                continue;
+            bool timed_out =
+                herr == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK);
+            rc = app_error_set(err, APP_EUNAVAIL, "redis %s failed", argv[0]);
+            if (err) {
+                if (timed_out)
+                    app_error_detail(err, "no answer within %d ms (%s)", s->timeout_ms, why);
+                else
+                    app_error_detail(err, "%s", why);
+            }
+            break;
+        }
+        pool_release(s, slot);
+        if (reply->type == REDIS_REPLY_ERROR) {
+            const char *msg = reply->str ? reply->str : "error reply";
+            int code = reply_error_transient(msg) ? APP_EUNAVAIL : APP_EINTERNAL;
+            rc = app_error_set(err, code, "redis %s failed", argv[0]);
+            if (err)
+                app_error_detail(err, "%s", msg);
+            freeReplyObject(reply);
+            break;
+        }
+        *out = reply;
+        break;
+    }
+    sigpipe_restore(&sp);
+    return rc;
+}
+
+static int unexpected_reply(redisReply *reply, const char *cmd, app_error *err)
+{
+    int type = reply ? reply->type : -1;
+    freeReplyObject(reply);
+    return app_error_set(err, APP_EINTERNAL, "unexpected redis reply type %d to %s", type, cmd);
+}
+
+/* The prefixed key, owned by the caller (free). */
+static char *full_key(rds_store *s, const char *key, size_t *len, app_error *err)
+{
+    if (!key) {
+        app_error_set(err, APP_EINTERNAL, "read store key is NULL");
+        return NULL;
+    }
+    size_t klen = strlen(key);
+    char *k = malloc(s->prefix_len + klen + 1);
+    if (!k) {
+        app_error_set(err, APP_ENOMEM, "out of memory");
+        return NULL;
+    }
+    memcpy(k, s->prefix, s->prefix_len);
+    memcpy(k + s->prefix_len, key, klen + 1);
+    *len = s->prefix_len + klen;
+    return k;
+}
+
+/* ---- port operations ----------------------------------------------------------------- */
+
+static int op_get(void *self, const char *key, char **out, app_error *err)
+{
+    rds_store *s = self;
+    *out = NULL;
+    size_t klen;
+    char *k = full_key(s, key, &klen, err);
+    if (!k)
+        return err ? err->code : APP_ENOMEM;
+    const char *argv[2] = {"GET", k};
+    size_t lens[2] = {3, klen};
+    redisReply *reply;
+    int rc = exec_argv(s, 2, argv, lens, &reply, err);
+    free(k);
+    if (rc < 0)
+        return rc;
+    if (reply->type == REDIS_REPLY_NIL) {
+        freeReplyObject(reply);
+        return 0;
+    }
+    if (reply->type != REDIS_REPLY_STRING)
+        return unexpected_reply(reply, "GET", err);
+    char *copy = malloc(reply->len + 1);
+    if (!copy) {
+        freeReplyObject(reply);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    memcpy(copy, reply->str, reply->len);
+    copy[reply->len] = '\0';
+    freeReplyObject(reply);
+    *out = copy;
+    return 0;
+}
+
+static int op_set(void *self, const char *key, const char *value, app_error *err)
+{
+    rds_store *s = self;
+    if (!value)
+        return app_error_set(err, APP_EINTERNAL, "read store value is NULL");
+    size_t klen;
+    char *k = full_key(s, key, &klen, err);
+    if (!k)
+        return err ? err->code : APP_ENOMEM;
+    const char *argv[3] = {"SET", k, value};
+    size_t lens[3] = {3, klen, strlen(value)};
+    redisReply *reply;
+    int rc = exec_argv(s, 3, argv, lens, &reply, err);
+    free(k);
+    if (rc < 0)
+        return rc;
+    if (reply->type != REDIS_REPLY_STATUS)
+        return unexpected_reply(reply, "SET", err);
+    freeReplyObject(reply);
+    return 0;
+}
+
+static int op_del(void *self, const char *key, app_error *err)
+{
+    rds_store *s = self;
+    size_t klen;
+    char *k = full_key(s, key, &klen, err);
+    if (!k)
+        return err ? err->code : APP_ENOMEM;
+    const char *argv[2] = {"DEL", k};
+    size_t lens[2] = {3, klen};
+    redisReply *reply;
+    int rc = exec_argv(s, 2, argv, lens, &reply, err);
+    free(k);
+    if (rc < 0)
+        return rc;
+    if (reply->type != REDIS_REPLY_INTEGER)
+        return unexpected_reply(reply, "DEL", err);
+    freeReplyObject(reply);
+    return 0;
+}
+
+static int op_zadd(void *self, const char *key, double score, const char *member, app_error *err)
+{
+    rds_store *s = self;
+    if (isnan(score))
+        return app_error_set(err, APP_EINVAL, "sorted set score is not a number");
+    if (!member)
+        return app_error_set(err, APP_EINTERNAL, "sorted set member is NULL");
+    size_t klen;
+    char *k = full_key(s, key, &klen, err);
+    if (!k)
+        return err ? err->code : APP_ENOMEM;
+    char num[40];
+    int n = snprintf(num, sizeof num, "%.17g", score);
+    const char *argv[4] = {"ZADD", k, num, member};
+    size_t lens[4] = {4, klen, (size_t)n, strlen(member)};
+    redisReply *reply;
+    int rc = exec_argv(s, 4, argv, lens, &reply, err);
+    free(k);
+    if (rc < 0)
+        return rc;
+    if (reply->type != REDIS_REPLY_INTEGER)
+        return unexpected_reply(reply, "ZADD", err);
+    freeReplyObject(reply);
+    return 0;
+}
+
+static int op_zrevrange(void *self, const char *key, size_t start, size_t stop, char ***out,
+                        size_t *n, app_error *err)
+{
+    rds_store *s = self;
+    *out = NULL;
+    *n = 0;
+    size_t klen;
+    char *k = full_key(s, key, &klen, err);
+    if (!k)
+        return err ? err->code : APP_ENOMEM;
+    char from[24], to[24];
+    int from_len = start > (size_t)INT64_MAX
+                       ? snprintf(from, sizeof from, "%lld", (long long)INT64_MAX)
+                       : snprintf(from, sizeof from, "%zu", start);
+    int to_len = stop > (size_t)INT64_MAX ? snprintf(to, sizeof to, "-1")
+                                          : snprintf(to, sizeof to, "%zu", stop);
+    const char *argv[4] = {"ZREVRANGE", k, from, to};
+    size_t lens[4] = {9, klen, (size_t)from_len, (size_t)to_len};
+    redisReply *reply;
+    int rc = exec_argv(s, 4, argv, lens, &reply, err);
+    free(k);
+    if (rc < 0)
+        return rc;
+    if (reply->type != REDIS_REPLY_ARRAY)
+        return unexpected_reply(reply, "ZREVRANGE", err);
+    if (reply->elements == 0) {
+        freeReplyObject(reply);
+        return 0;
+    }
+    char **items = calloc(reply->elements, sizeof *items);
+    if (!items) {
+        freeReplyObject(reply);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    size_t count = 0;
+    for (; count < reply->elements; count++) {
+        const redisReply *el = reply->element[count];
+        if (el->type != REDIS_REPLY_STRING) {
+            rs_strings_free(items, count);
+            return unexpected_reply(reply, "ZREVRANGE element", err);
+        }
+        items[count] = malloc(el->len + 1);
+        if (!items[count]) {
+            rs_strings_free(items, count);
+            freeReplyObject(reply);
+            return app_error_set(err, APP_ENOMEM, "out of memory");
+        }
+        memcpy(items[count], el->str, el->len);
+        items[count][el->len] = '\0';
+    }
+    freeReplyObject(reply);
+    *out = items;
+    *n = count;
+    return 0;
+}
+
+static int op_ping(void *self, app_error *err)
+{
+    rds_store *s = self;
+    const char *argv[1] = {"PING"};
+    size_t lens[1] = {4};
+    redisReply *reply;
+    int rc = exec_argv(s, 1, argv, lens, &reply, err);
+    if (rc < 0)
+        return rc;
+    if (reply->type != REDIS_REPLY_STATUS)
+        return unexpected_reply(reply, "PING", err);
+    freeReplyObject(reply);
+    return 0;
+}
+
+static const rs_store_ops rds_ops = {
+    .get = op_get,
+    .set = op_set,
+    .del = op_del,
+    .zadd = op_zadd,
+    .zrevrange = op_zrevrange,
+    .ping = op_ping,
+};
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+int rds_store_new(rds_store **out, const rds_store_options *opts, app_error *err)
+{
+    *out = NULL;
+    rds_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    int rc = rds_url_parse(opts->url, &s->url, err);
+    if (rc < 0) {
+        free(s);
+        return rc;
+    }
+    s->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 1000;
+    s->n_slots = opts->pool_size > 0 ? (size_t)opts->pool_size : 4;
+    s->prefix = strdup(opts->key_prefix ? opts->key_prefix : "");
+    s->slots = calloc(s->n_slots, sizeof *s->slots);
+    if (!s->prefix || !s->slots) {
+        free(s->prefix);
+        free(s->slots);
+        free(s);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    s->prefix_len = strlen(s->prefix);
+
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->freed, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&s->mu, NULL);
+    *out = s;
+    return 0;
+}
+
+rs_store rds_store_port(rds_store *s)
+{
+    rs_store port = {&rds_ops, s};
+    return port;
+}
+
+void rds_store_free(rds_store *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_slots; i++)
+        if (s->slots[i].conn)
+            redisFree(s->slots[i].conn);
+    pthread_cond_destroy(&s->freed);
+    pthread_mutex_destroy(&s->mu);
+    free(s->slots);
+    free(s->prefix);
+    free(s);
+}

@@ -1,0 +1,42 @@
+/* Redis adapter for the read-store port: a small pool of blocking hiredis connections,
+ * connected lazily so the process starts (and reports not ready) while Redis is down. */
+#ifndef ADAPTERS_REDIS_RDS_STORE_H
+#define ADAPTERS_REDIS_RDS_STORE_H
+
+#include "core/error.h"
+#include "ports/read_store.h"
+
+typedef struct rds_store rds_store;
+
+typedef struct rds_store_options {
+    const char *url;        /* redis://[[user]:password@]host[:port][/db]; copied */
+    const char *key_prefix; /* prepended to every key, e.g. "app:"; NULL for none; copied */
+    int pool_size;          /* connections kept open, at most; <= 0 means 4 */
+    int timeout_ms;         /* connect and per-command timeout, and the longest wait for a
+                             * free connection; <= 0 means 1000 */
+} rds_store_options;
+
+#define RDS_STORE_OPTIONS_INIT                                                                     \
+    {                                                                                              \
+        NULL, NULL, 4, 1000                                                                        \
+    }
+
+/* Checks the options and makes the pool without connecting. APP_ECONFIG for a bad URL,
+ * APP_ENOMEM. On failure *out is NULL. */
+int rds_store_new(rds_store **out, const rds_store_options *opts, app_error *err);
+
+/* The port view; borrowed, valid until rds_store_free. Every operation is thread-safe.
+ *
+ * Errors: APP_EUNAVAIL when Redis cannot be reached, times out, or answers that it cannot
+ * serve (LOADING, READONLY, OOM...), with hiredis's or Redis's text in err->detail; the
+ * broken connection is dropped and the next call reconnects. A connection that was
+ * already open and fails is retried once on a fresh one (every operation is idempotent),
+ * so a Redis restart costs no failed call. APP_EINTERNAL for any other Redis error (e.g.
+ * WRONGTYPE). zadd with a NaN score is APP_EINVAL. zrevrange: stop above INT64_MAX means
+ * "to the end" (pass SIZE_MAX); *out is NULL when *n is 0. */
+rs_store rds_store_port(rds_store *s);
+
+/* Closes every connection. No call may be in flight. Accepts NULL. */
+void rds_store_free(rds_store *s);
+
+#endif

@@ -1,0 +1,304 @@
+/* Process and environment helpers for integration and end-to-end tests. Everything the
+ * child needs is built before fork, so forking from a test with threads stays safe. */
+#include "test/support/services.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "test/support/http_client.h"
+
+#define TS_SERVICES_SCRIPT  "deploy/local/services.sh"
+#define TS_START_TIMEOUT_MS 20000
+#define TS_STOP_TIMEOUT_MS  20000
+
+extern char **environ;
+
+const char *ts_env(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v || !v[0]) {
+        fail_msg("environment variable %s is not set: run this test through test/run.sh "
+                 "(make test), which starts PostgreSQL and Redis and sets it",
+                 name);
+        return NULL;
+    }
+    return v;
+}
+
+long long ts_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+int ts_wait_until(bool (*pred)(void *), void *arg, int timeout_ms)
+{
+    long long deadline = ts_now_ms() + timeout_ms;
+    for (;;) {
+        if (pred(arg))
+            return 0;
+        if (ts_now_ms() >= deadline)
+            return -1;
+        sleep_ms(20);
+    }
+}
+
+int ts_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fail_msg("socket: %s", strerror(errno));
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+        int e = errno;
+        close(fd);
+        fail_msg("cannot find a free port: %s", strerror(e));
+    }
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* Runs argv (argv[0] looked up in PATH) and returns its exit status, -1 if it could not
+ * run or died of a signal. */
+static int run_command(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int ts_redis_stop(void)
+{
+    char *argv[] = {"sh", TS_SERVICES_SCRIPT, "stop-redis", NULL, NULL};
+    argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
+    return run_command(argv);
+}
+
+int ts_redis_start(void)
+{
+    char *argv[] = {"sh", TS_SERVICES_SCRIPT, "start-redis", NULL, NULL, NULL};
+    argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
+    argv[4] = (char *)(uintptr_t)ts_env("APP_TEST_REDIS_PORT");
+    return run_command(argv);
+}
+
+void ts_app_dump_log(const ts_app *app, size_t max_bytes)
+{
+    int fd = open(app->log_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "(no app log at %s)\n", app->log_path);
+        return;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (size_t)st.st_size > max_bytes)
+        lseek(fd, st.st_size - (off_t)max_bytes, SEEK_SET);
+    fprintf(stderr, "---- end of %s ----\n", app->log_path);
+    fflush(stderr);
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0)
+        if (write(STDERR_FILENO, buf, (size_t)n) < 0)
+            break;
+    fprintf(stderr, "\n---- (log ends) ----\n");
+    close(fd);
+}
+
+static size_t key_len(const char *kv)
+{
+    const char *eq = strchr(kv, '=');
+    return eq ? (size_t)(eq - kv) : strlen(kv);
+}
+
+/* True when extra (or the fixed APP_HTTP_LISTEN) overrides the variable in kv. */
+static bool overridden(const char *kv, const char *const *extra)
+{
+    size_t n = key_len(kv);
+    if (n == strlen("APP_HTTP_LISTEN") && strncmp(kv, "APP_HTTP_LISTEN", n) == 0)
+        return true;
+    for (size_t i = 0; extra && extra[i]; i++)
+        if (key_len(extra[i]) == n && strncmp(extra[i], kv, n) == 0)
+            return true;
+    return false;
+}
+
+/* environ, less what is overridden, plus listen and the "K=V" entries of extra. The
+ * array is malloc'd; its strings are borrowed except *listen_out. */
+static char **build_env(const char *const *extra, int port, char **listen_out)
+{
+    size_t n_env = 0, n_extra = 0;
+    while (environ[n_env])
+        n_env++;
+    while (extra && extra[n_extra])
+        n_extra++;
+    char **env = calloc(n_env + n_extra + 2, sizeof *env);
+    char *listen = NULL;
+    if (!env || asprintf(&listen, "APP_HTTP_LISTEN=127.0.0.1:%d", port) < 0) {
+        free(env);
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n_env; i++)
+        if (!overridden(environ[i], extra))
+            env[k++] = environ[i];
+    env[k++] = listen;
+    for (size_t i = 0; i < n_extra; i++)
+        if (strchr(extra[i], '='))
+            env[k++] = (char *)(uintptr_t)extra[i];
+    env[k] = NULL;
+    *listen_out = listen;
+    return env;
+}
+
+static bool app_exited(ts_app *app, int *status)
+{
+    pid_t r = waitpid(app->pid, status, WNOHANG);
+    return r == app->pid || (r < 0 && errno == ECHILD);
+}
+
+static int decode_status(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
+
+int ts_app_start(ts_app *app, const char *const *extra_env)
+{
+    memset(app, 0, sizeof *app);
+    const char *binary = getenv("APP_TEST_APP_BINARY");
+    if (!binary || !binary[0])
+        binary = "build/test/app";
+    if (access(binary, X_OK) != 0)
+        fail_msg("app binary %s is not executable: build it first (make build/test/app)", binary);
+    app->port = ts_free_port();
+    const char *dir = getenv("APP_TEST_RUN_DIR");
+    if (!dir || !dir[0])
+        dir = "/tmp";
+    snprintf(app->log_path, sizeof app->log_path, "%s/app-%d-%d.log", dir, (int)getpid(),
+             app->port);
+
+    char *listen = NULL;
+    char **env = build_env(extra_env, app->port, &listen);
+    if (!env) {
+        fail_msg("out of memory");
+        return -1;
+    }
+    char *const argv[] = {(char *)(uintptr_t)binary, "--config", "config/app.yaml", NULL};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        free(listen);
+        free(env);
+        fail_msg("fork: %s", strerror(e));
+        return -1;
+    }
+    if (pid == 0) {
+        /* A crashed test must not leave the app running. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int log = open(app->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (log < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log, STDOUT_FILENO) < 0 ||
+            dup2(log, STDERR_FILENO) < 0)
+            _exit(126);
+        execve(binary, argv, env);
+        static const char msg[] = "ts_app_start: execve failed\n";
+        if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
+            _exit(127);
+        _exit(127);
+    }
+    free(listen);
+    free(env);
+    app->pid = pid;
+
+    long long deadline = ts_now_ms() + TS_START_TIMEOUT_MS;
+    for (;;) {
+        int status = 0;
+        if (app_exited(app, &status)) {
+            app->pid = 0;
+            ts_app_dump_log(app, 4000);
+            fail_msg("app exited during start-up with status %d (log: %s)", decode_status(status),
+                     app->log_path);
+        }
+        tc_response r;
+        int rc = tc_http("127.0.0.1", app->port, "GET", "/health/live", NULL, NULL, 0, &r);
+        int http_status = r.status;
+        tc_response_free(&r);
+        if (rc == 0 && http_status == 200)
+            return 0;
+        if (ts_now_ms() >= deadline) {
+            kill(app->pid, SIGKILL);
+            waitpid(app->pid, &status, 0);
+            app->pid = 0;
+            ts_app_dump_log(app, 4000);
+            fail_msg("app did not answer 200 on GET /health/live within %d ms (log: %s)",
+                     TS_START_TIMEOUT_MS, app->log_path);
+        }
+        sleep_ms(50);
+    }
+}
+
+int ts_app_stop(ts_app *app, int sig)
+{
+    if (app->pid <= 0)
+        return -1;
+    kill(app->pid, sig);
+    long long deadline = ts_now_ms() + TS_STOP_TIMEOUT_MS;
+    int status = 0;
+    while (!app_exited(app, &status)) {
+        if (ts_now_ms() >= deadline) {
+            kill(app->pid, SIGKILL);
+            waitpid(app->pid, &status, 0);
+            app->pid = 0;
+            ts_app_dump_log(app, 4000);
+            fail_msg("app did not exit within %d ms of signal %d", TS_STOP_TIMEOUT_MS, sig);
+        }
+        sleep_ms(20);
+    }
+    app->pid = 0;
+    return decode_status(status);
+}
