@@ -1,0 +1,74 @@
+/* Rendering events and event metadata as JSON, for handlers that append and for routes
+ * that show the audit trail. */
+#include "kernel/event_json.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+#include "core/json.h"
+
+/* Adds name: value when value is non-empty, or always when required. */
+static bool event_add(cJSON *o, const char *name, const char *value, bool required)
+{
+    if (!required && (!value || !*value))
+        return true;
+    return cJSON_AddStringToObject(o, name, value ? value : "") != NULL;
+}
+
+char *event_metadata_from_meta(const bus_meta *meta)
+{
+    cJSON *o = cJSON_CreateObject();
+    bool ok = o != NULL;
+    if (ok && meta) {
+        ok = event_add(o, "correlationId", meta->correlation_id, true) &&
+             event_add(o, "causationId", meta->causation_id, true) &&
+             event_add(o, "messageId", meta->message_id, false) &&
+             event_add(o, "actor", meta->actor, false) &&
+             event_add(o, "traceparent", meta->traceparent, false);
+    }
+    char *text = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return text;
+}
+
+/* Parses a stored JSON object; anything else (never written by this code) becomes {}. */
+static cJSON *event_object(const char *text)
+{
+    cJSON *o = text ? json_parse_n(text, strlen(text)) : NULL;
+    if (cJSON_IsObject(o))
+        return o;
+    cJSON_Delete(o);
+    return cJSON_CreateObject();
+}
+
+/* Adds item to o under name, taking it over; false (item freed) when it cannot. */
+static bool event_add_item(cJSON *o, const char *name, cJSON *item)
+{
+    if (!item)
+        return false;
+    if (!cJSON_AddItemToObject(o, name, item)) {
+        cJSON_Delete(item);
+        return false;
+    }
+    return true;
+}
+
+cJSON *event_to_json(const es_event *ev)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return NULL;
+    bool ok = event_add(o, "eventId", ev->event_id, true) && event_add(o, "type", ev->type, true) &&
+              cJSON_AddNumberToObject(o, "schemaVersion", ev->schema_version) &&
+              event_add(o, "streamId", ev->stream_id, true) &&
+              cJSON_AddNumberToObject(o, "version", (double)ev->version) &&
+              cJSON_AddNumberToObject(o, "position", (double)ev->position) &&
+              event_add_item(o, "data", event_object(ev->data)) &&
+              event_add_item(o, "metadata", event_object(ev->metadata)) &&
+              event_add(o, "recordedAt", ev->recorded_at, true);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}

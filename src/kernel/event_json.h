@@ -1,0 +1,21 @@
+/* Events as JSON, shared by every context: the metadata object a command's events carry
+ * (from the bus metadata), and the audit-trail shape API.md gives for a stored event. */
+#ifndef KERNEL_EVENT_JSON_H
+#define KERNEL_EVENT_JSON_H
+
+#include <cjson/cJSON.h>
+
+#include "kernel/bus.h"
+#include "ports/event_store.h"
+
+/* {"correlationId","causationId","messageId","actor","traceparent"} from meta; the last
+ * three are left out when empty. Returns JSON object text owned by the caller (free), or
+ * NULL when out of memory. */
+char *event_metadata_from_meta(const bus_meta *meta);
+
+/* {"eventId","type","schemaVersion","streamId","version","position","data":{...},
+ * "metadata":{...},"recordedAt"}, with data and metadata parsed back into objects (an
+ * unparsable one becomes {}). Owned by the caller (cJSON_Delete); NULL when out of memory. */
+cJSON *event_to_json(const es_event *ev);
+
+#endif
