@@ -56,19 +56,29 @@ build/gen/pg_store_migrations.c: src/tools/embed_migrations.sh $(wildcard adapte
 	@mkdir -p build/gen
 	sh src/tools/embed_migrations.sh pg_store adapters/postgres/migrations > $@
 
-test: build/test/app $(TEST_BINS)
+# deps.sh installs missing Debian packages as root (or prints the apt-get line) before the
+# build starts; recursive make keeps -j from compiling before the headers are there.
+test:
+	@sh deploy/local/deps.sh test
+	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
 	sh test/run.sh
 
-unit-test: $(filter build/test/test/unit/%,$(TEST_BINS))
+UNIT_BINS := $(filter build/test/test/unit/%,$(TEST_BINS))
+unit-test:
+	@sh deploy/local/deps.sh unit
+	$(if $(UNIT_BINS),@$(MAKE) --no-print-directory $(UNIT_BINS))
 	sh test/run.sh unit
 
-run: app
+run:
+	@sh deploy/local/deps.sh run
+	@$(MAKE) --no-print-directory app
 	sh deploy/local/run.sh
 
 bench: app
 	sh test/bench/run.sh
 
 lint:
+	@sh deploy/local/deps.sh lint
 	sh src/tools/lint.sh
 
 format:
