@@ -20,7 +20,6 @@
 #include "kernel/subscriptions.h"
 #include "kernel/workers.h"
 
-
 #define EXIT_CONFIG 2
 
 typedef struct app {
@@ -55,11 +54,14 @@ static int app_select_modules(app *a, app_error *err)
         if (m->abi != APP_MODULE_ABI)
             return app_error_set(err, APP_ECONFIG, "context %s was built for module ABI %d",
                                  m->name, m->abi);
+        if (m->configure && m->configure(&a->cfg, err) != 0)
+            return err->code;
         a->modules[a->n_modules++] = m;
     }
     if (a->n_modules == 0)
-        return app_error_set(err, APP_ECONFIG, "contexts: none of the configured contexts is "
-                                               "part of this build");
+        return app_error_set(err, APP_ECONFIG,
+                             "contexts: none of the configured contexts is "
+                             "part of this build");
     return 0;
 }
 
@@ -74,8 +76,7 @@ static int app_migrate(app *a, app_error *err)
                                 a->modules[i]->migrations, &applied, err);
         if (rc == 0)
             log_info("context %s: schema %s up to date (%d migration%s applied)",
-                     a->modules[i]->name, a->modules[i]->schema, applied,
-                     applied == 1 ? "" : "s");
+                     a->modules[i]->name, a->modules[i]->schema, applied, applied == 1 ? "" : "s");
     }
     pg_pool_free(pool);
     return rc;
@@ -124,8 +125,7 @@ static int app_register(app *a, app_error *err)
     if (rc == 0)
         rc = bus_register(a->bus, BUS_QUERY, ops_queries, err);
     if (rc == 0)
-        rc = workers_new(&a->pool, a->cfg.workers.threads, (size_t)a->cfg.workers.queue_size,
-                         err);
+        rc = workers_new(&a->pool, a->cfg.workers.threads, (size_t)a->cfg.workers.queue_size, err);
     if (rc)
         return rc;
 
@@ -164,6 +164,9 @@ static int app_register(app *a, app_error *err)
         for (const mod_subscription *s = m->subscriptions; rc == 0 && s && s->name; s++)
             rc = sub_runner_add(a->subs, m->name, s, err);
     }
+    for (size_t i = 0; rc == 0 && i < a->n_modules; i++)
+        for (const mod_task *t = a->modules[i]->tasks; rc == 0 && t && t->name; t++)
+            rc = sub_runner_add_task(a->subs, a->modules[i]->name, t, err);
     return rc;
 }
 
@@ -207,8 +210,7 @@ static int app_serve(app *a)
     log_info("serving on %s:%d with %d loop threads, %d workers, contexts:%s%s%s",
              a->cfg.http.listen_host, http_server_port(a->http), a->cfg.http.threads,
              a->cfg.workers.threads, a->n_modules > 0 ? " " : "",
-             a->n_modules > 0 ? a->modules[0]->name : "",
-             a->n_modules > 1 ? " ..." : "");
+             a->n_modules > 0 ? a->modules[0]->name : "", a->n_modules > 1 ? " ..." : "");
 
     int sig = 0;
     sigwait(&stop_signals, &sig);

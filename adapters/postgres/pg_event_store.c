@@ -38,6 +38,7 @@ typedef struct append_job {
     char *events_json;
     char *claims_json;
     char *releases_json;
+    char *process_json; /* NULL when the append carries no process state */
     int rc;
     app_error err;
     es_append_result result;
@@ -262,8 +263,10 @@ static int ctx_get(pg_event_store *s, const char *context, pg_ctx **out, app_err
     snprintf(c->channel, sizeof c->channel, "%s_events", schema);
     snprintf(c->lock_key, sizeof c->lock_key, "%d", (int)pg_lock_key(schema));
     snprintf(c->metric_labels, sizeof c->metric_labels, "context=\"%s\"", context);
-    snprintf(c->append_sql, sizeof c->append_sql,
-             "SELECT %s.es_append($1, $2::bigint, $3::jsonb, $4::jsonb, $5::jsonb)::text", schema);
+    snprintf(
+        c->append_sql, sizeof c->append_sql,
+        "SELECT %s.es_append($1, $2::bigint, $3::jsonb, $4::jsonb, $5::jsonb, $6::jsonb)::text",
+        schema);
     /* max(global_position) is one backward index probe; currval would fail in a session
      * whose batches so far were all conflicts. */
     snprintf(c->notify_sql, sizeof c->notify_sql,
@@ -394,9 +397,10 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
                 PQsendQueryParams(conn, "SELECT pg_advisory_xact_lock($1::int4, $2::int4)", 2, NULL,
                                   lock_params, NULL, NULL, 0);
     for (size_t i = 0; sent && i < n; i++) {
-        const char *params[] = {jobs[i]->req->stream_id, jobs[i]->expected, jobs[i]->events_json,
-                                jobs[i]->claims_json, jobs[i]->releases_json};
-        sent = PQsendQueryParams(conn, c->append_sql, 5, NULL, params, NULL, NULL, 0);
+        const char *params[] = {jobs[i]->req->stream_id, jobs[i]->expected,
+                                jobs[i]->events_json,    jobs[i]->claims_json,
+                                jobs[i]->releases_json,  jobs[i]->process_json};
+        sent = PQsendQueryParams(conn, c->append_sql, 6, NULL, params, NULL, NULL, 0);
     }
     sent = sent && PQsendQueryParams(conn, c->notify_sql, 0, NULL, NULL, NULL, NULL, 0) &&
            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn);
@@ -654,6 +658,38 @@ fail:
     return rc;
 }
 
+static int process_json(const es_process *p, char **out, app_error *err)
+{
+    *out = NULL;
+    if (!p)
+        return 0;
+    int rc = check_text(p->name, "process.name", err);
+    if (rc == 0)
+        rc = check_text(p->id, "process.id", err);
+    if (rc == 0)
+        rc = check_object(p->state ? p->state : "{}", "process.state", err);
+    if (rc < 0)
+        return rc;
+    char num[32];
+    snprintf(num, sizeof num, "%" PRId64, p->deadline_ms > 0 ? p->deadline_ms : 0);
+    sbuf b = {0};
+    sb_str(&b, "{\"name\":");
+    sb_json_string(&b, p->name);
+    sb_str(&b, ",\"id\":");
+    sb_json_string(&b, p->id);
+    sb_str(&b, ",\"state\":");
+    sb_str(&b, p->state ? p->state : "{}");
+    sb_str(&b, ",\"deadline_ms\":");
+    sb_str(&b, num);
+    sb_str(&b, p->done ? ",\"done\":true}" : ",\"done\":false}");
+    if (b.oom) {
+        free(b.p);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    *out = b.p;
+    return 0;
+}
+
 static int pg_es_append(void *self, const es_append_req *req, es_append_result *out, app_error *err)
 {
     pg_event_store *s = self;
@@ -674,7 +710,9 @@ static int pg_es_append(void *self, const es_append_req *req, es_append_result *
     snprintf(job.expected, sizeof job.expected, "%" PRId64, req->expected_version);
     if ((rc = events_json(req, &job.events_json, err)) < 0 ||
         (rc = claims_json(req->claims, req->n_claims, "claims", &job.claims_json, err)) < 0 ||
-        (rc = claims_json(req->releases, req->n_releases, "releases", &job.releases_json, err)) < 0)
+        (rc = claims_json(req->releases, req->n_releases, "releases", &job.releases_json, err)) <
+            0 ||
+        (rc = process_json(req->process, &job.process_json, err)) < 0)
         goto done;
 
     pthread_cond_init(&job.done_cv, NULL);
@@ -716,6 +754,7 @@ done:
     free(job.events_json);
     free(job.claims_json);
     free(job.releases_json);
+    free(job.process_json);
     return rc;
 }
 
@@ -1030,6 +1069,53 @@ static void *listener_main(void *arg)
     return NULL;
 }
 
+static int pg_es_due_processes(void *self, const char *context, const char *name, int64_t now_ms,
+                               size_t limit, es_due_list *out, app_error *err)
+{
+    out->items = NULL;
+    out->len = 0;
+    char schema[64], sql[512], now[32], lim[32];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(name, "name", err)) < 0)
+        return rc;
+    snprintf(sql, sizeof sql,
+             "SELECT id, state::text, (extract(epoch FROM deadline) * 1000)::bigint"
+             " FROM %s.processes WHERE name = $1 AND NOT done"
+             " AND deadline <= to_timestamp($2::bigint / 1000.0)"
+             " ORDER BY deadline LIMIT $3::bigint",
+             schema);
+    snprintf(now, sizeof now, "%" PRId64, now_ms);
+    snprintf(lim, sizeof lim, "%zu", limit);
+    const char *params[] = {name, now, lim};
+    PGresult *res = NULL;
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 3, params, PGRES_TUPLES_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    int n = PQntuples(res);
+    if (n > 0) {
+        out->items = calloc((size_t)n, sizeof *out->items);
+        if (!out->items) {
+            PQclear(res);
+            return app_error_set(err, APP_ENOMEM, "out of memory");
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        es_due_process *d = &out->items[out->len++];
+        d->id = strdup(PQgetvalue(res, i, 0));
+        d->state = strdup(PQgetvalue(res, i, 1));
+        d->deadline_ms = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        if (!d->id || !d->state) {
+            PQclear(res);
+            es_due_list_free(out);
+            return app_error_set(err, APP_ENOMEM, "out of memory");
+        }
+    }
+    PQclear(res);
+    return 0;
+}
+
 /* ---- life cycle ---------------------------------------------------------------------------- */
 
 static const es_store_ops pg_es_ops = {
@@ -1041,6 +1127,7 @@ static const es_store_ops pg_es_ops = {
     .save_checkpoint = pg_es_save_checkpoint,
     .wait_for_append = pg_es_wait_for_append,
     .ping = pg_es_ping,
+    .due_processes = pg_es_due_processes,
 };
 
 es_store pg_event_store_port(pg_event_store *s)

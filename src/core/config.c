@@ -66,6 +66,8 @@ static const cfg_key cfg_keys[] = {
      "500"},
     {"subscriptions.poll_interval_ms", CFG_INT, CFG_FIELD(subscriptions.poll_interval_ms), 0, 10,
      60000, NULL, "500"},
+    {"order.placement_timeout_ms", CFG_INT, CFG_FIELD(order.placement_timeout_ms), 0, 100, 3600000,
+     NULL, "30000"},
     {"contexts", CFG_CONTEXTS, CFG_FIELD(contexts), 0, 1, CONFIG_MAX_CONTEXTS, NULL,
      "user,order,inventory"},
 };

@@ -12,7 +12,7 @@
 
 typedef struct app_config {
     struct {
-        char listen_host[256];   /* http.listen "host:port" */
+        char listen_host[256]; /* http.listen "host:port" */
         int listen_port;
         int threads;             /* http.threads: loop threads sharing the port, 1..64 */
         size_t max_body_bytes;   /* http.max_body_bytes, 1..67108864 */
@@ -24,16 +24,16 @@ typedef struct app_config {
         int queue_size; /* workers.queue_size: pending jobs before 503 */
     } workers;
     struct {
-        char dsn[1024];         /* postgres.dsn: libpq connection string */
-        int pool_size;          /* postgres.pool_size */
-        int connect_timeout_s;  /* postgres.connect_timeout_s */
-        int max_batch;          /* postgres.max_batch: commands per group commit */
+        char dsn[1024];        /* postgres.dsn: libpq connection string */
+        int pool_size;         /* postgres.pool_size */
+        int connect_timeout_s; /* postgres.connect_timeout_s */
+        int max_batch;         /* postgres.max_batch: commands per group commit */
     } postgres;
     struct {
-        char url[512];          /* redis.url: redis://host:port/db */
-        char key_prefix[64];    /* redis.key_prefix */
-        int pool_size;          /* redis.pool_size */
-        int timeout_ms;         /* redis.timeout_ms */
+        char url[512];       /* redis.url: redis://host:port/db */
+        char key_prefix[64]; /* redis.key_prefix */
+        int pool_size;       /* redis.pool_size */
+        int timeout_ms;      /* redis.timeout_ms */
     } redis;
     struct {
         int level; /* log.level: a log_level */
@@ -42,6 +42,9 @@ typedef struct app_config {
         int batch_size;       /* subscriptions.batch_size: events per pull */
         int poll_interval_ms; /* subscriptions.poll_interval_ms: wait when idle */
     } subscriptions;
+    struct {
+        int placement_timeout_ms; /* order.placement_timeout_ms: pending orders time out */
+    } order;
     char contexts[CONFIG_MAX_CONTEXTS][32]; /* contexts: [user, ...] */
     size_t n_contexts;
 } app_config;

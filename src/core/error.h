@@ -32,14 +32,17 @@ typedef struct app_field_error {
 } app_field_error;
 
 typedef struct app_error {
-    int code;            /* an app_err_code */
-    char message[160];   /* short, lower-case, no final period */
-    char detail[512];    /* optional sentence(s) for people */
+    int code;          /* an app_err_code */
+    char message[160]; /* short, lower-case, no final period */
+    char detail[512];  /* optional sentence(s) for people */
     size_t n_fields;
     app_field_error fields[APP_ERROR_MAX_FIELDS];
 } app_error;
 
-#define APP_ERROR_INIT {0}
+#define APP_ERROR_INIT                                                                             \
+    {                                                                                              \
+        0                                                                                          \
+    }
 
 /* Sets code, message (printf-style) and clears detail and fields. Returns code. */
 int app_error_set(app_error *err, int code, const char *fmt, ...)

@@ -65,12 +65,13 @@ struct http_server {
     int on_pool;            /* handed to the pool and not yet back */
     bool started, stopping, stopped;
     bool loops_live;        /* replies may still be posted to the loops */
-    http_job *jobs;         /* handed to the pool and not yet freed */
+    http_job *jobs;         /* every job not yet freed */
 };
 
-/* One request from callback entry to reply. Owned by the loop thread, except while a worker
- * runs the route; freed by http_finish on the loop thread, or by http_server_free when the
- * loops stopped before the reply could go out. Workers never touch ereq. */
+/* One request from callback entry until its reply is written. Owned by the loop thread,
+ * except while a worker runs the route; listed in s->jobs all along, and freed once the reply
+ * is written or the connection is gone (http_job_release), or by http_server_free when the
+ * loops stopped first. Workers never touch ereq. */
 struct http_job {
     http_server *srv;
     http_loop *loop;
@@ -88,6 +89,7 @@ struct http_job {
     const char *route_label;
     struct timespec started;
     bool close_after;
+    bool sending; /* the reply is queued on the connection */
     bool listed;
     http_job *prev, *next;
 };
@@ -351,11 +353,42 @@ static void http_run(http_job *job)
     job->rc = job->route->fn(job->srv->opts.bus, &job->req, &job->res, &job->err);
 }
 
-/* Sends the reply (when the client is still there), records it and frees the job. On the
- * loop thread. */
-static void http_finish(http_job *job)
+/* The end of a job: its reply is written, or it never will be. */
+static void http_job_release(http_job *job)
 {
     http_server *s = job->srv;
+    pthread_mutex_lock(&s->lock);
+    http_job_unlink(s, job);
+    s->inflight--;
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->lock);
+    http_job_free(job);
+}
+
+/* Called by evhttp once the whole reply is written. */
+static void http_on_sent(struct evhttp_request *ereq, void *arg)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(ereq);
+    if (conn)
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+    http_job_release(arg);
+}
+
+/* The connection died: while the route runs, forget the request (libevent frees it); while
+ * the reply is being written, the job is over. */
+static void http_on_close(struct evhttp_connection *conn, void *arg)
+{
+    http_job *job = arg;
+    evhttp_connection_set_closecb(conn, NULL, NULL);
+    job->ereq = NULL;
+    if (job->sending)
+        http_job_release(job);
+}
+
+/* Queues the reply (when the client is still there) and records it; the job ends when the
+ * reply is written. On the loop thread. */
+static void http_respond(http_job *job)
+{
     int status = 200;
     char *owned = NULL;
     const char *text = NULL, *ctype = NULL;
@@ -374,9 +407,9 @@ static void http_finish(http_job *job)
     if (job->rc != 0) {
         status = app_error_http_status(job->rc);
         if (status >= 500 && job->rc != APP_EUNAVAIL)
-            log_error("%s %s failed: %s%s%s (request_id=%s)", job->method, job->path,
-                      job->err.message, job->err.detail[0] ? ": " : "", job->err.detail,
-                      job->request_id);
+            log_error("%s %s failed: %s%s%s (request_id=%s)", job->method,
+                      job->path ? job->path : "-", job->err.message,
+                      job->err.detail[0] ? ": " : "", job->err.detail, job->request_id);
         if (job->err.code != job->rc) /* keep the route's message, fix the type and title */
             job->err.code = job->rc;
         owned = http_problem_text(&job->err, status, NULL, NULL);
@@ -390,14 +423,16 @@ static void http_finish(http_job *job)
         text = job->res.text;
         ctype = job->res.content_type ? job->res.content_type : "text/plain; charset=utf-8";
     }
+    if (ctype && !text) {
+        status = 500; /* out of memory while rendering: still answer, without a body */
+        ctype = NULL;
+    }
 
-    if (job->ereq) {
-        struct evhttp_request *ereq = job->ereq;
-        struct evhttp_connection *conn = evhttp_request_get_connection(ereq);
-        if (conn)
-            evhttp_connection_set_closecb(conn, NULL, NULL);
+    struct evhttp_request *ereq = job->ereq;
+    struct evhttp_connection *conn = ereq ? evhttp_request_get_connection(ereq) : NULL;
+    struct evbuffer *buf = ereq ? evbuffer_new() : NULL;
+    if (ereq) {
         struct evkeyvalq *out = evhttp_request_get_output_headers(ereq);
-        struct evbuffer *buf = evbuffer_new();
         evhttp_add_header(out, "X-Request-ID", job->request_id);
         if (ctype)
             evhttp_add_header(out, "Content-Type", ctype);
@@ -408,25 +443,23 @@ static void http_finish(http_job *job)
         if (status == 503 || status == 429)
             evhttp_add_header(out, "Retry-After", "1");
         if (status == 405) {
-            if (!job->allow[0] && job->route)
-                http_methods_format(job->route->methods | (job->route->methods & HTTP_M_GET
-                                                               ? HTTP_M_HEAD
-                                                               : 0u),
-                                    job->allow, sizeof job->allow);
+            if (!job->allow[0] && job->route) {
+                unsigned m = job->route->methods;
+                http_methods_format(m & HTTP_M_GET ? m | HTTP_M_HEAD : m, job->allow,
+                                    sizeof job->allow);
+            }
             evhttp_add_header(out, "Allow", job->allow);
         }
         if (job->close_after)
             evhttp_add_header(out, "Connection", "close");
-        if (buf && text)
+        if (job->req.method == HTTP_M_HEAD) {
+            /* evhttp 2.1 would send a body to HEAD; announce its length only. */
+            char len[24];
+            snprintf(len, sizeof len, "%zu", text ? strlen(text) : 0);
+            evhttp_add_header(out, "Content-Length", len);
+        } else if (buf && text) {
             evbuffer_add(buf, text, strlen(text));
-        if (!buf || (ctype && !text)) {
-            /* Out of memory while rendering: still answer, without a body. */
-            status = 500;
         }
-        evhttp_send_reply(ereq, status, job->rc ? app_error_title(job->rc) : NULL, buf);
-        if (buf)
-            evbuffer_free(buf);
-        job->ereq = NULL;
     } else {
         log_info("client went away before the reply (%s %s, request_id=%s)", job->method,
                  job->path ? job->path : "-", job->request_id);
@@ -437,20 +470,20 @@ static void http_finish(http_job *job)
     http_record(job->route_label, job->method, status, seconds);
     log_info("http %s %s %d %.1fms request_id=%s", job->method, job->path ? job->path : "-",
              status, seconds * 1000.0, job->request_id);
-    http_job_free(job);
 
-    pthread_mutex_lock(&s->lock);
-    s->inflight--;
-    pthread_cond_broadcast(&s->changed);
-    pthread_mutex_unlock(&s->lock);
-}
-
-/* The connection died while the route ran: forget the request, libevent frees it. */
-static void http_on_close(struct evhttp_connection *conn, void *arg)
-{
-    (void)conn;
-    http_job *job = arg;
     job->ereq = NULL;
+    if (ereq && conn) {
+        job->sending = true;
+        evhttp_connection_set_closecb(conn, http_on_close, job);
+        evhttp_request_set_on_complete_cb(ereq, http_on_sent, job);
+        evhttp_send_reply(ereq, status, job->rc ? app_error_title(job->rc) : NULL, buf);
+    } else {
+        if (ereq) /* detached from its connection: this only frees it */
+            evhttp_send_reply(ereq, status, NULL, buf);
+        http_job_release(job);
+    }
+    if (buf)
+        evbuffer_free(buf);
 }
 
 /* Back on the loop thread with the route's result. */
@@ -458,11 +491,7 @@ static void http_job_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    http_job *job = arg;
-    pthread_mutex_lock(&job->srv->lock);
-    http_job_unlink(job->srv, job);
-    pthread_mutex_unlock(&job->srv->lock);
-    http_finish(job);
+    http_respond(arg);
 }
 
 /* On a worker. */
@@ -518,29 +547,31 @@ static void http_on_request(struct evhttp_request *ereq, void *arg)
     job->route_label = "unmatched";
     job->close_after = stopping; /* clients should reconnect to a process that stays */
 
+    pthread_mutex_lock(&s->lock);
+    http_job_link(s, job);
+    pthread_mutex_unlock(&s->lock);
+
     job->rc = http_prepare(job);
     if (job->rc != 0 || (job->route->flags & HTTP_ROUTE_INLINE) || !s->opts.pool) {
         if (job->rc == 0)
             http_run(job);
-        http_finish(job);
+        http_respond(job);
         return;
     }
 
     struct evhttp_connection *conn = evhttp_request_get_connection(ereq);
-    evhttp_connection_set_closecb(conn, http_on_close, job);
+    if (conn)
+        evhttp_connection_set_closecb(conn, http_on_close, job);
     pthread_mutex_lock(&s->lock);
-    http_job_link(s, job);
     s->on_pool++;
     pthread_mutex_unlock(&s->lock);
     int rc = workers_submit(s->opts.pool, http_job_main, job, &job->err);
     if (rc) {
         pthread_mutex_lock(&s->lock);
-        http_job_unlink(s, job);
         s->on_pool--;
         pthread_mutex_unlock(&s->lock);
-        evhttp_connection_set_closecb(conn, NULL, NULL);
         job->rc = rc;
-        http_finish(job);
+        http_respond(job);
     }
 }
 

@@ -14,13 +14,13 @@
 typedef struct http_server http_server;
 
 typedef struct http_server_options {
-    const char *host;          /* "127.0.0.1" */
-    int port;                  /* 0 picks a free port (see http_server_port) */
-    int threads;               /* loop threads */
-    size_t max_body_bytes;     /* larger bodies get 413 */
-    int request_timeout_ms;    /* idle/read timeout per connection */
-    bus *bus;                  /* handed to every route */
-    workers *pool;             /* where routes run */
+    const char *host;       /* "127.0.0.1" */
+    int port;               /* 0 picks a free port (see http_server_port) */
+    int threads;            /* loop threads */
+    size_t max_body_bytes;  /* larger bodies get 413 */
+    int request_timeout_ms; /* idle/read timeout per connection */
+    bus *bus;               /* handed to every route */
+    workers *pool;          /* where routes run */
 } http_server_options;
 
 /* *out owned by the caller; free with http_server_free. Binds the port (so a taken port

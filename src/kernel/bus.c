@@ -129,8 +129,8 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
     return rc;
 }
 
-int bus_send(bus *b, const char *command, const cJSON *payload, const bus_meta *meta,
-             cJSON **out, app_error *err)
+int bus_send(bus *b, const char *command, const cJSON *payload, const bus_meta *meta, cJSON **out,
+             app_error *err)
 {
     return bus_dispatch(b, BUS_COMMAND, command, payload, meta, out, err);
 }

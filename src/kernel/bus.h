@@ -86,10 +86,10 @@ int bus_use(bus *b, bus_middleware_fn fn, app_error *err);
 
 /* Dispatch; thread-safe after start-up. APP_ENOTFOUND (with a message naming the message)
  * when no handler is registered. */
-int bus_send(bus *b, const char *command, const cJSON *payload, const bus_meta *meta,
-             cJSON **out, app_error *err);
-int bus_ask(bus *b, const char *query, const cJSON *payload, const bus_meta *meta,
-            cJSON **out, app_error *err);
+int bus_send(bus *b, const char *command, const cJSON *payload, const bus_meta *meta, cJSON **out,
+             app_error *err);
+int bus_ask(bus *b, const char *query, const cJSON *payload, const bus_meta *meta, cJSON **out,
+            app_error *err);
 
 /* Fills meta with a fresh message id and the given correlation/causation (NULL -> new id). */
 void bus_meta_init(bus_meta *meta, const char *correlation_id, const char *causation_id);

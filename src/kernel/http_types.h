@@ -23,22 +23,22 @@ typedef enum http_method {
 
 typedef struct http_req {
     http_method method;
-    const char *path;                       /* decoded path, no query string */
+    const char *path; /* decoded path, no query string */
     const char *param_names[HTTP_MAX_PARAMS];
-    char *param_values[HTTP_MAX_PARAMS];    /* owned by the request */
+    char *param_values[HTTP_MAX_PARAMS]; /* owned by the request */
     size_t n_params;
-    cJSON *body;                            /* parsed JSON body, or NULL when empty */
-    const char *if_match;                   /* raw If-Match header, or NULL */
-    bus_meta meta;                          /* correlation from X-Request-ID/traceparent */
+    cJSON *body;          /* parsed JSON body, or NULL when empty */
+    const char *if_match; /* raw If-Match header, or NULL */
+    bus_meta meta;        /* correlation from X-Request-ID/traceparent */
 } http_req;
 
 typedef struct http_res {
-    int status;                 /* 0 means 200 */
-    cJSON *body;                /* owned; sent as application/json */
-    char *text;                 /* owned; sent as-is when body is NULL (e.g. metrics) */
-    const char *content_type;   /* for text; default text/plain; charset=utf-8 */
-    char location[256];         /* Location header when non-empty */
-    char etag[48];              /* ETag header when non-empty, quoted by the route */
+    int status;               /* 0 means 200 */
+    cJSON *body;              /* owned; sent as application/json */
+    char *text;               /* owned; sent as-is when body is NULL (e.g. metrics) */
+    const char *content_type; /* for text; default text/plain; charset=utf-8 */
+    char location[256];       /* Location header when non-empty */
+    char etag[48];            /* ETag header when non-empty, quoted by the route */
 } http_res;
 
 /* Value of path parameter name ("id" for "/v1/users/{id}"), or NULL. */
@@ -55,11 +55,11 @@ enum http_route_flags {
 
 /* A row of a context's route table; tables end with a {0} sentinel. */
 typedef struct http_route_def {
-    unsigned methods;     /* http_method bits */
-    const char *pattern;  /* "/v1/users/{id}/email" */
+    unsigned methods;    /* http_method bits */
+    const char *pattern; /* "/v1/users/{id}/email" */
     http_route_fn fn;
     unsigned flags;
-    const char *name;     /* metrics label, e.g. "/v1/users/{id}" (default: pattern) */
+    const char *name; /* metrics label, e.g. "/v1/users/{id}" (default: pattern) */
 } http_route_def;
 
 #endif

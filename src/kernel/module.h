@@ -3,6 +3,7 @@
 #ifndef KERNEL_MODULE_H
 #define KERNEL_MODULE_H
 
+#include "core/config.h"
 #include "core/error.h"
 #include "kernel/bus.h"
 #include "kernel/http_types.h"
@@ -32,15 +33,32 @@ enum mod_subscription_flags {
     MOD_SUB_PROJECTION = 1u << 0, /* writes read models; rebuilt by replay */
 };
 
+/* A periodic job of a context (e.g. cancelling sagas past their deadline). It runs in one
+ * kernel thread, every interval_ms, with the same ctx a subscriber gets. A failure is
+ * logged and the job runs again at the next interval. */
+typedef int (*mod_task_fn)(const bus_ctx *ctx, app_error *err);
+
+typedef struct mod_task {
+    const char *name; /* unique, e.g. "order.placement_deadlines" */
+    int interval_ms;
+    mod_task_fn run;
+} mod_task;
+
+/* Called once at start-up, before anything else of the module, with the whole config.
+ * A context keeps what it needs (it must not keep the pointer). */
+typedef int (*mod_configure_fn)(const app_config *cfg, app_error *err);
+
 typedef struct app_module {
-    int abi;                                /* APP_MODULE_ABI */
-    const char *name;                       /* "user" */
-    const char *schema;                     /* "user_ctx" */
-    const mod_migration *migrations;        /* {NULL} terminated */
-    const bus_handler_def *commands;        /* {NULL} terminated */
-    const bus_handler_def *queries;         /* {NULL} terminated */
-    const http_route_def *routes;           /* {0} terminated */
-    const mod_subscription *subscriptions;  /* {NULL} terminated */
+    int abi;                               /* APP_MODULE_ABI */
+    const char *name;                      /* "user" */
+    const char *schema;                    /* "user_ctx" */
+    const mod_migration *migrations;       /* {NULL} terminated */
+    const bus_handler_def *commands;       /* {NULL} terminated */
+    const bus_handler_def *queries;        /* {NULL} terminated */
+    const http_route_def *routes;          /* {0} terminated */
+    const mod_subscription *subscriptions; /* {NULL} terminated */
+    const mod_task *tasks;                 /* {NULL} terminated, or NULL */
+    mod_configure_fn configure;            /* or NULL */
 } app_module;
 
 /* The kernel's array of every context compiled into the binary, NULL terminated. */

@@ -19,7 +19,8 @@
 typedef struct sub_worker {
     sub_runner *runner;
     const char *owner;
-    const mod_subscription *sub;
+    const mod_subscription *sub; /* a subscriber, or */
+    const mod_task *task;        /* a periodic task */
     pthread_t thread;
     bool started;
     pthread_mutex_t lock; /* guards the status fields below */
@@ -30,8 +31,9 @@ typedef struct sub_worker {
 
 struct sub_runner {
     sub_runner_options opts;
-    sub_worker *workers;
+    sub_worker *workers; /* subscribers first, then tasks */
     size_t n_workers;
+    size_t n_subscribers;
     pthread_mutex_t lock;
     pthread_cond_t stop_cond;
     bool stopping;
@@ -54,26 +56,52 @@ int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *
                     "Last log position a subscriber has fully handled.");
     metrics_declare("subscription_lag_events", METRIC_GAUGE,
                     "Events between the head of the log and a subscriber's checkpoint.");
-    metrics_declare("subscription_events_total", METRIC_COUNTER,
-                    "Events handled by a subscriber.");
+    metrics_declare("subscription_events_total", METRIC_COUNTER, "Events handled by a subscriber.");
     metrics_declare("subscription_failures_total", METRIC_COUNTER,
                     "Failed attempts of a subscriber (handler or dependency errors).");
     *out = r;
     return 0;
 }
 
-int sub_runner_add(sub_runner *r, const char *owner_context, const mod_subscription *sub,
-                   app_error *err)
+static sub_worker *sub_runner_grow(sub_runner *r, app_error *err)
 {
     sub_worker *grown = realloc(r->workers, (r->n_workers + 1) * sizeof *grown);
-    if (!grown)
-        return app_error_set(err, APP_ENOMEM, "out of memory");
+    if (!grown) {
+        app_error_set(err, APP_ENOMEM, "out of memory");
+        return NULL;
+    }
     r->workers = grown;
     sub_worker *w = &r->workers[r->n_workers++];
     memset(w, 0, sizeof *w);
     w->runner = r;
+    return w;
+}
+
+int sub_runner_add(sub_runner *r, const char *owner_context, const mod_subscription *sub,
+                   app_error *err)
+{
+    if (r->n_workers != r->n_subscribers)
+        return app_error_set(err, APP_EINTERNAL, "subscribers must be added before tasks");
+    sub_worker *w = sub_runner_grow(r, err);
+    if (!w)
+        return err->code;
     w->owner = owner_context;
     w->sub = sub;
+    r->n_subscribers++;
+    return 0;
+}
+
+int sub_runner_add_task(sub_runner *r, const char *owner_context, const mod_task *task,
+                        app_error *err)
+{
+    if (task->interval_ms <= 0 || !task->run)
+        return app_error_set(err, APP_EINTERNAL, "task %s needs an interval and a function",
+                             task->name);
+    sub_worker *w = sub_runner_grow(r, err);
+    if (!w)
+        return err->code;
+    w->owner = owner_context;
+    w->task = task;
     return 0;
 }
 
@@ -231,8 +259,7 @@ int sub_runner_start(sub_runner *r, app_error *err)
         if (pthread_create(&w->thread, NULL, sub_thread, w) != 0) {
             pthread_mutex_destroy(&w->lock);
             sub_runner_stop(r);
-            return app_error_set(err, APP_EINTERNAL, "could not start subscriber %s",
-                                 w->sub->name);
+            return app_error_set(err, APP_EINTERNAL, "could not start subscriber %s", w->sub->name);
         }
         w->started = true;
     }
@@ -268,7 +295,7 @@ void sub_runner_free(sub_runner *r)
 
 size_t sub_runner_count(const sub_runner *r)
 {
-    return r->n_workers;
+    return r->n_subscribers;
 }
 
 void sub_runner_status(sub_runner *r, size_t i, sub_status *out)

@@ -35,11 +35,15 @@ int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *
 /* owner_context is where the checkpoint lives. Before start only; sub must outlive r. */
 int sub_runner_add(sub_runner *r, const char *owner_context, const mod_subscription *sub,
                    app_error *err);
+/* A context's periodic task, run in its own thread by the same runner. Before start only. */
+int sub_runner_add_task(sub_runner *r, const char *owner_context, const mod_task *task,
+                        app_error *err);
 int sub_runner_start(sub_runner *r, app_error *err);
 /* Stops every subscriber after its current event and joins the threads. */
 void sub_runner_stop(sub_runner *r);
 void sub_runner_free(sub_runner *r); /* accepts NULL; stops first */
 
+/* Subscribers only (tasks are not counted). */
 size_t sub_runner_count(const sub_runner *r);
 /* Snapshot of subscriber i (0 <= i < count). */
 void sub_runner_status(sub_runner *r, size_t i, sub_status *out);

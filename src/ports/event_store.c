@@ -1,4 +1,4 @@
-/* The event-store port's only code: freeing event lists that adapters hand out. */
+/* The event-store port's only code: freeing the lists that adapters hand out. */
 #include "ports/event_store.h"
 
 #include <stdlib.h>
@@ -13,6 +13,19 @@ void es_event_list_free(es_event_list *list)
         free(ev->type);
         free(ev->data);
         free(ev->metadata);
+    }
+    free(list->items);
+    list->items = NULL;
+    list->len = 0;
+}
+
+void es_due_list_free(es_due_list *list)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < list->len; i++) {
+        free(list->items[i].id);
+        free(list->items[i].state);
     }
     free(list->items);
     list->items = NULL;

@@ -4,25 +4,26 @@
 #ifndef PORTS_EVENT_STORE_H
 #define PORTS_EVENT_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "core/error.h"
 
 #define ES_ANY_VERSION (-1) /* append without a version check */
-#define ES_NO_STREAM 0      /* the stream must not exist yet */
+#define ES_NO_STREAM   0    /* the stream must not exist yet */
 
 /* An event as stored. Every string is owned by the event; es_event_list_free frees them. */
 typedef struct es_event {
-    int64_t position;       /* global position in the context's log */
-    char *stream_id;        /* e.g. "user-<uuid>" */
-    int64_t version;        /* version within the stream, from 1 */
-    char event_id[37];      /* UUID, lower-case canonical */
-    char *type;             /* "<context>.<aggregate>.<past-tense-verb>" */
+    int64_t position;  /* global position in the context's log */
+    char *stream_id;   /* e.g. "user-<uuid>" */
+    int64_t version;   /* version within the stream, from 1 */
+    char event_id[37]; /* UUID, lower-case canonical */
+    char *type;        /* "<context>.<aggregate>.<past-tense-verb>" */
     int schema_version;
-    char *data;             /* JSON object text */
-    char *metadata;         /* JSON object text */
-    char recorded_at[40];   /* RFC 3339 UTC, e.g. 2026-11-28T15:00:00.123456Z */
+    char *data;           /* JSON object text */
+    char *metadata;       /* JSON object text */
+    char recorded_at[40]; /* RFC 3339 UTC, e.g. 2026-11-28T15:00:00.123456Z */
 } es_event;
 
 typedef struct es_event_list {
@@ -34,11 +35,11 @@ void es_event_list_free(es_event_list *list); /* accepts NULL and empty lists */
 
 /* An event to append. Borrowed strings; the store copies what it keeps. */
 typedef struct es_new_event {
-    const char *event_id;   /* UUID */
+    const char *event_id; /* UUID */
     const char *type;
     int schema_version;
-    const char *data;       /* JSON object text */
-    const char *metadata;   /* JSON object text */
+    const char *data;     /* JSON object text */
+    const char *metadata; /* JSON object text */
 } es_new_event;
 
 /* A unique key owned by a stream (e.g. scope "email", key "a@b.c"), claimed or released in
@@ -49,23 +50,48 @@ typedef struct es_claim {
     const char *key;
 } es_claim;
 
+/* The durable state of a long-running process (a saga instance), saved in the same
+ * transaction as the events of the append that carries it. Borrowed strings. */
+typedef struct es_process {
+    const char *name;    /* the kind of process, e.g. "order.placement" */
+    const char *id;      /* the instance, e.g. an order id */
+    const char *state;   /* JSON object text */
+    int64_t deadline_ms; /* Unix time in ms when it is due if still not done; 0 for none */
+    bool done;           /* finished: never due again */
+} es_process;
+
 typedef struct es_append_req {
-    const char *context;        /* the owning context ("user"); its schema is <context>_ctx */
+    const char *context; /* the owning context ("user"); its schema is <context>_ctx */
     const char *stream_id;
-    int64_t expected_version;   /* ES_ANY_VERSION, ES_NO_STREAM or the current version */
+    int64_t expected_version; /* ES_ANY_VERSION, ES_NO_STREAM or the current version */
     const es_new_event *events;
     size_t n_events;
-    const es_claim *claims;     /* claimed for stream_id; a key owned by another stream fails */
+    const es_claim *claims; /* claimed for stream_id; a key owned by another stream fails */
     size_t n_claims;
-    const es_claim *releases;   /* released if owned by stream_id */
+    const es_claim *releases; /* released if owned by stream_id */
     size_t n_releases;
+    const es_process *process; /* optional: upserted in the same transaction */
 } es_append_req;
 
 typedef struct es_append_result {
-    int64_t version;         /* stream version after the append */
-    int64_t first_position;  /* global positions of the appended events */
+    int64_t version;        /* stream version after the append */
+    int64_t first_position; /* global positions of the appended events */
     int64_t last_position;
 } es_append_result;
+
+/* A process whose deadline has passed. Strings owned; es_due_list_free frees them. */
+typedef struct es_due_process {
+    char *id;
+    char *state; /* JSON object text */
+    int64_t deadline_ms;
+} es_due_process;
+
+typedef struct es_due_list {
+    es_due_process *items;
+    size_t len;
+} es_due_list;
+
+void es_due_list_free(es_due_list *list); /* accepts NULL and empty lists */
 
 typedef struct es_store_ops {
     /* Durable when it returns 0. Fails with APP_EVERSION (expected version differs; err
@@ -82,15 +108,18 @@ typedef struct es_store_ops {
     /* Highest committed position of a context's log (0 when empty). */
     int (*head_position)(void *self, const char *context, int64_t *out, app_error *err);
     /* Subscriber checkpoints live in the subscriber's context schema. 0 when none yet. */
-    int (*load_checkpoint)(void *self, const char *context, const char *subscriber,
-                           int64_t *out, app_error *err);
+    int (*load_checkpoint)(void *self, const char *context, const char *subscriber, int64_t *out,
+                           app_error *err);
     int (*save_checkpoint)(void *self, const char *context, const char *subscriber,
                            int64_t position, app_error *err);
     /* Blocks up to timeout_ms until an append to context commits (in this process or, where
      * the adapter listens, in another). Returns 0 on wake-up or timeout alike. */
-    int (*wait_for_append)(void *self, const char *context, int64_t after_position,
-                           int timeout_ms);
+    int (*wait_for_append)(void *self, const char *context, int64_t after_position, int timeout_ms);
     int (*ping)(void *self, app_error *err);
+    /* Processes of kind name in context that are not done and whose deadline is at or
+     * before now_ms, earliest first, at most limit. *out owned by the caller. */
+    int (*due_processes)(void *self, const char *context, const char *name, int64_t now_ms,
+                         size_t limit, es_due_list *out, app_error *err);
 } es_store_ops;
 
 typedef struct es_store {

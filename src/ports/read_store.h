@@ -16,8 +16,8 @@ typedef struct rs_store_ops {
     /* Sorted set: add member with score (replacing its score), read members by descending
      * score. *out is an array of n owned strings; free with rs_strings_free. */
     int (*zadd)(void *self, const char *key, double score, const char *member, app_error *err);
-    int (*zrevrange)(void *self, const char *key, size_t start, size_t stop, char ***out,
-                     size_t *n, app_error *err);
+    int (*zrevrange)(void *self, const char *key, size_t start, size_t stop, char ***out, size_t *n,
+                     app_error *err);
     int (*ping)(void *self, app_error *err);
 } rs_store_ops;
 

@@ -1,5 +1,6 @@
 -- The event store of one context schema: the log, snapshots, subscriber checkpoints,
--- dead letters, idempotency keys and unique claims. {{schema}} is the context schema.
+-- dead letters, idempotency keys, unique claims and process (saga) state. {{schema}} is the
+-- context schema.
 
 CREATE TABLE IF NOT EXISTS {{schema}}.events (
     global_position bigserial PRIMARY KEY,
@@ -56,15 +57,30 @@ CREATE TABLE IF NOT EXISTS {{schema}}.unique_claims (
     PRIMARY KEY (scope, key)
 );
 
+-- Long-running processes (sagas): their state and deadline, written in the same transaction
+-- as the events they react to or cause.
+CREATE TABLE IF NOT EXISTS {{schema}}.processes (
+    name text NOT NULL,
+    id text NOT NULL,
+    state jsonb NOT NULL,
+    deadline timestamptz,
+    done boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, id)
+);
+CREATE INDEX IF NOT EXISTS processes_due ON {{schema}}.processes (name, deadline)
+    WHERE NOT done;
+
 -- Appends to one stream with an expected version, claiming and releasing unique keys in the
--- same transaction. Expected outcomes (version conflict, key taken, event id reused) are
+-- same transaction, and saving the state of the process (saga) it belongs to. Expected outcomes (version conflict, key taken, event id reused) are
 -- returned, never raised, so one failing command does not abort the batch it is part of.
 -- Every check runs before the first write: a non-ok answer leaves nothing behind. Writers
 -- of a context are serialized by an advisory lock taken by the caller, which makes the
 -- read-then-write checks race-free.
 CREATE OR REPLACE FUNCTION {{schema}}.es_append(p_stream text, p_expected bigint,
                                                p_events jsonb, p_claims jsonb,
-                                               p_releases jsonb)
+                                               p_releases jsonb,
+                                               p_process jsonb DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql
 AS $fn$
@@ -126,6 +142,17 @@ BEGIN
         v_first := coalesce(v_first, v_pos);
         v_last := v_pos;
     END LOOP;
+
+    IF p_process IS NOT NULL THEN
+        INSERT INTO {{schema}}.processes AS p (name, id, state, deadline, done)
+        VALUES (p_process->>'name', p_process->>'id', p_process->'state',
+                CASE WHEN (p_process->>'deadline_ms')::bigint > 0
+                     THEN to_timestamp((p_process->>'deadline_ms')::bigint / 1000.0) END,
+                (p_process->>'done')::boolean)
+        ON CONFLICT (name, id) DO UPDATE
+           SET state = excluded.state, deadline = excluded.deadline, done = excluded.done,
+               updated_at = now();
+    END IF;
 
     RETURN jsonb_build_object('status', 'ok', 'version', v_ver,
                               'first_position', coalesce(v_first, 0),
