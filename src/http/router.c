@@ -63,8 +63,7 @@ void http_router_free(http_router *r)
 
 static bool router_name_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
 /* Splits a pattern into rt->segs; "/" has no segments. */
@@ -77,8 +76,7 @@ static int router_compile(const http_route_def *def, router_route *rt, app_error
         return app_error_set(err, APP_EINTERNAL, "route pattern \"%s\" must start with /",
                              p ? p : "(null)");
     if (!def->fn || (def->methods & ~(unsigned)HTTP_M_OTHER) == 0)
-        return app_error_set(err, APP_EINTERNAL, "route \"%s\" needs a function and a method",
-                             p);
+        return app_error_set(err, APP_EINTERNAL, "route \"%s\" needs a function and a method", p);
     if (strcmp(p, "/") == 0)
         return 0;
     rt->segs = calloc(ROUTER_MAX_SEGS, sizeof *rt->segs);
@@ -203,8 +201,8 @@ static const struct {
     unsigned bit;
     const char *name;
 } router_methods[] = {
-    {HTTP_M_GET, "GET"},     {HTTP_M_HEAD, "HEAD"},     {HTTP_M_POST, "POST"},
-    {HTTP_M_PUT, "PUT"},     {HTTP_M_PATCH, "PATCH"},   {HTTP_M_DELETE, "DELETE"},
+    {HTTP_M_GET, "GET"}, {HTTP_M_HEAD, "HEAD"},   {HTTP_M_POST, "POST"},
+    {HTTP_M_PUT, "PUT"}, {HTTP_M_PATCH, "PATCH"}, {HTTP_M_DELETE, "DELETE"},
 };
 
 void http_methods_format(unsigned methods, char *out, size_t size)

@@ -32,12 +32,12 @@
 /* evhttp buffers bodies up to max_body_bytes plus this slack, so a moderately oversized body
  * still reaches our callback and gets a 413 with the request's own X-Request-ID; beyond it
  * evhttp refuses by itself (see http_rewrite_cb). */
-#define HTTP_BODY_SLACK (64 * 1024)
+#define HTTP_BODY_SLACK        (64 * 1024)
 #define HTTP_MAX_HEADERS_BYTES (64 * 1024)
-#define HTTP_ID_MAX 128
-#define HTTP_TRACEPARENT_LEN 55
+#define HTTP_ID_MAX            128
+#define HTTP_TRACEPARENT_LEN   55
 
-#define HTTP_REQUESTS_TOTAL "http_requests_total"
+#define HTTP_REQUESTS_TOTAL   "http_requests_total"
 #define HTTP_REQUEST_DURATION "http_request_duration_seconds"
 
 typedef struct http_loop {
@@ -64,8 +64,8 @@ struct http_server {
     int inflight;           /* from callback entry to reply sent */
     int on_pool;            /* handed to the pool and not yet back */
     bool started, stopping, stopped;
-    bool loops_live;        /* replies may still be posted to the loops */
-    http_job *jobs;         /* every job not yet freed */
+    bool loops_live; /* replies may still be posted to the loops */
+    http_job *jobs;  /* every job not yet freed */
 };
 
 /* One request from callback entry until its reply is written. Owned by the loop thread,
@@ -171,16 +171,36 @@ static bool http_json_media_type(const char *ct)
 static http_method http_method_of(enum evhttp_cmd_type cmd, const char **name)
 {
     switch (cmd) {
-    case EVHTTP_REQ_GET: *name = "GET"; return HTTP_M_GET;
-    case EVHTTP_REQ_POST: *name = "POST"; return HTTP_M_POST;
-    case EVHTTP_REQ_PUT: *name = "PUT"; return HTTP_M_PUT;
-    case EVHTTP_REQ_DELETE: *name = "DELETE"; return HTTP_M_DELETE;
-    case EVHTTP_REQ_PATCH: *name = "PATCH"; return HTTP_M_PATCH;
-    case EVHTTP_REQ_HEAD: *name = "HEAD"; return HTTP_M_HEAD;
-    case EVHTTP_REQ_OPTIONS: *name = "OPTIONS"; return HTTP_M_OTHER;
-    case EVHTTP_REQ_TRACE: *name = "TRACE"; return HTTP_M_OTHER;
-    case EVHTTP_REQ_CONNECT: *name = "CONNECT"; return HTTP_M_OTHER;
-    default: *name = "OTHER"; return HTTP_M_OTHER;
+    case EVHTTP_REQ_GET:
+        *name = "GET";
+        return HTTP_M_GET;
+    case EVHTTP_REQ_POST:
+        *name = "POST";
+        return HTTP_M_POST;
+    case EVHTTP_REQ_PUT:
+        *name = "PUT";
+        return HTTP_M_PUT;
+    case EVHTTP_REQ_DELETE:
+        *name = "DELETE";
+        return HTTP_M_DELETE;
+    case EVHTTP_REQ_PATCH:
+        *name = "PATCH";
+        return HTTP_M_PATCH;
+    case EVHTTP_REQ_HEAD:
+        *name = "HEAD";
+        return HTTP_M_HEAD;
+    case EVHTTP_REQ_OPTIONS:
+        *name = "OPTIONS";
+        return HTTP_M_OTHER;
+    case EVHTTP_REQ_TRACE:
+        *name = "TRACE";
+        return HTTP_M_OTHER;
+    case EVHTTP_REQ_CONNECT:
+        *name = "CONNECT";
+        return HTTP_M_OTHER;
+    default:
+        *name = "OTHER";
+        return HTTP_M_OTHER;
     }
 }
 
@@ -188,8 +208,7 @@ static void http_record(const char *route, const char *method, int status, doubl
 {
     char r[160], labels[320];
     metrics_escape_label(route, r, sizeof r);
-    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\",status=\"%d\"", r, method,
-             status);
+    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\",status=\"%d\"", r, method, status);
     metrics_counter_add(HTTP_REQUESTS_TOTAL, labels, 1);
     snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\"", r, method);
     metrics_histogram_observe(HTTP_REQUEST_DURATION, labels, seconds);
@@ -238,8 +257,7 @@ static int http_check_body(http_job *job, struct evbuffer *in)
 {
     const struct evkeyvalq *h = evhttp_request_get_input_headers(job->ereq);
     if (!http_json_media_type(evhttp_find_header(h, "Content-Type")))
-        return app_error_set(&job->err, APP_EMEDIA,
-                             "request body must be application/json");
+        return app_error_set(&job->err, APP_EMEDIA, "request body must be application/json");
     size_t n = evbuffer_get_length(in);
     if (n == 0)
         return app_error_set(&job->err, APP_EBADREQ, "request body is required");
@@ -303,8 +321,7 @@ static int http_prepare(http_job *job)
         if (!http_printable(key, 1, sizeof job->req.meta.idempotency_key - 1))
             return app_error_set(&job->err, APP_EBADREQ,
                                  "Idempotency-Key must be 1 to 128 printable characters");
-        snprintf(job->req.meta.idempotency_key, sizeof job->req.meta.idempotency_key, "%s",
-                 key);
+        snprintf(job->req.meta.idempotency_key, sizeof job->req.meta.idempotency_key, "%s", key);
     }
 
     /* Whatever the route, a body over the limit is refused before anything reads it. */
@@ -408,8 +425,8 @@ static void http_respond(http_job *job)
         status = app_error_http_status(job->rc);
         if (status >= 500 && job->rc != APP_EUNAVAIL)
             log_error("%s %s failed: %s%s%s (request_id=%s)", job->method,
-                      job->path ? job->path : "-", job->err.message,
-                      job->err.detail[0] ? ": " : "", job->err.detail, job->request_id);
+                      job->path ? job->path : "-", job->err.message, job->err.detail[0] ? ": " : "",
+                      job->err.detail, job->request_id);
         if (job->err.code != job->rc) /* keep the route's message, fix the type and title */
             job->err.code = job->rc;
         owned = http_problem_text(&job->err, status, NULL, NULL);
@@ -468,8 +485,8 @@ static void http_respond(http_job *job)
 
     double seconds = http_elapsed(&job->started);
     http_record(job->route_label, job->method, status, seconds);
-    log_info("http %s %s %d %.1fms request_id=%s", job->method, job->path ? job->path : "-",
-             status, seconds * 1000.0, job->request_id);
+    log_info("http %s %s %d %.1fms request_id=%s", job->method, job->path ? job->path : "-", status,
+             seconds * 1000.0, job->request_id);
 
     job->ereq = NULL;
     if (ereq && conn) {
@@ -583,8 +600,7 @@ static void http_on_request(struct evhttp_request *ereq, void *arg)
  * apart by their X-Request-ID header. */
 static _Thread_local bool http_rewriting;
 
-static void http_rewrite_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
-                            void *arg)
+static void http_rewrite_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)arg;
     if (http_rewriting || info->n_added == 0)
@@ -680,8 +696,7 @@ static int http_loop_bind(http_server *s, http_loop *loop, struct sockaddr *sa, 
     evhttp_set_gencb(h, http_on_request, loop);
     evhttp_set_allowed_methods(h, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                       EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                      EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
-                                      EVHTTP_REQ_PATCH);
+                                      EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
     evhttp_set_max_body_size(h, (ev_ssize_t)(s->opts.max_body_bytes + HTTP_BODY_SLACK));
     evhttp_set_max_headers_size(h, HTTP_MAX_HEADERS_BYTES);
     evhttp_set_default_content_type(h, NULL);
@@ -695,8 +710,7 @@ static int http_loop_bind(http_server *s, http_loop *loop, struct sockaddr *sa, 
     }
     struct evconnlistener *l = evconnlistener_new_bind(
         loop->base, NULL, NULL,
-        LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE |
-            LEV_OPT_CLOSE_ON_EXEC,
+        LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
         -1, sa, (int)len);
     if (!l)
         return app_error_set(err, APP_EUNAVAIL, "could not listen on %s:%d: %s", s->host,
@@ -768,7 +782,8 @@ int http_server_new(http_server **out, const http_server_options *opts, app_erro
     if (rc)
         goto fail;
 
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port_text[8];

@@ -67,8 +67,9 @@ int workers_new(workers **out, int threads, size_t queue_size, app_error *err)
 {
     *out = NULL;
     if (threads < 1 || queue_size < 1)
-        return app_error_set(err, APP_ECONFIG, "worker pool needs at least one thread and one "
-                                               "queue slot (got %d threads, %zu slots)",
+        return app_error_set(err, APP_ECONFIG,
+                             "worker pool needs at least one thread and one "
+                             "queue slot (got %d threads, %zu slots)",
                              threads, queue_size);
     workers *w = calloc(1, sizeof *w);
     if (!w)
