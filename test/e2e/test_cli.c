@@ -74,8 +74,7 @@ static void test_check_config(void **state)
     assert_non_null(strstr(out, "redis.colour"));
     assert_non_null(strstr(out, "line 4"));
 
-    assert_int_equal(run_app("--config /nonexistent/app.yaml check-config", out, sizeof out),
-                     2);
+    assert_int_equal(run_app("--config /nonexistent/app.yaml check-config", out, sizeof out), 2);
     assert_non_null(strstr(out, "/nonexistent/app.yaml"));
     unlink(path);
 }

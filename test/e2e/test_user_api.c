@@ -26,8 +26,8 @@ static tc_response call(const char *method, const char *path, const char *const 
 {
     tc_response r;
     memset(&r, 0, sizeof r);
-    int rc = tc_http("127.0.0.1", app.port, method, path, headers, body,
-                     body ? strlen(body) : 0, &r);
+    int rc =
+        tc_http("127.0.0.1", app.port, method, path, headers, body, body ? strlen(body) : 0, &r);
     assert_int_equal(rc, 0);
     return r;
 }
@@ -200,8 +200,8 @@ static void *race_thread(void *p)
     race_arg *a = p;
     tc_response r;
     memset(&r, 0, sizeof r);
-    if (tc_http("127.0.0.1", app.port, a->method, a->path, a->headers, a->body,
-                strlen(a->body), &r) == 0)
+    if (tc_http("127.0.0.1", app.port, a->method, a->path, a->headers, a->body, strlen(a->body),
+                &r) == 0)
         a->status = r.status;
     tc_response_free(&r);
     return NULL;
@@ -352,8 +352,8 @@ static void test_bad_input(void **state)
         tc_response r = call(cases[i].method, cases[i].path, headers, cases[i].body);
         if (r.status != cases[i].status)
             fail_msg("case %zu (%s %s %s): expected %d, got %d: %.*s", i, cases[i].method,
-                     cases[i].path, cases[i].body ? cases[i].body : "", cases[i].status,
-                     r.status, (int)r.body_len, r.body ? r.body : "");
+                     cases[i].path, cases[i].body ? cases[i].body : "", cases[i].status, r.status,
+                     (int)r.body_len, r.body ? r.body : "");
         assert_problem(&r, cases[i].status);
         tc_response_free(&r);
     }
@@ -378,8 +378,7 @@ static void test_bad_input(void **state)
     unique_email(email, sizeof email, "ifmatch");
     register_user(email, "If Match", id);
     snprintf(path, sizeof path, "/v1/users/%s/email", id);
-    const char *const bad_if_match[] = {"Content-Type: application/json", "If-Match: banana",
-                                        NULL};
+    const char *const bad_if_match[] = {"Content-Type: application/json", "If-Match: banana", NULL};
     r = call("PUT", path, bad_if_match, "{\"email\":\"x1@example.com\"}");
     assert_problem(&r, 400);
     tc_response_free(&r);
@@ -410,8 +409,8 @@ static void test_metrics_exposition(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(tc_header(&r, "Content-Type"), "text/plain"));
     static const char *const wanted[] = {
-        "http_requests_total{",        "http_request_duration_seconds_bucket{",
-        "commands_total{",             "eventstore_append_duration_seconds",
+        "http_requests_total{",     "http_request_duration_seconds_bucket{",
+        "commands_total{",          "eventstore_append_duration_seconds",
         "subscription_lag_events{",
     };
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++)
@@ -430,8 +429,7 @@ static void test_ready(void **state)
     assert_string_equal(cJSON_GetObjectItem(j, "status")->valuestring, "ok");
     const cJSON *checks = cJSON_GetObjectItem(j, "checks");
     assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "postgres"), "status")->valuestring,
-        "up");
+        cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "postgres"), "status")->valuestring, "up");
     assert_string_equal(
         cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "redis"), "status")->valuestring, "up");
     cJSON_Delete(j);
@@ -448,11 +446,9 @@ static void test_redis_outage(void **state)
     cJSON *j = tc_json(&r);
     const cJSON *checks = cJSON_GetObjectItem(j, "checks");
     assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "redis"), "status")->valuestring,
-        "down");
+        cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "redis"), "status")->valuestring, "down");
     assert_string_equal(
-        cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "postgres"), "status")->valuestring,
-        "up");
+        cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "postgres"), "status")->valuestring, "up");
     cJSON_Delete(j);
     tc_response_free(&r);
 
