@@ -2,6 +2,9 @@
 # under ASan and UBSan against private PostgreSQL and Redis instances; `make run` serves.
 
 CC       ?= gcc
+# `make V=1` shows whole command lines.
+V        ?= 0
+Q        := $(if $(filter 1,$(V)),,@)
 PKGS     := libevent libevent_pthreads libpq hiredis libcjson yaml-0.1
 STD      := -std=c11 -D_GNU_SOURCE
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -26,26 +29,34 @@ REL_OBJ    := $(patsubst %.c,build/release/%.o,$(LIB_SRC))
 TEST_OBJ   := $(patsubst %.c,build/test/%.o,$(LIB_SRC) $(SUPPORT_SRC))
 TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
 
+# Generated sources are kept, not removed as intermediates between the two builds.
+.SECONDARY: $(GEN_SRC)
+
 .PHONY: all test unit-test lint format clean run bench migrations
 all: app
 
 app: build/release/src/main.o $(REL_OBJ)
-	$(CC) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) -o $@ $^ $(LIBS)
 
 build/test/app: build/test/src/main.o $(filter-out $(patsubst %.c,build/test/%.o,$(SUPPORT_SRC)),$(TEST_OBJ))
-	$(CC) $(LDFLAGS_TEST) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_TEST) -o $@ $^ $(LIBS)
 
 build/release/%.o: %.c $(GEN_SRC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_RELEASE) -MMD -MP -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_RELEASE) -MMD -MP -c -o $@ $<
 
 build/test/%.o: %.c $(GEN_SRC)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_TEST) -MMD -MP -c -o $@ $<
+	@echo "  CC      $< (sanitized)"
+	$(Q)$(CC) $(CFLAGS_TEST) -MMD -MP -c -o $@ $<
 
 # Each test is one cmocka program linked with the whole kernel, adapters and contexts.
 build/test/test/%: build/test/test/%.o $(TEST_OBJ)
-	$(CC) $(LDFLAGS_TEST) -o $@ $^ $(LIBS) -lcmocka
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS_TEST) -o $@ $^ $(LIBS) -lcmocka
 
 # SQL migrations are compiled into the binary, one table per context.
 build/gen/%_migrations.c: src/tools/embed_migrations.sh $(wildcard contexts/*/migrations/*.sql)
