@@ -108,17 +108,27 @@ static int route_register(bus *b, const http_req *req, http_res *res, app_error 
     return route_user(user, 201, res, err);
 }
 
-static int route_get(bus *b, const http_req *req, http_res *res, app_error *err)
+/* Sends a command or asks a query whose payload is just the path's {"id"}. */
+static int route_by_id(bus *b, bus_kind kind, const char *name, const http_req *req, cJSON **out,
+                       app_error *err)
 {
     const char *id = NULL;
     int rc = route_id(req, &id, err);
     if (rc != 0)
         return rc;
-    cJSON *payload = route_payload(id, NULL, NULL), *user = NULL;
+    cJSON *payload = route_payload(id, NULL, NULL);
     if (!payload)
         return app_error_set(err, APP_ENOMEM, "out of memory");
-    rc = bus_ask(b, "user.get_user", payload, &req->meta, &user, err);
+    rc = kind == BUS_COMMAND ? bus_send(b, name, payload, &req->meta, out, err)
+                             : bus_ask(b, name, payload, &req->meta, out, err);
     cJSON_Delete(payload);
+    return rc;
+}
+
+static int route_get(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    cJSON *user = NULL;
+    int rc = route_by_id(b, BUS_QUERY, "user.get_user", req, &user, err);
     return rc != 0 ? rc : route_user(user, 200, res, err);
 }
 
@@ -148,29 +158,15 @@ static int route_change_email(bus *b, const http_req *req, http_res *res, app_er
 
 static int route_deactivate(bus *b, const http_req *req, http_res *res, app_error *err)
 {
-    const char *id = NULL;
-    int rc = route_id(req, &id, err);
-    if (rc != 0)
-        return rc;
-    cJSON *payload = route_payload(id, NULL, NULL), *user = NULL;
-    if (!payload)
-        return app_error_set(err, APP_ENOMEM, "out of memory");
-    rc = bus_send(b, "user.deactivate_user", payload, &req->meta, &user, err);
-    cJSON_Delete(payload);
+    cJSON *user = NULL;
+    int rc = route_by_id(b, BUS_COMMAND, "user.deactivate_user", req, &user, err);
     return rc != 0 ? rc : route_user(user, 200, res, err);
 }
 
 static int route_events(bus *b, const http_req *req, http_res *res, app_error *err)
 {
-    const char *id = NULL;
-    int rc = route_id(req, &id, err);
-    if (rc != 0)
-        return rc;
-    cJSON *payload = route_payload(id, NULL, NULL), *events = NULL;
-    if (!payload)
-        return app_error_set(err, APP_ENOMEM, "out of memory");
-    rc = bus_ask(b, "user.get_user_events", payload, &req->meta, &events, err);
-    cJSON_Delete(payload);
+    cJSON *events = NULL;
+    int rc = route_by_id(b, BUS_QUERY, "user.get_user_events", req, &events, err);
     if (rc != 0)
         return rc;
     res->status = 200;
