@@ -86,7 +86,7 @@ run:
 	sh deploy/local/run.sh
 
 bench: app
-	sh test/bench/run.sh
+	bash test/bench/run.sh
 
 lint:
 	@sh deploy/local/deps.sh lint

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# make bench: throughput of the release build on this machine, each figure reported as a
+# ratio against a baseline measured in the same run, so results compare across machines.
+#   1. GET /health/live            the HTTP stack alone (baseline for reads)
+#   2. GET /v1/users/{id}          a query through the bus, the worker pool and Redis
+#   3. POST /v1/users, max_batch=1 one transaction per command (baseline for writes)
+#   4. POST /v1/users, group commit concurrent commands share a transaction
+# Private PostgreSQL and Redis on free ports under build/bench-run; nothing else touched.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${BENCH_DURATION:-10s}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+THREADS=${BENCH_THREADS:-2}
+run_dir=build/bench-run
+services=deploy/local/services.sh
+
+command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+[ -x ./app ] || { echo "bench: build ./app first (make app)" >&2; exit 1; }
+
+rm -rf "$run_dir"
+mkdir -p "$run_dir"
+pg_port=$(bash $services free-port)
+redis_port=$(bash $services free-port "$pg_port")
+http_port=$(bash $services free-port "$pg_port" "$redis_port")
+app_pid=
+cleanup()
+{
+    [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null && wait "$app_pid" 2>/dev/null
+    bash $services stop "$run_dir" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+bash $services start "$run_dir" "$pg_port" "$redis_port" >/dev/null
+while IFS='=' read -r name value; do
+    export "$name=$value"
+done < <(bash $services env "$run_dir")
+export APP_HTTP_LISTEN=127.0.0.1:$http_port APP_LOG_LEVEL=warn
+base=http://127.0.0.1:$http_port
+
+start_app()
+{
+    ./app --config config/app.yaml 2>>"$run_dir/app.log" &
+    app_pid=$!
+    for _ in $(seq 100); do
+        curl -fs "$base/health/live" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench: the app did not start; see $run_dir/app.log" >&2
+    exit 1
+}
+stop_app()
+{
+    kill "$app_pid"
+    wait "$app_pid" || true
+    app_pid=
+}
+rate() # wrk output -> requests per second
+{
+    awk '/^Requests\/sec:/ {print $2}'
+}
+non2xx() # wrk output -> failed requests
+{
+    awk '/Non-2xx or 3xx responses:/ {print $5} END {}' | head -n 1
+}
+bench() # name url [wrk args...]
+{
+    local name=$1 url=$2 out
+    shift 2
+    out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$@" "$url")
+    local bad
+    bad=$(echo "$out" | non2xx)
+    if [ -n "$bad" ]; then
+        echo "bench: $name: $bad responses were not 2xx" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "$out" | rate
+}
+
+echo "bench: $(nproc) cores, $DURATION per run, $CONNECTIONS connections, $THREADS wrk threads"
+start_app
+id=$(curl -fs "$base/v1/users" -H 'Content-Type: application/json' \
+    -d '{"email":"bench.reader@bench.example","name":"Reader"}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
+for _ in $(seq 50); do curl -fs "$base/v1/users/$id" >/dev/null && break; sleep 0.1; done
+live=$(bench live "$base/health/live")
+read_user=$(bench get-user "$base/v1/users/$id")
+grouped=$(bench register "$base/v1/users" -s test/bench/register.lua)
+stop_app
+APP_POSTGRES_MAX_BATCH=1 start_app
+single=$(bench register-unbatched "$base/v1/users" -s test/bench/register.lua)
+stop_app
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+printf '\n%-44s %12s %10s\n' "benchmark" "req/s" "ratio"
+printf '%-44s %12.0f %10s\n' "GET /health/live (baseline)" "$live" "1.00"
+printf '%-44s %12.0f %10s\n' "GET /v1/users/{id} (bus + Redis)" "$read_user" \
+    "$(ratio "$read_user" "$live")"
+printf '%-44s %12.0f %10s\n' "POST /v1/users, one command per commit" "$single" "1.00"
+printf '%-44s %12.0f %10s\n' "POST /v1/users, group commit" "$grouped" "$(ratio "$grouped" "$single")"
