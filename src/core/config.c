@@ -48,7 +48,7 @@ static const cfg_key cfg_keys[] = {
      "30000"},
     {"http.shutdown_timeout_ms", CFG_INT, CFG_FIELD(http.shutdown_timeout_ms), 0, 0, 600000, NULL,
      "10000"},
-    {"workers.threads", CFG_INT, CFG_FIELD(workers.threads), 0, 1, 256, NULL, "8"},
+    {"workers.threads", CFG_INT, CFG_FIELD(workers.threads), 0, 1, 256, NULL, "32"},
     {"workers.queue_size", CFG_INT, CFG_FIELD(workers.queue_size), 0, 1, 1000000, NULL, "4096"},
     {"postgres.dsn", CFG_STRING, CFG_FIELD(postgres.dsn), 0, 1, 1023, NULL,
      "host=127.0.0.1 port=55432 dbname=app user=app"},

@@ -83,7 +83,7 @@ static void assert_defaults(const app_config *cfg)
     assert_int_equal(cfg->http.max_body_bytes, 1048576);
     assert_int_equal(cfg->http.request_timeout_ms, 30000);
     assert_int_equal(cfg->http.shutdown_timeout_ms, 10000);
-    assert_int_equal(cfg->workers.threads, 8);
+    assert_int_equal(cfg->workers.threads, 32);
     assert_int_equal(cfg->workers.queue_size, 4096);
     assert_string_equal(cfg->postgres.dsn, "host=127.0.0.1 port=55432 dbname=app user=app");
     assert_int_equal(cfg->postgres.pool_size, 8);
