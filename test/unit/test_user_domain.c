@@ -13,6 +13,7 @@
 #include "contexts/user/domain/email.h"
 #include "contexts/user/domain/name.h"
 #include "contexts/user/domain/user.h"
+#include "core/text.h"
 
 static const char *const id1 = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 
@@ -172,12 +173,12 @@ static void test_name(void **state)
 static void test_utf8_count(void **state)
 {
     (void)state;
-    assert_int_equal(user_utf8_count("", 0), 0);
-    assert_int_equal(user_utf8_count("abc", 3), 3);
-    assert_int_equal(user_utf8_count("\xc3\xa9\xe6\x97\xa5\xf0\x9f\x98\x80", 9), 3);
-    assert_int_equal(user_utf8_count("\xc0\xaf", 2), -1);         /* overlong */
-    assert_int_equal(user_utf8_count("\xf4\x90\x80\x80", 4), -1); /* past U+10FFFF */
-    assert_int_equal(user_utf8_count("\xe6\x97", 2), -1);
+    assert_int_equal(text_utf8_count("", 0), 0);
+    assert_int_equal(text_utf8_count("abc", 3), 3);
+    assert_int_equal(text_utf8_count("\xc3\xa9\xe6\x97\xa5\xf0\x9f\x98\x80", 9), 3);
+    assert_int_equal(text_utf8_count("\xc0\xaf", 2), -1);         /* overlong */
+    assert_int_equal(text_utf8_count("\xf4\x90\x80\x80", 4), -1); /* past U+10FFFF */
+    assert_int_equal(text_utf8_count("\xe6\x97", 2), -1);
 }
 
 static void test_errors_accumulate(void **state)

@@ -18,7 +18,4 @@ typedef struct user_name {
  * returns APP_EINVAL; *out is then unspecified. */
 int user_name_parse(user_name *out, const char *input, app_error *err);
 
-/* Number of code points in valid UTF-8 s of n bytes, or -1 when s is not valid UTF-8. */
-long user_utf8_count(const char *s, size_t n);
-
 #endif
