@@ -10,7 +10,7 @@ STD      := -std=c11 -D_GNU_SOURCE
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
             -Wformat=2 -Wvla -Wpointer-arith -Wundef -Wimplicit-fallthrough -Wcast-qual
 INC      := -Isrc -I. -Ibuild/gen
-LIBS     := -levent -levent_pthreads -lpq -lhiredis -lcjson -lyaml -lpthread -lm
+LIBS     := -levent -levent_pthreads -lpq -lhiredis -lrdkafka -lcjson -lyaml -lpthread -lm
 
 CFLAGS_RELEASE := $(STD) $(WARN) $(INC) -O2 -g -fno-omit-frame-pointer
 CFLAGS_TEST    := $(STD) $(WARN) $(INC) -O1 -g -fno-omit-frame-pointer \

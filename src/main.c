@@ -115,7 +115,7 @@ static int app_register(app *a, app_error *err)
         .events = &a->events,
         .reads = &a->reads,
         .clock = &app_system_clock,
-        .max_conflict_retries = 5,
+        .max_conflict_retries = 50,
     };
     int rc = bus_new(&a->bus, &bo, err);
     if (rc == 0)

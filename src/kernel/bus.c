@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -151,8 +152,20 @@ void bus_meta_init(bus_meta *meta, const char *correlation_id, const char *causa
              causation_id && *causation_id ? causation_id : meta->correlation_id);
 }
 
-/* Innermost: a handler that re-reads its aggregate may run again after a version conflict;
- * when the retries run out the caller sees an ordinary conflict. */
+/* Sleeps a random 0..cap ms, so that commands racing for one aggregate spread out instead
+ * of colliding again in the next group commit. */
+static void bus_jitter(int attempt)
+{
+    int cap = attempt < 6 ? 1 << attempt : 64;
+    unsigned r = 0;
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        r = (unsigned)attempt * 7919u;
+    struct timespec ts = {0, (long)(r % (unsigned)(cap * 1000)) * 1000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Innermost: a handler that re-reads its aggregate may run again after a version conflict,
+ * after a jittered pause; when the retries run out the caller sees an ordinary conflict. */
 static int bus_mw_retry(bus_call *call)
 {
     const bus *b = call->ctx->bus;
@@ -166,6 +179,7 @@ static int bus_mw_retry(bus_call *call)
             *call->out = NULL;
         }
         app_error_clear(call->err);
+        bus_jitter(i);
         rc = call->def->fn(call->ctx, call->payload, call->out, call->err);
     }
     if (rc == APP_EVERSION) {

@@ -44,6 +44,10 @@ typedef struct http_res {
 /* Value of path parameter name ("id" for "/v1/users/{id}"), or NULL. */
 const char *http_req_param(const http_req *req, const char *name);
 
+/* Answers status with body (taken over, also on failure) and its "version" member as a
+ * quoted ETag. APP_EINTERNAL when body has no numeric version. */
+int http_res_versioned(http_res *res, int status, cJSON *body, app_error *err);
+
 /* A route runs on a worker thread and may block on the bus. On failure it fills err and
  * returns its code; the server answers problem+json from err. */
 typedef int (*http_route_fn)(bus *b, const http_req *req, http_res *res, app_error *err);

@@ -1,11 +1,13 @@
 /* The contexts compiled into this binary. Adding a context is one line here. */
 #include <string.h>
 
+#include "contexts/inventory/inventory_module.h"
 #include "contexts/user/user_module.h"
 #include "kernel/module.h"
 
 const app_module *const app_modules[] = {
     &user_module,
+    &inventory_module,
     NULL,
 };
 

@@ -1,0 +1,31 @@
+/* What the inventory handlers share: the payload sku, loading a product from its stream,
+ * appending decided events, and the product's JSON form. Private to the context. */
+#ifndef INVENTORY_APPLICATION_PRODUCT_STREAM_H
+#define INVENTORY_APPLICATION_PRODUCT_STREAM_H
+
+#include <cjson/cJSON.h>
+
+#include "contexts/inventory/domain/product.h"
+#include "core/error.h"
+#include "kernel/bus.h"
+
+/* The "sku" of a payload, borrowed: APP_EBADREQ for wrong types, APP_EINVAL when missing,
+ * APP_ENOTFOUND when it cannot be a sku (no product can have it). */
+int inv_payload_sku(const cJSON *payload, const char **out, app_error *err);
+
+void inv_stream_id(char out[INV_STREAM_ID_LEN], const char *sku);
+
+/* Folds the stream of sku up to max_version (0 for all) into *out (free with
+ * inv_product_free, also on failure). A product with no events has exists == false. */
+int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_product *out,
+             app_error *err);
+
+/* Appends one decided event with the expected version and ctx->meta as metadata. */
+int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, const inv_event *ev,
+               app_error *err);
+
+/* {"sku","name","price","onHand","reserved","available","version"}; NULL on no memory. */
+cJSON *inv_product_to_json(const inv_product *p);
+int inv_reply(const inv_product *p, cJSON **out, app_error *err);
+
+#endif

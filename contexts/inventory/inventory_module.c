@@ -1,0 +1,40 @@
+/* The inventory context's descriptor: what it owns (schema, migrations, commands, queries,
+ * routes) and what it subscribes to. Every row points into contexts/inventory/application. */
+#include "contexts/inventory/inventory_module.h"
+
+#include "contexts/inventory/application/inventory_app.h"
+
+static const bus_handler_def inv_commands[] = {
+    /* {"sku","name","price","stock"} -> product; 409 when the sku exists */
+    {"inventory.create_product", inv_create_product, 0},
+    /* {"sku","quantity"} -> product */
+    {"inventory.add_stock", inv_add_stock, BUS_RETRY_ON_CONFLICT},
+    /* {"sku","orderId","quantity"} -> {"outcome":"reserved"|"out_of_stock",...}; idempotent */
+    {"inventory.reserve_stock", inv_reserve_stock, BUS_RETRY_ON_CONFLICT},
+    /* {"sku","orderId"} -> {"outcome":"released"|"nothing_reserved",...}; idempotent */
+    {"inventory.release_stock", inv_release_stock, BUS_RETRY_ON_CONFLICT},
+    {NULL, NULL, 0},
+};
+
+static const bus_handler_def inv_queries[] = {
+    {"inventory.get_product", inv_get_product, 0},               /* read model */
+    {"inventory.get_product_events", inv_get_product_events, 0}, /* {"items":[event]} */
+    {"inventory.describe_product", inv_describe_product, 0},     /* authoritative */
+    {NULL, NULL, 0},
+};
+
+static const mod_subscription inv_subscriptions[] = {
+    {"inventory.projection", "inventory", inv_projection_handle, MOD_SUB_PROJECTION},
+    {NULL, NULL, NULL, 0},
+};
+
+const app_module inventory_module = {
+    .abi = APP_MODULE_ABI,
+    .name = "inventory",
+    .schema = "inventory_ctx",
+    .migrations = inventory_migrations,
+    .commands = inv_commands,
+    .queries = inv_queries,
+    .routes = inv_routes,
+    .subscriptions = inv_subscriptions,
+};

@@ -1,0 +1,178 @@
+/* The product aggregate without I/O: creation rules, stock, idempotent reservations and
+ * releases, the reserved <= on hand invariant, and the event round trip. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "contexts/inventory/domain/product.h"
+
+static const money eur = {1250, "EUR"};
+static const char *const order_a = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+static const char *const order_b = "1f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+
+/* A product created with stock, through decide and apply. */
+static void made(inv_product *p, int64_t stock)
+{
+    memset(p, 0, sizeof *p);
+    inv_event ev;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inv_decide_create("SKU-1", "Widget", &eur, stock, &ev, &err), 0);
+    assert_int_equal(inv_apply(p, &ev, &err), 0);
+}
+
+static void test_sku(void **state)
+{
+    (void)state;
+    assert_true(inv_sku_valid("A"));
+    assert_true(inv_sku_valid("SKU-1"));
+    assert_true(inv_sku_valid("0123456789ABCDEF0123456789ABCDEF"));
+    assert_false(inv_sku_valid("0123456789ABCDEF0123456789ABCDEF0"));
+    assert_false(inv_sku_valid("-SKU"));
+    assert_false(inv_sku_valid("sku"));
+    assert_false(inv_sku_valid("SKU 1"));
+    assert_false(inv_sku_valid(""));
+}
+
+static void test_create_validation(void **state)
+{
+    (void)state;
+    inv_event ev;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inv_decide_create("bad", "  ", &eur, -1, &ev, &err), APP_EINVAL);
+    assert_int_equal(err.n_fields, 3);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(inv_decide_create("OK", " Widget ", &eur, 1000000, &ev, &err), 0);
+    assert_string_equal(ev.name, "Widget");
+    memset(&err, 0, sizeof err);
+    assert_int_equal(inv_decide_create("OK", "W", &eur, 1000001, &ev, &err), APP_EINVAL);
+}
+
+static void test_reserve_and_release(void **state)
+{
+    (void)state;
+    inv_product p;
+    made(&p, 5);
+    inv_event ev;
+    size_t n;
+    bool short_;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inv_decide_reserve(&p, order_a, 3, &ev, &n, &short_, &err), 0);
+    assert_int_equal(n, 1);
+    assert_false(short_);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    assert_int_equal(p.reserved, 3);
+
+    /* The same order again: reserved once. */
+    assert_int_equal(inv_decide_reserve(&p, order_a, 3, &ev, &n, &short_, &err), 0);
+    assert_int_equal(n, 0);
+    assert_false(short_);
+
+    /* Another order of 3 with 2 available: out of stock, no event. */
+    assert_int_equal(inv_decide_reserve(&p, order_b, 3, &ev, &n, &short_, &err), 0);
+    assert_int_equal(n, 0);
+    assert_true(short_);
+    assert_true(p.reserved <= p.on_hand);
+
+    assert_int_equal(inv_decide_release(&p, order_a, &ev, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ev.quantity, 3);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    assert_int_equal(p.reserved, 0);
+    assert_int_equal(inv_reserved_for(&p, order_a), 0);
+    assert_int_equal(inv_decide_release(&p, order_a, &ev, &n, &err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(p.version, 3);
+    inv_product_free(&p);
+}
+
+static void test_many_reservations(void **state)
+{
+    (void)state;
+    inv_product p;
+    made(&p, 20);
+    app_error err = APP_ERROR_INIT;
+    char ids[25][UUID_STR_LEN];
+    int reserved = 0, short_count = 0;
+    for (int i = 0; i < 25; i++) {
+        uuid_v4(ids[i]);
+        inv_event ev;
+        size_t n;
+        bool short_;
+        assert_int_equal(inv_decide_reserve(&p, ids[i], 1, &ev, &n, &short_, &err), 0);
+        if (n == 1) {
+            assert_int_equal(inv_apply(&p, &ev, &err), 0);
+            reserved++;
+        }
+        short_count += short_;
+        assert_true(p.reserved <= p.on_hand);
+    }
+    assert_int_equal(reserved, 20);
+    assert_int_equal(short_count, 5);
+    inv_product_free(&p);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    inv_product none = {0};
+    inv_event ev;
+    size_t n;
+    bool short_;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inv_decide_add_stock(&none, 1, &ev, &err), APP_ENOTFOUND);
+    assert_int_equal(inv_decide_reserve(&none, order_a, 1, &ev, &n, &short_, &err), APP_ENOTFOUND);
+    inv_product p;
+    made(&p, 1);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(inv_decide_add_stock(&p, 0, &ev, &err), APP_EINVAL);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(inv_decide_reserve(&p, order_a, 1001, &ev, &n, &short_, &err), APP_EINVAL);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(inv_decide_reserve(&p, "not-a-uuid", 1, &ev, &n, &short_, &err), APP_EINVAL);
+    inv_product_free(&p);
+}
+
+static void test_event_round_trip(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    inv_event in[3], out;
+    assert_int_equal(inv_decide_create("SKU-9", "Wid\"get", &eur, 7, &in[0], &err), 0);
+    in[1] = (inv_event){.kind = INV_EV_STOCK_RESERVED, .sku = "SKU-9", .quantity = 2};
+    strcpy(in[1].order_id, order_a);
+    in[2] = (inv_event){.kind = INV_EV_STOCK_ADDED, .sku = "SKU-9", .quantity = 4};
+    for (int i = 0; i < 3; i++) {
+        char *data = NULL;
+        assert_int_equal(inv_event_encode(&in[i], &data, &err), 0);
+        assert_int_equal(inv_event_decode(inv_event_type(in[i].kind), 1, data, &out, &err), 0);
+        assert_int_equal(out.kind, in[i].kind);
+        assert_string_equal(out.sku, in[i].sku);
+        assert_int_equal(out.quantity, in[i].quantity);
+        free(data);
+    }
+    assert_string_equal(out.sku, "SKU-9");
+    assert_int_equal(inv_event_decode("inventory.product.renamed", 1, "{}", &out, &err), 0);
+    assert_int_equal(out.kind, INV_EV_UNKNOWN);
+    assert_int_equal(inv_event_decode(INV_EVENT_CREATED, 2, "{}", &out, &err), 0);
+    assert_int_equal(out.kind, INV_EV_UNKNOWN);
+    assert_int_equal(inv_event_decode(INV_EVENT_STOCK_ADDED, 1, "{\"sku\":\"A\"}", &out, &err),
+                     APP_EINTERNAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sku),
+        cmocka_unit_test(test_create_validation),
+        cmocka_unit_test(test_reserve_and_release),
+        cmocka_unit_test(test_many_reservations),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_event_round_trip),
+    };
+    return cmocka_run_group_tests_name("inventory domain", tests, NULL, NULL);
+}
