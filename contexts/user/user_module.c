@@ -17,6 +17,8 @@ static const bus_handler_def user_commands[] = {
 static const bus_handler_def user_queries[] = {
     {"user.get_user", user_get_user, 0},               /* {"id"} -> user (read model) */
     {"user.get_user_events", user_get_user_events, 0}, /* {"id"} -> {"items":[event]} */
+    /* {"id"} -> {"id","status"} from the event log: authoritative */
+    {"user.describe_customer", user_describe_customer, 0},
     {NULL, NULL, 0},
 };
 

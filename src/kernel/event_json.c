@@ -72,3 +72,33 @@ cJSON *event_to_json(const es_event *ev)
     }
     return o;
 }
+
+int event_stream_reply(const bus_ctx *ctx, const char *context, const char *stream_id,
+                       const char *not_found, cJSON **out, app_error *err)
+{
+    *out = NULL;
+    es_event_list list = {0};
+    int rc = ctx->events->ops->load_stream(ctx->events->self, context, stream_id, 0, &list, err);
+    if (rc != 0)
+        return rc;
+    if (list.len == 0) {
+        es_event_list_free(&list);
+        return app_error_set(err, APP_ENOTFOUND, "%s", not_found);
+    }
+    cJSON *reply = cJSON_CreateObject();
+    cJSON *items = reply ? cJSON_AddArrayToObject(reply, "items") : NULL;
+    for (size_t i = 0; items && i < list.len; i++) {
+        cJSON *ev = event_to_json(&list.items[i]);
+        if (!ev || !cJSON_AddItemToArray(items, ev)) {
+            cJSON_Delete(ev);
+            items = NULL;
+        }
+    }
+    es_event_list_free(&list);
+    if (!items) {
+        cJSON_Delete(reply);
+        return app_error_set(err, APP_ENOMEM, "out of memory rendering events");
+    }
+    *out = reply;
+    return 0;
+}

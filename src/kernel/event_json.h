@@ -18,4 +18,9 @@ char *event_metadata_from_meta(const bus_meta *meta);
  * unparsable one becomes {}). Owned by the caller (cJSON_Delete); NULL when out of memory. */
 cJSON *event_to_json(const es_event *ev);
 
+/* The audit trail of one stream as {"items":[event, ...]}, oldest first. APP_ENOTFOUND with
+ * the message not_found when the stream has no events; the store's errors pass through. */
+int event_stream_reply(const bus_ctx *ctx, const char *context, const char *stream_id,
+                       const char *not_found, cJSON **out, app_error *err);
+
 #endif

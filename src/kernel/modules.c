@@ -2,12 +2,14 @@
 #include <string.h>
 
 #include "contexts/inventory/inventory_module.h"
+#include "contexts/order/order_module.h"
 #include "contexts/user/user_module.h"
 #include "kernel/module.h"
 
 const app_module *const app_modules[] = {
     &user_module,
     &inventory_module,
+    &order_module,
     NULL,
 };
 

@@ -251,15 +251,37 @@ static void *sub_thread(void *arg)
     return NULL;
 }
 
+/* A periodic task: sleep, run, log a failure, again, until the runner stops. */
+static void *task_thread(void *arg)
+{
+    sub_worker *w = arg;
+    sub_runner *r = w->runner;
+    while (!sub_stopping(r)) {
+        sub_sleep(r, w->task->interval_ms);
+        if (sub_stopping(r))
+            break;
+        bus_meta meta;
+        bus_meta_init(&meta, NULL, NULL);
+        snprintf(meta.actor, sizeof meta.actor, "task");
+        bus_ctx ctx = {r->opts.events, r->opts.reads, r->opts.clock, r->opts.bus, &meta};
+        app_error err = APP_ERROR_INIT;
+        if (w->task->run(&ctx, &err) != 0)
+            log_warn("task %s failed: %s%s%s", w->task->name, err.message,
+                     err.detail[0] ? ": " : "", err.detail);
+    }
+    return NULL;
+}
+
 int sub_runner_start(sub_runner *r, app_error *err)
 {
     for (size_t i = 0; i < r->n_workers; i++) {
         sub_worker *w = &r->workers[i];
         pthread_mutex_init(&w->lock, NULL);
-        if (pthread_create(&w->thread, NULL, sub_thread, w) != 0) {
+        if (pthread_create(&w->thread, NULL, w->task ? task_thread : sub_thread, w) != 0) {
             pthread_mutex_destroy(&w->lock);
             sub_runner_stop(r);
-            return app_error_set(err, APP_EINTERNAL, "could not start subscriber %s", w->sub->name);
+            return app_error_set(err, APP_EINTERNAL, "could not start %s",
+                                 w->task ? w->task->name : w->sub->name);
         }
         w->started = true;
     }

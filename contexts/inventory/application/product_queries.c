@@ -35,30 +35,7 @@ int inv_get_product_events(const bus_ctx *ctx, const cJSON *payload, cJSON **out
         return rc;
     char stream[INV_STREAM_ID_LEN];
     inv_stream_id(stream, sku);
-    es_event_list list = {0};
-    rc = ctx->events->ops->load_stream(ctx->events->self, INV_CONTEXT, stream, 0, &list, err);
-    if (rc != 0)
-        return rc;
-    if (list.len == 0) {
-        es_event_list_free(&list);
-        return app_error_set(err, APP_ENOTFOUND, "unknown product");
-    }
-    cJSON *body = cJSON_CreateObject();
-    cJSON *items = body ? cJSON_AddArrayToObject(body, "items") : NULL;
-    for (size_t i = 0; items && i < list.len; i++) {
-        cJSON *ev = event_to_json(&list.items[i]);
-        if (!ev || !cJSON_AddItemToArray(items, ev)) {
-            cJSON_Delete(ev);
-            items = NULL;
-        }
-    }
-    es_event_list_free(&list);
-    if (!items) {
-        cJSON_Delete(body);
-        return app_error_set(err, APP_ENOMEM, "out of memory rendering events");
-    }
-    *out = body;
-    return 0;
+    return event_stream_reply(ctx, INV_CONTEXT, stream, "unknown product", out, err);
 }
 
 int inv_describe_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)

@@ -1,5 +1,6 @@
-/* Queries user.get_user {"id"} (from the read model) and user.get_user_events {"id"} (the
- * audit trail, straight from the event log). */
+/* Queries user.get_user {"id"} (from the read model), user.get_user_events {"id"} (the
+ * audit trail) and user.describe_customer {"id"} (the authoritative status other contexts
+ * ask for when their own copies lag), both straight from the event log. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,32 +46,27 @@ int user_get_user_events(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
     int rc = user_payload_id(payload, &id, err);
     if (rc != 0)
         return rc;
-    if (!ctx->events || !ctx->events->ops)
-        return app_error_set(err, APP_EINTERNAL, "user query called without an event store");
     char stream[USER_STREAM_ID_LEN];
     user_stream_id(stream, id);
-    es_event_list list = {0};
-    rc = ctx->events->ops->load_stream(ctx->events->self, USER_CONTEXT, stream, 0, &list, err);
+    return event_stream_reply(ctx, USER_CONTEXT, stream, "user not found", out, err);
+}
+
+int user_describe_customer(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    *out = NULL;
+    const char *id = NULL;
+    user_state state;
+    int rc = user_payload_id(payload, &id, err);
+    if (rc == 0)
+        rc = user_load(ctx, id, &state, err);
     if (rc != 0)
         return rc;
-    if (list.len == 0) {
-        es_event_list_free(&list);
-        return app_error_set(err, APP_ENOTFOUND, "user not found");
+    cJSON *o = cJSON_CreateObject();
+    if (!o || !cJSON_AddStringToObject(o, "id", state.id) ||
+        !cJSON_AddStringToObject(o, "status", user_status_name(state.status))) {
+        cJSON_Delete(o);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
     }
-    cJSON *reply = cJSON_CreateObject();
-    cJSON *items = reply ? cJSON_AddArrayToObject(reply, "items") : NULL;
-    for (size_t i = 0; items && i < list.len; i++) {
-        cJSON *ev = event_to_json(&list.items[i]);
-        if (!ev || !cJSON_AddItemToArray(items, ev)) {
-            cJSON_Delete(ev);
-            items = NULL;
-        }
-    }
-    es_event_list_free(&list);
-    if (!items) {
-        cJSON_Delete(reply);
-        return app_error_set(err, APP_ENOMEM, "out of memory rendering user events");
-    }
-    *out = reply;
+    *out = o;
     return 0;
 }

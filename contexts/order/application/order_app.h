@@ -1,0 +1,44 @@
+/* The order context's application layer: command and query handlers (bus rows), the
+ * placement saga, the local copies of customers and products, the projection, the routes. */
+#ifndef ORDER_APPLICATION_ORDER_APP_H
+#define ORDER_APPLICATION_ORDER_APP_H
+
+#include <cjson/cJSON.h>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "kernel/bus.h"
+#include "kernel/http_types.h"
+#include "ports/event_store.h"
+
+#define ORD_CONTEXT         "order"
+#define ORD_PROCESS         "order.placement" /* the saga's process name */
+#define ORD_READ_KEY_PREFIX "order:"
+#define ORD_CUSTOMER_ORDERS "customer-orders:" /* sorted set of a customer's order ids */
+#define ORD_PRODUCT_COPY    "order:product:"   /* local copy of a product's price */
+#define ORD_CUSTOMER_COPY   "order:customer:"  /* local copy of a customer's status */
+
+/* Keeps order.placement_timeout_ms. */
+int ord_configure(const app_config *cfg, app_error *err);
+
+/* Commands. */
+int ord_place_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
+int ord_cancel_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
+
+/* Queries. */
+int ord_get_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
+int ord_list_customer_orders(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
+int ord_get_order_events(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
+
+/* Subscriptions. */
+int ord_saga_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
+int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
+int ord_product_copy_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
+int ord_customer_copy_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
+
+/* The deadline task: cancels pending orders past order.placement_timeout_ms. */
+int ord_deadlines_run(const bus_ctx *ctx, app_error *err);
+
+extern const http_route_def ord_routes[];
+
+#endif

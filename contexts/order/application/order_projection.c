@@ -1,0 +1,126 @@
+/* The order projections: "order:<id>" (the order as API.md shows it) and
+ * "customer-orders:<customerId>" (the customer's order ids, newest first), and the order
+ * context's own copies of what it needs from other contexts: product prices and customer
+ * statuses, fed by their published events. All idempotent: delivery is at least once. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "contexts/order/application/order_app.h"
+#include "contexts/order/application/order_stream.h"
+#include "core/json.h"
+
+static int64_t ord_stored_version(const char *text)
+{
+    cJSON *j = text ? json_parse_n(text, strlen(text)) : NULL;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
+    int64_t version = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+    cJSON_Delete(j);
+    return version;
+}
+
+int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
+    const size_t prefix = sizeof ORD_STREAM_PREFIX - 1;
+    if (!ev->stream_id || strncmp(ev->stream_id, ORD_STREAM_PREFIX, prefix) != 0 ||
+        !uuid_valid(ev->stream_id + prefix))
+        return 0;
+    const char *id = ev->stream_id + prefix;
+    char key[sizeof ORD_READ_KEY_PREFIX + UUID_STR_LEN], *text = NULL;
+    snprintf(key, sizeof key, "%s%s", ORD_READ_KEY_PREFIX, id);
+    int rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
+    if (rc != 0)
+        return rc;
+    int64_t stored = ord_stored_version(text);
+    free(text);
+    if (stored >= ev->version)
+        return 0; /* seen already */
+
+    /* An order's stream is short (placed, then at most one settlement): fold it. */
+    ord_order *o = malloc(sizeof *o);
+    int64_t placed_at = 0;
+    rc = o ? ord_load(ctx, id, ev->version, o, &placed_at, err)
+           : app_error_set(err, APP_ENOMEM, "out of memory");
+    char *value = NULL;
+    if (rc == 0 && o->status != ORD_STATUS_NONE) {
+        cJSON *json = ord_to_json(o);
+        value = json ? cJSON_PrintUnformatted(json) : NULL;
+        cJSON_Delete(json);
+        if (!value)
+            rc = app_error_set(err, APP_ENOMEM, "out of memory rendering an order");
+    }
+    if (value) {
+        /* The list entry first: an order readable by id is always in its customer's list. */
+        char list[sizeof ORD_CUSTOMER_ORDERS + UUID_STR_LEN];
+        snprintf(list, sizeof list, "%s%s", ORD_CUSTOMER_ORDERS, o->customer_id);
+        rc = ctx->reads->ops->zadd(ctx->reads->self, list, (double)placed_at, id, err);
+        if (rc == 0)
+            rc = ctx->reads->ops->set(ctx->reads->self, key, value, err);
+    }
+    free(value);
+    free(o);
+    return rc;
+}
+
+/* Writes key = {"<field>": value...} built by the caller. */
+static int ord_copy_set(const bus_ctx *ctx, const char *key, cJSON *copy, app_error *err)
+{
+    char *value = copy ? cJSON_PrintUnformatted(copy) : NULL;
+    cJSON_Delete(copy);
+    if (!value)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    int rc = ctx->reads->ops->set(ctx->reads->self, key, value, err);
+    free(value);
+    return rc;
+}
+
+/* inventory.product.created -> "order:product:<sku>" = {"sku","price"}. */
+int ord_product_copy_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
+    if (strcmp(ev->type, "inventory.product.created") != 0)
+        return 0;
+    cJSON *data = json_parse_n(ev->data, strlen(ev->data));
+    const cJSON *sku = cJSON_GetObjectItemCaseSensitive(data, "sku");
+    cJSON *price = cJSON_DetachItemFromObjectCaseSensitive(data, "price");
+    int rc = 0;
+    if (cJSON_IsString(sku) && ord_sku_valid(sku->valuestring) && cJSON_IsObject(price)) {
+        char key[sizeof ORD_PRODUCT_COPY + ORD_SKU_MAX];
+        snprintf(key, sizeof key, "%s%s", ORD_PRODUCT_COPY, sku->valuestring);
+        cJSON *copy = cJSON_CreateObject();
+        if (copy && cJSON_AddStringToObject(copy, "sku", sku->valuestring) &&
+            cJSON_AddItemToObject(copy, "price", price))
+            price = NULL;
+        rc = ord_copy_set(ctx, key, copy, err);
+    }
+    cJSON_Delete(price);
+    cJSON_Delete(data);
+    return rc;
+}
+
+/* user.user.registered / deactivated -> "order:customer:<id>" = {"status"}. */
+int ord_customer_copy_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
+    const char *status = strcmp(ev->type, "user.user.registered") == 0    ? "active"
+                         : strcmp(ev->type, "user.user.deactivated") == 0 ? "deactivated"
+                                                                          : NULL;
+    const char *id = strncmp(ev->stream_id, "user-", 5) == 0 ? ev->stream_id + 5 : "";
+    if (!status || !uuid_valid(id))
+        return 0;
+    char key[sizeof ORD_CUSTOMER_COPY + UUID_STR_LEN];
+    snprintf(key, sizeof key, "%s%s", ORD_CUSTOMER_COPY, id);
+    if (strcmp(status, "active") == 0) {
+        /* A replayed registration must not bring a deactivated customer back. */
+        char *text = NULL;
+        int rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
+        bool known = text != NULL;
+        free(text);
+        if (rc != 0 || known)
+            return rc;
+    }
+    cJSON *copy = cJSON_CreateObject();
+    if (copy && !cJSON_AddStringToObject(copy, "status", status)) {
+        cJSON_Delete(copy);
+        copy = NULL;
+    }
+    return ord_copy_set(ctx, key, copy, err);
+}

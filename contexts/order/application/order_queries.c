@@ -1,0 +1,81 @@
+/* The order queries: an order and a customer's orders from the read models in Redis, the
+ * audit trail from the event log. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "contexts/order/application/order_app.h"
+#include "contexts/order/application/order_stream.h"
+#include "core/json.h"
+#include "kernel/event_json.h"
+
+/* The read model of order id: *out NULL when missing. */
+static int ord_read(const bus_ctx *ctx, const char *id, cJSON **out, app_error *err)
+{
+    *out = NULL;
+    char key[sizeof ORD_READ_KEY_PREFIX + UUID_STR_LEN], *text = NULL;
+    snprintf(key, sizeof key, "%s%s", ORD_READ_KEY_PREFIX, id);
+    int rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
+    if (rc != 0 || !text)
+        return rc;
+    *out = json_parse_n(text, strlen(text));
+    free(text);
+    return *out ? 0 : app_error_set(err, APP_EINTERNAL, "unreadable order read model");
+}
+
+int ord_get_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    const char *id = NULL;
+    int rc = ord_payload_id(payload, &id, err);
+    if (rc == 0)
+        rc = ord_read(ctx, id, out, err);
+    if (rc == 0 && !*out)
+        rc = app_error_set(err, APP_ENOTFOUND, "order not found");
+    return rc;
+}
+
+int ord_list_customer_orders(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    const char *customer = NULL;
+    if (!cJSON_IsObject(payload))
+        return app_error_set(err, APP_EBADREQ, "payload must be a JSON object");
+    int rc = json_req_string(payload, "customerId", &customer, err);
+    if (rc != 0)
+        return rc;
+    cJSON *reply = cJSON_CreateObject();
+    cJSON *items = reply ? cJSON_AddArrayToObject(reply, "items") : NULL;
+    if (!items) {
+        cJSON_Delete(reply);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    if (uuid_valid(customer)) {
+        char key[sizeof ORD_CUSTOMER_ORDERS + UUID_STR_LEN], **ids = NULL;
+        size_t n = 0;
+        snprintf(key, sizeof key, "%s%s", ORD_CUSTOMER_ORDERS, customer);
+        rc = ctx->reads->ops->zrevrange(ctx->reads->self, key, 0, SIZE_MAX, &ids, &n, err);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            cJSON *order = NULL;
+            rc = ord_read(ctx, ids[i], &order, err);
+            if (rc == 0 && order)
+                cJSON_AddItemToArray(items, order);
+        }
+        rs_strings_free(ids, n);
+    }
+    if (rc != 0) {
+        cJSON_Delete(reply);
+        return rc;
+    }
+    *out = reply;
+    return 0;
+}
+
+int ord_get_order_events(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    const char *id = NULL;
+    int rc = ord_payload_id(payload, &id, err);
+    if (rc != 0)
+        return rc;
+    char stream[ORD_STREAM_ID_LEN];
+    ord_stream_id(stream, id);
+    return event_stream_reply(ctx, ORD_CONTEXT, stream, "order not found", out, err);
+}

@@ -1,0 +1,82 @@
+/* The order context's HTTP routes (API.md, "Orders", and GET /v1/users/{id}/orders): each
+ * turns a request into one bus message and the reply into a response. */
+#include <stdio.h>
+#include <string.h>
+
+#include "contexts/order/application/order_app.h"
+#include "core/uuid.h"
+
+/* Sends or asks name with {"<key>": <path id>} (plus "reason" for a cancellation). */
+static int route_call(bus *b, bus_kind kind, const char *name, const char *key, const http_req *req,
+                      cJSON **out, app_error *err)
+{
+    const char *id = http_req_param(req, "id");
+    if (!id || !uuid_valid(id))
+        return app_error_set(err, APP_ENOTFOUND, "%s not found",
+                             strcmp(key, "customerId") == 0 ? "user" : "order");
+    cJSON *p = cJSON_CreateObject();
+    if (!p || !cJSON_AddStringToObject(p, key, id)) {
+        cJSON_Delete(p);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    int rc = kind == BUS_COMMAND ? bus_send(b, name, p, &req->meta, out, err)
+                                 : bus_ask(b, name, p, &req->meta, out, err);
+    cJSON_Delete(p);
+    return rc;
+}
+
+static int route_place(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    cJSON *order = NULL;
+    int rc = bus_send(b, "order.place_order", req->body, &req->meta, &order, err);
+    if (rc != 0)
+        return rc;
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(order, "id"));
+    snprintf(res->location, sizeof res->location, "/v1/orders/%s", id ? id : "");
+    return http_res_versioned(res, 202, order, err);
+}
+
+static int route_get(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    cJSON *order = NULL;
+    int rc = route_call(b, BUS_QUERY, "order.get_order", "id", req, &order, err);
+    return rc != 0 ? rc : http_res_versioned(res, 200, order, err);
+}
+
+static int route_cancel(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    cJSON *order = NULL;
+    int rc = route_call(b, BUS_COMMAND, "order.cancel_order", "id", req, &order, err);
+    return rc != 0 ? rc : http_res_versioned(res, 200, order, err);
+}
+
+static int route_list(bus *b, bus_kind kind, const char *name, const char *key, const http_req *req,
+                      http_res *res, app_error *err)
+{
+    cJSON *list = NULL;
+    int rc = route_call(b, kind, name, key, req, &list, err);
+    if (rc != 0)
+        return rc;
+    res->status = 200;
+    res->body = list;
+    return 0;
+}
+
+static int route_events(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    return route_list(b, BUS_QUERY, "order.get_order_events", "id", req, res, err);
+}
+
+static int route_customer_orders(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    return route_list(b, BUS_QUERY, "order.list_customer_orders", "customerId", req, res, err);
+}
+
+const http_route_def ord_routes[] = {
+    {HTTP_M_POST, "/v1/orders", route_place, HTTP_ROUTE_JSON_BODY, "/v1/orders"},
+    {HTTP_M_GET, "/v1/orders/{id}", route_get, 0, "/v1/orders/{id}"},
+    {HTTP_M_POST, "/v1/orders/{id}/cancel", route_cancel, 0, "/v1/orders/{id}/cancel"},
+    {HTTP_M_GET, "/v1/orders/{id}/events", route_events, 0, "/v1/orders/{id}/events"},
+    {HTTP_M_GET, "/v1/users/{id}/orders", route_customer_orders, 0, "/v1/users/{id}/orders"},
+    {0},
+};

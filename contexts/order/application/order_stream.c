@@ -1,0 +1,161 @@
+/* Loading and saving the order aggregate through the event-store port, and its JSON form. */
+#include "contexts/order/application/order_stream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "contexts/order/application/order_app.h"
+#include "core/json.h"
+#include "kernel/event_json.h"
+
+#define ORD_SETTLE_ATTEMPTS 10
+
+int ord_payload_id(const cJSON *payload, const char **out, app_error *err)
+{
+    *out = NULL;
+    if (!cJSON_IsObject(payload))
+        return app_error_set(err, APP_EBADREQ, "payload must be a JSON object");
+    int rc = json_req_string(payload, "id", out, err);
+    if (rc == 0 && !uuid_valid(*out))
+        rc = app_error_set(err, APP_ENOTFOUND, "order not found");
+    return rc;
+}
+
+void ord_stream_id(char out[ORD_STREAM_ID_LEN], const char *id)
+{
+    snprintf(out, ORD_STREAM_ID_LEN, "%s%s", ORD_STREAM_PREFIX, id);
+}
+
+int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order *out,
+             int64_t *placed_position, app_error *err)
+{
+    memset(out, 0, sizeof *out);
+    char stream[ORD_STREAM_ID_LEN];
+    ord_stream_id(stream, id);
+    es_event_list list = {0};
+    int rc = ctx->events->ops->load_stream(ctx->events->self, ORD_CONTEXT, stream, 0, &list, err);
+    ord_event *ev = rc == 0 ? malloc(sizeof *ev) : NULL;
+    if (rc == 0 && !ev)
+        rc = app_error_set(err, APP_ENOMEM, "out of memory loading an order");
+    for (size_t i = 0; rc == 0 && i < list.len; i++) {
+        if (max_version > 0 && list.items[i].version > max_version)
+            break;
+        rc = ord_event_decode(list.items[i].type, list.items[i].schema_version, list.items[i].data,
+                              ev, err);
+        if (rc == 0) {
+            if (ev->kind == ORD_EV_PLACED && placed_position)
+                *placed_position = list.items[i].position;
+            ord_apply(out, ev);
+            out->version = list.items[i].version;
+        }
+    }
+    free(ev);
+    es_event_list_free(&list);
+    return rc;
+}
+
+int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, const ord_event *ev,
+               int64_t deadline_ms, bool done, app_error *err)
+{
+    char *data = NULL, event_id[UUID_STR_LEN], stream[ORD_STREAM_ID_LEN], state[64];
+    char *metadata = event_metadata_from_meta(ctx->meta);
+    int rc = metadata ? ord_event_encode(ev, &data, err)
+                      : app_error_set(err, APP_ENOMEM, "out of memory encoding metadata");
+    if (rc == 0) {
+        uuid_v4(event_id);
+        ord_stream_id(stream, id);
+        snprintf(state, sizeof state, "{\"step\":\"%s\"}",
+                 ev->kind == ORD_EV_PLACED      ? "placed"
+                 : ev->kind == ORD_EV_CONFIRMED ? "confirmed"
+                                                : "cancelled");
+        es_new_event row = {event_id, ord_event_type(ev->kind), ORD_EVENT_SCHEMA_VERSION, data,
+                            metadata};
+        es_process process = {ORD_PROCESS, id, state, deadline_ms, done};
+        es_append_req req = {
+            .context = ORD_CONTEXT,
+            .stream_id = stream,
+            .expected_version = expected_version,
+            .events = &row,
+            .n_events = 1,
+            .process = &process,
+        };
+        rc = ctx->events->ops->append(ctx->events->self, &req, NULL, err);
+    }
+    free(data);
+    free(metadata);
+    return rc;
+}
+
+int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order *out,
+               app_error *err)
+{
+    ord_order *o = malloc(sizeof *o);
+    ord_event *ev = malloc(sizeof *ev);
+    int rc = o && ev ? APP_EVERSION : app_error_set(err, APP_ENOMEM, "out of memory");
+    /* A concurrent change (the customer cancels while the saga confirms, a timeout) is read
+     * back and decided again: confirming a cancelled order is refused, cancelling twice is
+     * nothing. */
+    for (int attempt = 0; rc == APP_EVERSION && attempt < ORD_SETTLE_ATTEMPTS; attempt++) {
+        app_error_clear(err);
+        size_t n = 0;
+        rc = ord_load(ctx, id, 0, o, NULL, err);
+        if (rc == 0 && o->status == ORD_STATUS_NONE)
+            rc = app_error_set(err, APP_ENOTFOUND, "order not found");
+        if (rc == 0)
+            rc = reason == ORD_REASON_NONE ? ord_decide_confirm(o, ev, &n, err)
+                                           : ord_decide_cancel(o, reason, ev, &n, err);
+        if (rc == 0 && n == 1)
+            rc = ord_append(ctx, id, o->version, ev, 0, true, err);
+        if (rc == 0 && n == 1)
+            ord_apply(o, ev);
+    }
+    if (rc == 0 && out)
+        *out = *o;
+    free(o);
+    free(ev);
+    return rc;
+}
+
+cJSON *ord_to_json(const ord_order *o)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON *lines = j ? cJSON_AddArrayToObject(j, "lines") : NULL;
+    bool ok = lines && cJSON_AddStringToObject(j, "id", o->id) &&
+              cJSON_AddStringToObject(j, "customerId", o->customer_id);
+    for (size_t i = 0; ok && i < o->n_lines; i++) {
+        const ord_line *l = &o->lines[i];
+        cJSON *lj = cJSON_CreateObject();
+        if (!lj || !cJSON_AddItemToArray(lines, lj)) {
+            cJSON_Delete(lj);
+            ok = false;
+            break;
+        }
+        cJSON *price = l->priced ? money_to_json(&l->unit_price) : cJSON_CreateNull();
+        ok = cJSON_AddStringToObject(lj, "sku", l->sku) &&
+             cJSON_AddNumberToObject(lj, "quantity", (double)l->quantity) && price &&
+             cJSON_AddItemToObject(lj, "unitPrice", price);
+        if (!ok && price && !cJSON_GetObjectItemCaseSensitive(lj, "unitPrice"))
+            cJSON_Delete(price);
+    }
+    cJSON *total = ok ? (o->has_total ? money_to_json(&o->total) : cJSON_CreateNull()) : NULL;
+    const char *reason = ord_reason_name(o->reason);
+    ok = ok && total && cJSON_AddItemToObject(j, "total", total);
+    if (!ok && total && !cJSON_GetObjectItemCaseSensitive(j, "total"))
+        cJSON_Delete(total);
+    ok = ok && cJSON_AddStringToObject(j, "status", ord_status_name(o->status)) &&
+         (reason ? cJSON_AddStringToObject(j, "reason", reason) != NULL
+                 : cJSON_AddNullToObject(j, "reason") != NULL) &&
+         cJSON_AddNumberToObject(j, "version", (double)o->version) &&
+         cJSON_AddStringToObject(j, "createdAt", o->created_at);
+    if (ok)
+        return j;
+    cJSON_Delete(j);
+    return NULL;
+}
+
+int ord_reply(const ord_order *o, cJSON **out, app_error *err)
+{
+    *out = ord_to_json(o);
+    return *out ? 0 : app_error_set(err, APP_ENOMEM, "out of memory rendering an order");
+}

@@ -1,0 +1,36 @@
+/* What the order handlers share: the payload id, loading an order, appending its events
+ * with the saga's state, settling it (confirm or cancel), and its JSON form. */
+#ifndef ORDER_APPLICATION_ORDER_STREAM_H
+#define ORDER_APPLICATION_ORDER_STREAM_H
+
+#include <cjson/cJSON.h>
+
+#include "contexts/order/domain/order.h"
+#include "core/error.h"
+#include "kernel/bus.h"
+
+/* The "id" of a payload, borrowed; APP_ENOTFOUND when it is not a canonical UUID. */
+int ord_payload_id(const cJSON *payload, const char **out, app_error *err);
+
+void ord_stream_id(char out[ORD_STREAM_ID_LEN], const char *id);
+
+/* Folds the stream of order id up to max_version (0 for all) into *out; status NONE when
+ * there are no events. *placed_position (may be NULL) gets the placed event's position. */
+int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order *out,
+             int64_t *placed_position, app_error *err);
+
+/* Appends ev to the order stream with the expected version and the saga's state: the
+ * deadline (0 for none) and whether the placement is settled. */
+int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, const ord_event *ev,
+               int64_t deadline_ms, bool done, app_error *err);
+
+/* Confirms (reason NONE) or cancels (with reason) order id, idempotently, retrying past
+ * concurrent changes. *out (may be NULL) gets the order as it is afterwards. */
+int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order *out,
+               app_error *err);
+
+/* The order in the shape of API.md; NULL when out of memory. */
+cJSON *ord_to_json(const ord_order *o);
+int ord_reply(const ord_order *o, cJSON **out, app_error *err);
+
+#endif

@@ -1,0 +1,171 @@
+/* The order-placement saga. It follows the order log (at least once, in order) and talks to
+ * the user and inventory contexts only through the bus:
+ *   placed    -> check the customer -> reserve every line -> confirm; or release what was
+ *                reserved and cancel with the reason
+ *   cancelled -> release every line (a confirmed order's stock, or a timeout's leftovers)
+ * Every step is idempotent (reservations are per order, settling twice changes nothing), so
+ * a crash or a redelivery resumes it where it was. Its state and deadline are saved with the
+ * order's events; the deadline task cancels what has not settled in time. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "contexts/order/application/order_app.h"
+#include "contexts/order/application/order_stream.h"
+#include "core/json.h"
+
+#define ORD_DUE_BATCH 100
+
+/* bus_send/bus_ask name with {"<k1>": v1, "<k2>": v2, ["quantity": q]}. */
+static int saga_call(const bus_ctx *ctx, bool command, const char *name, const char *k1,
+                     const char *v1, const char *k2, const char *v2, int64_t quantity, cJSON **out,
+                     app_error *err)
+{
+    cJSON *p = cJSON_CreateObject();
+    bool ok = p && cJSON_AddStringToObject(p, k1, v1) &&
+              (!k2 || cJSON_AddStringToObject(p, k2, v2)) &&
+              (quantity <= 0 || cJSON_AddNumberToObject(p, "quantity", (double)quantity));
+    if (!ok) {
+        cJSON_Delete(p);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    int rc = command ? bus_send(ctx->bus, name, p, ctx->meta, out, err)
+                     : bus_ask(ctx->bus, name, p, ctx->meta, out, err);
+    cJSON_Delete(p);
+    return rc;
+}
+
+/* The customer's standing: the local copy when there is one, else the user context's
+ * authoritative answer. *reason is NONE when the order may go on. */
+static int saga_check_customer(const bus_ctx *ctx, const char *customer, ord_reason *reason,
+                               app_error *err)
+{
+    *reason = ORD_REASON_NONE;
+    char key[sizeof ORD_CUSTOMER_COPY + UUID_STR_LEN], *text = NULL;
+    snprintf(key, sizeof key, "%s%s", ORD_CUSTOMER_COPY, customer);
+    app_error rerr = APP_ERROR_INIT;
+    const char *status = NULL;
+    cJSON *answer = NULL;
+    if (ctx->reads->ops->get(ctx->reads->self, key, &text, &rerr) == 0 && text) {
+        answer = json_parse_n(text, strlen(text));
+        free(text);
+    }
+    status = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(answer, "status"));
+    if (!status) {
+        /* A customer registered a moment ago may not be in the copy yet. */
+        cJSON_Delete(answer);
+        answer = NULL;
+        int rc = saga_call(ctx, false, "user.describe_customer", "id", customer, NULL, NULL, 0,
+                           &answer, err);
+        if (rc == APP_ENOTFOUND) {
+            *reason = ORD_REASON_UNKNOWN_CUSTOMER;
+            return 0;
+        }
+        if (rc != 0)
+            return rc;
+        status = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(answer, "status"));
+    }
+    if (status && strcmp(status, "deactivated") == 0)
+        *reason = ORD_REASON_CUSTOMER_DEACTIVATED;
+    cJSON_Delete(answer);
+    return 0;
+}
+
+/* Releases every line's reservation for the order. Unknown skus hold nothing. */
+static int saga_release_all(const bus_ctx *ctx, const ord_order *o, app_error *err)
+{
+    for (size_t i = 0; i < o->n_lines; i++) {
+        cJSON *reply = NULL;
+        int rc = saga_call(ctx, true, "inventory.release_stock", "sku", o->lines[i].sku, "orderId",
+                           o->id, 0, &reply, err);
+        cJSON_Delete(reply);
+        if (rc == APP_ENOTFOUND) {
+            app_error_clear(err);
+            continue;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Reserves line by line; *reason says why the order cannot go on (NONE: all reserved). */
+static int saga_reserve_all(const bus_ctx *ctx, const ord_order *o, ord_reason *reason,
+                            app_error *err)
+{
+    *reason = ORD_REASON_NONE;
+    for (size_t i = 0; i < o->n_lines && *reason == ORD_REASON_NONE; i++) {
+        cJSON *reply = NULL;
+        int rc = saga_call(ctx, true, "inventory.reserve_stock", "sku", o->lines[i].sku, "orderId",
+                           o->id, o->lines[i].quantity, &reply, err);
+        if (rc == APP_ENOTFOUND) {
+            app_error_clear(err);
+            *reason = ORD_REASON_UNKNOWN_PRODUCT;
+        } else if (rc != 0) {
+            return rc;
+        } else {
+            const char *outcome =
+                cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(reply, "outcome"));
+            if (!outcome || strcmp(outcome, "reserved") != 0)
+                *reason = ORD_REASON_OUT_OF_STOCK;
+        }
+        cJSON_Delete(reply);
+    }
+    return 0;
+}
+
+static int saga_on_placed(const bus_ctx *ctx, const ord_order *o, app_error *err)
+{
+    if (o->status != ORD_STATUS_PENDING)
+        return 0; /* settled already: by an earlier delivery, the customer or the deadline */
+    ord_reason reason = ORD_REASON_NONE;
+    int rc = saga_check_customer(ctx, o->customer_id, &reason, err);
+    if (rc == 0 && reason == ORD_REASON_NONE)
+        rc = saga_reserve_all(ctx, o, &reason, err);
+    if (rc == 0 && reason != ORD_REASON_NONE)
+        rc = saga_release_all(ctx, o, err);
+    if (rc != 0)
+        return rc;
+    rc = ord_settle(ctx, o->id, reason, NULL, err);
+    if (rc == APP_ECONFLICT && reason == ORD_REASON_NONE) {
+        /* Cancelled while we reserved: its cancelled event (later in the log) releases. */
+        app_error_clear(err);
+        return 0;
+    }
+    return rc;
+}
+
+int ord_saga_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
+    const size_t prefix = sizeof ORD_STREAM_PREFIX - 1;
+    bool placed = strcmp(ev->type, ORD_EVENT_PLACED) == 0;
+    if ((!placed && strcmp(ev->type, ORD_EVENT_CANCELLED) != 0) ||
+        strncmp(ev->stream_id, ORD_STREAM_PREFIX, prefix) != 0 ||
+        !uuid_valid(ev->stream_id + prefix))
+        return 0;
+    ord_order *o = malloc(sizeof *o);
+    if (!o)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    /* The order as it is now, not as of the event: a redelivered placed event of an order
+     * that has settled since must not reserve again. */
+    int rc = ord_load(ctx, ev->stream_id + prefix, 0, o, NULL, err);
+    if (rc == 0)
+        rc = placed ? saga_on_placed(ctx, o, err) : saga_release_all(ctx, o, err);
+    free(o);
+    return rc;
+}
+
+int ord_deadlines_run(const bus_ctx *ctx, app_error *err)
+{
+    es_due_list due = {0};
+    int64_t now = ctx->clock->now_ms(ctx->clock->self);
+    int rc = ctx->events->ops->due_processes(ctx->events->self, ORD_CONTEXT, ORD_PROCESS, now,
+                                             ORD_DUE_BATCH, &due, err);
+    for (size_t i = 0; rc == 0 && i < due.len; i++) {
+        if (!uuid_valid(due.items[i].id))
+            continue;
+        rc = ord_settle(ctx, due.items[i].id, ORD_REASON_TIMEOUT, NULL, err);
+    }
+    es_due_list_free(&due);
+    return rc;
+}

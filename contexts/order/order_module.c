@@ -1,0 +1,47 @@
+/* The order context's descriptor: what it owns (schema, migrations, commands, queries,
+ * routes), what it subscribes to (its own log for the saga and the read models; the user and
+ * inventory logs for its local copies), and its deadline task. */
+#include "contexts/order/order_module.h"
+
+#include "contexts/order/application/order_app.h"
+
+static const bus_handler_def ord_commands[] = {
+    /* {"customerId","lines":[{"sku","quantity"}]} -> the pending order */
+    {"order.place_order", ord_place_order, 0},
+    /* {"id","reason"?} -> the order; idempotent */
+    {"order.cancel_order", ord_cancel_order, 0},
+    {NULL, NULL, 0},
+};
+
+static const bus_handler_def ord_queries[] = {
+    {"order.get_order", ord_get_order, 0},                       /* {"id"} */
+    {"order.list_customer_orders", ord_list_customer_orders, 0}, /* {"customerId"} */
+    {"order.get_order_events", ord_get_order_events, 0},         /* {"id"} */
+    {NULL, NULL, 0},
+};
+
+static const mod_subscription ord_subscriptions[] = {
+    {"order.placement_saga", "order", ord_saga_handle, 0},
+    {"order.projection", "order", ord_projection_handle, MOD_SUB_PROJECTION},
+    {"order.product_catalog", "inventory", ord_product_copy_handle, MOD_SUB_PROJECTION},
+    {"order.customer_directory", "user", ord_customer_copy_handle, MOD_SUB_PROJECTION},
+    {NULL, NULL, NULL, 0},
+};
+
+static const mod_task ord_tasks[] = {
+    {"order.placement_deadlines", 1000, ord_deadlines_run},
+    {NULL, 0, NULL},
+};
+
+const app_module order_module = {
+    .abi = APP_MODULE_ABI,
+    .name = "order",
+    .schema = "order_ctx",
+    .migrations = order_migrations,
+    .commands = ord_commands,
+    .queries = ord_queries,
+    .routes = ord_routes,
+    .subscriptions = ord_subscriptions,
+    .tasks = ord_tasks,
+    .configure = ord_configure,
+};
