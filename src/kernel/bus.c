@@ -112,7 +112,7 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
     *out = NULL;
     const bus_entry *e = bus_lookup(b, kind, name);
     if (!e)
-        return app_error_set(err, APP_ENOTFOUND, "no handler for %s %s",
+        return app_error_set(err, APP_EUNAVAIL, "no handler for %s %s in this process",
                              kind == BUS_COMMAND ? "command" : "query", name);
     bus_ctx ctx = {
         .events = b->opts.events,

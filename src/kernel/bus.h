@@ -84,8 +84,9 @@ int bus_register(bus *b, bus_kind kind, const bus_handler_def *table, app_error 
 /* Middleware run in the order added, outermost first. */
 int bus_use(bus *b, bus_middleware_fn fn, app_error *err);
 
-/* Dispatch; thread-safe after start-up. APP_ENOTFOUND (with a message naming the message)
- * when no handler is registered. */
+/* Dispatch; thread-safe after start-up. APP_EUNAVAIL (with a message naming the message)
+ * when no handler is registered: the owning context does not run in this process, which
+ * for the caller is the same as an owner that is down, never an answer about the data. */
 int bus_send(bus *b, const char *command, const cJSON *payload, const bus_meta *meta, cJSON **out,
              app_error *err);
 int bus_ask(bus *b, const char *query, const cJSON *payload, const bus_meta *meta, cJSON **out,

@@ -522,6 +522,35 @@ static void test_kill_while_pending(void **state)
     expect_stock(sku, 15, 15);
 }
 
+/* A pending order that cannot settle in time is cancelled with "timeout". Here the app runs
+ * without the inventory context (a split deployment whose inventory service is away): the
+ * order is still accepted from the order context's own copy of the price, the saga cannot
+ * reserve and keeps retrying, the deadline cancels the order, and once inventory is back
+ * the saga resumes and nothing stays reserved. */
+static void test_timeout_while_inventory_is_away(void **state)
+{
+    (void)state;
+    char sku[32], customer[UUID_STR_LEN], id[UUID_STR_LEN];
+    new_sku(sku, sizeof sku, 5);
+    new_customer(customer);
+    const char *skus[] = {sku};
+    int one[] = {1};
+    place(customer, skus, one, 1, id); /* the local copies are in place once this settles */
+    expect_outcome(id, "confirmed", "");
+
+    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    const char *const split[] = {"APP_CONTEXTS=user,order", "APP_ORDER_PLACEMENT_TIMEOUT_MS=1500",
+                                 NULL};
+    assert_int_equal(ts_app_start(&app, split), 0);
+    char late[UUID_STR_LEN];
+    place(customer, skus, one, 1, late);
+    expect_outcome(late, "cancelled", "timeout");
+
+    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    assert_int_equal(ts_app_start(&app, NULL), 0);
+    expect_stock(sku, 5, 1); /* the first order's unit only */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -534,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_customer_orders_newest_first),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_kill_while_pending),
+        cmocka_unit_test(test_timeout_while_inventory_is_away),
     };
     return cmocka_run_group_tests_name("e2e orders and the placement saga", tests, start_app,
                                        stop_app);
