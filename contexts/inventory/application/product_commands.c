@@ -22,7 +22,7 @@ int inv_create_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, ap
     json_req_int(payload, "stock", &stock, err);
     if (err->code != 0)
         return err->code;
-    inv_event ev;
+    inv_event ev = {0};
     int rc = inv_decide_create(sku, name, &price, stock, &ev, err);
     if (rc == 0)
         rc = inv_append(ctx, ev.sku, ES_NO_STREAM, &ev, err);
@@ -52,7 +52,7 @@ int inv_add_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_err
     if (rc != 0)
         return rc;
     inv_product p;
-    inv_event ev;
+    inv_event ev = {0};
     rc = inv_load(ctx, sku, 0, &p, err);
     if (rc == 0)
         rc = inv_decide_add_stock(&p, quantity, &ev, err);
@@ -90,7 +90,7 @@ int inv_reserve_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app
     if (rc != 0)
         return rc;
     inv_product p;
-    inv_event ev;
+    inv_event ev = {0};
     size_t n = 0;
     bool out_of_stock = false;
     rc = inv_load(ctx, sku, 0, &p, err);
@@ -114,7 +114,7 @@ int inv_release_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app
     if (rc != 0)
         return rc;
     inv_product p;
-    inv_event ev;
+    inv_event ev = {0};
     size_t n = 0;
     rc = inv_load(ctx, sku, 0, &p, err);
     if (rc == 0)

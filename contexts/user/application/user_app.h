@@ -22,8 +22,7 @@ int user_deactivate_user(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
 /* Queries. */
 int user_get_user(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
 int user_get_user_events(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
-int user_describe_customer(const bus_ctx *ctx, const cJSON *payload, cJSON **out,
-                           app_error *err);
+int user_describe_customer(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
 
 /* The projection: folds user events into "user:<id>"; idempotent by stream version. */
 int user_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
