@@ -120,9 +120,10 @@ int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order 
 cJSON *ord_to_json(const ord_order *o)
 {
     cJSON *j = cJSON_CreateObject();
-    cJSON *lines = j ? cJSON_AddArrayToObject(j, "lines") : NULL;
-    bool ok = lines && cJSON_AddStringToObject(j, "id", o->id) &&
-              cJSON_AddStringToObject(j, "customerId", o->customer_id);
+    cJSON *lines = NULL;
+    bool ok = j && cJSON_AddStringToObject(j, "id", o->id) &&
+              cJSON_AddStringToObject(j, "customerId", o->customer_id) &&
+              (lines = cJSON_AddArrayToObject(j, "lines")) != NULL;
     for (size_t i = 0; ok && i < o->n_lines; i++) {
         const ord_line *l = &o->lines[i];
         cJSON *lj = cJSON_CreateObject();

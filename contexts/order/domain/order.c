@@ -204,8 +204,9 @@ int ord_event_encode(const ord_event *ev, char **out, app_error *err)
     cJSON *j = cJSON_CreateObject();
     bool ok = j && cJSON_AddStringToObject(j, "orderId", o->id);
     if (ev->kind == ORD_EV_PLACED) {
-        cJSON *lines = ok ? cJSON_AddArrayToObject(j, "lines") : NULL;
-        ok = lines && cJSON_AddStringToObject(j, "customerId", o->customer_id);
+        cJSON *lines = NULL;
+        ok = ok && cJSON_AddStringToObject(j, "customerId", o->customer_id) &&
+             (lines = cJSON_AddArrayToObject(j, "lines")) != NULL;
         for (size_t i = 0; ok && i < o->n_lines; i++) {
             cJSON *l = cJSON_CreateObject();
             if (!l || !cJSON_AddItemToArray(lines, l)) {
