@@ -140,16 +140,42 @@ start_services()
 }
 
 # ---- Kafka (real broker) ----
-# A private broker for the Kafka adapter tests comes with its own issue. It will start here,
-# after PostgreSQL and Redis, and export APP_TEST_KAFKA_BROKERS; until then those tests
-# find the variable unset and skip.
+# A real single-node broker (deploy/local/kafka.sh) for the Kafka tests, started only when
+# such tests are built. Without Java and Maven they are skipped, and said to be, except in
+# CI, which never skips them: there a broker that cannot start fails the run.
+kafka=$root/deploy/local/kafka.sh
+kafka_up=0
 start_kafka()
 {
-    :
+    ls build/test/test/*/test_kafka_* >/dev/null 2>&1 || return 0
+    if ! bash "$kafka" available; then
+        if [ "${CI:-}" = true ]; then
+            echo "test: CI needs Java and Maven for the real Kafka broker" >&2
+            setup_failed=1
+            return 1
+        fi
+        echo "test: real-broker Kafka tests skipped: no Java/Maven here;" \
+            "apt-get install -y default-jre-headless maven, then make test" >&2
+        return 0
+    fi
+    local port
+    port=$(bash "$services" free-port "$APP_TEST_PG_PORT" "$APP_TEST_REDIS_PORT")
+    kafka_up=1
+    if bash "$kafka" start "$run_dir" "$port"; then
+        export APP_TEST_KAFKA_BROKERS=127.0.0.1:$port
+        export APP_TEST_KAFKA_RUN_DIR=$run_dir
+        return 0
+    fi
+    echo "test: the Kafka broker did not start" >&2
+    [ "${CI:-}" = true ] && setup_failed=1
+    return 1
 }
 stop_kafka()
 {
-    :
+    if [ "$kafka_up" = 1 ]; then
+        bash "$kafka" stop "$run_dir" >/dev/null 2>&1 || true
+        kafka_up=0
+    fi
 }
 
 trap 'stop_kafka; stop_services' EXIT
@@ -165,7 +191,7 @@ for kind in $kinds; do
             echo "test: cannot start PostgreSQL and Redis; skipping integration and e2e" >&2
             break
         fi
-        start_kafka
+        start_kafka || true
         [ -x build/test/app ] || echo "test: warning: build/test/app is not built" >&2
     fi
     for bin in "${list[@]}"; do

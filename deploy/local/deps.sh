@@ -1,7 +1,7 @@
 #!/bin/sh
 # Checks (and as root installs) the Debian 12 packages needed to build, run, test and lint.
 # shellcheck disable=SC2086 # package lists are split on purpose
-# Usage: deps.sh [build|unit|run|test|lint|all]...   (default: all; groups can be combined)
+# Usage: deps.sh [build|unit|run|test|lint|kafka|all]...   (default: all; groups can be combined)
 set -eu
 
 build_pkgs="build-essential pkg-config libevent-dev libpq-dev libhiredis-dev librdkafka-dev
@@ -10,6 +10,8 @@ build_pkgs="build-essential pkg-config libevent-dev libpq-dev libhiredis-dev lib
 server_pkgs="postgresql redis-server"
 unit_pkgs="libcmocka-dev"
 lint_pkgs="clang-format clang-tidy cppcheck"
+# The real Kafka broker of the tests runs on Java; kcat checks that it answers.
+kafka_pkgs="default-jre-headless maven kcat"
 
 want=""
 [ $# -gt 0 ] || set -- all
@@ -20,13 +22,14 @@ for group in "$@"; do
     run) want="$want $build_pkgs $server_pkgs" ;;
     test) want="$want $build_pkgs $unit_pkgs $server_pkgs" ;;
     lint) want="$want $lint_pkgs" ;;
-    all) want="$want $build_pkgs $unit_pkgs $server_pkgs $lint_pkgs" ;;
+    kafka) want="$want $kafka_pkgs" ;;
+    all) want="$want $build_pkgs $unit_pkgs $server_pkgs $lint_pkgs $kafka_pkgs" ;;
     -h | --help)
         echo "usage: $0 [build|unit|run|test|lint|all]..."
         exit 0
         ;;
     *)
-        echo "deps: unknown group '$group' (expected build, unit, run, test, lint or all)" >&2
+        echo "deps: unknown group '$group' (expected build, unit, run, test, lint, kafka or all)" >&2
         exit 2
         ;;
     esac
