@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/deadline.h"
 #include "core/log.h"
 
 typedef struct pg_slot {
@@ -189,13 +190,7 @@ void pg_pool_free(pg_pool *pool)
 int pg_pool_acquire(pg_pool *pool, int timeout_ms, PGconn **out, app_error *err)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline_in_ms(CLOCK_MONOTONIC, timeout_ms, &deadline);
 
     pthread_mutex_lock(&pool->lock);
     pg_slot *slot = NULL;

@@ -22,6 +22,7 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 
+#include "core/deadline.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -873,13 +874,7 @@ void http_server_stop(http_server *s, int grace_ms)
                             &zero);
 
     struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += grace_ms / 1000;
-    deadline.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline_in_ms(CLOCK_MONOTONIC, grace_ms, &deadline);
     pthread_mutex_lock(&s->lock);
     while (s->inflight > 0 && grace_ms > 0)
         if (pthread_cond_timedwait(&s->changed, &s->lock, &deadline) == ETIMEDOUT)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/deadline.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
@@ -117,13 +118,7 @@ static bool sub_stopping(sub_runner *r)
 static void sub_sleep(sub_runner *r, int ms)
 {
     struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    deadline_in_ms(CLOCK_REALTIME, ms, &until);
     pthread_mutex_lock(&r->lock);
     while (!r->stopping) {
         if (pthread_cond_timedwait(&r->stop_cond, &r->lock, &until) == ETIMEDOUT)
