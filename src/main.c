@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapters/kafka/kfk_dlq.h"
+#include "adapters/kafka/kfk_relay.h"
 #include "adapters/postgres/pg_event_store.h"
 #include "adapters/postgres/pg_migrate.h"
 #include "adapters/postgres/pg_pool.h"
@@ -34,6 +36,7 @@ typedef struct app {
     workers *pool;
     http_server *http;
     sub_runner *subs;
+    kfk_relay *relay; /* NULL unless kafka.enabled */
 } app;
 
 static void app_report(const char *what, const app_error *err)
@@ -170,8 +173,63 @@ static int app_register(app *a, app_error *err)
     return rc;
 }
 
+/* The loaded contexts' names, for the Kafka relay and the dead-letter commands. */
+static void app_context_names(const app *a, const char **out)
+{
+    for (size_t i = 0; i < a->n_modules; i++)
+        out[i] = a->modules[i]->name;
+}
+
+/* Topic names come from the prefix and the contexts: refuse illegal ones at start-up. */
+static int app_check_kafka(const app *a, app_error *err)
+{
+    char topic[256];
+    for (size_t i = 0; i < a->n_modules && a->cfg.kafka.enabled; i++) {
+        int rc = kfk_topic_name(topic, sizeof topic, a->cfg.kafka.topic_prefix, a->modules[i]->name,
+                                ".events.dlq", err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static bool app_kafka_ready(void *arg, char *detail, size_t size)
+{
+    return kfk_relay_healthy(arg, detail, size);
+}
+
+/* The outbound relay, only with kafka.enabled: its own threads, never on the command path. */
+static int app_start_relay(app *a, app_error *err)
+{
+    if (!a->cfg.kafka.enabled)
+        return 0;
+    const char *names[CONFIG_MAX_CONTEXTS];
+    app_context_names(a, names);
+    kfk_relay_options ro = {.events = &a->events, .contexts = names, .n_contexts = a->n_modules};
+    kfk_options_from_config(&ro.kafka, &a->cfg);
+    int rc = kfk_relay_new(&a->relay, &ro, err);
+    if (rc == 0)
+        rc = kfk_relay_start(a->relay, err);
+    if (rc == 0) {
+        ops_set_soft_check("kafka", app_kafka_ready, a->relay);
+        log_info("kafka relay started: brokers %s, topics %s<context>.events", a->cfg.kafka.brokers,
+                 a->cfg.kafka.topic_prefix);
+    }
+    return rc;
+}
+
+static void app_stop_relay(app *a)
+{
+    if (!a->relay)
+        return;
+    ops_set_soft_check("kafka", NULL, NULL);
+    kfk_relay_free(a->relay); /* saves the checkpoints and gives the leases up */
+    a->relay = NULL;
+}
+
 static void app_close(app *a)
 {
+    app_stop_relay(a);
     http_server_free(a->http);
     sub_runner_free(a->subs);
     workers_free(a->pool);
@@ -201,6 +259,8 @@ static int app_serve(app *a)
     if (rc == 0)
         rc = sub_runner_start(a->subs, &err);
     if (rc == 0)
+        rc = app_start_relay(a, &err);
+    if (rc == 0)
         rc = http_server_start(a->http, &err);
     if (rc) {
         app_report("could not start", &err);
@@ -217,9 +277,46 @@ static int app_serve(app *a)
     log_info("received %s; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_server_stop(a->http, a->cfg.http.shutdown_timeout_ms);
     sub_runner_stop(a->subs);
+    app_stop_relay(a);
     app_close(a);
     log_info("stopped");
     return EXIT_SUCCESS;
+}
+
+/* `dlq list` and `dlq redrive [ID]`: the event store only, no server. */
+static int app_dlq(app *a, const cli_args *args)
+{
+    app_error err = APP_ERROR_INIT;
+    pg_event_store_options po = {
+        .dsn = a->cfg.postgres.dsn,
+        .pool_size = 1,
+        .connect_timeout_s = a->cfg.postgres.connect_timeout_s,
+        .max_batch = 1,
+    };
+    int rc = pg_event_store_new(&a->pg, &po, &err);
+    if (rc) {
+        app_report("could not open the event store", &err);
+        return EXIT_FAILURE;
+    }
+    a->events = pg_event_store_port(a->pg);
+    const char *names[CONFIG_MAX_CONTEXTS];
+    app_context_names(a, names);
+    size_t sent = 0, failed = 0;
+    if (args->command == CLI_DLQ_LIST) {
+        rc = kfk_dlq_list(&a->events, names, a->n_modules, stdout, NULL, &err);
+    } else {
+        kfk_options ko;
+        kfk_options_from_config(&ko, &a->cfg);
+        rc = kfk_dlq_redrive(&a->events, &ko, names, a->n_modules, args->dlq_id, stdout, &sent,
+                             &failed, &err);
+        if (rc == 0)
+            printf("%zu sent, %zu failed\n", sent, failed);
+    }
+    if (rc)
+        app_report(args->command == CLI_DLQ_LIST ? "dlq list failed" : "dlq redrive failed", &err);
+    pg_event_store_free(a->pg);
+    a->pg = NULL;
+    return rc || failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
 int main(int argc, char **argv)
@@ -246,7 +343,7 @@ int main(int argc, char **argv)
         return EXIT_CONFIG;
     }
     log_set_level((log_level)a.cfg.log.level);
-    if (app_select_modules(&a, &err)) {
+    if (app_select_modules(&a, &err) || app_check_kafka(&a, &err)) {
         fprintf(stderr, "app: config error: %s\n", err.message);
         return EXIT_CONFIG;
     }
@@ -263,6 +360,9 @@ int main(int argc, char **argv)
         return EXIT_SUCCESS;
     case CLI_SERVE:
         return app_serve(&a);
+    case CLI_DLQ_LIST:
+    case CLI_DLQ_REDRIVE:
+        return app_dlq(&a, &args);
     default:
         fprintf(stderr, "app: command not available in this build\n");
         return EXIT_CONFIG;

@@ -22,6 +22,7 @@
 #include "core/uuid.h"
 
 #define APPEND_LOCK_NS        0x61707064 /* "appd": advisory lock namespace of appends */
+#define LEAD_LOCK_NS          0x6c656164 /* "lead": advisory lock namespace of leases */
 #define READ_ACQUIRE_MS       5000
 #define PING_ACQUIRE_MS       1000
 #define RECONNECT_HOLDOFF_MS  250 /* fail fast instead of reconnecting per batch while down */
@@ -77,6 +78,17 @@ typedef struct pg_ctx {
     struct pg_ctx *next;
 } pg_ctx;
 
+/* A leadership lease: a session-level advisory lock held on a connection of its own, so it
+ * lasts exactly as long as that connection (and the process) does. */
+typedef struct pg_lease {
+    char context[64];
+    char name[128];
+    pthread_mutex_t lock; /* guards conn and held */
+    PGconn *conn;
+    bool held;
+    struct pg_lease *next;
+} pg_lease;
+
 struct pg_event_store {
     pg_pool *pool;
     char *dsn;
@@ -86,6 +98,7 @@ struct pg_event_store {
 
     pthread_mutex_t lock; /* guards ctxs, stats */
     pg_ctx *ctxs;         /* pushed at the head, never removed before free */
+    pg_lease *leases;     /* likewise */
     uint64_t batches;
     uint64_t commands;
 
@@ -1116,6 +1129,209 @@ static int pg_es_due_processes(void *self, const char *context, const char *name
     return 0;
 }
 
+/* ---- dead letters ------------------------------------------------------------------------ */
+
+static int pg_es_add_dead_letter(void *self, const char *context, const char *subscriber,
+                                 int64_t position, const char *event_id, const char *error,
+                                 app_error *err)
+{
+    char schema[64], sql[640], pos[32];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(subscriber, "subscriber", err)) < 0 ||
+        (rc = check_text(error, "error", err)) < 0)
+        return rc;
+    if (event_id && *event_id && !uuid_valid(event_id)) {
+        app_error_set(err, APP_EINVAL, "invalid dead letter");
+        if (err)
+            app_error_field(err, "event_id", "must be a lower-case uuid");
+        return APP_EINVAL;
+    }
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %s.dead_letters AS d (subscriber, position, event_id, error)"
+             " VALUES ($1, $2::bigint, $3::uuid, $4)"
+             " ON CONFLICT (subscriber, position) DO UPDATE"
+             " SET error = excluded.error, attempts = d.attempts + 1,"
+             " event_id = coalesce(excluded.event_id, d.event_id)",
+             schema);
+    snprintf(pos, sizeof pos, "%" PRId64, position);
+    const char *params[] = {subscriber, pos, event_id && *event_id ? event_id : NULL, error};
+    return pool_query(self, READ_ACQUIRE_MS, sql, 4, params, PGRES_COMMAND_OK, NULL, err);
+}
+
+static int pg_es_list_dead_letters(void *self, const char *context, const char *subscriber,
+                                   int64_t after_id, size_t limit, es_dead_letter_list *out,
+                                   app_error *err)
+{
+    out->items = NULL;
+    out->len = 0;
+    char schema[64], sql[640], after[32], lim[32];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0 || limit == 0)
+        return rc;
+    if (subscriber && (rc = check_text(subscriber, "subscriber", err)) < 0)
+        return rc;
+    snprintf(sql, sizeof sql,
+             "SELECT id, subscriber, position, coalesce(event_id::text, ''), error, attempts,"
+             " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+             " FROM %s.dead_letters WHERE ($1::text IS NULL OR subscriber = $1)"
+             " AND id > $2::bigint ORDER BY id LIMIT $3::bigint",
+             schema);
+    snprintf(after, sizeof after, "%" PRId64, after_id);
+    snprintf(lim, sizeof lim, "%zu", limit);
+    const char *params[] = {subscriber, after, lim};
+    PGresult *res = NULL;
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 3, params, PGRES_TUPLES_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    int n = PQntuples(res);
+    if (n > 0 && !(out->items = calloc((size_t)n, sizeof *out->items))) {
+        PQclear(res);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        es_dead_letter *d = &out->items[out->len++];
+        d->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        d->subscriber = strdup(PQgetvalue(res, i, 1));
+        d->position = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        snprintf(d->event_id, sizeof d->event_id, "%s", PQgetvalue(res, i, 3));
+        d->error = strdup(PQgetvalue(res, i, 4));
+        d->attempts = (int)strtol(PQgetvalue(res, i, 5), NULL, 10);
+        snprintf(d->created_at, sizeof d->created_at, "%s", PQgetvalue(res, i, 6));
+        if (!d->subscriber || !d->error) {
+            PQclear(res);
+            es_dead_letter_list_free(out);
+            return app_error_set(err, APP_ENOMEM, "out of memory");
+        }
+    }
+    PQclear(res);
+    return 0;
+}
+
+static int pg_es_remove_dead_letter(void *self, const char *context, int64_t id, app_error *err)
+{
+    char schema[64], sql[256], idtext[32];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    snprintf(sql, sizeof sql, "DELETE FROM %s.dead_letters WHERE id = $1::bigint", schema);
+    snprintf(idtext, sizeof idtext, "%" PRId64, id);
+    const char *params[] = {idtext};
+    PGresult *res = NULL;
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_COMMAND_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    bool gone = strcmp(PQcmdTuples(res), "0") == 0;
+    PQclear(res);
+    if (gone)
+        return app_error_set(err, APP_ENOTFOUND, "no dead letter %" PRId64 " in %s", id, context);
+    return 0;
+}
+
+/* ---- leadership ------------------------------------------------------------------------- */
+
+static int lease_get(pg_event_store *s, const char *context, const char *name, pg_lease **out,
+                     app_error *err)
+{
+    char schema[64];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(name, "name", err)) < 0)
+        return rc;
+    if (strlen(name) >= sizeof((pg_lease *)0)->name)
+        return app_error_set(err, APP_EINVAL, "lease name is too long");
+    pthread_mutex_lock(&s->lock);
+    for (pg_lease *l = s->leases; l; l = l->next) {
+        if (strcmp(l->context, context) == 0 && strcmp(l->name, name) == 0) {
+            pthread_mutex_unlock(&s->lock);
+            *out = l;
+            return 0;
+        }
+    }
+    pg_lease *l = calloc(1, sizeof *l);
+    if (!l) {
+        pthread_mutex_unlock(&s->lock);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    snprintf(l->context, sizeof l->context, "%s", context);
+    snprintf(l->name, sizeof l->name, "%s", name);
+    pthread_mutex_init(&l->lock, NULL);
+    l->next = s->leases;
+    s->leases = l;
+    pthread_mutex_unlock(&s->lock);
+    *out = l;
+    return 0;
+}
+
+static void lease_drop(pg_lease *l)
+{
+    if (l->conn)
+        PQfinish(l->conn);
+    l->conn = NULL;
+    l->held = false;
+}
+
+static int pg_es_lead(void *self, const char *context, const char *name, bool *out, app_error *err)
+{
+    pg_event_store *s = self;
+    pg_lease *l = NULL;
+    *out = false;
+    int rc = lease_get(s, context, name, &l, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&l->lock);
+    if (l->held) {
+        /* The lock lives as long as the session: a round trip proves the session does. */
+        app_error e = APP_ERROR_INIT;
+        if (pg_conn_alive(l->conn) &&
+            pg_exec(l->conn, "SELECT 1", 0, NULL, PGRES_TUPLES_OK, NULL, &e) == 0) {
+            *out = true;
+            pthread_mutex_unlock(&l->lock);
+            return 0;
+        }
+        log_warn("lost the lease %s of %s with its connection", name, context);
+        lease_drop(l);
+    }
+    if (l->conn && !pg_conn_alive(l->conn))
+        lease_drop(l);
+    if (!l->conn && (rc = pg_connect(s->dsn, s->connect_timeout_s, &l->conn, err)) < 0) {
+        l->conn = NULL;
+        pthread_mutex_unlock(&l->lock);
+        return rc;
+    }
+    char schema[64], key_name[200], ns[16], key[16];
+    pg_context_schema(context, schema, sizeof schema, NULL);
+    snprintf(key_name, sizeof key_name, "%s.%s", schema, name);
+    snprintf(ns, sizeof ns, "%d", LEAD_LOCK_NS);
+    snprintf(key, sizeof key, "%d", (int)pg_lock_key(key_name));
+    const char *params[] = {ns, key};
+    PGresult *res = NULL;
+    rc = pg_exec(l->conn, "SELECT pg_try_advisory_lock($1::int4, $2::int4)", 2, params,
+                 PGRES_TUPLES_OK, &res, err);
+    if (rc < 0) {
+        lease_drop(l);
+    } else {
+        l->held = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        *out = l->held;
+        PQclear(res);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return rc;
+}
+
+static void pg_es_resign(void *self, const char *context, const char *name)
+{
+    pg_event_store *s = self;
+    pg_lease *l = NULL;
+    if (lease_get(s, context, name, &l, NULL) < 0)
+        return;
+    pthread_mutex_lock(&l->lock);
+    lease_drop(l); /* closing the session releases its locks */
+    pthread_mutex_unlock(&l->lock);
+}
+
 /* ---- life cycle ---------------------------------------------------------------------------- */
 
 static const es_store_ops pg_es_ops = {
@@ -1128,6 +1344,11 @@ static const es_store_ops pg_es_ops = {
     .wait_for_append = pg_es_wait_for_append,
     .ping = pg_es_ping,
     .due_processes = pg_es_due_processes,
+    .add_dead_letter = pg_es_add_dead_letter,
+    .list_dead_letters = pg_es_list_dead_letters,
+    .remove_dead_letter = pg_es_remove_dead_letter,
+    .lead = pg_es_lead,
+    .resign = pg_es_resign,
 };
 
 es_store pg_event_store_port(pg_event_store *s)
@@ -1229,6 +1450,14 @@ void pg_event_store_free(pg_event_store *s)
         free(c->batch);
         free(c);
         c = next;
+    }
+    pg_lease *l = s->leases;
+    while (l) {
+        pg_lease *next = l->next;
+        lease_drop(l);
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+        l = next;
     }
     pg_pool_free(s->pool);
     if (s->wake_pipe[0] >= 0)

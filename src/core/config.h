@@ -45,6 +45,19 @@ typedef struct app_config {
     struct {
         int placement_timeout_ms; /* order.placement_timeout_ms: pending orders time out */
     } order;
+    struct {
+        bool enabled;                  /* kafka.enabled: run the outbound relay */
+        char brokers[512];             /* kafka.brokers: "host:port[,host:port...]" */
+        char topic_prefix[128];        /* kafka.topic_prefix: topics are <prefix><context>.events */
+        char client_id[128];           /* kafka.client_id */
+        int message_timeout_ms;        /* kafka.message_timeout_ms: unacknowledged -> retried */
+        int retry_backoff_ms;          /* kafka.retry_backoff_ms: first retry delay */
+        int retry_backoff_max_ms;      /* kafka.retry_backoff_max_ms: longest retry delay */
+        int breaker_failure_threshold; /* kafka.breaker_failure_threshold: failures to open */
+        int breaker_open_ms;           /* kafka.breaker_open_ms: open before a probe */
+        int max_message_bytes;         /* kafka.max_message_bytes: larger events dead-letter */
+        int batch_size;                /* kafka.batch_size: events in flight at most */
+    } kafka;
     char contexts[CONFIG_MAX_CONTEXTS][32]; /* contexts: [user, ...] */
     size_t n_contexts;
 } app_config;

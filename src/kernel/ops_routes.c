@@ -1,5 +1,6 @@
 /* Liveness answers from the loop thread; readiness asks the bus, which pings PostgreSQL and
  * Redis from a worker; metrics renders the process-wide registry. */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,54 @@ static void ops_add_check(cJSON *checks, const char *name, int rc, const app_err
     }
 }
 
+#define OPS_MAX_SOFT_CHECKS 4
+
+typedef struct ops_soft_check {
+    const char *name;
+    ops_soft_check_fn check;
+    void *arg;
+} ops_soft_check;
+
+static ops_soft_check ops_soft[OPS_MAX_SOFT_CHECKS];
+static pthread_mutex_t ops_soft_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void ops_set_soft_check(const char *name, ops_soft_check_fn check, void *arg)
+{
+    pthread_mutex_lock(&ops_soft_lock);
+    ops_soft_check *slot = NULL;
+    for (size_t i = 0; i < OPS_MAX_SOFT_CHECKS && !slot; i++)
+        if (ops_soft[i].name && strcmp(ops_soft[i].name, name) == 0)
+            slot = &ops_soft[i];
+    for (size_t i = 0; i < OPS_MAX_SOFT_CHECKS && !slot && check; i++)
+        if (!ops_soft[i].name)
+            slot = &ops_soft[i];
+    if (slot) {
+        slot->name = check ? name : NULL;
+        slot->check = check;
+        slot->arg = arg;
+    }
+    pthread_mutex_unlock(&ops_soft_lock);
+}
+
+/* "up", or "degraded" with a detail; the overall status stays as the hard checks say. */
+static void ops_add_soft_checks(cJSON *checks)
+{
+    pthread_mutex_lock(&ops_soft_lock);
+    for (size_t i = 0; i < OPS_MAX_SOFT_CHECKS; i++) {
+        if (!ops_soft[i].check)
+            continue;
+        char detail[512] = "";
+        bool ok = ops_soft[i].check(ops_soft[i].arg, detail, sizeof detail);
+        cJSON *c = cJSON_AddObjectToObject(checks, ops_soft[i].name);
+        if (!c)
+            continue;
+        cJSON_AddStringToObject(c, "status", ok ? "up" : "degraded");
+        if (!ok)
+            cJSON_AddStringToObject(c, "detail", detail);
+    }
+    pthread_mutex_unlock(&ops_soft_lock);
+}
+
 static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
 {
     (void)payload;
@@ -34,6 +83,7 @@ static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
     ops_add_check(checks, "postgres", prc, &perr, &all_up);
     int rrc = ctx->reads->ops->ping(ctx->reads->self, &rerr);
     ops_add_check(checks, "redis", rrc, &rerr, &all_up);
+    ops_add_soft_checks(checks);
     cJSON_AddStringToObject(body, "status", all_up ? "ok" : "unavailable");
     *out = body;
     return 0;

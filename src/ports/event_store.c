@@ -31,3 +31,16 @@ void es_due_list_free(es_due_list *list)
     list->items = NULL;
     list->len = 0;
 }
+
+void es_dead_letter_list_free(es_dead_letter_list *list)
+{
+    if (!list)
+        return;
+    for (size_t i = 0; i < list->len; i++) {
+        free(list->items[i].subscriber);
+        free(list->items[i].error);
+    }
+    free(list->items);
+    list->items = NULL;
+    list->len = 0;
+}

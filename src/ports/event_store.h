@@ -93,6 +93,25 @@ typedef struct es_due_list {
 
 void es_due_list_free(es_due_list *list); /* accepts NULL and empty lists */
 
+/* An event a subscriber gave up on (e.g. one Kafka refuses for good), kept with the reason
+ * until it is sent again. Strings owned; es_dead_letter_list_free frees them. */
+typedef struct es_dead_letter {
+    int64_t id; /* unique within the context */
+    char *subscriber;
+    int64_t position;  /* of the event in the context's log */
+    char event_id[37]; /* "" when unknown */
+    char *error;
+    int attempts;
+    char created_at[40]; /* RFC 3339 UTC */
+} es_dead_letter;
+
+typedef struct es_dead_letter_list {
+    es_dead_letter *items;
+    size_t len;
+} es_dead_letter_list;
+
+void es_dead_letter_list_free(es_dead_letter_list *list); /* accepts NULL and empty lists */
+
 typedef struct es_store_ops {
     /* Durable when it returns 0. Fails with APP_EVERSION (expected version differs; err
      * detail holds the current one), APP_ECONFLICT (a claim is owned by another stream;
@@ -120,6 +139,26 @@ typedef struct es_store_ops {
      * before now_ms, earliest first, at most limit. *out owned by the caller. */
     int (*due_processes)(void *self, const char *context, const char *name, int64_t now_ms,
                          size_t limit, es_due_list *out, app_error *err);
+    /* Records in context that subscriber gave up on the event at position; recording the
+     * same (subscriber, position) again counts one more attempt and keeps the latest error. */
+    int (*add_dead_letter)(void *self, const char *context, const char *subscriber,
+                           int64_t position, const char *event_id, const char *error,
+                           app_error *err);
+    /* Dead letters of subscriber (NULL: of every subscriber) with id > after_id, oldest first,
+     * at most limit. *out owned by the caller. */
+    int (*list_dead_letters)(void *self, const char *context, const char *subscriber,
+                             int64_t after_id, size_t limit, es_dead_letter_list *out,
+                             app_error *err);
+    /* Forgets one (once it was sent again); APP_ENOTFOUND when context has no such id. */
+    int (*remove_dead_letter)(void *self, const char *context, int64_t id, app_error *err);
+    /* Leadership of (context, name) among the processes sharing the store, so that one of
+     * them runs a given subscriber: takes the lease if free, confirms it if held, and notices
+     * a lease lost with its connection. *out says whether this process holds it now. Call it
+     * again every few seconds; after a crash the lease frees itself and another caller gets it.
+     * Fails (with *out false) only when the store cannot be reached. */
+    int (*lead)(void *self, const char *context, const char *name, bool *out, app_error *err);
+    /* Gives the lease up if held (e.g. at shutdown), so another process takes over now. */
+    void (*resign)(void *self, const char *context, const char *name);
 } es_store_ops;
 
 typedef struct es_store {

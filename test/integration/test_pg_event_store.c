@@ -746,6 +746,125 @@ static void test_process_deadlines(void **state)
     es_due_list_free(&due);
 }
 
+/* Dead letters: recorded with the reason, recorded again as one more attempt, listed per
+ * subscriber and in id order, removed once. */
+static void test_dead_letters(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    char id1[UUID_STR_LEN];
+    uuid_v4(id1);
+    exec_sql("DELETE FROM " CTX "_ctx.dead_letters");
+    assert_int_equal(
+        port.ops->add_dead_letter(port.self, CTX, "kafka.relay", 7, id1, "message too large", &err),
+        0);
+    assert_int_equal(port.ops->add_dead_letter(port.self, CTX, "other", 9, "", "rejected", &err),
+                     0);
+    assert_int_equal(
+        port.ops->add_dead_letter(port.self, CTX, "kafka.relay", 7, id1, "still too large", &err),
+        0);
+
+    es_dead_letter_list list = {0};
+    assert_int_equal(
+        port.ops->list_dead_letters(port.self, CTX, "kafka.relay", 0, 100, &list, &err), 0);
+    assert_int_equal(list.len, 1);
+    assert_int_equal(list.items[0].position, 7);
+    assert_string_equal(list.items[0].event_id, id1);
+    assert_string_equal(list.items[0].error, "still too large");
+    assert_string_equal(list.items[0].subscriber, "kafka.relay");
+    assert_int_equal(list.items[0].attempts, 2);
+    assert_true(strlen(list.items[0].created_at) > 20);
+    int64_t first = list.items[0].id;
+    es_dead_letter_list_free(&list);
+
+    assert_int_equal(port.ops->list_dead_letters(port.self, CTX, NULL, 0, 100, &list, &err), 0);
+    assert_int_equal(list.len, 2);
+    assert_true(list.items[0].id < list.items[1].id);
+    assert_string_equal(list.items[1].event_id, "");
+    int64_t second = list.items[1].id;
+    es_dead_letter_list_free(&list);
+    assert_int_equal(port.ops->list_dead_letters(port.self, CTX, NULL, first, 100, &list, &err), 0);
+    assert_int_equal(list.len, 1);
+    assert_int_equal(list.items[0].id, second);
+    es_dead_letter_list_free(&list);
+
+    assert_int_equal(port.ops->remove_dead_letter(port.self, CTX, first, &err), 0);
+    assert_int_equal(port.ops->remove_dead_letter(port.self, CTX, first, &err), APP_ENOTFOUND);
+    assert_int_equal(port.ops->list_dead_letters(port.self, CTX, "kafka.relay", 0, 10, &list, &err),
+                     0);
+    assert_int_equal(list.len, 0);
+    es_dead_letter_list_free(&list);
+
+    assert_int_equal(
+        port.ops->add_dead_letter(port.self, CTX, "kafka.relay", 8, "not-a-uuid", "x", &err),
+        APP_EINVAL);
+    assert_int_equal(port.ops->add_dead_letter(port.self, "Bad-Context", "s", 8, "", "x", &err),
+                     APP_EINVAL);
+}
+
+/* Kills the session holding the lease (as if its process died or lost its connection). */
+static void kill_lease_holder(void)
+{
+    exec_sql("SELECT pg_terminate_backend(pid) FROM pg_locks"
+             " WHERE locktype = 'advisory' AND classid = 1818583396 AND objsubid = 2"
+             " AND granted AND pid <> pg_backend_pid()");
+}
+
+/* One leader per (context, name) across stores; the lease moves on when its holder dies or
+ * resigns, and the old holder notices it lost it. */
+static void test_leadership(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    pg_event_store_options opts = PG_EVENT_STORE_OPTIONS_INIT;
+    opts.dsn = dsn;
+    pg_event_store *other = NULL;
+    assert_int_equal(pg_event_store_new(&other, &opts, &err), 0);
+    es_store b = pg_event_store_port(other);
+
+    bool a_leads = false, b_leads = true;
+    assert_int_equal(port.ops->lead(port.self, CTX, "kafka.relay", &a_leads, &err), 0);
+    assert_true(a_leads);
+    assert_int_equal(b.ops->lead(b.self, CTX, "kafka.relay", &b_leads, &err), 0);
+    assert_false(b_leads);
+    /* Asking again confirms; other names and contexts are separate leases. */
+    assert_int_equal(port.ops->lead(port.self, CTX, "kafka.relay", &a_leads, &err), 0);
+    assert_true(a_leads);
+    assert_int_equal(b.ops->lead(b.self, CTX, "other.role", &b_leads, &err), 0);
+    assert_true(b_leads);
+    assert_int_equal(b.ops->lead(b.self, LOG_CTX, "kafka.relay", &b_leads, &err), 0);
+    assert_true(b_leads);
+    b.ops->resign(b.self, CTX, "other.role");
+    b.ops->resign(b.self, LOG_CTX, "kafka.relay");
+
+    /* The holder's session dies: it notices, and the other store takes over. */
+    kill_lease_holder();
+    struct timespec pause = {0, 100 * 1000000L};
+    nanosleep(&pause, NULL);
+    assert_int_equal(b.ops->lead(b.self, CTX, "kafka.relay", &b_leads, &err), 0);
+    assert_true(b_leads);
+    assert_int_equal(port.ops->lead(port.self, CTX, "kafka.relay", &a_leads, &err), 0);
+    assert_false(a_leads);
+
+    /* Resigning hands it back at once. */
+    b.ops->resign(b.self, CTX, "kafka.relay");
+    assert_int_equal(port.ops->lead(port.self, CTX, "kafka.relay", &a_leads, &err), 0);
+    assert_true(a_leads);
+    port.ops->resign(port.self, CTX, "kafka.relay");
+    port.ops->resign(port.self, CTX, "never.held"); /* harmless */
+    pg_event_store_free(other);
+
+    /* A store that cannot reach the database leads nothing and says why. */
+    opts.dsn = "postgresql://127.0.0.1:1/app";
+    opts.connect_timeout_s = 2;
+    assert_int_equal(pg_event_store_new(&other, &opts, &err), 0);
+    b = pg_event_store_port(other);
+    b_leads = true;
+    assert_int_equal(b.ops->lead(b.self, CTX, "kafka.relay", &b_leads, &err), APP_EUNAVAIL);
+    assert_false(b_leads);
+    pg_event_store_free(other);
+}
+
 int main(void)
 {
     dsn = getenv("APP_POSTGRES_DSN");
@@ -772,6 +891,8 @@ int main(void)
         cmocka_unit_test(test_unavailable),
         cmocka_unit_test(test_committer_reconnects),
         cmocka_unit_test(test_wakeup_after_listener_loss),
+        cmocka_unit_test(test_dead_letters),
+        cmocka_unit_test(test_leadership),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
