@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 
+#define SUB_LEAD_CHECK_MS  1000 /* how often a subscriber confirms it still runs here */
 #define SUB_BACKOFF_MIN_MS 100
 #define SUB_BACKOFF_MAX_MS 5000
 
@@ -28,6 +29,7 @@ typedef struct sub_worker {
     int64_t checkpoint;
     int64_t head;
     bool failing;
+    bool standby; /* another process holds the lease */
 } sub_worker;
 
 struct sub_runner {
@@ -173,6 +175,40 @@ static void sub_failed(sub_worker *w, const char *what, const app_error *err, in
     *backoff_ms = *backoff_ms * 2 > SUB_BACKOFF_MAX_MS ? SUB_BACKOFF_MAX_MS : *backoff_ms * 2;
 }
 
+static int64_t sub_elapsed_ms(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)(now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
+}
+
+/* When several processes share the database, each subscriber runs in one of them: the one
+ * holding its lease. Confirmed at most once a second; a store without leases (tests) makes
+ * every process the leader. */
+static bool sub_still_leads(sub_worker *w, bool *leader, struct timespec *last)
+{
+    es_store *es = w->runner->opts.events;
+    if (!es->ops->lead)
+        return true;
+    if (*leader && sub_elapsed_ms(last) < SUB_LEAD_CHECK_MS)
+        return true;
+    bool leads = false;
+    app_error err = APP_ERROR_INIT;
+    if (es->ops->lead(es->self, w->owner, w->sub->name, &leads, &err) < 0)
+        leads = false;
+    clock_gettime(CLOCK_MONOTONIC, last);
+    if (leads && !*leader)
+        log_info("subscriber %s runs in this process", w->sub->name);
+    else if (!leads && *leader)
+        log_warn("subscriber %s lost its lease%s%s; another process takes over", w->sub->name,
+                 err.code ? ": " : "", err.message);
+    *leader = leads;
+    pthread_mutex_lock(&w->lock);
+    w->standby = !leads;
+    pthread_mutex_unlock(&w->lock);
+    return leads;
+}
+
 static void *sub_thread(void *arg)
 {
     sub_worker *w = arg;
@@ -185,8 +221,15 @@ static void *sub_thread(void *arg)
     metrics_escape_label(w->sub->name, name, sizeof name);
     snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
 
+    bool leader = false;
+    struct timespec last_lead = {0, 0};
     while (!sub_stopping(r)) {
         app_error err = APP_ERROR_INIT;
+        if (!sub_still_leads(w, &leader, &last_lead)) {
+            checkpoint = -1; /* another process moves it meanwhile */
+            sub_sleep(r, SUB_LEAD_CHECK_MS);
+            continue;
+        }
         if (checkpoint < 0) {
             if (es->ops->load_checkpoint(es->self, w->owner, w->sub->name, &checkpoint, &err)) {
                 checkpoint = -1;
@@ -243,6 +286,8 @@ static void *sub_thread(void *arg)
         }
         backoff_ms = SUB_BACKOFF_MIN_MS;
     }
+    if (leader && es->ops->resign)
+        es->ops->resign(es->self, w->owner, w->sub->name); /* the next process starts now */
     return NULL;
 }
 
@@ -323,5 +368,6 @@ void sub_runner_status(sub_runner *r, size_t i, sub_status *out)
     out->checkpoint = w->checkpoint;
     out->head = w->head;
     out->failing = w->failing;
+    out->standby = w->standby;
     pthread_mutex_unlock(&w->lock);
 }

@@ -29,6 +29,7 @@ typedef struct sub_status {
     int64_t checkpoint;
     int64_t head;
     bool failing; /* the last attempt failed (its handler or a dependency) */
+    bool standby; /* it runs in another process that shares the database */
 } sub_status;
 
 int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *err);
