@@ -227,10 +227,34 @@ static void app_stop_relay(app *a)
     a->relay = NULL;
 }
 
+/* The readiness section of the subscribers: where each runs and how far behind it is. */
+static cJSON *app_subscriptions_report(void *arg)
+{
+    sub_runner *r = arg;
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i < sub_runner_count(r); i++) {
+        sub_status st;
+        sub_runner_status(r, i, &st);
+        cJSON *s = cJSON_AddObjectToObject(o, st.name);
+        if (!s)
+            break;
+        cJSON_AddStringToObject(s, "status",
+                                st.standby   ? "standby"
+                                : st.failing ? "failing"
+                                             : "running");
+        cJSON_AddNumberToObject(s, "checkpoint", (double)st.checkpoint);
+        cJSON_AddNumberToObject(s, "lagEvents",
+                                (double)(st.head > st.checkpoint ? st.head - st.checkpoint : 0));
+        cJSON_AddNumberToObject(s, "lagSeconds", st.lag_seconds);
+    }
+    return o;
+}
+
 static void app_close(app *a)
 {
     app_stop_relay(a);
     http_server_free(a->http);
+    ops_set_report("subscriptions", NULL, NULL);
     sub_runner_free(a->subs);
     workers_free(a->pool);
     bus_free(a->bus);
@@ -258,6 +282,8 @@ static int app_serve(app *a)
         rc = app_register(a, &err);
     if (rc == 0)
         rc = sub_runner_start(a->subs, &err);
+    if (rc == 0)
+        ops_set_report("subscriptions", app_subscriptions_report, a->subs);
     if (rc == 0)
         rc = app_start_relay(a, &err);
     if (rc == 0)

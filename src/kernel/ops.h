@@ -20,4 +20,10 @@ extern const http_route_def ops_routes[];
 typedef bool (*ops_soft_check_fn)(void *arg, char *detail, size_t size);
 void ops_set_soft_check(const char *name, ops_soft_check_fn check, void *arg);
 
+/* One informational section of the readiness answer (the subscribers' lag): report builds
+ * it on every /health/ready and hands it over; NULL leaves the section out. It never changes
+ * the status. Clear it (report NULL) before arg is freed. */
+typedef cJSON *(*ops_report_fn)(void *arg);
+void ops_set_report(const char *name, ops_report_fn report, void *arg);
+
 #endif

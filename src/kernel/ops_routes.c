@@ -68,6 +68,28 @@ static void ops_add_soft_checks(cJSON *checks)
     pthread_mutex_unlock(&ops_soft_lock);
 }
 
+static const char *ops_report_name;
+static ops_report_fn ops_report;
+static void *ops_report_arg;
+
+void ops_set_report(const char *name, ops_report_fn report, void *arg)
+{
+    pthread_mutex_lock(&ops_soft_lock);
+    ops_report_name = name;
+    ops_report = report;
+    ops_report_arg = arg;
+    pthread_mutex_unlock(&ops_soft_lock);
+}
+
+static void ops_add_report(cJSON *body)
+{
+    pthread_mutex_lock(&ops_soft_lock);
+    cJSON *section = ops_report ? ops_report(ops_report_arg) : NULL;
+    if (section && !cJSON_AddItemToObject(body, ops_report_name, section))
+        cJSON_Delete(section);
+    pthread_mutex_unlock(&ops_soft_lock);
+}
+
 static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
 {
     (void)payload;
@@ -84,6 +106,7 @@ static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
     int rrc = ctx->reads->ops->ping(ctx->reads->self, &rerr);
     ops_add_check(checks, "redis", rrc, &rerr, &all_up);
     ops_add_soft_checks(checks);
+    ops_add_report(body);
     cJSON_AddStringToObject(body, "status", all_up ? "ok" : "unavailable");
     *out = body;
     return 0;

@@ -29,7 +29,8 @@ typedef struct sub_worker {
     int64_t checkpoint;
     int64_t head;
     bool failing;
-    bool standby; /* another process holds the lease */
+    bool standby;       /* another process holds the lease */
+    double lag_seconds; /* age of the oldest event not handled yet */
 } sub_worker;
 
 struct sub_runner {
@@ -59,6 +60,8 @@ int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *
                     "Last log position a subscriber has fully handled.");
     metrics_declare("subscription_lag_events", METRIC_GAUGE,
                     "Events between the head of the log and a subscriber's checkpoint.");
+    metrics_declare("subscription_lag_seconds", METRIC_GAUGE,
+                    "Age of the oldest event a subscriber has not handled yet (0 when caught up).");
     metrics_declare("subscription_events_total", METRIC_COUNTER, "Events handled by a subscriber.");
     metrics_declare("subscription_failures_total", METRIC_COUNTER,
                     "Failed attempts of a subscriber (handler or dependency errors).");
@@ -145,6 +148,32 @@ static void sub_set_status(sub_worker *w, int64_t checkpoint, int64_t head, bool
     snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
     metrics_gauge_set("subscription_checkpoint", labels, (double)cp);
     metrics_gauge_set("subscription_lag_events", labels, (double)(hd > cp ? hd - cp : 0));
+}
+
+/* Seconds since an RFC 3339 UTC time such as 2026-11-28T15:00:00.123456Z (0 if unreadable). */
+static double sub_age_seconds(const char *recorded_at)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    const char *rest = strptime(recorded_at, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!rest)
+        return 0;
+    double frac = *rest == '.' ? atof(rest) : 0;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double age = (double)now.tv_sec + (double)now.tv_nsec / 1e9 - ((double)timegm(&tm) + frac);
+    return age > 0 ? age : 0;
+}
+
+static void sub_set_lag(sub_worker *w, double seconds)
+{
+    pthread_mutex_lock(&w->lock);
+    w->lag_seconds = seconds;
+    pthread_mutex_unlock(&w->lock);
+    char name[128], labels[160];
+    metrics_escape_label(w->sub->name, name, sizeof name);
+    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
+    metrics_gauge_set("subscription_lag_seconds", labels, seconds);
 }
 
 /* The event's correlation id carries on; the event itself is the cause of what follows. */
@@ -245,14 +274,17 @@ static void *sub_thread(void *arg)
             sub_failed(w, "could not read the log", &err, &backoff_ms);
             continue;
         }
+        int64_t head = -1;
+        if (es->ops->head_position(es->self, source, &head, &err) != 0)
+            head = -1;
+        sub_set_lag(w, batch.len ? sub_age_seconds(batch.items[0].recorded_at) : 0);
         if (batch.len == 0) {
             es_event_list_free(&batch);
-            int64_t head = 0;
-            if (es->ops->head_position(es->self, source, &head, &err) == 0)
-                sub_set_status(w, checkpoint, head, false);
+            sub_set_status(w, checkpoint, head, false);
             es->ops->wait_for_append(es->self, source, checkpoint, r->opts.poll_interval_ms);
             continue;
         }
+        sub_set_status(w, -1, head, false);
 
         int64_t done = checkpoint;
         int rc = 0;
@@ -369,5 +401,6 @@ void sub_runner_status(sub_runner *r, size_t i, sub_status *out)
     out->head = w->head;
     out->failing = w->failing;
     out->standby = w->standby;
+    out->lag_seconds = w->lag_seconds;
     pthread_mutex_unlock(&w->lock);
 }

@@ -28,8 +28,9 @@ typedef struct sub_status {
     const char *name;
     int64_t checkpoint;
     int64_t head;
-    bool failing; /* the last attempt failed (its handler or a dependency) */
-    bool standby; /* it runs in another process that shares the database */
+    bool failing;       /* the last attempt failed (its handler or a dependency) */
+    bool standby;       /* it runs in another process that shares the database */
+    double lag_seconds; /* age of the oldest event it has not handled yet */
 } sub_status;
 
 int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *err);

@@ -411,7 +411,7 @@ static void test_metrics_exposition(void **state)
     static const char *const wanted[] = {
         "http_requests_total{",     "http_request_duration_seconds_bucket{",
         "commands_total{",          "eventstore_append_duration_seconds",
-        "subscription_lag_events{",
+        "subscription_lag_events{", "subscription_lag_seconds{",
     };
     for (size_t i = 0; i < sizeof wanted / sizeof wanted[0]; i++)
         if (!strstr(r.body, wanted[i]))
@@ -432,8 +432,32 @@ static void test_ready(void **state)
         cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "postgres"), "status")->valuestring, "up");
     assert_string_equal(
         cJSON_GetObjectItem(cJSON_GetObjectItem(checks, "redis"), "status")->valuestring, "up");
+    /* Every subscriber with where it runs and how far behind it is. */
+    const cJSON *subs = cJSON_GetObjectItem(j, "subscriptions");
+    const cJSON *proj = cJSON_GetObjectItem(subs, "user.projection");
+    assert_non_null(proj);
+    assert_string_equal(cJSON_GetObjectItem(proj, "status")->valuestring, "running");
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(proj, "lagEvents")));
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(proj, "lagSeconds")));
+    assert_non_null(cJSON_GetObjectItem(subs, "order.placement_saga"));
     cJSON_Delete(j);
     tc_response_free(&r);
+}
+
+static bool projection_behind(void *unused)
+{
+    (void)unused;
+    tc_response r = call("GET", "/health/ready", NULL, NULL);
+    cJSON *j = tc_json(&r);
+    const cJSON *p =
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "subscriptions"), "user.projection");
+    bool behind = cJSON_GetObjectItem(p, "lagEvents") &&
+                  cJSON_GetObjectItem(p, "lagEvents")->valuedouble >= 1 &&
+                  cJSON_GetObjectItem(p, "lagSeconds")->valuedouble > 0 &&
+                  strcmp(cJSON_GetObjectItem(p, "status")->valuestring, "failing") == 0;
+    cJSON_Delete(j);
+    tc_response_free(&r);
+    return behind;
 }
 
 /* Killing Redis: readiness says so, commands go on, the read model catches up after. */
@@ -459,6 +483,8 @@ static void test_redis_outage(void **state)
     r = call("GET", path, NULL, NULL);
     assert_problem(&r, 503);
     tc_response_free(&r);
+    /* The projection cannot write: readiness shows it behind, in events and in seconds. */
+    assert_int_equal(ts_wait_until(projection_behind, NULL, 10000), 0);
 
     assert_int_equal(ts_redis_start(), 0);
     wait_for("/health/ready", 200, 0);
