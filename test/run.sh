@@ -142,32 +142,60 @@ start_services()
 # ---- Kafka (real broker) ----
 # A real single-node broker (deploy/local/kafka.sh) for the Kafka tests, started only when
 # such tests are built. Without Java and Maven they are skipped, and said to be, except in
-# CI, which never skips them: there a broker that cannot start fails the run.
+# CI, which never skips them: there the packages are installed, and a broker that cannot
+# start fails the run.
 kafka=$root/deploy/local/kafka.sh
 kafka_up=0
+kafka_note=""
+kafka_failed=0
+in_ci()
+{
+    case "${CI:-}" in
+    true | 1 | yes) return 0 ;;
+    esac
+    return 1
+}
 start_kafka()
 {
-    ls build/test/test/*/test_kafka_* >/dev/null 2>&1 || return 0
+    local k attempt port wanted=0
+    for k in $kinds; do
+        ls "build/test/test/$k"/test_kafka_* >/dev/null 2>&1 && wanted=1
+    done
+    [ "$wanted" = 1 ] || return 0
     if ! bash "$kafka" available; then
-        if [ "${CI:-}" = true ]; then
-            echo "test: CI needs Java and Maven for the real Kafka broker" >&2
-            setup_failed=1
-            return 1
+        if in_ci; then
+            sh deploy/local/deps.sh kafka || true
+            if ! bash "$kafka" available; then
+                echo "test: CI needs Java 17 and Maven for the real Kafka broker" >&2
+                kafka_note="the Kafka broker could not run: no Java/Maven in CI"
+                kafka_failed=1
+                return 1
+            fi
+        else
+            kafka_note="real-broker Kafka tests skipped: no Java/Maven; install with:"
+            kafka_note="$kafka_note apt-get install -y default-jre-headless maven (or run in CI)"
+            echo "test: $kafka_note" >&2
+            return 0
         fi
-        echo "test: real-broker Kafka tests skipped: no Java/Maven here;" \
-            "apt-get install -y default-jre-headless maven, then make test" >&2
-        return 0
     fi
-    local port
-    port=$(bash "$services" free-port "$APP_TEST_PG_PORT" "$APP_TEST_REDIS_PORT")
-    kafka_up=1
-    if bash "$kafka" start "$run_dir" "$port"; then
-        export APP_TEST_KAFKA_BROKERS=127.0.0.1:$port
-        export APP_TEST_KAFKA_RUN_DIR=$run_dir
-        return 0
+    # Another program may take the port between the pick and the start: retry with new ones.
+    for attempt in 1 2; do
+        port=$(bash "$services" free-port "$APP_TEST_PG_PORT" "$APP_TEST_REDIS_PORT")
+        kafka_up=1
+        if bash "$kafka" start "$run_dir" "$port"; then
+            export APP_TEST_KAFKA_BROKERS=127.0.0.1:$port
+            export APP_TEST_KAFKA_RUN_DIR=$run_dir
+            return 0
+        fi
+        stop_kafka
+        echo "test: the Kafka broker did not start (attempt $attempt)" >&2
+    done
+    if in_ci; then
+        kafka_note="the Kafka broker did not start (see the log above)"
+        kafka_failed=1
+    else
+        kafka_note="real-broker Kafka tests skipped: the broker did not start (see the log above)"
     fi
-    echo "test: the Kafka broker did not start" >&2
-    [ "${CI:-}" = true ] && setup_failed=1
     return 1
 }
 stop_kafka()
@@ -219,6 +247,7 @@ done
 [ ${#names[@]} -gt 0 ] || echo "no test programs found under build/test/test (mode: $mode)"
 echo "${#names[@]} programs; logs in ${log_dir#"$root"/}"
 [ "$total_skip" = 0 ] || echo "$total_skip skipped"
+[ -z "$kafka_note" ] || echo "$kafka_note"
 [ "$setup_failed" = 0 ] || echo "services did not start: integration and e2e tests did not run"
 [ "$interrupted" = 0 ] || echo "interrupted: not every test ran"
 echo "$total_pass passed, $total_fail failed"
@@ -226,7 +255,8 @@ echo "$total_pass passed, $total_fail failed"
 if [ "$interrupted" = 1 ]; then
     exit 130
 fi
-if [ "$total_fail" -gt 0 ] || [ "$setup_failed" = 1 ] || [ $((total_pass + total_fail)) = 0 ]; then
+if [ "$total_fail" -gt 0 ] || [ "$setup_failed" = 1 ] || [ "$kafka_failed" = 1 ] ||
+    [ $((total_pass + total_fail)) = 0 ]; then
     exit 1
 fi
 exit 0

@@ -25,7 +25,7 @@ for group in "$@"; do
     kafka) want="$want $kafka_pkgs" ;;
     all) want="$want $build_pkgs $unit_pkgs $server_pkgs $lint_pkgs $kafka_pkgs" ;;
     -h | --help)
-        echo "usage: $0 [build|unit|run|test|lint|all]..."
+        echo "usage: $0 [build|unit|run|test|lint|kafka|all]..."
         exit 0
         ;;
     *)
