@@ -15,6 +15,8 @@
 #include <time.h>
 
 #include "adapters/redis/rds_url.h"
+#include "core/breaker.h"
+#include "core/deadline.h"
 
 typedef struct rds_slot {
     redisContext *conn; /* NULL until first use or after an I/O error */
@@ -30,26 +32,22 @@ struct rds_store {
     rds_slot *slots;
     pthread_mutex_t mu;
     pthread_cond_t freed; /* signalled when a slot stops being busy */
+    /* Opens after RDS_BREAKER_FAILURES calls in a row found Redis unreachable: while Redis is
+     * down, callers get their 503 at once instead of each waiting out a timeout. */
+    pthread_mutex_t breaker_mu;
+    breaker breaker;
 };
 
-/* ---- pool ---------------------------------------------------------------------------- */
+#define RDS_BREAKER_FAILURES 5
+#define RDS_BREAKER_OPEN_MS  1000
 
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
+/* ---- pool ---------------------------------------------------------------------------- */
 
 /* Borrows a slot, preferring one that is already connected. */
 static int pool_acquire(rds_store *s, rds_slot **out, app_error *err)
 {
     struct timespec deadline;
-    deadline_after(&deadline, s->timeout_ms);
+    deadline_in_ms(CLOCK_MONOTONIC, s->timeout_ms, &deadline);
     pthread_mutex_lock(&s->mu);
     for (;;) {
         rds_slot *idle = NULL;
@@ -229,14 +227,29 @@ static int exec_argv(rds_store *s, int argc, const char **argv, const size_t *le
                      redisReply **out, app_error *err)
 {
     *out = NULL;
+    pthread_mutex_lock(&s->breaker_mu);
+    bool allowed = breaker_allow(&s->breaker);
+    long long wait_ms = allowed ? 0 : (long long)breaker_wait_ms(&s->breaker);
+    pthread_mutex_unlock(&s->breaker_mu);
+    if (!allowed) {
+        app_error_set(err, APP_EUNAVAIL, "redis is unavailable");
+        if (err)
+            app_error_detail(err,
+                             "circuit breaker open after %d failed calls in a row; next "
+                             "attempt in %lld ms",
+                             RDS_BREAKER_FAILURES, wait_ms);
+        return APP_EUNAVAIL;
+    }
     rds_sigpipe sp;
     sigpipe_block(&sp);
     int rc = 0;
+    bool reached = false; /* a busy pool says nothing about Redis itself */
     for (int attempt = 0;; attempt++) {
         rds_slot *slot;
         rc = pool_acquire(s, &slot, err);
         if (rc < 0)
             break;
+        reached = true;
         bool fresh = false;
         if (!slot->conn) {
             rc = slot_connect(s, slot, err);
@@ -283,6 +296,14 @@ static int exec_argv(rds_store *s, int argc, const char **argv, const size_t *le
         break;
     }
     sigpipe_restore(&sp);
+    pthread_mutex_lock(&s->breaker_mu);
+    if (rc == APP_EUNAVAIL && reached)
+        breaker_failure(&s->breaker);
+    else if (rc == APP_EUNAVAIL)
+        breaker_release(&s->breaker);
+    else
+        breaker_success(&s->breaker); /* an answer, even an error reply: Redis is there */
+    pthread_mutex_unlock(&s->breaker_mu);
     return rc;
 }
 
@@ -526,6 +547,8 @@ int rds_store_new(rds_store **out, const rds_store_options *opts, app_error *err
     pthread_cond_init(&s->freed, &attr);
     pthread_condattr_destroy(&attr);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->breaker_mu, NULL);
+    breaker_init(&s->breaker, NULL, RDS_BREAKER_FAILURES, RDS_BREAKER_OPEN_MS);
     *out = s;
     return 0;
 }
@@ -545,6 +568,7 @@ void rds_store_free(rds_store *s)
             redisFree(s->slots[i].conn);
     pthread_cond_destroy(&s->freed);
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->breaker_mu);
     free(s->slots);
     free(s->prefix);
     free(s);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "adapters/redis/rds_store.h"
@@ -423,6 +424,34 @@ static void test_down_up_down_up(void **state)
     rds_store_free(s);
 }
 
+/* Five calls in a row that cannot reach Redis open the breaker: the next callers get their
+ * 503 at once, without trying; a second later one probe goes through and, Redis being back,
+ * closes it. */
+static void test_breaker_opens_and_closes(void **state)
+{
+    (void)state;
+    if (own.pid > 0)
+        own_redis_stop(&own);
+    rds_store *s = open_store(own.url, "t:", 2, 500);
+    rs_store rs = rds_store_port(s);
+    app_error err = APP_ERROR_INIT;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(rs.ops->ping(rs.self, &err), APP_EUNAVAIL);
+        assert_null(strstr(err.detail, "circuit breaker"));
+    }
+    assert_int_equal(rs.ops->ping(rs.self, &err), APP_EUNAVAIL);
+    assert_string_equal(err.message, "redis is unavailable");
+    assert_non_null(strstr(err.detail, "circuit breaker open"));
+
+    own_redis_start(&own, NULL);
+    assert_int_equal(rs.ops->ping(rs.self, &err), APP_EUNAVAIL); /* still open */
+    struct timespec pause = {1, 100000000L};
+    nanosleep(&pause, NULL);
+    expect_ok(rs.ops->ping(rs.self, &err), &err, "the probe after the open time");
+    expect_ok(rs.ops->set(rs.self, "k", "closed", &err), &err, "set once closed");
+    rds_store_free(s);
+}
+
 static void test_restart_with_open_connections_costs_no_call(void **state)
 {
     (void)state;
@@ -524,6 +553,7 @@ int main(void)
     const struct CMUnitTest outage[] = {
         cmocka_unit_test(test_bad_url_is_config_error),
         cmocka_unit_test(test_down_up_down_up),
+        cmocka_unit_test(test_breaker_opens_and_closes),
         cmocka_unit_test(test_restart_with_open_connections_costs_no_call),
         cmocka_unit_test(test_hung_redis_times_out),
         cmocka_unit_test(test_auth_and_database),
