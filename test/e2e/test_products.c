@@ -123,6 +123,16 @@ static void test_create_read_and_add_stock(void **state)
 
     want w = {path, 5};
     assert_int_equal(ts_wait_until(product_has, &w, 10000), 0);
+    r = call("GET", path, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(tc_header(&r, "ETag"), "\"1\"");
+    p = tc_json(&r);
+    assert_string_equal(cJSON_GetObjectItem(p, "sku")->valuestring, sku);
+    assert_int_equal(member(p, "reserved"), 0);
+    assert_int_equal(member(p, "available"), 5);
+    assert_int_equal(member(p, "version"), 1);
+    cJSON_Delete(p);
+    tc_response_free(&r);
 
     r = call("POST", "/v1/products", body);
     assert_problem(&r, 409);
@@ -132,6 +142,7 @@ static void test_create_read_and_add_stock(void **state)
     snprintf(stock_path, sizeof stock_path, "/v1/products/%s/stock", sku);
     r = call("POST", stock_path, "{\"quantity\":7}");
     assert_int_equal(r.status, 200);
+    assert_string_equal(tc_header(&r, "ETag"), "\"2\"");
     p = tc_json(&r);
     assert_int_equal(member(p, "onHand"), 12);
     assert_int_equal(member(p, "version"), 2);
@@ -197,6 +208,17 @@ static void test_bad_input(void **state)
          "\"EUR\"},\"stock\":1}",
          422},
         {"POST", 0, "{\"sku\":\"MISSING\",\"name\":\"x\"}", 422},
+        {"POST", 0, "{}", 422},
+        {"POST", 0,
+         "{\"sku\":\"EMPTY-NAME\",\"name\":\"  \",\"price\":{\"amount\":1,\"currency\":"
+         "\"EUR\"},\"stock\":1}",
+         422},
+        {"POST", 0, "{\"sku\":\"NO-CUR\",\"name\":\"x\",\"price\":{\"amount\":1},\"stock\":1}",
+         422},
+        {"POST", 0,
+         "{\"sku\":\"STR-AMT\",\"name\":\"x\",\"price\":{\"amount\":\"1\",\"currency\":"
+         "\"EUR\"},\"stock\":1}",
+         400},
         {"POST", 0,
          "{\"sku\":5,\"name\":\"x\",\"price\":{\"amount\":1,\"currency\":\"EUR\"},"
          "\"stock\":1}",
@@ -273,6 +295,13 @@ static void test_concurrent_stock_additions(void **state)
     snprintf(get, sizeof get, "/v1/products/%s", sku);
     want w = {get, 50};
     assert_int_equal(ts_wait_until(product_has, &w, 10000), 0);
+    snprintf(get, sizeof get, "/v1/products/%s/events", sku);
+    tc_response r = call("GET", get, NULL);
+    assert_int_equal(r.status, 200);
+    cJSON *e = tc_json(&r);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(e, "items")), 51);
+    cJSON_Delete(e);
+    tc_response_free(&r);
 }
 
 int main(void)

@@ -137,25 +137,108 @@ static void test_errors(void **state)
     inv_product_free(&p);
 }
 
+static void test_add_stock(void **state)
+{
+    (void)state;
+    inv_product p;
+    made(&p, 10);
+    inv_event ev;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inv_decide_add_stock(&p, INV_STOCK_MAX, &ev, &err), 0);
+    assert_int_equal(ev.kind, INV_EV_STOCK_ADDED);
+    assert_string_equal(ev.sku, "SKU-1");
+    assert_int_equal(ev.quantity, INV_STOCK_MAX);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    assert_int_equal(p.on_hand, INV_STOCK_MAX + 10);
+    assert_int_equal(p.version, 2);
+    memset(&err, 0, sizeof err);
+    assert_int_equal(inv_decide_add_stock(&p, INV_STOCK_MAX + 1, &ev, &err), APP_EINVAL);
+    assert_string_equal(err.fields[0].field, "quantity");
+
+    /* On hand stops at 10^9: up to it is fine, one past is refused. */
+    p.on_hand = INV_ON_HAND_MAX - 5;
+    memset(&err, 0, sizeof err);
+    assert_int_equal(inv_decide_add_stock(&p, 5, &ev, &err), 0);
+    assert_int_equal(inv_decide_add_stock(&p, 6, &ev, &err), APP_EINVAL);
+    assert_string_equal(err.fields[0].field, "quantity");
+    inv_product_free(&p);
+}
+
+/* Folding is deterministic: the same events give the same state, and a release of an order
+ * that holds nothing (never decided, but tolerated on read) only moves the version. */
+static void test_fold(void **state)
+{
+    (void)state;
+    inv_product p;
+    made(&p, 9);
+    app_error err = APP_ERROR_INIT;
+    inv_event evs[4] = {
+        {.kind = INV_EV_STOCK_RESERVED, .sku = "SKU-1", .quantity = 4},
+        {.kind = INV_EV_STOCK_RESERVED, .sku = "SKU-1", .quantity = 5},
+        {.kind = INV_EV_RELEASED, .sku = "SKU-1", .quantity = 4},
+        {.kind = INV_EV_UNKNOWN},
+    };
+    strcpy(evs[0].order_id, order_a);
+    strcpy(evs[1].order_id, order_b);
+    strcpy(evs[2].order_id, order_a);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(inv_apply(&p, &evs[i], &err), 0);
+    assert_int_equal(p.on_hand, 9);
+    assert_int_equal(p.reserved, 5);
+    assert_int_equal(p.n_reservations, 1);
+    assert_int_equal(inv_reserved_for(&p, order_b), 5);
+    assert_int_equal(inv_reserved_for(&p, order_a), 0);
+    assert_int_equal(p.version, 5);
+    inv_event stray = {.kind = INV_EV_RELEASED, .sku = "SKU-1", .quantity = 3};
+    strcpy(stray.order_id, order_a);
+    assert_int_equal(inv_apply(&p, &stray, &err), 0);
+    assert_int_equal(p.reserved, 5);
+    assert_int_equal(p.version, 6);
+
+    /* Releasing for an id that is not an order is nothing, not an error. */
+    inv_event ev;
+    size_t n = 1;
+    assert_int_equal(inv_decide_release(&p, "nope", &ev, &n, &err), 0);
+    assert_int_equal(n, 0);
+    inv_product_free(&p);
+    inv_product_free(NULL);
+}
+
 static void test_event_round_trip(void **state)
 {
     (void)state;
     app_error err = APP_ERROR_INIT;
-    inv_event in[3], out;
+    inv_event in[4], out;
     assert_int_equal(inv_decide_create("SKU-9", "Wid\"get", &eur, 7, &in[0], &err), 0);
     in[1] = (inv_event){.kind = INV_EV_STOCK_RESERVED, .sku = "SKU-9", .quantity = 2};
     strcpy(in[1].order_id, order_a);
     in[2] = (inv_event){.kind = INV_EV_STOCK_ADDED, .sku = "SKU-9", .quantity = 4};
-    for (int i = 0; i < 3; i++) {
+    in[3] = (inv_event){.kind = INV_EV_RELEASED, .sku = "SKU-9", .quantity = 2};
+    strcpy(in[3].order_id, order_b);
+    for (int i = 0; i < 4; i++) {
         char *data = NULL;
         assert_int_equal(inv_event_encode(&in[i], &data, &err), 0);
         assert_int_equal(inv_event_decode(inv_event_type(in[i].kind), 1, data, &out, &err), 0);
         assert_int_equal(out.kind, in[i].kind);
         assert_string_equal(out.sku, in[i].sku);
         assert_int_equal(out.quantity, in[i].quantity);
+        assert_string_equal(out.order_id, in[i].order_id);
+        assert_string_equal(out.name, in[i].name);
+        assert_int_equal(out.price.amount, in[i].price.amount);
         free(data);
     }
-    assert_string_equal(out.sku, "SKU-9");
+    assert_string_equal(inv_event_type(INV_EV_RELEASED), "inventory.product.reservation_released");
+    assert_null(inv_event_type(INV_EV_UNKNOWN));
+    /* Quantities that are not whole numbers int64_t holds are refused, not converted. */
+    static const char *const bad[] = {
+        "{\"sku\":\"A\",\"quantity\":1.5}",
+        "{\"sku\":\"A\",\"quantity\":1e300}",
+        "{\"sku\":\"A\",\"quantity\":\"1\"}",
+        "not json",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(inv_event_decode(INV_EVENT_STOCK_ADDED, 1, bad[i], &out, &err),
+                         APP_EINTERNAL);
     assert_int_equal(inv_event_decode("inventory.product.renamed", 1, "{}", &out, &err), 0);
     assert_int_equal(out.kind, INV_EV_UNKNOWN);
     assert_int_equal(inv_event_decode(INV_EVENT_CREATED, 2, "{}", &out, &err), 0);
@@ -172,6 +255,8 @@ int main(void)
         cmocka_unit_test(test_reserve_and_release),
         cmocka_unit_test(test_many_reservations),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_add_stock),
+        cmocka_unit_test(test_fold),
         cmocka_unit_test(test_event_round_trip),
     };
     return cmocka_run_group_tests_name("inventory domain", tests, NULL, NULL);

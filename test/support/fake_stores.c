@@ -1,0 +1,576 @@
+/* In-memory event store and read store for unit tests (see fake_stores.h). Out of memory
+ * aborts: these fakes serve tests, where it cannot be handled usefully. */
+#include "test/support/fake_stores.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *fk_alloc(void *p)
+{
+    if (!p) {
+        fputs("fake_stores: out of memory\n", stderr);
+        abort();
+    }
+    return p;
+}
+
+static char *fk_strdup(const char *s)
+{
+    return fk_alloc(strdup(s ? s : ""));
+}
+
+static void fk_copy_event(es_event *dst, const es_event *src)
+{
+    *dst = *src;
+    dst->stream_id = fk_strdup(src->stream_id);
+    dst->type = fk_strdup(src->type);
+    dst->data = fk_strdup(src->data);
+    dst->metadata = fk_strdup(src->metadata);
+}
+
+/* ---- event store ------------------------------------------------------------------- */
+
+void fake_es_init(fake_es *f, const char *context)
+{
+    memset(f, 0, sizeof *f);
+    f->context = context;
+    pthread_mutex_init(&f->lock, NULL);
+}
+
+void fake_es_free(fake_es *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->n_streams; i++) {
+        es_event_list l = {f->streams[i].events, f->streams[i].len};
+        es_event_list_free(&l);
+        free(f->streams[i].id);
+    }
+    for (size_t i = 0; i < f->n_claims; i++)
+        free(f->claims[i].scope), free(f->claims[i].key), free(f->claims[i].owner);
+    for (size_t i = 0; i < f->n_checkpoints; i++)
+        free(f->checkpoints[i].subscriber);
+    for (size_t i = 0; i < f->n_processes; i++)
+        free(f->processes[i].name), free(f->processes[i].id), free(f->processes[i].state);
+    pthread_mutex_destroy(&f->lock);
+    memset(f, 0, sizeof *f);
+}
+
+static fake_stream *fk_stream(fake_es *f, const char *id)
+{
+    for (size_t i = 0; i < f->n_streams; i++)
+        if (strcmp(f->streams[i].id, id) == 0)
+            return &f->streams[i];
+    return NULL;
+}
+
+fake_stream *fake_es_stream(fake_es *f, const char *id)
+{
+    pthread_mutex_lock(&f->lock);
+    fake_stream *s = fk_stream(f, id);
+    pthread_mutex_unlock(&f->lock);
+    return s;
+}
+
+static fake_claim *fk_claim(fake_es *f, const char *scope, const char *key)
+{
+    for (size_t i = 0; i < f->n_claims; i++)
+        if (strcmp(f->claims[i].scope, scope) == 0 && strcmp(f->claims[i].key, key) == 0)
+            return &f->claims[i];
+    return NULL;
+}
+
+const char *fake_es_claim_owner(fake_es *f, const char *scope, const char *key)
+{
+    pthread_mutex_lock(&f->lock);
+    const fake_claim *c = fk_claim(f, scope, key);
+    pthread_mutex_unlock(&f->lock);
+    return c ? c->owner : NULL;
+}
+
+static int fk_context(const fake_es *f, const char *context, app_error *err)
+{
+    if (f->context && (!context || strcmp(f->context, context) != 0))
+        return app_error_set(err, APP_EINTERNAL, "fake event store of %s asked about %s",
+                             f->context, context ? context : "(null)");
+    return 0;
+}
+
+/* Checks and applies the claims of req; the caller holds the lock. */
+static int fk_claims(fake_es *f, const es_append_req *req, app_error *err)
+{
+    for (size_t i = 0; i < req->n_claims; i++) {
+        const fake_claim *c = fk_claim(f, req->claims[i].scope, req->claims[i].key);
+        if (c && strcmp(c->owner, req->stream_id) != 0) {
+            app_error_set(err, APP_ECONFLICT, "key already claimed");
+            app_error_field(err, req->claims[i].scope, "is taken");
+            return APP_ECONFLICT;
+        }
+    }
+    if (f->n_claims + req->n_claims > FAKE_STORE_MAX)
+        return app_error_set(err, APP_EINTERNAL, "fake event store: too many claims");
+    for (size_t i = 0; i < req->n_releases; i++) {
+        fake_claim *c = fk_claim(f, req->releases[i].scope, req->releases[i].key);
+        if (c && strcmp(c->owner, req->stream_id) == 0) {
+            free(c->scope), free(c->key), free(c->owner);
+            *c = f->claims[--f->n_claims];
+        }
+    }
+    for (size_t i = 0; i < req->n_claims; i++)
+        if (!fk_claim(f, req->claims[i].scope, req->claims[i].key))
+            f->claims[f->n_claims++] =
+                (fake_claim){fk_strdup(req->claims[i].scope), fk_strdup(req->claims[i].key),
+                             fk_strdup(req->stream_id)};
+    return 0;
+}
+
+static fake_process *fk_process(fake_es *f, const char *name, const char *id)
+{
+    for (size_t i = 0; i < f->n_processes; i++)
+        if (strcmp(f->processes[i].name, name) == 0 && strcmp(f->processes[i].id, id) == 0)
+            return &f->processes[i];
+    return NULL;
+}
+
+const fake_process *fake_es_process(fake_es *f, const char *name, const char *id)
+{
+    pthread_mutex_lock(&f->lock);
+    const fake_process *p = fk_process(f, name, id);
+    pthread_mutex_unlock(&f->lock);
+    return p;
+}
+
+/* Upserts the process an append carries; the caller holds the lock and has checked room. */
+static void fk_save_process(fake_es *f, const es_process *proc)
+{
+    fake_process *p = fk_process(f, proc->name, proc->id);
+    if (!p) {
+        p = &f->processes[f->n_processes++];
+        p->name = fk_strdup(proc->name);
+        p->id = fk_strdup(proc->id);
+    } else {
+        free(p->state);
+    }
+    p->state = fk_strdup(proc->state ? proc->state : "{}");
+    p->deadline_ms = proc->deadline_ms;
+    p->done = proc->done;
+}
+
+static int fk_append_locked(fake_es *f, const es_append_req *req, es_append_result *out,
+                            app_error *err)
+{
+    if (f->fail_next) {
+        int code = f->fail_next;
+        f->fail_next = 0;
+        return app_error_set(err, code, "injected failure");
+    }
+    fake_stream *s = fk_stream(f, req->stream_id);
+    int64_t current = s ? (int64_t)s->len : 0;
+    if (req->expected_version != ES_ANY_VERSION && req->expected_version != current) {
+        f->conflicts++;
+        app_error_set(err, APP_EVERSION, "stream version conflict");
+        return app_error_detail(err, "current version %lld", (long long)current);
+    }
+    if (!s && f->n_streams == FAKE_STORE_MAX)
+        return app_error_set(err, APP_EINTERNAL, "fake event store: too many streams");
+    if (req->process && !fk_process(f, req->process->name, req->process->id) &&
+        f->n_processes == FAKE_STORE_MAX)
+        return app_error_set(err, APP_EINTERNAL, "fake event store: too many processes");
+    int rc = fk_claims(f, req, err);
+    if (rc != 0)
+        return rc;
+    if (req->process)
+        fk_save_process(f, req->process);
+    if (!s) {
+        s = &f->streams[f->n_streams++];
+        s->id = fk_strdup(req->stream_id);
+    }
+    s->events = fk_alloc(realloc(s->events, (s->len + req->n_events + 1) * sizeof *s->events));
+    for (size_t i = 0; i < req->n_events; i++) {
+        const es_new_event *n = &req->events[i];
+        es_event ev = {
+            .position = ++f->position,
+            .stream_id = (char *)(uintptr_t)req->stream_id,
+            .version = (int64_t)s->len + 1,
+            .type = (char *)(uintptr_t)n->type,
+            .schema_version = n->schema_version,
+            .data = (char *)(uintptr_t)n->data,
+            .metadata = (char *)(uintptr_t)n->metadata,
+            .recorded_at = "2026-11-28T15:00:00.123456Z",
+        };
+        snprintf(ev.event_id, sizeof ev.event_id, "%s", n->event_id ? n->event_id : "");
+        fk_copy_event(&s->events[s->len++], &ev);
+    }
+    f->appends++;
+    if (out) {
+        out->version = (int64_t)s->len;
+        out->first_position = f->position - (int64_t)req->n_events + 1;
+        out->last_position = f->position;
+    }
+    return 0;
+}
+
+static int fk_append(void *self, const es_append_req *req, es_append_result *out, app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, req->context, err);
+    if (rc != 0)
+        return rc;
+    if (f->before_append && !f->in_hook) {
+        f->in_hook = true;
+        f->before_append(f, req, f->hook_arg);
+        f->in_hook = false;
+    }
+    pthread_mutex_lock(&f->lock);
+    rc = fk_append_locked(f, req, out, err);
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int fk_load_stream(void *self, const char *context, const char *stream_id,
+                          int64_t after_version, es_event_list *out, app_error *err)
+{
+    fake_es *f = self;
+    out->items = NULL;
+    out->len = 0;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    fake_stream *s = fk_stream(f, stream_id);
+    if (after_version < 0)
+        after_version = 0;
+    if (s && (int64_t)s->len > after_version) {
+        size_t n = s->len - (size_t)after_version;
+        out->items = fk_alloc(calloc(n, sizeof *out->items));
+        for (size_t i = 0; i < n; i++)
+            fk_copy_event(&out->items[i], &s->events[(size_t)after_version + i]);
+        out->len = n;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static int fk_position_cmp(const void *a, const void *b)
+{
+    const es_event *x = *(const es_event *const *)a, *y = *(const es_event *const *)b;
+    return x->position < y->position ? -1 : x->position > y->position;
+}
+
+static int fk_read_log(void *self, const char *context, int64_t after_position, size_t limit,
+                       es_event_list *out, app_error *err)
+{
+    fake_es *f = self;
+    out->items = NULL;
+    out->len = 0;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    size_t total = 0;
+    for (size_t i = 0; i < f->n_streams; i++)
+        total += f->streams[i].len;
+    const es_event **all = fk_alloc(calloc(total + 1, sizeof *all));
+    size_t n = 0;
+    for (size_t i = 0; i < f->n_streams; i++)
+        for (size_t j = 0; j < f->streams[i].len; j++)
+            if (f->streams[i].events[j].position > after_position)
+                all[n++] = &f->streams[i].events[j];
+    qsort(all, n, sizeof *all, fk_position_cmp);
+    if (n > limit)
+        n = limit;
+    if (n > 0) {
+        out->items = fk_alloc(calloc(n, sizeof *out->items));
+        for (size_t i = 0; i < n; i++)
+            fk_copy_event(&out->items[i], all[i]);
+        out->len = n;
+    }
+    pthread_mutex_unlock(&f->lock);
+    free(all);
+    return 0;
+}
+
+static int fk_head_position(void *self, const char *context, int64_t *out, app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    *out = f->position;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static fake_checkpoint *fk_checkpoint(fake_es *f, const char *subscriber)
+{
+    for (size_t i = 0; i < f->n_checkpoints; i++)
+        if (strcmp(f->checkpoints[i].subscriber, subscriber) == 0)
+            return &f->checkpoints[i];
+    return NULL;
+}
+
+static int fk_load_checkpoint(void *self, const char *context, const char *subscriber, int64_t *out,
+                              app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    const fake_checkpoint *c = fk_checkpoint(f, subscriber);
+    *out = c ? c->position : 0;
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static int fk_save_checkpoint(void *self, const char *context, const char *subscriber,
+                              int64_t position, app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    fake_checkpoint *c = fk_checkpoint(f, subscriber);
+    if (!c && f->n_checkpoints < FAKE_STORE_MAX) {
+        c = &f->checkpoints[f->n_checkpoints++];
+        c->subscriber = fk_strdup(subscriber);
+    }
+    if (c)
+        c->position = position;
+    else
+        rc = app_error_set(err, APP_EINTERNAL, "fake event store: too many checkpoints");
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int fk_ping(void *self, app_error *err)
+{
+    (void)self;
+    (void)err;
+    return 0;
+}
+
+static int fk_deadline_cmp(const void *a, const void *b)
+{
+    const es_due_process *x = a, *y = b;
+    return x->deadline_ms < y->deadline_ms ? -1 : x->deadline_ms > y->deadline_ms;
+}
+
+static int fk_due_processes(void *self, const char *context, const char *name, int64_t now_ms,
+                            size_t limit, es_due_list *out, app_error *err)
+{
+    fake_es *f = self;
+    out->items = NULL;
+    out->len = 0;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    es_due_process *due = fk_alloc(calloc(f->n_processes + 1, sizeof *due));
+    size_t n = 0;
+    for (size_t i = 0; i < f->n_processes; i++) {
+        const fake_process *p = &f->processes[i];
+        if (!p->done && p->deadline_ms > 0 && p->deadline_ms <= now_ms &&
+            strcmp(p->name, name) == 0)
+            due[n++] = (es_due_process){fk_strdup(p->id), fk_strdup(p->state), p->deadline_ms};
+    }
+    pthread_mutex_unlock(&f->lock);
+    qsort(due, n, sizeof *due, fk_deadline_cmp);
+    for (size_t i = limit; i < n; i++)
+        free(due[i].id), free(due[i].state);
+    out->items = due;
+    out->len = n < limit ? n : limit;
+    return 0;
+}
+
+static const es_store_ops fake_es_ops = {
+    .append = fk_append,
+    .load_stream = fk_load_stream,
+    .read_log = fk_read_log,
+    .head_position = fk_head_position,
+    .load_checkpoint = fk_load_checkpoint,
+    .save_checkpoint = fk_save_checkpoint,
+    .ping = fk_ping,
+    .due_processes = fk_due_processes,
+};
+
+es_store fake_es_port(fake_es *f)
+{
+    return (es_store){&fake_es_ops, f};
+}
+
+/* ---- read store -------------------------------------------------------------------- */
+
+void fake_rs_init(fake_rs *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
+}
+
+void fake_rs_free(fake_rs *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        free(r->keys[i]), free(r->values[i]);
+    for (size_t i = 0; i < r->zn; i++)
+        free(r->zkeys[i]), free(r->zmembers[i]);
+    pthread_mutex_destroy(&r->lock);
+    memset(r, 0, sizeof *r);
+}
+
+static int fk_rs_find(const fake_rs *r, const char *key)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->keys[i], key) == 0)
+            return (int)i;
+    return -1;
+}
+
+const char *fake_rs_value(const fake_rs *r, const char *key)
+{
+    int i = fk_rs_find(r, key);
+    return i < 0 ? NULL : r->values[i];
+}
+
+static int fk_down(const fake_rs *r, app_error *err)
+{
+    return r->down ? app_error_set(err, APP_EUNAVAIL, "read store is down") : 0;
+}
+
+static int fk_get(void *self, const char *key, char **out, app_error *err)
+{
+    fake_rs *r = self;
+    *out = NULL;
+    pthread_mutex_lock(&r->lock);
+    int rc = fk_down(r, err), i = fk_rs_find(r, key);
+    if (rc == 0 && i >= 0)
+        *out = fk_strdup(r->values[i]);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+static int fk_set(void *self, const char *key, const char *value, app_error *err)
+{
+    fake_rs *r = self;
+    pthread_mutex_lock(&r->lock);
+    int rc = fk_down(r, err), i = fk_rs_find(r, key);
+    if (rc == 0 && i < 0 && r->n == FAKE_STORE_MAX)
+        rc = app_error_set(err, APP_EINTERNAL, "fake read store: too many keys");
+    if (rc == 0) {
+        if (i < 0) {
+            i = (int)r->n++;
+            r->keys[i] = fk_strdup(key);
+        } else {
+            free(r->values[i]);
+        }
+        r->values[i] = fk_strdup(value);
+        r->sets++;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+static int fk_del(void *self, const char *key, app_error *err)
+{
+    fake_rs *r = self;
+    pthread_mutex_lock(&r->lock);
+    int rc = fk_down(r, err), i = fk_rs_find(r, key);
+    if (rc == 0 && i >= 0) {
+        free(r->keys[i]);
+        free(r->values[i]);
+        r->keys[i] = r->keys[r->n - 1];
+        r->values[i] = r->values[r->n - 1];
+        r->n--;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+static int fk_zadd(void *self, const char *key, double score, const char *member, app_error *err)
+{
+    fake_rs *r = self;
+    pthread_mutex_lock(&r->lock);
+    int rc = fk_down(r, err);
+    size_t i = 0;
+    while (i < r->zn && (strcmp(r->zkeys[i], key) != 0 || strcmp(r->zmembers[i], member) != 0))
+        i++;
+    if (rc == 0 && i == r->zn && r->zn == FAKE_STORE_MAX)
+        rc = app_error_set(err, APP_EINTERNAL, "fake read store: too many members");
+    if (rc == 0) {
+        if (i == r->zn) {
+            r->zkeys[i] = fk_strdup(key);
+            r->zmembers[i] = fk_strdup(member);
+            r->zn++;
+        }
+        r->zscores[i] = score;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+typedef struct fk_scored {
+    const char *member;
+    double score;
+} fk_scored;
+
+/* Descending score, then descending member, as Redis orders ZREVRANGE. */
+static int fk_scored_cmp(const void *a, const void *b)
+{
+    const fk_scored *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score < y->score ? 1 : -1;
+    return -strcmp(x->member, y->member);
+}
+
+static int fk_zrevrange(void *self, const char *key, size_t start, size_t stop, char ***out,
+                        size_t *n, app_error *err)
+{
+    fake_rs *r = self;
+    *out = NULL;
+    *n = 0;
+    pthread_mutex_lock(&r->lock);
+    int rc = fk_down(r, err);
+    fk_scored *rows = fk_alloc(calloc(r->zn + 1, sizeof *rows));
+    size_t m = 0;
+    for (size_t i = 0; rc == 0 && i < r->zn; i++)
+        if (strcmp(r->zkeys[i], key) == 0)
+            rows[m++] = (fk_scored){r->zmembers[i], r->zscores[i]};
+    qsort(rows, m, sizeof *rows, fk_scored_cmp);
+    if (stop >= m)
+        stop = m ? m - 1 : 0;
+    if (rc == 0 && m > 0 && start <= stop) {
+        *out = fk_alloc(calloc(stop - start + 1, sizeof **out));
+        for (size_t i = start; i <= stop; i++)
+            (*out)[(*n)++] = fk_strdup(rows[i].member);
+    }
+    pthread_mutex_unlock(&r->lock);
+    free(rows);
+    return rc;
+}
+
+static int fk_rs_ping(void *self, app_error *err)
+{
+    fake_rs *r = self;
+    pthread_mutex_lock(&r->lock);
+    int rc = fk_down(r, err);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+static const rs_store_ops fake_rs_ops = {
+    .get = fk_get,
+    .set = fk_set,
+    .del = fk_del,
+    .zadd = fk_zadd,
+    .zrevrange = fk_zrevrange,
+    .ping = fk_rs_ping,
+};
+
+rs_store fake_rs_port(fake_rs *r)
+{
+    return (rs_store){&fake_rs_ops, r};
+}
