@@ -96,6 +96,9 @@ static void test_transitions(void **state)
     assert_int_equal(o->status, ORD_STATUS_CONFIRMED);
     assert_int_equal(ord_decide_confirm(o, ev, &n, &err), 0);
     assert_int_equal(n, 0);
+    /* A deadline that lost the race to the confirmation changes nothing. */
+    assert_int_equal(ord_decide_cancel(o, ORD_REASON_TIMEOUT, ev, &n, &err), 0);
+    assert_int_equal(n, 0);
 
     assert_int_equal(ord_decide_cancel(o, ORD_REASON_CANCELLED_BY_CUSTOMER, ev, &n, &err), 0);
     assert_int_equal(n, 1);

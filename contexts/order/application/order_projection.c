@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "contexts/order/application/order_app.h"
 #include "contexts/order/application/order_stream.h"
@@ -17,6 +18,27 @@ static int64_t ord_stored_version(const char *text)
     int64_t version = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
     cJSON_Delete(j);
     return version;
+}
+
+/* Unix ms of an RFC 3339 UTC time as the order context writes it ("...T12:34:56.789Z");
+ * 0 when it does not read (the order then sorts as the oldest). */
+static int64_t ord_created_ms(const char *rfc3339)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    int ms = 0, used = 0;
+    if (sscanf(rfc3339, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &used) != 6)
+        return 0;
+    const char *frac = rfc3339 + used;
+    int scale = 100;
+    if (*frac == '.')
+        for (frac++; *frac >= '0' && *frac <= '9' && scale > 0; frac++, scale /= 10)
+            ms += (*frac - '0') * scale;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t secs = timegm(&tm);
+    return secs < 0 ? 0 : (int64_t)secs * 1000 + ms;
 }
 
 int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
@@ -38,8 +60,7 @@ int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err
 
     /* An order's stream is short (placed, then at most one settlement): fold it. */
     ord_order *o = malloc(sizeof *o);
-    int64_t placed_at = 0;
-    rc = o ? ord_load(ctx, id, ev->version, o, &placed_at, err)
+    rc = o ? ord_load(ctx, id, ev->version, o, err)
            : app_error_set(err, APP_ENOMEM, "out of memory");
     char *value = NULL;
     if (rc == 0 && o->status != ORD_STATUS_NONE) {
@@ -53,7 +74,8 @@ int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err
         /* The list entry first: an order readable by id is always in its customer's list. */
         char list[sizeof ORD_CUSTOMER_ORDERS + UUID_STR_LEN];
         snprintf(list, sizeof list, "%s%s", ORD_CUSTOMER_ORDERS, o->customer_id);
-        rc = ctx->reads->ops->zadd(ctx->reads->self, list, (double)placed_at, id, err);
+        rc = ctx->reads->ops->zadd(ctx->reads->self, list, (double)ord_created_ms(o->created_at),
+                                   id, err);
         if (rc == 0)
             rc = ctx->reads->ops->set(ctx->reads->self, key, value, err);
     }

@@ -28,7 +28,7 @@ void ord_stream_id(char out[ORD_STREAM_ID_LEN], const char *id)
 }
 
 int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order *out,
-             int64_t *placed_position, app_error *err)
+             app_error *err)
 {
     memset(out, 0, sizeof *out);
     char stream[ORD_STREAM_ID_LEN];
@@ -44,8 +44,6 @@ int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order 
         rc = ord_event_decode(list.items[i].type, list.items[i].schema_version, list.items[i].data,
                               ev, err);
         if (rc == 0) {
-            if (ev->kind == ORD_EV_PLACED && placed_position)
-                *placed_position = list.items[i].position;
             ord_apply(out, ev);
             out->version = list.items[i].version;
         }
@@ -55,20 +53,37 @@ int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order 
     return rc;
 }
 
+/* The saga's state after ev: its step and, from the placement on, what the deadline task
+ * needs so that a timeout carries the placing request's correlation id and is caused by the
+ * placed event. JSON text owned by the caller; NULL when out of memory. */
+static char *ord_process_state(const ord_event *ev, const char *event_id, const bus_meta *meta)
+{
+    cJSON *s = cJSON_CreateObject();
+    bool ok = s && cJSON_AddStringToObject(s, "step",
+                                           ev->kind == ORD_EV_PLACED      ? "placed"
+                                           : ev->kind == ORD_EV_CONFIRMED ? "confirmed"
+                                                                          : "cancelled");
+    if (ok && ev->kind == ORD_EV_PLACED)
+        ok = cJSON_AddStringToObject(s, "placedEventId", event_id) &&
+             (!meta || !meta->correlation_id[0] ||
+              cJSON_AddStringToObject(s, "correlationId", meta->correlation_id));
+    char *text = ok ? cJSON_PrintUnformatted(s) : NULL;
+    cJSON_Delete(s);
+    return text;
+}
+
 int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, const ord_event *ev,
                int64_t deadline_ms, bool done, app_error *err)
 {
-    char *data = NULL, event_id[UUID_STR_LEN], stream[ORD_STREAM_ID_LEN], state[64];
+    char *data = NULL, *state = NULL, event_id[UUID_STR_LEN], stream[ORD_STREAM_ID_LEN];
     char *metadata = event_metadata_from_meta(ctx->meta);
+    uuid_v4(event_id);
     int rc = metadata ? ord_event_encode(ev, &data, err)
                       : app_error_set(err, APP_ENOMEM, "out of memory encoding metadata");
+    if (rc == 0 && !(state = ord_process_state(ev, event_id, ctx->meta)))
+        rc = app_error_set(err, APP_ENOMEM, "out of memory encoding the saga state");
     if (rc == 0) {
-        uuid_v4(event_id);
         ord_stream_id(stream, id);
-        snprintf(state, sizeof state, "{\"step\":\"%s\"}",
-                 ev->kind == ORD_EV_PLACED      ? "placed"
-                 : ev->kind == ORD_EV_CONFIRMED ? "confirmed"
-                                                : "cancelled");
         es_new_event row = {event_id, ord_event_type(ev->kind), ORD_EVENT_SCHEMA_VERSION, data,
                             metadata};
         es_process process = {ORD_PROCESS, id, state, deadline_ms, done};
@@ -82,6 +97,7 @@ int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, con
         };
         rc = ctx->events->ops->append(ctx->events->self, &req, NULL, err);
     }
+    free(state);
     free(data);
     free(metadata);
     return rc;
@@ -99,7 +115,7 @@ int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order 
     for (int attempt = 0; rc == APP_EVERSION && attempt < ORD_SETTLE_ATTEMPTS; attempt++) {
         app_error_clear(err);
         size_t n = 0;
-        rc = ord_load(ctx, id, 0, o, NULL, err);
+        rc = ord_load(ctx, id, 0, o, err);
         if (rc == 0 && o->status == ORD_STATUS_NONE)
             rc = app_error_set(err, APP_ENOTFOUND, "order not found");
         if (rc == 0)

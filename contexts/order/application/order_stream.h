@@ -15,9 +15,9 @@ int ord_payload_id(const cJSON *payload, const char **out, app_error *err);
 void ord_stream_id(char out[ORD_STREAM_ID_LEN], const char *id);
 
 /* Folds the stream of order id up to max_version (0 for all) into *out; status NONE when
- * there are no events. *placed_position (may be NULL) gets the placed event's position. */
+ * there are no events. */
 int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order *out,
-             int64_t *placed_position, app_error *err);
+             app_error *err);
 
 /* Appends ev to the order stream with the expected version and the saga's state: the
  * deadline (0 for none) and whether the placement is settled. */

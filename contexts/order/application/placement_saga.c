@@ -1,7 +1,7 @@
 /* The order-placement saga. It follows the order log (at least once, in order) and talks to
  * the user and inventory contexts only through the bus:
- *   placed    -> check the customer -> reserve every line -> confirm; or release what was
- *                reserved and cancel with the reason
+ *   placed    -> check the customer -> check the skus placed without a price -> reserve
+ *                every line -> confirm; or release what was reserved and cancel with the reason
  *   cancelled -> release every line (a confirmed order's stock, or a timeout's leftovers)
  * Every step is idempotent (reservations are per order, settling twice changes nothing), so
  * a crash or a redelivery resumes it where it was. Its state and deadline are saved with the
@@ -89,6 +89,31 @@ static int saga_release_all(const bus_ctx *ctx, const ord_order *o, app_error *e
     return 0;
 }
 
+/* A line placed without a price (no product by that sku, as far as the order context knew)
+ * is asked about again: only the owner's "not found" cancels, never a copy that lagged; a
+ * product that exists by now goes on to be reserved (its line keeps no price). Asking first
+ * keeps a doomed order from holding other lines' stock while it is reserved. */
+static int saga_check_products(const bus_ctx *ctx, const ord_order *o, ord_reason *reason,
+                               app_error *err)
+{
+    *reason = ORD_REASON_NONE;
+    for (size_t i = 0; i < o->n_lines && *reason == ORD_REASON_NONE; i++) {
+        if (o->lines[i].priced)
+            continue;
+        cJSON *product = NULL;
+        int rc = saga_call(ctx, false, "inventory.describe_product", "sku", o->lines[i].sku, NULL,
+                           NULL, 0, &product, err);
+        cJSON_Delete(product);
+        if (rc == APP_ENOTFOUND) {
+            app_error_clear(err);
+            *reason = ORD_REASON_UNKNOWN_PRODUCT;
+        } else if (rc != 0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 /* Reserves line by line; *reason says why the order cannot go on (NONE: all reserved). */
 static int saga_reserve_all(const bus_ctx *ctx, const ord_order *o, ord_reason *reason,
                             app_error *err)
@@ -121,6 +146,8 @@ static int saga_on_placed(const bus_ctx *ctx, const ord_order *o, app_error *err
     ord_reason reason = ORD_REASON_NONE;
     int rc = saga_check_customer(ctx, o->customer_id, &reason, err);
     if (rc == 0 && reason == ORD_REASON_NONE)
+        rc = saga_check_products(ctx, o, &reason, err);
+    if (rc == 0 && reason == ORD_REASON_NONE)
         rc = saga_reserve_all(ctx, o, &reason, err);
     if (rc == 0 && reason != ORD_REASON_NONE)
         rc = saga_release_all(ctx, o, err);
@@ -148,10 +175,30 @@ int ord_saga_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
         return app_error_set(err, APP_ENOMEM, "out of memory");
     /* The order as it is now, not as of the event: a redelivered placed event of an order
      * that has settled since must not reserve again. */
-    int rc = ord_load(ctx, ev->stream_id + prefix, 0, o, NULL, err);
+    int rc = ord_load(ctx, ev->stream_id + prefix, 0, o, err);
     if (rc == 0)
         rc = placed ? saga_on_placed(ctx, o, err) : saga_release_all(ctx, o, err);
     free(o);
+    return rc;
+}
+
+/* Sends order.cancel_order {"id","reason":"timeout"} for one due placement, as caused by
+ * its placed event and correlated with the request that placed it (both kept in its state). */
+static int saga_time_out(const bus_ctx *ctx, const es_due_process *due, app_error *err)
+{
+    cJSON *state = due->state ? json_parse_n(due->state, strlen(due->state)) : NULL;
+    bus_meta meta;
+    bus_meta_init(&meta,
+                  cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(state, "correlationId")),
+                  cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(state, "placedEventId")));
+    cJSON_Delete(state);
+    if (ctx->meta)
+        memcpy(meta.actor, ctx->meta->actor, sizeof meta.actor);
+    cJSON *reply = NULL;
+    int rc = saga_call(&(bus_ctx){ctx->events, ctx->reads, ctx->clock, ctx->bus, &meta}, true,
+                       "order.cancel_order", "id", due->id, "reason",
+                       ord_reason_name(ORD_REASON_TIMEOUT), 0, &reply, err);
+    cJSON_Delete(reply);
     return rc;
 }
 
@@ -161,11 +208,19 @@ int ord_deadlines_run(const bus_ctx *ctx, app_error *err)
     int64_t now = ctx->clock->now_ms(ctx->clock->self);
     int rc = ctx->events->ops->due_processes(ctx->events->self, ORD_CONTEXT, ORD_PROCESS, now,
                                              ORD_DUE_BATCH, &due, err);
+    /* One order that cannot be cancelled now does not hold the others back; the first
+     * failure is reported and the order is due again at the next run. */
+    app_error first = APP_ERROR_INIT;
     for (size_t i = 0; rc == 0 && i < due.len; i++) {
-        if (!uuid_valid(due.items[i].id))
-            continue;
-        rc = ord_settle(ctx, due.items[i].id, ORD_REASON_TIMEOUT, NULL, err);
+        app_error one = APP_ERROR_INIT;
+        if (uuid_valid(due.items[i].id) && saga_time_out(ctx, &due.items[i], &one) != 0 &&
+            first.code == 0)
+            first = one;
     }
     es_due_list_free(&due);
+    if (rc == 0 && first.code != 0) {
+        *err = first;
+        rc = first.code;
+    }
     return rc;
 }

@@ -145,7 +145,9 @@ int ord_decide_cancel(const ord_order *o, ord_reason reason, ord_event *out, siz
     *n_out = 0;
     if (o->status == ORD_STATUS_NONE)
         return app_error_set(err, APP_ENOTFOUND, "order not found");
-    if (o->status == ORD_STATUS_CANCELLED)
+    /* A deadline only ends a placement still pending: once confirmed, the order stands. */
+    if (o->status == ORD_STATUS_CANCELLED ||
+        (o->status == ORD_STATUS_CONFIRMED && reason == ORD_REASON_TIMEOUT))
         return 0;
     ord_event_for(o, ORD_EV_CANCELLED, out);
     out->reason = reason;

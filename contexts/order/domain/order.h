@@ -97,7 +97,8 @@ void ord_decide_place(const ord_order *draft, ord_event *out);
 /* Confirm: one event from pending; none when confirmed; APP_ECONFLICT when cancelled;
  * APP_ENOTFOUND for no order. */
 int ord_decide_confirm(const ord_order *o, ord_event *out, size_t *n_out, app_error *err);
-/* Cancel: one event from pending or confirmed; none when cancelled already (idempotent). */
+/* Cancel: one event from pending or confirmed; none when cancelled already (idempotent),
+ * nor for a timeout of a confirmed order (the deadline raced the confirmation and lost). */
 int ord_decide_cancel(const ord_order *o, ord_reason reason, ord_event *out, size_t *n_out,
                       app_error *err);
 
