@@ -1,6 +1,6 @@
-/* The user context's application layer against in-memory fakes of the event store and the
- * read store: command handlers, queries, the projection, the routes through a real bus,
- * and the shared event JSON helpers. */
+/* The user context's application layer against the in-memory fakes of the event store and
+ * the read store (test/support/fake_stores): command handlers, queries, the projection, the routes
+ * through a real bus, and the shared event JSON helpers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,246 +19,7 @@
 #include "core/uuid.h"
 #include "kernel/bus.h"
 #include "kernel/event_json.h"
-
-/* ---- an in-memory event store ------------------------------------------------------ */
-
-#define FAKE_MAX 64
-
-typedef struct fake_stream {
-    char *id;
-    es_event *events;
-    size_t len;
-} fake_stream;
-
-typedef struct fake_claim {
-    char *scope, *key, *owner;
-} fake_claim;
-
-typedef struct fake_es {
-    fake_stream streams[FAKE_MAX];
-    size_t n_streams;
-    fake_claim claims[FAKE_MAX];
-    size_t n_claims;
-    int64_t position;
-    int fail_next; /* returned once by the next append, when non-zero */
-    size_t appends;
-} fake_es;
-
-static fake_stream *fake_find(fake_es *f, const char *id)
-{
-    for (size_t i = 0; i < f->n_streams; i++)
-        if (strcmp(f->streams[i].id, id) == 0)
-            return &f->streams[i];
-    return NULL;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    assert_non_null(d);
-    return d;
-}
-
-static void copy_event(es_event *dst, const es_event *src)
-{
-    *dst = *src;
-    dst->stream_id = xstrdup(src->stream_id);
-    dst->type = xstrdup(src->type);
-    dst->data = xstrdup(src->data);
-    dst->metadata = xstrdup(src->metadata);
-}
-
-static fake_claim *fake_claim_find(fake_es *f, const es_claim *c)
-{
-    for (size_t i = 0; i < f->n_claims; i++)
-        if (strcmp(f->claims[i].scope, c->scope) == 0 && strcmp(f->claims[i].key, c->key) == 0)
-            return &f->claims[i];
-    return NULL;
-}
-
-static int fake_append(void *self, const es_append_req *req, es_append_result *out, app_error *err)
-{
-    fake_es *f = self;
-    assert_string_equal(req->context, "user");
-    if (f->fail_next) {
-        int code = f->fail_next;
-        f->fail_next = 0;
-        return app_error_set(err, code, "injected failure");
-    }
-    fake_stream *s = fake_find(f, req->stream_id);
-    int64_t current = s ? (int64_t)s->len : 0;
-    if (req->expected_version != ES_ANY_VERSION && req->expected_version != current) {
-        app_error_set(err, APP_EVERSION, "stream version conflict");
-        return app_error_detail(err, "current version %lld", (long long)current);
-    }
-    for (size_t i = 0; i < req->n_claims; i++) {
-        const fake_claim *c = fake_claim_find(f, &req->claims[i]);
-        if (c && strcmp(c->owner, req->stream_id) != 0) {
-            app_error_set(err, APP_ECONFLICT, "key already claimed");
-            app_error_field(err, req->claims[i].scope, "is taken");
-            return APP_ECONFLICT;
-        }
-    }
-    for (size_t i = 0; i < req->n_releases; i++) {
-        fake_claim *c = fake_claim_find(f, &req->releases[i]);
-        if (c && strcmp(c->owner, req->stream_id) == 0) {
-            free(c->scope), free(c->key), free(c->owner);
-            *c = f->claims[--f->n_claims];
-        }
-    }
-    for (size_t i = 0; i < req->n_claims; i++) {
-        if (fake_claim_find(f, &req->claims[i]))
-            continue;
-        assert_true(f->n_claims < FAKE_MAX);
-        f->claims[f->n_claims++] = (fake_claim){
-            xstrdup(req->claims[i].scope), xstrdup(req->claims[i].key), xstrdup(req->stream_id)};
-    }
-    if (!s) {
-        assert_true(f->n_streams < FAKE_MAX);
-        s = &f->streams[f->n_streams++];
-        s->id = xstrdup(req->stream_id);
-    }
-    es_event *grown = realloc(s->events, (s->len + req->n_events) * sizeof *grown);
-    assert_non_null(grown);
-    s->events = grown;
-    for (size_t i = 0; i < req->n_events; i++) {
-        const es_new_event *n = &req->events[i];
-        es_event ev = {
-            .position = ++f->position,
-            .stream_id = (char *)(uintptr_t)req->stream_id,
-            .version = (int64_t)s->len + 1,
-            .type = (char *)(uintptr_t)n->type,
-            .schema_version = n->schema_version,
-            .data = (char *)(uintptr_t)n->data,
-            .metadata = (char *)(uintptr_t)n->metadata,
-            .recorded_at = "2026-11-28T15:00:00.123456Z",
-        };
-        assert_true(uuid_valid(n->event_id));
-        snprintf(ev.event_id, sizeof ev.event_id, "%s", n->event_id);
-        copy_event(&s->events[s->len++], &ev);
-    }
-    f->appends++;
-    out->version = (int64_t)s->len;
-    out->first_position = f->position - (int64_t)req->n_events + 1;
-    out->last_position = f->position;
-    return 0;
-}
-
-static int fake_load_stream(void *self, const char *context, const char *stream_id,
-                            int64_t after_version, es_event_list *out, app_error *err)
-{
-    (void)err;
-    assert_string_equal(context, "user");
-    fake_es *f = self;
-    out->items = NULL;
-    out->len = 0;
-    fake_stream *s = fake_find(f, stream_id);
-    if (!s || (int64_t)s->len <= after_version)
-        return 0;
-    size_t n = s->len - (size_t)after_version;
-    out->items = calloc(n, sizeof *out->items);
-    assert_non_null(out->items);
-    for (size_t i = 0; i < n; i++)
-        copy_event(&out->items[i], &s->events[(size_t)after_version + i]);
-    out->len = n;
-    return 0;
-}
-
-static const es_store_ops fake_es_ops = {
-    .append = fake_append,
-    .load_stream = fake_load_stream,
-};
-
-static void fake_es_free(fake_es *f)
-{
-    for (size_t i = 0; i < f->n_streams; i++) {
-        es_event_list l = {f->streams[i].events, f->streams[i].len};
-        es_event_list_free(&l);
-        free(f->streams[i].id);
-    }
-    for (size_t i = 0; i < f->n_claims; i++)
-        free(f->claims[i].scope), free(f->claims[i].key), free(f->claims[i].owner);
-    memset(f, 0, sizeof *f);
-}
-
-static const char *fake_claim_owner(fake_es *f, const char *key)
-{
-    es_claim c = {"email", key};
-    const fake_claim *found = fake_claim_find(f, &c);
-    return found ? found->owner : NULL;
-}
-
-/* ---- an in-memory read store ------------------------------------------------------- */
-
-typedef struct fake_rs {
-    char *keys[FAKE_MAX];
-    char *values[FAKE_MAX];
-    size_t n;
-    bool down;
-    size_t sets;
-} fake_rs;
-
-static int fake_rs_find(const fake_rs *r, const char *key)
-{
-    for (size_t i = 0; i < r->n; i++)
-        if (strcmp(r->keys[i], key) == 0)
-            return (int)i;
-    return -1;
-}
-
-static int fake_get(void *self, const char *key, char **out, app_error *err)
-{
-    fake_rs *r = self;
-    *out = NULL;
-    if (r->down)
-        return app_error_set(err, APP_EUNAVAIL, "read store is down");
-    int i = fake_rs_find(r, key);
-    if (i >= 0)
-        *out = xstrdup(r->values[i]);
-    return 0;
-}
-
-static int fake_set(void *self, const char *key, const char *value, app_error *err)
-{
-    fake_rs *r = self;
-    if (r->down)
-        return app_error_set(err, APP_EUNAVAIL, "read store is down");
-    int i = fake_rs_find(r, key);
-    if (i < 0) {
-        assert_true(r->n < FAKE_MAX);
-        i = (int)r->n++;
-        r->keys[i] = xstrdup(key);
-    } else {
-        free(r->values[i]);
-    }
-    r->values[i] = xstrdup(value);
-    r->sets++;
-    return 0;
-}
-
-static int fake_del(void *self, const char *key, app_error *err)
-{
-    (void)err;
-    fake_rs *r = self;
-    int i = fake_rs_find(r, key);
-    if (i >= 0) {
-        free(r->keys[i]);
-        free(r->values[i]);
-        r->keys[i] = r->keys[r->n - 1];
-        r->values[i] = r->values[r->n - 1];
-        r->n--;
-    }
-    return 0;
-}
-
-static const rs_store_ops fake_rs_ops = {.get = fake_get, .set = fake_set, .del = fake_del};
-
-static void fake_rs_free(fake_rs *r)
-{
-    for (size_t i = 0; i < r->n; i++)
-        free(r->keys[i]), free(r->values[i]);
-    memset(r, 0, sizeof *r);
-}
+#include "test/support/fake_stores.h"
 
 /* ---- fixture ----------------------------------------------------------------------- */
 
@@ -275,8 +36,10 @@ static int setup(void **state)
 {
     fixture *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
-    fx->events = (es_store){&fake_es_ops, &fx->es};
-    fx->reads = (rs_store){&fake_rs_ops, &fx->rs};
+    fake_es_init(&fx->es, "user");
+    fake_rs_init(&fx->rs);
+    fx->events = fake_es_port(&fx->es);
+    fx->reads = fake_rs_port(&fx->rs);
     snprintf(fx->meta.message_id, sizeof fx->meta.message_id, "%s",
              "11111111-2222-4333-8444-555555555555");
     snprintf(fx->meta.correlation_id, sizeof fx->meta.correlation_id, "corr-1");
@@ -360,7 +123,7 @@ static fake_stream *stream_of(fixture *fx, const char *id)
 {
     char sid[64];
     snprintf(sid, sizeof sid, "user-%s", id);
-    return fake_find(&fx->es, sid);
+    return fake_es_stream(&fx->es, sid);
 }
 
 /* ---- commands ---------------------------------------------------------------------- */
@@ -401,7 +164,7 @@ static void test_register(void **state)
     cJSON_Delete(md);
     char sid[64];
     snprintf(sid, sizeof sid, "user-%s", id);
-    assert_string_equal(fake_claim_owner(&fx->es, "ada@example.com"), sid);
+    assert_string_equal(fake_es_claim_owner(&fx->es, "email", "ada@example.com"), sid);
     cJSON_Delete(out);
 
     /* The same address in other letters is taken. */
@@ -473,8 +236,8 @@ static void test_change_email(void **state)
     assert_int_equal(iget(out, "version"), 2);
     assert_string_equal(sget(out, "status"), "active");
     cJSON_Delete(out);
-    assert_null(fake_claim_owner(&fx->es, "a@example.com"));
-    assert_string_equal(fake_claim_owner(&fx->es, "b@example.com"), sid);
+    assert_null(fake_es_claim_owner(&fx->es, "email", "a@example.com"));
+    assert_string_equal(fake_es_claim_owner(&fx->es, "email", "b@example.com"), sid);
     cJSON *data = cJSON_Parse(stream_of(fx, a)->events[1].data);
     assert_string_equal(sget(data, "email"), "B@Example.com");
     assert_string_equal(sget(data, "previousEmail"), "a@example.com");
@@ -496,7 +259,7 @@ static void test_change_email(void **state)
     assert_int_equal(iget(out, "version"), 3);
     assert_string_equal(sget(out, "email"), "b@example.com");
     cJSON_Delete(out);
-    assert_string_equal(fake_claim_owner(&fx->es, "b@example.com"), sid);
+    assert_string_equal(fake_es_claim_owner(&fx->es, "email", "b@example.com"), sid);
 
     /* Preconditions. */
     assert_int_equal(change_email(fx, a, "c@example.com", ",\"expectedVersion\":1", &out, &err),
@@ -558,7 +321,7 @@ static void test_deactivate(void **state)
     /* Deactivated users keep their address and cannot change it. */
     assert_int_equal(change_email(fx, a, "new@example.com", NULL, &out, &err), APP_ECONFLICT);
     assert_string_equal(err.message, "user is deactivated");
-    assert_non_null(fake_claim_owner(&fx->es, "deact@example.com"));
+    assert_non_null(fake_es_claim_owner(&fx->es, "email", "deact@example.com"));
 
     assert_int_equal(
         by_id(fx, user_deactivate_user, "00000000-0000-4000-8000-000000000000", &out, &err),
@@ -587,8 +350,8 @@ static cJSON *read_model(fixture *fx, const char *id)
 {
     char key[64];
     snprintf(key, sizeof key, "user:%s", id);
-    int i = fake_rs_find(&fx->rs, key);
-    return i < 0 ? NULL : cJSON_Parse(fx->rs.values[i]);
+    const char *value = fake_rs_value(&fx->rs, key);
+    return value ? cJSON_Parse(value) : NULL;
 }
 
 static void test_projection(void **state)
@@ -621,7 +384,7 @@ static void test_projection(void **state)
     /* A lost read model is refolded from the stream on the next event. */
     char key[64];
     snprintf(key, sizeof key, "user:%s", a);
-    fake_del(&fx->rs, key, &err);
+    assert_int_equal(fx->reads.ops->del(fx->reads.self, key, &err), 0);
     fake_stream *s = stream_of(fx, a);
     assert_int_equal(user_projection_handle(&fx->ctx, &s->events[2], &err), 0);
     rm = read_model(fx, a);
@@ -645,7 +408,7 @@ static void test_projection(void **state)
     es_event broken = s->events[0];
     broken.data = (char *)(uintptr_t) "{}";
     assert_int_equal(user_projection_handle(&fx->ctx, &broken, &err), APP_EINTERNAL);
-    fake_del(&fx->rs, key, &err);
+    assert_int_equal(fx->reads.ops->del(fx->reads.self, key, &err), 0);
     fx->rs.down = true;
     assert_int_equal(user_projection_handle(&fx->ctx, &s->events[0], &err), APP_EUNAVAIL);
     fx->rs.down = false;
