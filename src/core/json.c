@@ -48,15 +48,22 @@ int json_req_string(const cJSON *obj, const char *field, const char **out, app_e
  * be the number we read, so such values are refused rather than silently changed. */
 #define JSON_MAX_EXACT_INT 9007199254740992.0
 
+bool json_exact_int(const cJSON *item, int64_t *out)
+{
+    double d = cJSON_IsNumber(item) ? item->valuedouble : NAN;
+    if (!isfinite(d) || d != trunc(d) || d > JSON_MAX_EXACT_INT || d < -JSON_MAX_EXACT_INT)
+        return false;
+    *out = (int64_t)d;
+    return true;
+}
+
 int json_req_int(const cJSON *obj, const char *field, int64_t *out, app_error *err)
 {
     const cJSON *item = json_field(obj, field);
     if (!item)
         return json_field_fail(err, APP_EINVAL, field, "is required");
-    double d = cJSON_IsNumber(item) ? item->valuedouble : NAN;
-    if (!isfinite(d) || d != trunc(d) || d > JSON_MAX_EXACT_INT || d < -JSON_MAX_EXACT_INT)
+    if (!json_exact_int(item, out))
         return json_field_fail(err, APP_EBADREQ, field, "must be an integer");
-    *out = (int64_t)d;
     return 0;
 }
 

@@ -15,6 +15,10 @@ int json_req_string(const cJSON *obj, const char *field, const char **out, app_e
 int json_req_int(const cJSON *obj, const char *field, int64_t *out, app_error *err);
 int json_req_array(const cJSON *obj, const char *field, const cJSON **out, app_error *err);
 
+/* True when item is a JSON number holding a whole value that a double carries exactly
+ * (|v| <= 2^53); then *out is that value. Converting anything else would change it. */
+bool json_exact_int(const cJSON *item, int64_t *out);
+
 /* Optional string: NULL when absent or null. */
 const char *json_opt_string(const cJSON *obj, const char *field);
 

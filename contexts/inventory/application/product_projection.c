@@ -2,7 +2,6 @@
  * "available","version"}. Delivery is at least once, so an event at or below the stored
  * version is skipped; the next version is applied to the stored counts; a gap (a lost or
  * stale read model) is filled by folding the stream up to the event. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +13,7 @@
 /* A whole number int64_t holds exactly; anything else makes the stored model unusable. */
 static bool proj_int(const cJSON *o, const char *name, int64_t *out)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= 9007199254740992.0) ||
-        v->valuedouble != trunc(v->valuedouble))
-        return false;
-    *out = (int64_t)v->valuedouble;
-    return true;
+    return json_exact_int(cJSON_GetObjectItemCaseSensitive(o, name), out);
 }
 
 /* The stored read model as a product without its reservation table; false if unusable. */

@@ -4,7 +4,6 @@
 #include "contexts/inventory/domain/product.h"
 
 #include <cjson/cJSON.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -233,16 +232,11 @@ static bool inv_copy(const cJSON *o, const char *name, char *dst, size_t n)
     return true;
 }
 
-/* A whole number that int64_t holds exactly: a stored event is trusted, yet converting an
- * out-of-range double would be undefined behaviour, so it is refused instead. */
+/* A stored event is trusted, yet converting an out-of-range double would be undefined
+ * behaviour, so a number that is not an exact whole one is refused instead. */
 static bool inv_int(const cJSON *o, const char *name, int64_t *out)
 {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= 9007199254740992.0) ||
-        v->valuedouble != trunc(v->valuedouble))
-        return false;
-    *out = (int64_t)v->valuedouble;
-    return true;
+    return json_exact_int(cJSON_GetObjectItemCaseSensitive(o, name), out);
 }
 
 int inv_event_decode(const char *type, int schema_version, const char *data, inv_event *out,

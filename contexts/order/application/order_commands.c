@@ -68,15 +68,11 @@ static int ord_parse(const cJSON *payload, ord_order *draft, app_error *err)
         else
             text_field_invalid(err, field, "is too long");
         snprintf(field, sizeof field, "lines[%d].quantity", i);
-        if (qty && !cJSON_IsNull(qty) &&
-            (!cJSON_IsNumber(qty) || qty->valuedouble != (double)(int64_t)qty->valuedouble))
+        /* The range (1..1000) is the domain's to check, in ord_validate_place. */
+        if (qty && !cJSON_IsNull(qty) && !json_exact_int(qty, &line->quantity))
             return ord_wrong_type(err, field, "an integer");
         if (!cJSON_IsNumber(qty))
             text_field_invalid(err, field, "is required");
-        else if (qty->valuedouble < -1e15 || qty->valuedouble > 1e15)
-            text_field_invalid(err, field, "must be between 1 and %d", ORD_MAX_QUANTITY);
-        else
-            line->quantity = (int64_t)qty->valuedouble;
         i++;
     }
     if (err->code != 0)

@@ -15,7 +15,9 @@ static int64_t ord_stored_version(const char *text)
 {
     cJSON *j = text ? json_parse_n(text, strlen(text)) : NULL;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
-    int64_t version = cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
+    int64_t version = 0;
+    if (!json_exact_int(v, &version))
+        version = 0;
     cJSON_Delete(j);
     return version;
 }

@@ -264,10 +264,10 @@ static bool ord_decode_placed(const cJSON *j, ord_order *o)
     {
         ord_line *line = &o->lines[o->n_lines++];
         const cJSON *q = cJSON_GetObjectItemCaseSensitive(l, "quantity");
-        if (!ord_copy(l, "sku", line->sku, sizeof line->sku) || !cJSON_IsNumber(q) ||
+        if (!ord_copy(l, "sku", line->sku, sizeof line->sku) ||
+            !json_exact_int(q, &line->quantity) ||
             !ord_money(l, "unitPrice", &line->priced, &line->unit_price))
             return false;
-        line->quantity = (int64_t)q->valuedouble;
     }
     return true;
 }

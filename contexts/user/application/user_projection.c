@@ -31,9 +31,9 @@ static bool proj_parse(const char *text, user_state *out)
     bool ok = cJSON_IsObject(o) && proj_string(o, "id", out->id, sizeof out->id) &&
               proj_string(o, "email", out->email, sizeof out->email) &&
               proj_string(o, "name", out->name, sizeof out->name) &&
-              proj_string(o, "status", status, sizeof status) && cJSON_IsNumber(version);
+              proj_string(o, "status", status, sizeof status) &&
+              json_exact_int(version, &out->version);
     if (ok) {
-        out->version = (int64_t)version->valuedouble;
         out->status =
             strcmp(status, "deactivated") == 0 ? USER_STATUS_DEACTIVATED : USER_STATUS_ACTIVE;
     }
