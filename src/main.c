@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "adapters/kafka/kfk_dlq.h"
 #include "adapters/kafka/kfk_relay.h"
@@ -19,6 +20,8 @@
 #include "kernel/bus.h"
 #include "kernel/module.h"
 #include "kernel/ops.h"
+#include "kernel/read_models.h"
+#include "kernel/replay.h"
 #include "kernel/subscriptions.h"
 #include "kernel/workers.h"
 
@@ -31,7 +34,9 @@ typedef struct app {
     pg_event_store *pg;
     rds_store *redis;
     es_store events;
-    rs_store reads;
+    rs_store redis_port; /* the read store as it is */
+    rm_models *models;   /* read-model generations over it */
+    rs_store reads;      /* what queries and subscribers read through */
     bus *bus;
     workers *pool;
     http_server *http;
@@ -107,7 +112,15 @@ static int app_open_adapters(app *a, app_error *err)
     rc = rds_store_new(&a->redis, &ro, err);
     if (rc)
         return rc;
-    a->reads = rds_store_port(a->redis);
+    a->redis_port = rds_store_port(a->redis);
+    rc = rm_models_new(&a->models, &a->redis_port, err);
+    for (size_t i = 0; rc == 0 && i < a->n_modules; i++)
+        for (const mod_subscription *s = a->modules[i]->subscriptions; rc == 0 && s && s->name; s++)
+            if (s->flags & MOD_SUB_PROJECTION)
+                rc = rm_models_add(a->models, s, err);
+    if (rc)
+        return rc;
+    a->reads = rm_models_port(a->models);
     return 0;
 }
 
@@ -148,6 +161,7 @@ static int app_register(app *a, app_error *err)
     sub_runner_options so = {
         .events = &a->events,
         .reads = &a->reads,
+        .models = a->models,
         .bus = a->bus,
         .clock = &app_system_clock,
         .batch_size = a->cfg.subscriptions.batch_size,
@@ -239,9 +253,10 @@ static cJSON *app_subscriptions_report(void *arg)
         if (!s)
             break;
         cJSON_AddStringToObject(s, "status",
-                                st.standby   ? "standby"
-                                : st.failing ? "failing"
-                                             : "running");
+                                st.standby      ? "standby"
+                                : st.failing    ? "failing"
+                                : st.rebuilding ? "rebuilding"
+                                                : "running");
         cJSON_AddNumberToObject(s, "checkpoint", (double)st.checkpoint);
         cJSON_AddNumberToObject(s, "lagEvents",
                                 (double)(st.head > st.checkpoint ? st.head - st.checkpoint : 0));
@@ -259,6 +274,7 @@ static void app_close(app *a)
     workers_free(a->pool);
     bus_free(a->bus);
     pg_event_store_free(a->pg);
+    rm_models_free(a->models);
     rds_store_free(a->redis);
 }
 
@@ -345,6 +361,54 @@ static int app_dlq(app *a, const cli_args *args)
     return rc || failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
+/* `replay [--projection NAME]`: the event store and the read store, no server. */
+static int app_replay(app *a, const cli_args *args)
+{
+    app_error err = APP_ERROR_INIT;
+    replay_target targets[CONFIG_MAX_CONTEXTS * 8];
+    size_t n = 0;
+    for (size_t i = 0; i < a->n_modules; i++)
+        for (const mod_subscription *s = a->modules[i]->subscriptions; s && s->name; s++)
+            if ((s->flags & MOD_SUB_PROJECTION) && n < sizeof targets / sizeof targets[0] &&
+                (!args->projection || strcmp(args->projection, s->name) == 0))
+                targets[n++] = (replay_target){a->modules[i]->name, s};
+    if (n == 0) {
+        fprintf(stderr, "app: replay: no projection named %s in the loaded contexts; known:",
+                args->projection ? args->projection : "(any)");
+        for (size_t i = 0; i < a->n_modules; i++)
+            for (const mod_subscription *s = a->modules[i]->subscriptions; s && s->name; s++)
+                if (s->flags & MOD_SUB_PROJECTION)
+                    fprintf(stderr, " %s", s->name);
+        fprintf(stderr, "\n");
+        return EXIT_CONFIG;
+    }
+    int rc = app_migrate(a, &err);
+    if (rc == 0)
+        rc = app_open_adapters(a, &err);
+    if (rc == 0) {
+        replay_options ro = {
+            .events = &a->events,
+            .models = a->models,
+            .clock = &app_system_clock,
+            .targets = targets,
+            .n_targets = n,
+            .batch_size = 1000,
+            .out = stdout,
+            .tty = isatty(STDOUT_FILENO) != 0,
+        };
+        rc = replay_run(&ro, &err);
+    }
+    if (rc)
+        app_report("replay failed", &err);
+    pg_event_store_free(a->pg);
+    rm_models_free(a->models);
+    rds_store_free(a->redis);
+    a->pg = NULL;
+    a->models = NULL;
+    a->redis = NULL;
+    return rc ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv)
 {
     cli_args args;
@@ -389,6 +453,8 @@ int main(int argc, char **argv)
     case CLI_DLQ_LIST:
     case CLI_DLQ_REDRIVE:
         return app_dlq(&a, &args);
+    case CLI_REPLAY:
+        return app_replay(&a, &args);
     default:
         fprintf(stderr, "app: command not available in this build\n");
         return EXIT_CONFIG;

@@ -222,11 +222,51 @@ static bool io_error_retryable(int hiredis_err, int saved_errno)
            (saved_errno == ECONNRESET || saved_errno == EPIPE || saved_errno == ENOTCONN);
 }
 
-/* Runs argv on a pooled connection. On success *out is a non-error reply (freeReplyObject). */
-static int exec_argv(rds_store *s, int argc, const char **argv, const size_t *lens,
-                     redisReply **out, app_error *err)
+/* One command of a pipeline. */
+typedef struct rds_cmd {
+    int argc;
+    const char **argv;
+    const size_t *lens;
+} rds_cmd;
+
+/* Sends every command on one connection, then reads every reply (one round trip). On I/O
+ * failure the connection is dropped and NULL is returned with hiredis' error. */
+static redisReply **pipeline_run(redisContext *c, const rds_cmd *cmds, size_t n)
+{
+    redisReply **replies = calloc(n, sizeof *replies);
+    if (!replies)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].lens) != REDIS_OK)
+            goto fail;
+    for (size_t i = 0; i < n; i++) {
+        void *reply = NULL;
+        if (redisGetReply(c, &reply) != REDIS_OK || !reply)
+            goto fail;
+        replies[i] = reply;
+    }
+    return replies;
+fail:
+    for (size_t i = 0; i < n; i++)
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    free(replies);
+    return NULL;
+}
+
+static void replies_free(redisReply **replies, size_t n)
+{
+    for (size_t i = 0; replies && i < n; i++)
+        freeReplyObject(replies[i]);
+    free(replies);
+}
+
+/* Runs cmds on a pooled connection in one round trip. On success (*out)[i] is the reply to
+ * cmds[i], none of them an error reply (free with replies_free). */
+static int exec_cmds(rds_store *s, const rds_cmd *cmds, size_t n, redisReply ***out, app_error *err)
 {
     *out = NULL;
+    const char *name = cmds[0].argv[0];
     pthread_mutex_lock(&s->breaker_mu);
     bool allowed = breaker_allow(&s->breaker);
     long long wait_ms = allowed ? 0 : (long long)breaker_wait_ms(&s->breaker);
@@ -260,20 +300,25 @@ static int exec_argv(rds_store *s, int argc, const char **argv, const size_t *le
             fresh = true;
         }
         errno = 0;
-        redisReply *reply = redisCommandArgv(slot->conn, argc, argv, lens);
+        redisReply **replies = pipeline_run(slot->conn, cmds, n);
         int saved_errno = errno;
-        if (!reply) {
+        if (!replies) {
             int herr = slot->conn->err;
             char why[sizeof slot->conn->errstr];
-            snprintf(why, sizeof why, "%s", slot->conn->errstr);
+            snprintf(why, sizeof why, "%s", herr ? slot->conn->errstr : "out of memory");
             redisFree(slot->conn);
             slot->conn = NULL;
             pool_release(s, slot);
+            if (!herr) {
+                rc = app_error_set(err, APP_ENOMEM, "out of memory");
+                break;
+            }
+            /* Every write the port offers is idempotent, so sending them again is safe. */
             if (!fresh && attempt == 0 && io_error_retryable(herr, saved_errno))
                 continue;
             bool timed_out =
                 herr == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK);
-            rc = app_error_set(err, APP_EUNAVAIL, "redis %s failed", argv[0]);
+            rc = app_error_set(err, APP_EUNAVAIL, "redis %s failed", name);
             if (err) {
                 if (timed_out)
                     app_error_detail(err, "no answer within %d ms (%s)", s->timeout_ms, why);
@@ -283,16 +328,21 @@ static int exec_argv(rds_store *s, int argc, const char **argv, const size_t *le
             break;
         }
         pool_release(s, slot);
-        if (reply->type == REDIS_REPLY_ERROR) {
-            const char *msg = reply->str ? reply->str : "error reply";
+        for (size_t i = 0; i < n; i++) {
+            if (replies[i]->type != REDIS_REPLY_ERROR)
+                continue;
+            const char *msg = replies[i]->str ? replies[i]->str : "error reply";
             int code = reply_error_transient(msg) ? APP_EUNAVAIL : APP_EINTERNAL;
-            rc = app_error_set(err, code, "redis %s failed", argv[0]);
+            rc = app_error_set(err, code, "redis %s failed", cmds[i].argv[0]);
             if (err)
                 app_error_detail(err, "%s", msg);
-            freeReplyObject(reply);
             break;
         }
-        *out = reply;
+        if (rc < 0) {
+            replies_free(replies, n);
+            break;
+        }
+        *out = replies;
         break;
     }
     sigpipe_restore(&sp);
@@ -305,6 +355,21 @@ static int exec_argv(rds_store *s, int argc, const char **argv, const size_t *le
         breaker_success(&s->breaker); /* an answer, even an error reply: Redis is there */
     pthread_mutex_unlock(&s->breaker_mu);
     return rc;
+}
+
+/* Runs one command. On success *out is a non-error reply (freeReplyObject). */
+static int exec_argv(rds_store *s, int argc, const char **argv, const size_t *lens,
+                     redisReply **out, app_error *err)
+{
+    *out = NULL;
+    rds_cmd cmd = {argc, argv, lens};
+    redisReply **replies;
+    int rc = exec_cmds(s, &cmd, 1, &replies, err);
+    if (rc < 0)
+        return rc;
+    *out = replies[0];
+    free(replies);
+    return 0;
 }
 
 static int unexpected_reply(redisReply *reply, const char *cmd, app_error *err)
@@ -507,6 +572,162 @@ static int op_ping(void *self, app_error *err)
     return 0;
 }
 
+#define RDS_BATCH_MAX 512 /* commands per round trip */
+
+/* The argument vectors of up to RDS_BATCH_MAX writes. */
+typedef struct rds_chunk {
+    char *keys[RDS_BATCH_MAX];
+    const char *argv[RDS_BATCH_MAX][4];
+    size_t lens[RDS_BATCH_MAX][4];
+    char nums[RDS_BATCH_MAX][40];
+    rds_cmd cmds[RDS_BATCH_MAX];
+} rds_chunk;
+
+/* Up to RDS_BATCH_MAX writes in one round trip. */
+static int write_chunk(rds_store *s, const rs_write *w, size_t n, app_error *err)
+{
+    rds_chunk *c = calloc(1, sizeof *c);
+    if (!c)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        size_t klen = 0;
+        if ((w[i].kind == RS_WRITE_SET || w[i].kind == RS_WRITE_ZADD) && !w[i].value)
+            rc = app_error_set(err, APP_EINTERNAL, "read store value is NULL");
+        else if (w[i].kind == RS_WRITE_ZADD && isnan(w[i].score))
+            rc = app_error_set(err, APP_EINVAL, "sorted set score is not a number");
+        else if (!(c->keys[i] = full_key(s, w[i].key, &klen, err)))
+            rc = err ? err->code : APP_ENOMEM;
+        if (rc)
+            break;
+        const char **argv = c->argv[i];
+        size_t *lens = c->lens[i];
+        c->cmds[i] = (rds_cmd){0, argv, lens};
+        argv[1] = c->keys[i];
+        lens[1] = klen;
+        switch (w[i].kind) {
+        case RS_WRITE_SET:
+            c->cmds[i].argc = 3;
+            argv[0] = "SET";
+            argv[2] = w[i].value;
+            lens[2] = strlen(w[i].value);
+            break;
+        case RS_WRITE_DEL:
+            c->cmds[i].argc = 2;
+            argv[0] = "DEL";
+            break;
+        case RS_WRITE_ZADD:
+            c->cmds[i].argc = 4;
+            argv[0] = "ZADD";
+            argv[2] = c->nums[i];
+            lens[2] = (size_t)snprintf(c->nums[i], sizeof c->nums[i], "%.17g", w[i].score);
+            argv[3] = w[i].value;
+            lens[3] = strlen(w[i].value);
+            break;
+        default:
+            rc = app_error_set(err, APP_EINTERNAL, "unknown read store write %d", (int)w[i].kind);
+            argv[0] = "";
+        }
+        lens[0] = strlen(argv[0]);
+    }
+    redisReply **replies = NULL;
+    if (rc == 0)
+        rc = exec_cmds(s, c->cmds, n, &replies, err);
+    replies_free(replies, rc == 0 ? n : 0);
+    for (size_t i = 0; i < n; i++)
+        free(c->keys[i]);
+    free(c);
+    return rc;
+}
+
+static int op_write_batch(void *self, const rs_write *writes, size_t n, app_error *err)
+{
+    for (size_t done = 0; done < n; done += RDS_BATCH_MAX) {
+        size_t chunk = n - done < RDS_BATCH_MAX ? n - done : RDS_BATCH_MAX;
+        int rc = write_chunk(self, writes + done, chunk, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* prefix with the glob characters of SCAN MATCH escaped, then "*". Owned by the caller. */
+static char *match_pattern(const char *prefix, size_t len)
+{
+    char *p = malloc(2 * len + 2);
+    if (!p)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (strchr("*?[]\\", prefix[i]))
+            p[o++] = '\\';
+        p[o++] = prefix[i];
+    }
+    p[o++] = '*';
+    p[o] = '\0';
+    return p;
+}
+
+static int op_del_prefix(void *self, const char *prefix, size_t *deleted, app_error *err)
+{
+    rds_store *s = self;
+    *deleted = 0;
+    size_t plen;
+    char *full = full_key(s, prefix, &plen, err);
+    char *pattern = full ? match_pattern(full, plen) : NULL;
+    free(full);
+    if (!pattern)
+        return full ? app_error_set(err, APP_ENOMEM, "out of memory")
+                    : (err ? err->code : APP_ENOMEM);
+    char cursor[32] = "0";
+    int rc = 0;
+    do {
+        const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
+        size_t lens[6] = {4, strlen(cursor), 5, strlen(pattern), 5, 4};
+        redisReply *reply;
+        rc = exec_argv(s, 6, argv, lens, &reply, err);
+        if (rc < 0)
+            break;
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+            reply->element[0]->type != REDIS_REPLY_STRING ||
+            reply->element[1]->type != REDIS_REPLY_ARRAY) {
+            rc = unexpected_reply(reply, "SCAN", err);
+            break;
+        }
+        snprintf(cursor, sizeof cursor, "%s", reply->element[0]->str);
+        const redisReply *keys = reply->element[1];
+        if (keys->elements > 0) {
+            const char **uargv = calloc(keys->elements + 1, sizeof *uargv);
+            size_t *ulens = calloc(keys->elements + 1, sizeof *ulens);
+            if (!uargv || !ulens) {
+                free(uargv);
+                free(ulens);
+                freeReplyObject(reply);
+                rc = app_error_set(err, APP_ENOMEM, "out of memory");
+                break;
+            }
+            uargv[0] = "UNLINK";
+            ulens[0] = 6;
+            for (size_t i = 0; i < keys->elements; i++) {
+                uargv[i + 1] = keys->element[i]->str;
+                ulens[i + 1] = keys->element[i]->len;
+            }
+            redisReply *gone;
+            rc = exec_argv(s, (int)keys->elements + 1, uargv, ulens, &gone, err);
+            free(uargv);
+            free(ulens);
+            if (rc == 0) {
+                if (gone->type == REDIS_REPLY_INTEGER && gone->integer > 0)
+                    *deleted += (size_t)gone->integer;
+                freeReplyObject(gone);
+            }
+        }
+        freeReplyObject(reply);
+    } while (rc == 0 && strcmp(cursor, "0") != 0);
+    free(pattern);
+    return rc;
+}
+
 static const rs_store_ops rds_ops = {
     .get = op_get,
     .set = op_set,
@@ -514,6 +735,8 @@ static const rs_store_ops rds_ops = {
     .zadd = op_zadd,
     .zrevrange = op_zrevrange,
     .ping = op_ping,
+    .write_batch = op_write_batch,
+    .del_prefix = op_del_prefix,
 };
 
 /* ---- lifecycle ----------------------------------------------------------------------- */

@@ -23,9 +23,11 @@ static const bus_handler_def inv_queries[] = {
     {NULL, NULL, 0},
 };
 
+static const char *const inv_read_keys[] = {INV_READ_KEY_PREFIX, NULL};
+
 static const mod_subscription inv_subscriptions[] = {
-    {"inventory.projection", "inventory", inv_projection_handle, MOD_SUB_PROJECTION},
-    {NULL, NULL, NULL, 0},
+    {"inventory.projection", "inventory", inv_projection_handle, MOD_SUB_PROJECTION, inv_read_keys},
+    {NULL, NULL, NULL, 0, NULL},
 };
 
 const app_module inventory_module = {

@@ -20,12 +20,18 @@ static const bus_handler_def ord_queries[] = {
     {NULL, NULL, 0},
 };
 
+static const char *const ord_order_keys[] = {ORD_READ_KEY_PREFIX, ORD_CUSTOMER_ORDERS, NULL};
+static const char *const ord_product_keys[] = {ORD_PRODUCT_COPY, NULL};
+static const char *const ord_customer_keys[] = {ORD_CUSTOMER_COPY, NULL};
+
 static const mod_subscription ord_subscriptions[] = {
-    {"order.placement_saga", "order", ord_saga_handle, 0},
-    {"order.projection", "order", ord_projection_handle, MOD_SUB_PROJECTION},
-    {"order.product_catalog", "inventory", ord_product_copy_handle, MOD_SUB_PROJECTION},
-    {"order.customer_directory", "user", ord_customer_copy_handle, MOD_SUB_PROJECTION},
-    {NULL, NULL, NULL, 0},
+    {"order.placement_saga", "order", ord_saga_handle, 0, NULL},
+    {"order.projection", "order", ord_projection_handle, MOD_SUB_PROJECTION, ord_order_keys},
+    {"order.product_catalog", "inventory", ord_product_copy_handle, MOD_SUB_PROJECTION,
+     ord_product_keys},
+    {"order.customer_directory", "user", ord_customer_copy_handle, MOD_SUB_PROJECTION,
+     ord_customer_keys},
+    {NULL, NULL, NULL, 0, NULL},
 };
 
 static const mod_task ord_tasks[] = {

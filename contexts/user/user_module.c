@@ -22,9 +22,11 @@ static const bus_handler_def user_queries[] = {
     {NULL, NULL, 0},
 };
 
+static const char *const user_read_keys[] = {USER_READ_KEY_PREFIX, NULL};
+
 static const mod_subscription user_subscriptions[] = {
-    {"user.projection", "user", user_projection_handle, MOD_SUB_PROJECTION},
-    {NULL, NULL, NULL, 0},
+    {"user.projection", "user", user_projection_handle, MOD_SUB_PROJECTION, user_read_keys},
+    {NULL, NULL, NULL, 0, NULL},
 };
 
 const app_module user_module = {

@@ -3,6 +3,7 @@
 #include "kernel/event_json.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "core/json.h"
@@ -101,4 +102,18 @@ int event_stream_reply(const bus_ctx *ctx, const char *context, const char *stre
     }
     *out = reply;
     return 0;
+}
+
+void event_bus_meta(const es_event *ev, bus_meta *meta)
+{
+    const char *correlation = NULL;
+    cJSON *md = cJSON_Parse(ev->metadata ? ev->metadata : "{}");
+    if (md) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(md, "correlationId");
+        if (cJSON_IsString(c))
+            correlation = c->valuestring;
+    }
+    bus_meta_init(meta, correlation, ev->event_id);
+    snprintf(meta->actor, sizeof meta->actor, "subscriber");
+    cJSON_Delete(md);
 }

@@ -13,6 +13,10 @@
  * NULL when out of memory. */
 char *event_metadata_from_meta(const bus_meta *meta);
 
+/* The metadata of a message caused by ev: ev's correlation id carries on, ev itself is the
+ * cause; the actor is "subscriber". */
+void event_bus_meta(const es_event *ev, bus_meta *meta);
+
 /* {"eventId","type","schemaVersion","streamId","version","position","data":{...},
  * "metadata":{...},"recordedAt"}, with data and metadata parsed back into objects (an
  * unparsable one becomes {}). Owned by the caller (cJSON_Delete); NULL when out of memory. */

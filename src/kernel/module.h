@@ -27,6 +27,10 @@ typedef struct mod_subscription {
     const char *source_context; /* whose log it reads */
     mod_event_fn handle;
     unsigned flags;
+    /* A projection's read-model keys: the logical key prefixes it alone writes, NULL
+     * terminated ({"user:", NULL}). The kernel keeps them per generation so that a replay
+     * can build a new one beside the live one and switch over atomically. */
+    const char *const *keys;
 } mod_subscription;
 
 enum mod_subscription_flags {

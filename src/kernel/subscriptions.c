@@ -13,6 +13,7 @@
 #include "core/deadline.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "kernel/event_json.h"
 
 #define SUB_LEAD_CHECK_MS  1000 /* how often a subscriber confirms it still runs here */
 #define SUB_BACKOFF_MIN_MS 100
@@ -31,6 +32,18 @@ typedef struct sub_worker {
     bool failing;
     bool standby;       /* another process holds the lease */
     double lag_seconds; /* age of the oldest event not handled yet */
+    bool rebuilding;
+    /* A projection with read-model generations (opts.models): */
+    rm_writer *writer; /* what its handler writes through */
+    rs_store writer_port;
+    int64_t generation;      /* the one it builds */
+    bool building;           /* from the start of the log, not readable until caught up */
+    bool adopting;           /* built by a replay; switched to once caught up */
+    int64_t replaced;        /* the generation it replaces when adopting (0: none) */
+    int64_t drop_generation; /* an old generation to delete at drop_at_ms (0: none) */
+    int64_t drop_at_ms;
+    int64_t synced_ms; /* when the control records were last read */
+    char checkpoint_name[160];
 } sub_worker;
 
 struct sub_runner {
@@ -93,7 +106,14 @@ int sub_runner_add(sub_runner *r, const char *owner_context, const mod_subscript
         return err->code;
     w->owner = owner_context;
     w->sub = sub;
+    snprintf(w->checkpoint_name, sizeof w->checkpoint_name, "%s", sub->name);
     r->n_subscribers++;
+    if (r->opts.models && rm_models_has(r->opts.models, sub->name)) {
+        int rc = rm_writer_new(&w->writer, r->opts.models, sub->name, 0, false, err);
+        if (rc != 0)
+            return rc;
+        w->writer_port = rm_writer_port(w->writer);
+    }
     return 0;
 }
 
@@ -176,21 +196,6 @@ static void sub_set_lag(sub_worker *w, double seconds)
     metrics_gauge_set("subscription_lag_seconds", labels, seconds);
 }
 
-/* The event's correlation id carries on; the event itself is the cause of what follows. */
-static void sub_event_meta(const es_event *ev, bus_meta *meta)
-{
-    const char *correlation = NULL;
-    cJSON *md = cJSON_Parse(ev->metadata ? ev->metadata : "{}");
-    if (md) {
-        const cJSON *c = cJSON_GetObjectItemCaseSensitive(md, "correlationId");
-        if (cJSON_IsString(c))
-            correlation = c->valuestring;
-    }
-    bus_meta_init(meta, correlation, ev->event_id);
-    snprintf(meta->actor, sizeof meta->actor, "subscriber");
-    cJSON_Delete(md);
-}
-
 static void sub_failed(sub_worker *w, const char *what, const app_error *err, int *backoff_ms)
 {
     char name[128], labels[160];
@@ -238,6 +243,102 @@ static bool sub_still_leads(sub_worker *w, bool *leader, struct timespec *last)
     return leads;
 }
 
+static int64_t sub_now_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+static void sub_set_rebuilding(sub_worker *w, bool rebuilding)
+{
+    pthread_mutex_lock(&w->lock);
+    w->rebuilding = rebuilding;
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* A projection follows the control records of its read model (read_models.h): the live
+ * generation, one a replay built and announced, or none at all: the read store lost its
+ * data (or is new), so a new generation is built from the start of the log. A change of
+ * generation makes *checkpoint -1: each generation has its own. */
+static int sub_sync_model(sub_worker *w, int64_t *checkpoint, app_error *err)
+{
+    rm_models *m = w->runner->opts.models;
+    const char *name = w->sub->name;
+    w->synced_ms = sub_now_ms();
+    if (w->drop_generation && w->synced_ms >= w->drop_at_ms) {
+        size_t deleted = 0;
+        app_error derr = APP_ERROR_INIT;
+        if (rm_drop(m, name, w->drop_generation, &deleted, &derr) == 0)
+            log_info("read model %s: generation %lld deleted (%zu keys)", name,
+                     (long long)w->drop_generation, deleted);
+        else
+            log_warn("read model %s: could not delete generation %lld: %s", name,
+                     (long long)w->drop_generation, derr.message);
+        w->drop_generation = 0;
+    }
+    rm_control live;
+    bool found;
+    int rc = rm_control_load(m, name, &live, &found, err);
+    if (rc != 0)
+        return rc;
+    if (!found) {
+        live.generation = rm_new_generation(w->generation);
+        live.building = true;
+        rc = rm_control_save(m, name, &live, err);
+        if (rc != 0)
+            return rc;
+        log_warn("read model %s is not in the read store (new, flushed or restarted empty): "
+                 "building generation %lld from the event log",
+                 name, (long long)live.generation);
+    }
+    rm_next next;
+    bool announced;
+    rc = rm_next_load(m, name, &next, &announced, err);
+    if (rc != 0)
+        return rc;
+    bool adopting = announced && next.ready && next.generation != live.generation;
+    int64_t target = adopting ? next.generation : live.generation;
+    if (target != w->generation) {
+        if (adopting)
+            log_info("read model %s: taking over generation %lld that a replay built", name,
+                     (long long)target);
+        w->generation = target;
+        rm_writer_set_generation(w->writer, target);
+        rm_checkpoint_name(w->checkpoint_name, sizeof w->checkpoint_name, name, target);
+        *checkpoint = -1;
+    }
+    w->adopting = adopting;
+    w->replaced = adopting && !live.building ? live.generation : 0;
+    w->building = live.building && !adopting;
+    sub_set_rebuilding(w, w->building);
+    return 0;
+}
+
+/* Caught up with the log: a generation being built or taken over becomes the live one. */
+static int sub_model_caught_up(sub_worker *w, int64_t checkpoint, app_error *err)
+{
+    if (!w->writer || (!w->building && !w->adopting))
+        return 0;
+    rm_models *m = w->runner->opts.models;
+    rm_control live = {w->generation, false};
+    int rc = rm_control_save(m, w->sub->name, &live, err);
+    if (rc == 0 && w->adopting)
+        rc = rm_next_clear(m, w->sub->name, err);
+    if (rc != 0)
+        return rc;
+    log_info("read model %s: generation %lld is live (caught up at position %lld)", w->sub->name,
+             (long long)w->generation, (long long)checkpoint);
+    if (w->replaced) {
+        w->drop_generation = w->replaced; /* after readers have seen the switch */
+        w->drop_at_ms = sub_now_ms() + RM_DROP_GRACE_MS;
+    }
+    w->building = w->adopting = false;
+    w->replaced = 0;
+    sub_set_rebuilding(w, false);
+    return 0;
+}
+
 static void *sub_thread(void *arg)
 {
     sub_worker *w = arg;
@@ -259,8 +360,14 @@ static void *sub_thread(void *arg)
             sub_sleep(r, SUB_LEAD_CHECK_MS);
             continue;
         }
+        if (w->writer && (checkpoint < 0 || sub_now_ms() - w->synced_ms >= SUB_LEAD_CHECK_MS) &&
+            sub_sync_model(w, &checkpoint, &err) != 0) {
+            sub_failed(w, "could not read the read model's control record", &err, &backoff_ms);
+            continue;
+        }
         if (checkpoint < 0) {
-            if (es->ops->load_checkpoint(es->self, w->owner, w->sub->name, &checkpoint, &err)) {
+            if (es->ops->load_checkpoint(es->self, w->owner, w->checkpoint_name, &checkpoint,
+                                         &err)) {
                 checkpoint = -1;
                 sub_failed(w, "could not load checkpoint", &err, &backoff_ms);
                 continue;
@@ -280,6 +387,10 @@ static void *sub_thread(void *arg)
         sub_set_lag(w, batch.len ? sub_age_seconds(batch.items[0].recorded_at) : 0);
         if (batch.len == 0) {
             es_event_list_free(&batch);
+            if (sub_model_caught_up(w, checkpoint, &err) != 0) {
+                sub_failed(w, "could not switch to the new read model", &err, &backoff_ms);
+                continue;
+            }
             sub_set_status(w, checkpoint, head, false);
             es->ops->wait_for_append(es->self, source, checkpoint, r->opts.poll_interval_ms);
             continue;
@@ -290,8 +401,9 @@ static void *sub_thread(void *arg)
         int rc = 0;
         for (size_t i = 0; i < batch.len && !sub_stopping(r); i++) {
             bus_meta meta;
-            sub_event_meta(&batch.items[i], &meta);
-            bus_ctx ctx = {es, r->opts.reads, r->opts.clock, r->opts.bus, &meta};
+            event_bus_meta(&batch.items[i], &meta);
+            bus_ctx ctx = {es, w->writer ? &w->writer_port : r->opts.reads, r->opts.clock,
+                           r->opts.bus, &meta};
             rc = w->sub->handle(&ctx, &batch.items[i], &err);
             if (rc != 0)
                 break;
@@ -302,7 +414,8 @@ static void *sub_thread(void *arg)
 
         if (done > checkpoint) {
             app_error cerr = APP_ERROR_INIT;
-            if (es->ops->save_checkpoint(es->self, w->owner, w->sub->name, done, &cerr) == 0) {
+            if (es->ops->save_checkpoint(es->self, w->owner, w->checkpoint_name, done, &cerr) ==
+                0) {
                 checkpoint = done;
                 sub_set_status(w, checkpoint, -1, rc != 0);
             } else {
@@ -383,6 +496,8 @@ void sub_runner_free(sub_runner *r)
     sub_runner_stop(r);
     pthread_cond_destroy(&r->stop_cond);
     pthread_mutex_destroy(&r->lock);
+    for (size_t i = 0; i < r->n_workers; i++)
+        rm_writer_free(r->workers[i].writer);
     free(r->workers);
     free(r);
 }
@@ -402,5 +517,6 @@ void sub_runner_status(sub_runner *r, size_t i, sub_status *out)
     out->failing = w->failing;
     out->standby = w->standby;
     out->lag_seconds = w->lag_seconds;
+    out->rebuilding = w->rebuilding;
     pthread_mutex_unlock(&w->lock);
 }

@@ -11,12 +11,16 @@
 #include "core/error.h"
 #include "kernel/bus.h"
 #include "kernel/module.h"
+#include "kernel/read_models.h"
 
 typedef struct sub_runner sub_runner;
 
 typedef struct sub_runner_options {
     es_store *events;
     rs_store *reads;
+    /* Read-model generations (read_models.h): projections write into theirs and rebuild a
+     * read model that went missing. NULL: projections write through reads as they are. */
+    rm_models *models;
     bus *bus;
     const app_clock *clock;
     int batch_size;       /* events per pull */
@@ -30,6 +34,7 @@ typedef struct sub_status {
     int64_t head;
     bool failing;       /* the last attempt failed (its handler or a dependency) */
     bool standby;       /* it runs in another process that shares the database */
+    bool rebuilding;    /* a projection building its read model from the start of the log */
     double lag_seconds; /* age of the oldest event it has not handled yet */
 } sub_status;
 

@@ -7,6 +7,16 @@
 
 #include "core/error.h"
 
+/* One write of a batch (rs_store_ops.write_batch). Borrowed strings. */
+typedef enum rs_write_kind { RS_WRITE_SET, RS_WRITE_DEL, RS_WRITE_ZADD } rs_write_kind;
+
+typedef struct rs_write {
+    rs_write_kind kind;
+    const char *key;
+    const char *value; /* SET: the value; ZADD: the member; DEL: unused */
+    double score;      /* ZADD */
+} rs_write;
+
 typedef struct rs_store_ops {
     /* *out is a NUL-terminated copy owned by the caller (free), or NULL when the key is
      * missing. APP_EUNAVAIL when the store cannot be reached. */
@@ -19,6 +29,12 @@ typedef struct rs_store_ops {
     int (*zrevrange)(void *self, const char *key, size_t start, size_t stop, char ***out, size_t *n,
                      app_error *err);
     int (*ping)(void *self, app_error *err);
+    /* Optional (NULL when the store has none). Applies writes in order in few round trips;
+     * not atomic: after a failure some of them may have been applied. */
+    int (*write_batch)(void *self, const rs_write *writes, size_t n, app_error *err);
+    /* Optional. Deletes every key that starts with prefix, incrementally (not atomic: keys
+     * written meanwhile may survive); *deleted counts what it removed. */
+    int (*del_prefix)(void *self, const char *prefix, size_t *deleted, app_error *err);
 } rs_store_ops;
 
 typedef struct rs_store {

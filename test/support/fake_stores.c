@@ -561,7 +561,42 @@ static int fk_rs_ping(void *self, app_error *err)
     return rc;
 }
 
+/* Strings and sorted sets alike. */
+static int fk_del_prefix(void *self, const char *prefix, size_t *deleted, app_error *err)
+{
+    fake_rs *r = self;
+    size_t len = strlen(prefix);
+    *deleted = 0;
+    pthread_mutex_lock(&r->lock);
+    int rc = fk_down(r, err);
+    for (size_t i = 0; rc == 0 && i < r->n;) {
+        if (strncmp(r->keys[i], prefix, len) != 0) {
+            i++;
+            continue;
+        }
+        free(r->keys[i]), free(r->values[i]);
+        r->keys[i] = r->keys[r->n - 1];
+        r->values[i] = r->values[r->n - 1];
+        r->n--;
+        (*deleted)++;
+    }
+    for (size_t i = 0; rc == 0 && i < r->zn;) {
+        if (strncmp(r->zkeys[i], prefix, len) != 0) {
+            i++;
+            continue;
+        }
+        free(r->zkeys[i]), free(r->zmembers[i]);
+        r->zkeys[i] = r->zkeys[r->zn - 1];
+        r->zmembers[i] = r->zmembers[r->zn - 1];
+        r->zscores[i] = r->zscores[r->zn - 1];
+        r->zn--;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
 static const rs_store_ops fake_rs_ops = {
+    .del_prefix = fk_del_prefix,
     .get = fk_get,
     .set = fk_set,
     .del = fk_del,
