@@ -712,6 +712,17 @@ void rm_writer_set_generation(rm_writer *w, int64_t generation)
     w->generation = generation;
 }
 
+int rm_writer_set_buffered(rm_writer *w, bool buffered, bool complete, app_error *err)
+{
+    int rc = rm_writer_flush(w, err);
+    if (rc != 0)
+        return rc;
+    rm_entries_clear(w);
+    w->buffered = buffered;
+    w->complete = buffered && complete;
+    return 0;
+}
+
 int64_t rm_writer_generation(const rm_writer *w)
 {
     return w->generation;

@@ -80,6 +80,9 @@ typedef struct rm_writer rm_writer;
 int rm_writer_new(rm_writer **out, rm_models *m, const char *projection, int64_t generation,
                   bool buffered, app_error *err);
 void rm_writer_set_generation(rm_writer *w, int64_t generation); /* unbuffered writers */
+/* Turns buffering on (complete: the generation holds nothing the writer did not write, so
+ * a key it does not know is missing) or off (after sending what is pending). */
+int rm_writer_set_buffered(rm_writer *w, bool buffered, bool complete, app_error *err);
 int64_t rm_writer_generation(const rm_writer *w);
 rs_store rm_writer_port(rm_writer *w);
 int rm_writer_flush(rm_writer *w, app_error *err);

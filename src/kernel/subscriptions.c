@@ -315,6 +315,15 @@ static int sub_sync_model(sub_worker *w, int64_t *checkpoint, app_error *err)
     return 0;
 }
 
+/* While a subscriber catches a generation up, nobody reads or writes it but the subscriber,
+ * so its writes are buffered and sent once per batch; one built here from position 0 holds
+ * nothing it did not write. */
+static int sub_model_buffering(sub_worker *w, int64_t checkpoint, app_error *err)
+{
+    bool catching_up = w->building || w->adopting;
+    return rm_writer_set_buffered(w->writer, catching_up, w->building && checkpoint == 0, err);
+}
+
 /* Caught up with the log: a generation being built or taken over becomes the live one. */
 static int sub_model_caught_up(sub_worker *w, int64_t checkpoint, app_error *err)
 {
@@ -336,7 +345,7 @@ static int sub_model_caught_up(sub_worker *w, int64_t checkpoint, app_error *err
     w->building = w->adopting = false;
     w->replaced = 0;
     sub_set_rebuilding(w, false);
-    return 0;
+    return rm_writer_set_buffered(w->writer, false, false, err);
 }
 
 static void *sub_thread(void *arg)
@@ -370,6 +379,11 @@ static void *sub_thread(void *arg)
                                          &err)) {
                 checkpoint = -1;
                 sub_failed(w, "could not load checkpoint", &err, &backoff_ms);
+                continue;
+            }
+            if (w->writer && sub_model_buffering(w, checkpoint, &err) != 0) {
+                checkpoint = -1;
+                sub_failed(w, "could not write the read model", &err, &backoff_ms);
                 continue;
             }
             sub_set_status(w, checkpoint, -1, false);
@@ -410,7 +424,18 @@ static void *sub_thread(void *arg)
             done = batch.items[i].position;
             metrics_counter_add("subscription_events_total", labels, 1);
         }
+        /* All of a short read handled: caught up with the log a moment ago. */
+        bool short_read =
+            batch.len < (size_t)r->opts.batch_size && done == batch.items[batch.len - 1].position;
         es_event_list_free(&batch);
+        if (w->writer && done > checkpoint) {
+            app_error ferr = APP_ERROR_INIT;
+            if (rm_writer_flush(w->writer, &ferr) != 0) {
+                /* Kept and sent with the next batch; the checkpoint stays below them. */
+                sub_failed(w, "could not write the read model", &ferr, &backoff_ms);
+                continue;
+            }
+        }
 
         if (done > checkpoint) {
             app_error cerr = APP_ERROR_INIT;
@@ -427,6 +452,10 @@ static void *sub_thread(void *arg)
         }
         if (rc != 0) {
             sub_failed(w, "handler failed", &err, &backoff_ms);
+            continue;
+        }
+        if (short_read && sub_model_caught_up(w, checkpoint, &err) != 0) {
+            sub_failed(w, "could not switch to the new read model", &err, &backoff_ms);
             continue;
         }
         backoff_ms = SUB_BACKOFF_MIN_MS;

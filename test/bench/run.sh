@@ -5,6 +5,8 @@
 #   2. GET /v1/users/{id}          a query through the bus, the worker pool and Redis
 #   3. POST /v1/users, max_batch=1 one transaction per command (baseline for writes)
 #   4. POST /v1/users, group commit concurrent commands share a transaction
+#   5. rebuilding the user read model from 100,000 events: the live projection after Redis
+#      lost its data (baseline) against `app replay` (buffered, pipelined writes)
 # Private PostgreSQL and Redis on free ports under build/bench-run; nothing else touched.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -89,6 +91,46 @@ APP_POSTGRES_MAX_BATCH=1 start_app
 single=$(bench register-unbatched "$base/v1/users" -s test/bench/register.lua)
 stop_app
 
+# 100,000 user events (25,000 users, each registered and then changing email three times),
+# written straight into the log while no app runs.
+REPLAY_USERS=${BENCH_REPLAY_USERS:-25000}
+psql "$APP_POSTGRES_DSN" -qX -v ON_ERROR_STOP=1 <<SQL
+INSERT INTO user_ctx.events (stream_id, stream_version, event_id, event_type, schema_version,
+                             data, metadata)
+SELECT 'user-' || u.id, v,
+       gen_random_uuid(),
+       CASE WHEN v = 1 THEN 'user.user.registered' ELSE 'user.user.email_changed' END, 1,
+       CASE WHEN v = 1
+            THEN jsonb_build_object('userId', u.id, 'email', 'r' || u.i || '@replay.example',
+                                    'name', 'Replay ' || u.i)
+            ELSE jsonb_build_object('userId', u.id,
+                                    'email', 'r' || u.i || '.' || v || '@replay.example',
+                                    'previousEmail', 'r' || u.i || '@replay.example')
+       END,
+       '{"correlationId":"bench"}'::jsonb
+FROM (SELECT i, gen_random_uuid()::text AS id FROM generate_series(1, $REPLAY_USERS) i) u,
+     generate_series(1, 4) v
+ORDER BY u.i, v;
+SQL
+user_events=$(psql "$APP_POSTGRES_DSN" -qtAX -c "SELECT count(*) FROM user_ctx.events")
+user_head=$(psql "$APP_POSTGRES_DSN" -qtAX -c "SELECT max(global_position) FROM user_ctx.events")
+
+# Baseline: Redis comes back empty; the live projection notices and rebuilds by itself.
+redis-cli -u "$APP_REDIS_URL" FLUSHALL >/dev/null
+t0=$(date +%s.%N)
+start_app
+until curl -fs "$base/health/ready" | grep -q "\"user.projection\":{\"status\":\"running\",\"checkpoint\":$user_head,"; do
+    sleep 0.05
+done
+t1=$(date +%s.%N)
+stop_app
+live_rebuild=$(awk -v n="$user_events" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+
+# `app replay` of the same log (no app running: it switches by itself).
+replay_out=$(./app --config config/app.yaml replay --projection user.projection)
+replayed=$(echo "$replay_out" | sed -n 's/.*events replayed in .* (\([0-9]*\) events\/s).*/\1/p')
+echo "$replay_out" | grep 'events replayed'
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 printf '\n%-44s %12s %10s\n' "benchmark" "req/s" "ratio"
 printf '%-44s %12.0f %10s\n' "GET /health/live (baseline)" "$live" "1.00"
@@ -96,3 +138,6 @@ printf '%-44s %12.0f %10s\n' "GET /v1/users/{id} (bus + Redis)" "$read_user" \
     "$(ratio "$read_user" "$live")"
 printf '%-44s %12.0f %10s\n' "POST /v1/users, one command per commit" "$single" "1.00"
 printf '%-44s %12.0f %10s\n' "POST /v1/users, group commit" "$grouped" "$(ratio "$grouped" "$single")"
+printf '%-44s %12s %10s\n' "rebuild $user_events user events" "events/s" ""
+printf '%-44s %12.0f %10s\n' "  live projection after a flush (baseline)" "$live_rebuild" "1.00"
+printf '%-44s %12.0f %10s\n' "  app replay" "$replayed" "$(ratio "$replayed" "$live_rebuild")"
