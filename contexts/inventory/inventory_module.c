@@ -37,4 +37,5 @@ const app_module inventory_module = {
     .queries = inv_queries,
     .routes = inv_routes,
     .subscriptions = inv_subscriptions,
+    .configure = inv_configure,
 };

@@ -13,6 +13,7 @@
 
 #include "adapters/postgres/pg_event_store.h"
 #include "adapters/postgres/pg_migrate.h"
+#include "contexts/inventory/application/product_stream.h"
 #include "contexts/inventory/inventory_module.h"
 #include "core/uuid.h"
 #include "kernel/bus.h"
@@ -201,11 +202,106 @@ static void test_idempotent_per_order(void **state)
     assert_int_equal(send("inventory.reserve_stock", payload, NULL), APP_ENOTFOUND);
 }
 
+/* The product's state as snapshot text: equal texts, equal states. Caller frees. */
+static char *state_text(const inv_product *p)
+{
+    char *text = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inv_snapshot_encode(p, &text, &err), 0);
+    return text;
+}
+
+/* Folds sku up to max_version (0: all) from the events alone, with no snapshot. */
+static char *fold_without_snapshot(const char *sku, int64_t max_version)
+{
+    es_store_ops ops = *port.ops;
+    ops.load_snapshot = NULL;
+    ops.save_snapshot = NULL;
+    es_store plain = {&ops, port.self};
+    bus_meta meta;
+    bus_meta_init(&meta, NULL, NULL);
+    bus_ctx ctx = {.events = &plain, .clock = &app_system_clock, .bus = b, .meta = &meta};
+    inv_product p;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inv_load(&ctx, sku, max_version, &p, &err), 0);
+    char *text = state_text(&p);
+    inv_product_free(&p);
+    return text;
+}
+
+/* Many concurrent reservations and releases with a snapshot every 10 events: the stock is
+ * right, the snapshot describes a committed version exactly, and loading from it gives the
+ * state the whole stream gives. */
+static void test_stock_with_snapshots(void **state)
+{
+    (void)state;
+    app_config cfg;
+    config_defaults(&cfg);
+    cfg.snapshots.product = 10;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inventory_module.configure(&cfg, &err), 0);
+
+    char sku[48], stream[64], payload[192];
+    unique_sku(sku, sizeof sku);
+    snprintf(stream, sizeof stream, "product-%s", sku);
+    create(sku, 1000);
+    enum { N = 60 };
+    static reserver rs[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        rs[i] = (reserver){.sku = sku};
+        uuid_v4(rs[i].order);
+        assert_int_equal(pthread_create(&th[i], NULL, reserve_one, &rs[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(rs[i].rc, 0);
+        assert_true(rs[i].reserved);
+    }
+    for (int i = 0; i < N; i += 3) {
+        snprintf(payload, sizeof payload, "{\"sku\":\"%s\",\"orderId\":\"%s\"}", sku, rs[i].order);
+        assert_int_equal(send("inventory.release_stock", payload, NULL), 0);
+    }
+    cJSON *p = describe(sku);
+    assert_int_equal(member(p, "onHand"), 1000);
+    assert_int_equal(member(p, "reserved"), N - N / 3);
+    assert_int_equal(member(p, "available"), 1000 - (N - N / 3));
+    assert_int_equal(member(p, "version"), 1 + N + N / 3);
+    cJSON_Delete(p);
+
+    es_snapshot snap;
+    assert_int_equal(port.ops->load_snapshot(port.self, "inventory", stream, &snap, &err), 0);
+    assert_int_equal(snap.version, 80); /* the last multiple of 10 at or below 81 */
+    assert_int_equal(snap.schema_version, INV_SNAPSHOT_SCHEMA_VERSION);
+    inv_product from_snap = {0};
+    assert_int_equal(inv_snapshot_decode(snap.state, snap.version, &from_snap, &err), 0);
+    char *snap_text = state_text(&from_snap), *fold_text = fold_without_snapshot(sku, 80);
+    assert_string_equal(snap_text, fold_text);
+    free(snap_text);
+    free(fold_text);
+    inv_product_free(&from_snap);
+    es_snapshot_free(&snap);
+
+    inv_product loaded;
+    bus_meta meta;
+    bus_meta_init(&meta, NULL, NULL);
+    bus_ctx ctx = {.events = &port, .clock = &app_system_clock, .bus = b, .meta = &meta};
+    assert_int_equal(inv_load(&ctx, sku, 0, &loaded, &err), 0);
+    char *loaded_text = state_text(&loaded);
+    fold_text = fold_without_snapshot(sku, 0);
+    assert_string_equal(loaded_text, fold_text);
+    assert_int_equal(loaded.version, 1 + N + N / 3);
+    free(loaded_text);
+    free(fold_text);
+    inv_product_free(&loaded);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_never_oversold),
         cmocka_unit_test(test_idempotent_per_order),
+        cmocka_unit_test(test_stock_with_snapshots),
     };
     return cmocka_run_group_tests_name("inventory stock", tests, setup, teardown);
 }

@@ -14,7 +14,9 @@
 #include <cmocka.h>
 
 #include "contexts/inventory/application/inventory_app.h"
+#include "contexts/inventory/application/product_stream.h"
 #include "contexts/inventory/inventory_module.h"
+#include "core/config.h"
 #include "core/metrics.h"
 #include "core/uuid.h"
 #include "kernel/bus.h"
@@ -33,6 +35,17 @@ typedef struct fixture {
     bus_ctx ctx; /* for calling handlers and the projection directly */
 } fixture;
 
+/* snapshots.product through the module's configure phase, as main.c does. */
+static void set_snapshot_every(int every)
+{
+    app_config cfg;
+    config_defaults(&cfg);
+    cfg.snapshots.product = every;
+    app_error err = APP_ERROR_INIT;
+    assert_non_null(inventory_module.configure);
+    assert_int_equal(inventory_module.configure(&cfg, &err), 0);
+}
+
 static int setup(void **state)
 {
     fixture *fx = calloc(1, sizeof *fx);
@@ -48,6 +61,7 @@ static int setup(void **state)
     assert_int_equal(bus_register(fx->bus, BUS_QUERY, inventory_module.queries, &err), 0);
     bus_meta_init(&fx->meta, "corr-1", "cause-1");
     fx->ctx = (bus_ctx){&fx->events, &fx->reads, &app_system_clock, fx->bus, &fx->meta};
+    set_snapshot_every(0); /* tests that want snapshots ask for them */
     *state = fx;
     return 0;
 }
@@ -997,6 +1011,186 @@ static void test_routes(void **state)
     }
 }
 
+/* ---- snapshots --------------------------------------------------------------------- */
+
+#define SNAP_SKU    "SNAP"
+#define SNAP_STREAM "product-SNAP"
+
+/* Appends n reservations of 1 (fresh order ids) straight through the port, in batches. */
+static void append_reservations(fixture *fx, size_t n)
+{
+    enum { BATCH = 500 };
+    static char ids[BATCH][UUID_STR_LEN], orders[BATCH][UUID_STR_LEN];
+    static char *data[BATCH];
+    es_new_event rows[BATCH];
+    app_error err = APP_ERROR_INIT;
+    while (n > 0) {
+        size_t k = n < BATCH ? n : BATCH;
+        for (size_t i = 0; i < k; i++) {
+            inv_event ev = {.kind = INV_EV_STOCK_RESERVED, .sku = SNAP_SKU, .quantity = 1};
+            uuid_v4(ids[i]);
+            uuid_v4(orders[i]);
+            snprintf(ev.order_id, sizeof ev.order_id, "%s", orders[i]);
+            assert_int_equal(inv_event_encode(&ev, &data[i], &err), 0);
+            rows[i] = (es_new_event){ids[i], INV_EVENT_STOCK_RESERVED, 1, data[i], "{}"};
+        }
+        es_append_req req = {.context = "inventory",
+                             .stream_id = SNAP_STREAM,
+                             .expected_version = ES_ANY_VERSION,
+                             .events = rows,
+                             .n_events = k};
+        assert_int_equal(fx->events.ops->append(fx->events.self, &req, NULL, &err), 0);
+        for (size_t i = 0; i < k; i++)
+            free(data[i]);
+        n -= k;
+    }
+}
+
+/* The snapshot text of the product as loaded through ctx: two loads that give the same text
+ * give the same state, reservations and version included. Caller frees. */
+static char *loaded_state(const bus_ctx *ctx, int64_t *version)
+{
+    inv_product p;
+    app_error err = APP_ERROR_INIT;
+    char *text = NULL;
+    if (inv_load(ctx, SNAP_SKU, 0, &p, &err) != 0)
+        fail_msg("load: %s", err.message);
+    assert_true(p.exists);
+    assert_int_equal(inv_snapshot_encode(&p, &text, &err), 0);
+    *version = p.version;
+    inv_product_free(&p);
+    return text;
+}
+
+/* The fold of the whole stream, through a port that has no snapshots at all. */
+static char *full_fold(fixture *fx, int64_t *version)
+{
+    es_store_ops ops = *fx->events.ops;
+    ops.load_snapshot = NULL;
+    ops.save_snapshot = NULL;
+    es_store plain = {&ops, fx->events.self};
+    bus_ctx ctx = fx->ctx;
+    ctx.events = &plain;
+    return loaded_state(&ctx, version);
+}
+
+/* Loads through the real port and checks it read only the events after after_version and
+ * gave the same state as the full fold. */
+static void assert_load_after(fixture *fx, int64_t after_version, int64_t head)
+{
+    int64_t v_full = 0, v = 0;
+    char *full = full_fold(fx, &v_full);
+    size_t loaded = fx->es.loaded;
+    char *got = loaded_state(&fx->ctx, &v);
+    assert_int_equal(fx->es.last_after_version, after_version);
+    assert_int_equal(fx->es.loaded - loaded, (size_t)(head - after_version));
+    assert_int_equal(v, head);
+    assert_int_equal(v_full, head);
+    assert_string_equal(got, full);
+    free(full);
+    free(got);
+}
+
+static void test_snapshots(void **state)
+{
+    fixture *fx = *state;
+    cJSON *out = NULL;
+    app_error err;
+    set_snapshot_every(100);
+    create(fx, SNAP_SKU, 1000000);
+    append_reservations(fx, 9998); /* version 9,999 */
+    assert_int_equal(stream_len(fx, SNAP_SKU), 9999);
+    assert_null(stream_of(fx, SNAP_SKU)->snapshot.state); /* the port's appends do not */
+
+    /* The command that takes the stream to 10,000 leaves a snapshot of its committed state. */
+    assert_int_equal(reserve(fx, SNAP_SKU, order_a, "3", &out, &err), 0);
+    cJSON_Delete(out);
+    fake_stream *s = stream_of(fx, SNAP_SKU);
+    assert_int_equal(s->snapshot.version, 10000);
+    assert_int_equal(s->snapshot.schema_version, INV_SNAPSHOT_SCHEMA_VERSION);
+    append_reservations(fx, 6);
+    assert_int_equal(release(fx, SNAP_SKU, order_a, &out, &err), 0); /* 10,007 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 10000); /* no multiple of 100 crossed */
+
+    /* Loading reads the 7 events after the snapshot, and folds to the same state. */
+    assert_load_after(fx, 10000, 10007);
+    cJSON *d = describe(fx, SNAP_SKU);
+    assert_int_equal(iget(d, "onHand"), 1000000);
+    assert_int_equal(iget(d, "reserved"), 9998 + 6);
+    assert_int_equal(iget(d, "version"), 10007);
+    cJSON_Delete(d);
+
+    /* A snapshot is written from the committed state only: it matches the fold up to it. */
+    char *snap_text = strdup(s->snapshot.state);
+    assert_non_null(snap_text);
+    bus_ctx plain_ctx = fx->ctx;
+    es_store_ops ops = *fx->events.ops;
+    ops.load_snapshot = NULL;
+    es_store plain = {&ops, fx->events.self};
+    plain_ctx.events = &plain;
+    inv_product at;
+    assert_int_equal(inv_load(&plain_ctx, SNAP_SKU, 10000, &at, &err), 0);
+    char *at_text = NULL;
+    assert_int_equal(inv_snapshot_encode(&at, &at_text, &err), 0);
+    assert_string_equal(at_text, snap_text);
+    inv_product_free(&at);
+    free(at_text);
+
+    /* A snapshot in another schema version (older or newer code) is not read. */
+    assert_true(fake_es_put_snapshot(&fx->es, SNAP_STREAM, 10000, INV_SNAPSHOT_SCHEMA_VERSION + 1,
+                                     snap_text));
+    assert_load_after(fx, 0, 10007);
+    assert_true(fake_es_put_snapshot(&fx->es, SNAP_STREAM, 10000, INV_SNAPSHOT_SCHEMA_VERSION - 1,
+                                     snap_text));
+    assert_load_after(fx, 0, 10007);
+
+    /* Corrupt ones neither: bad JSON, a wrong type, counts that disagree, another sku. */
+    static const char *const corrupt[] = {
+        "{\"sku\":\"SNAP\"",
+        "{\"sku\":\"SNAP\",\"name\":\"Widget\",\"price\":{\"amount\":1250,\"currency\":\"EUR\"},"
+        "\"onHand\":\"lots\",\"reserved\":0,\"reservations\":[]}",
+        "{\"sku\":\"SNAP\",\"name\":\"Widget\",\"price\":{\"amount\":1250,\"currency\":\"EUR\"},"
+        "\"onHand\":10,\"reserved\":5,\"reservations\":[]}",
+        "{\"sku\":\"OTHER\",\"name\":\"Widget\",\"price\":{\"amount\":1250,\"currency\":\"EUR\"},"
+        "\"onHand\":10,\"reserved\":0,\"reservations\":[]}",
+        "[]",
+    };
+    for (size_t i = 0; i < sizeof corrupt / sizeof corrupt[0]; i++) {
+        assert_true(fake_es_put_snapshot(&fx->es, SNAP_STREAM, 10000, INV_SNAPSHOT_SCHEMA_VERSION,
+                                         corrupt[i]));
+        assert_load_after(fx, 0, 10007);
+    }
+
+    /* A failing snapshot write never fails the command that was committed. */
+    assert_true(
+        fake_es_put_snapshot(&fx->es, SNAP_STREAM, 10000, INV_SNAPSHOT_SCHEMA_VERSION, snap_text));
+    fx->es.fail_snapshot = APP_EUNAVAIL;
+    size_t saved = fx->es.snapshots_saved;
+    append_reservations(fx, 92);                                   /* 10,099 */
+    assert_int_equal(add_stock(fx, SNAP_SKU, "5", &out, &err), 0); /* 10,100 */
+    assert_int_equal(iget(out, "version"), 10100);
+    cJSON_Delete(out);
+    assert_int_equal(fx->es.snapshots_saved, saved);
+    assert_int_equal(s->snapshot.version, 10000);
+    assert_load_after(fx, 10000, 10100);
+
+    /* With the store back, the next crossing writes one; policy 0 writes none. */
+    fx->es.fail_snapshot = 0;
+    append_reservations(fx, 99);
+    assert_int_equal(add_stock(fx, SNAP_SKU, "5", &out, &err), 0); /* 10,200 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 10200);
+    assert_load_after(fx, 10200, 10200);
+    set_snapshot_every(0);
+    append_reservations(fx, 99);
+    assert_int_equal(add_stock(fx, SNAP_SKU, "5", &out, &err), 0); /* 10,300 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 10200);
+    assert_load_after(fx, 10200, 10300);
+    free(snap_text);
+}
+
 static void test_descriptor(void **state)
 {
     (void)state;
@@ -1049,6 +1243,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_projection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
         cmocka_unit_test(test_descriptor),
     };
     return cmocka_run_group_tests_name("inventory application", tests, NULL, NULL);

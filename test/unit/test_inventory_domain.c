@@ -247,6 +247,44 @@ static void test_event_round_trip(void **state)
                      APP_EINTERNAL);
 }
 
+/* A snapshot round trip keeps every count and reservation; a snapshot whose counts
+ * disagree is refused. */
+static void test_snapshot_codec(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    inv_product p;
+    made(&p, 10);
+    inv_event ev;
+    size_t n;
+    bool oos;
+    assert_int_equal(inv_decide_reserve(&p, order_a, 3, &ev, &n, &oos, &err), 0);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    assert_int_equal(inv_decide_reserve(&p, order_b, 2, &ev, &n, &oos, &err), 0);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    char *text = NULL, *again = NULL;
+    assert_int_equal(inv_snapshot_encode(&p, &text, &err), 0);
+    inv_product q = {0};
+    assert_int_equal(inv_snapshot_decode(text, p.version, &q, &err), 0);
+    assert_true(q.exists);
+    assert_int_equal(q.version, p.version);
+    assert_int_equal(q.on_hand, 10);
+    assert_int_equal(q.reserved, 5);
+    assert_int_equal(inv_reserved_for(&q, order_b), 2);
+    assert_int_equal(inv_snapshot_encode(&q, &again, &err), 0);
+    assert_string_equal(again, text);
+    free(again);
+    free(text);
+    inv_product_free(&q);
+    inv_product_free(&p);
+    const char *bad = "{\"sku\":\"SKU-1\",\"name\":\"W\",\"price\":{\"amount\":1,"
+                      "\"currency\":\"EUR\"},\"onHand\":10,\"reserved\":4,\"reservations\":"
+                      "[{\"orderId\":\"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\",\"quantity\":3}]}";
+    assert_int_equal(inv_snapshot_decode(bad, 3, &q, &err), APP_EINVAL);
+    assert_null(q.reservations);
+    assert_false(q.exists);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +296,7 @@ int main(void)
         cmocka_unit_test(test_add_stock),
         cmocka_unit_test(test_fold),
         cmocka_unit_test(test_event_round_trip),
+        cmocka_unit_test(test_snapshot_codec),
     };
     return cmocka_run_group_tests_name("inventory domain", tests, NULL, NULL);
 }

@@ -18,6 +18,9 @@
 #define INV_EVENT_RELEASED       "inventory.product.reservation_released"
 #define INV_EVENT_SCHEMA_VERSION 1
 
+/* The shape of a product snapshot's state; a snapshot in another version is not read. */
+#define INV_SNAPSHOT_SCHEMA_VERSION 1
+
 #define INV_SKU_MAX        32
 #define INV_NAME_MAX_CHARS 200
 #define INV_NAME_MAX_BYTES (INV_NAME_MAX_CHARS * 4)
@@ -96,5 +99,13 @@ int inv_event_encode(const inv_event *ev, char **out, app_error *err);
  * data does not fit is APP_EINTERNAL. */
 int inv_event_decode(const char *type, int schema_version, const char *data, inv_event *out,
                      app_error *err);
+
+/* The state of p as snapshot JSON (INV_SNAPSHOT_SCHEMA_VERSION): {"sku","name","price",
+ * "onHand","reserved","reservations":[{"orderId","quantity"}]}; *out owned by the caller. */
+int inv_snapshot_encode(const inv_product *p, char **out, app_error *err);
+/* The product that snapshot text describes at stream version; *out must be zeroed and is
+ * freed again on failure. APP_EINVAL when the text does not fit the shape or its counts
+ * disagree (reserved is not the sum of the reservations, or exceeds onHand). */
+int inv_snapshot_decode(const char *text, int64_t version, inv_product *out, app_error *err);
 
 #endif
