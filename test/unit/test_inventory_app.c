@@ -20,6 +20,7 @@
 #include "core/metrics.h"
 #include "core/uuid.h"
 #include "kernel/bus.h"
+#include "kernel/upcast.h"
 #include "test/support/fake_stores.h"
 
 static const char *const order_a = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
@@ -28,6 +29,8 @@ static const char *const order_b = "1f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 typedef struct fixture {
     fake_es es;
     fake_rs rs;
+    es_store stored;      /* the fake as it is */
+    upcast_store *upcast; /* in front of it, as main.c puts it */
     es_store events;
     rs_store reads;
     bus *bus;
@@ -52,9 +55,11 @@ static int setup(void **state)
     assert_non_null(fx);
     fake_es_init(&fx->es, "inventory");
     fake_rs_init(&fx->rs);
-    fx->events = fake_es_port(&fx->es);
+    fx->stored = fake_es_port(&fx->es);
     fx->reads = fake_rs_port(&fx->rs);
     app_error err = APP_ERROR_INIT;
+    assert_int_equal(upcast_store_new(&fx->upcast, &fx->stored, app_modules, &err), 0);
+    fx->events = upcast_store_port(fx->upcast);
     bus_options opts = {&fx->events, &fx->reads, &app_system_clock, 1000};
     assert_int_equal(bus_new(&fx->bus, &opts, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_COMMAND, inventory_module.commands, &err), 0);
@@ -70,6 +75,7 @@ static int teardown(void **state)
 {
     fixture *fx = *state;
     bus_free(fx->bus);
+    upcast_store_free(fx->upcast);
     fake_es_free(&fx->es);
     fake_rs_free(&fx->rs);
     free(fx);
@@ -186,7 +192,8 @@ static cJSON *event_data(fixture *fx, const char *sku, size_t version, const cha
     assert_non_null(s);
     assert_true(version >= 1 && version <= s->len);
     assert_string_equal(s->events[version - 1].type, type);
-    assert_int_equal(s->events[version - 1].schema_version, 1);
+    assert_int_equal(s->events[version - 1].schema_version,
+                     strcmp(type, INV_EVENT_CREATED) == 0 ? 2 : 1);
     cJSON *d = cJSON_Parse(s->events[version - 1].data);
     assert_non_null(d);
     return d;
@@ -221,7 +228,8 @@ static void test_create(void **state)
     assert_string_equal(sget(d, "name"), "Blue Widget");
     assert_int_equal(iget(cJSON_GetObjectItem(d, "price"), "amount"), 1250);
     assert_string_equal(sget(cJSON_GetObjectItem(d, "price"), "currency"), "EUR");
-    assert_int_equal(iget(d, "stock"), 5);
+    assert_int_equal(iget(d, "initialStock"), 5);
+    assert_null(cJSON_GetObjectItemCaseSensitive(d, "stock"));
     assert_int_equal(cJSON_GetArraySize(d), 4);
     cJSON_Delete(d);
     cJSON *md = cJSON_Parse(stream_of(fx, "SKU-1")->events[0].metadata);
@@ -1191,6 +1199,100 @@ static void test_snapshots(void **state)
     free(snap_text);
 }
 
+/* ---- schema evolution -------------------------------------------------------------- */
+
+/* A product created before the created event's v2, stored as it was: schema version 1 and
+ * "stock" where v2 says "initialStock". */
+static void put_v1_product(fixture *fx, const char *sku, int stock)
+{
+    char id[UUID_STR_LEN], stream[64], data[256];
+    uuid_v4(id);
+    snprintf(stream, sizeof stream, "product-%s", sku);
+    snprintf(data, sizeof data,
+             "{\"sku\":\"%s\",\"name\":\"Old lamp\",\"price\":{\"amount\":2490,"
+             "\"currency\":\"EUR\"},\"stock\":%d}",
+             sku, stock);
+    es_new_event ev = {id, INV_EVENT_CREATED, 1, data, "{\"correlationId\":\"old\"}"};
+    es_append_req req = {.context = "inventory",
+                         .stream_id = stream,
+                         .expected_version = 0,
+                         .events = &ev,
+                         .n_events = 1};
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(fx->stored.ops->append(fx->stored.self, &req, NULL, &err), 0);
+}
+
+static void test_old_created_events(void **state)
+{
+    fixture *fx = *state;
+    cJSON *out = NULL;
+    app_error err;
+    put_v1_product(fx, "OLD-1", 5);
+    assert_int_equal(stream_of(fx, "OLD-1")->events[0].schema_version, 1);
+
+    /* The aggregate: commands decide on it. */
+    assert_int_equal(add_stock(fx, "OLD-1", "2", &out, &err), 0);
+    assert_int_equal(iget(out, "onHand"), 7);
+    cJSON_Delete(out);
+    assert_int_equal(reserve(fx, "OLD-1", order_a, "6", &out, &err), 0);
+    assert_string_equal(sget(out, "outcome"), "reserved");
+    cJSON_Delete(out);
+    assert_int_equal(reserve(fx, "OLD-1", order_b, "2", &out, &err), 0);
+    assert_string_equal(sget(out, "outcome"), "out_of_stock");
+    cJSON_Delete(out);
+    cJSON *d = describe(fx, "OLD-1");
+    assert_string_equal(sget(d, "name"), "Old lamp");
+    assert_int_equal(iget(d, "onHand"), 7);
+    assert_int_equal(iget(d, "available"), 1);
+    cJSON_Delete(d);
+
+    /* The projection, fed from the log as the subscriber reads it. */
+    es_event_list log = {0};
+    assert_int_equal(fx->events.ops->read_log(fx->events.self, "inventory", 0, 100, &log, &err), 0);
+    assert_int_equal(log.len, 3);
+    assert_int_equal(log.items[0].schema_version, 2);
+    for (size_t i = 0; i < log.len; i++)
+        assert_int_equal(inv_projection_handle(&fx->ctx, &log.items[i], &err), 0);
+    es_event_list_free(&log);
+    cJSON *rm = cJSON_Parse(fake_rs_value(&fx->rs, "product:OLD-1"));
+    assert_non_null(rm);
+    assert_int_equal(iget(rm, "onHand"), 7);
+    assert_int_equal(iget(rm, "reserved"), 6);
+    assert_int_equal(iget(rm, "version"), 3);
+    cJSON_Delete(rm);
+
+    /* The audit trail shows the current shape; the store still holds the old one. */
+    assert_int_equal(
+        call(fx, BUS_QUERY, "inventory.get_product_events", "{\"sku\":\"OLD-1\"}", &out, &err), 0);
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(out, "items"), 0);
+    assert_int_equal(iget(first, "schemaVersion"), 2);
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(first, "data");
+    assert_int_equal(iget(data, "initialStock"), 5);
+    assert_null(cJSON_GetObjectItemCaseSensitive(data, "stock"));
+    cJSON_Delete(out);
+    assert_non_null(strstr(stream_of(fx, "OLD-1")->events[0].data, "\"stock\":5"));
+
+    /* Without the upcasting store the old event is refused, never misread. */
+    bus_ctx raw = fx->ctx;
+    raw.events = &fx->stored;
+    inv_product p;
+    assert_int_equal(inv_load(&raw, "OLD-1", 0, &p, &err), APP_EINTERNAL);
+    inv_product_free(&p);
+
+    /* An old event the upcaster refuses reaches the reader as stored: a clear error. */
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    es_new_event bad = {id, INV_EVENT_CREATED, 1, "{\"sku\":\"OLD-2\",\"stock\":\"five\"}", "{}"};
+    es_append_req req = {.context = "inventory",
+                         .stream_id = "product-OLD-2",
+                         .expected_version = 0,
+                         .events = &bad,
+                         .n_events = 1};
+    assert_int_equal(fx->stored.ops->append(fx->stored.self, &req, NULL, &err), 0);
+    assert_int_equal(add_stock(fx, "OLD-2", "1", &out, &err), APP_EINTERNAL);
+    assert_non_null(strstr(err.message, "was not upcast"));
+}
+
 static void test_descriptor(void **state)
 {
     (void)state;
@@ -1223,6 +1325,9 @@ static void test_descriptor(void **state)
     assert_string_equal(inventory_module.subscriptions[0].source_context, "inventory");
     assert_true(inventory_module.subscriptions[0].flags & MOD_SUB_PROJECTION);
     assert_null(inventory_module.subscriptions[1].name);
+    assert_string_equal(inventory_module.upcasters[0].event_type, INV_EVENT_CREATED);
+    assert_int_equal(inventory_module.upcasters[0].from_version, 1);
+    assert_null(inventory_module.upcasters[1].event_type);
     n = 0;
     for (const http_route_def *r = inventory_module.routes; r->pattern; r++, n++)
         assert_non_null(r->fn);
@@ -1244,6 +1349,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_created_events, setup, teardown),
         cmocka_unit_test(test_descriptor),
     };
     return cmocka_run_group_tests_name("inventory application", tests, NULL, NULL);

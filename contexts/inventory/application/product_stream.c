@@ -95,7 +95,8 @@ int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, co
     if (rc == 0) {
         uuid_v4(id);
         inv_stream_id(stream, sku);
-        es_new_event row = {id, inv_event_type(ev->kind), INV_EVENT_SCHEMA_VERSION, data, metadata};
+        es_new_event row = {id, inv_event_type(ev->kind), inv_event_schema_version(ev->kind), data,
+                            metadata};
         es_append_req req = {
             .context = INV_CONTEXT,
             .stream_id = stream,

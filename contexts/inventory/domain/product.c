@@ -184,9 +184,21 @@ static const char *const inv_types[] = {
     [INV_EV_RELEASED] = INV_EVENT_RELEASED,
 };
 
+static const int inv_versions[] = {
+    [INV_EV_CREATED] = INV_CREATED_SCHEMA_VERSION,
+    [INV_EV_STOCK_ADDED] = INV_EVENT_SCHEMA_VERSION,
+    [INV_EV_STOCK_RESERVED] = INV_EVENT_SCHEMA_VERSION,
+    [INV_EV_RELEASED] = INV_EVENT_SCHEMA_VERSION,
+};
+
 const char *inv_event_type(inv_event_kind kind)
 {
     return kind > INV_EV_UNKNOWN && kind <= INV_EV_RELEASED ? inv_types[kind] : NULL;
+}
+
+int inv_event_schema_version(inv_event_kind kind)
+{
+    return kind > INV_EV_UNKNOWN && kind <= INV_EV_RELEASED ? inv_versions[kind] : 0;
 }
 
 int inv_event_encode(const inv_event *ev, char **out, app_error *err)
@@ -199,7 +211,7 @@ int inv_event_encode(const inv_event *ev, char **out, app_error *err)
         cJSON *price = money_to_json(&ev->price);
         ok = ok && cJSON_AddStringToObject(o, "name", ev->name) && price &&
              cJSON_AddItemToObject(o, "price", price) &&
-             cJSON_AddNumberToObject(o, "stock", (double)ev->quantity);
+             cJSON_AddNumberToObject(o, "initialStock", (double)ev->quantity);
         if (!ok && price && !cJSON_GetObjectItemCaseSensitive(o, "price"))
             cJSON_Delete(price);
         break;
@@ -247,8 +259,12 @@ int inv_event_decode(const char *type, int schema_version, const char *data, inv
     for (int k = INV_EV_CREATED; k <= INV_EV_RELEASED; k++)
         if (type && strcmp(type, inv_types[k]) == 0)
             kind = (inv_event_kind)k;
-    if (kind == INV_EV_UNKNOWN || schema_version > INV_EVENT_SCHEMA_VERSION)
-        return 0;
+    if (kind == INV_EV_UNKNOWN || schema_version > inv_versions[kind])
+        return 0; /* written by newer code: skipped, as an unknown type is */
+    if (schema_version < inv_versions[kind])
+        return app_error_set(err, APP_EINTERNAL,
+                             "stored %s event in schema version %d was not upcast to %d", type,
+                             schema_version, inv_versions[kind]);
     cJSON *o = json_parse_n(data, data ? strlen(data) : 0);
     bool ok = cJSON_IsObject(o) && inv_copy(o, "sku", out->sku, sizeof out->sku);
     switch (kind) {
@@ -256,7 +272,7 @@ int inv_event_decode(const char *type, int schema_version, const char *data, inv
         app_error perr = APP_ERROR_INIT;
         ok = ok && inv_copy(o, "name", out->name, sizeof out->name) &&
              money_from_json(o, "price", &out->price, &perr) == 0 &&
-             inv_int(o, "stock", &out->quantity);
+             inv_int(o, "initialStock", &out->quantity);
         break;
     }
     case INV_EV_STOCK_ADDED:
@@ -271,6 +287,24 @@ int inv_event_decode(const char *type, int schema_version, const char *data, inv
     if (!ok)
         return app_error_set(err, APP_EINTERNAL, "stored %s event does not fit its schema", type);
     out->kind = kind;
+    return 0;
+}
+
+/* ---- schema evolution ------------------------------------------------------------------ */
+
+int inv_upcast_created_v1(cJSON *data, app_error *err)
+{
+    int64_t stock = 0;
+    cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(data, "stock");
+    if (!json_exact_int(old, &stock) || cJSON_GetObjectItemCaseSensitive(data, "initialStock")) {
+        cJSON_Delete(old);
+        return app_error_set(err, APP_EINVAL,
+                             "inventory.product.created v1 needs a whole-number \"stock\"");
+    }
+    if (!cJSON_AddItemToObject(data, "initialStock", old)) {
+        cJSON_Delete(old);
+        return app_error_set(err, APP_ENOMEM, "out of memory upcasting an event");
+    }
     return 0;
 }
 
