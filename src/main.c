@@ -23,6 +23,7 @@
 #include "kernel/read_models.h"
 #include "kernel/replay.h"
 #include "kernel/subscriptions.h"
+#include "kernel/upcast.h"
 #include "kernel/workers.h"
 
 #define EXIT_CONFIG 2
@@ -33,10 +34,12 @@ typedef struct app {
     size_t n_modules;
     pg_event_store *pg;
     rds_store *redis;
-    es_store events;
-    rs_store redis_port; /* the read store as it is */
-    rm_models *models;   /* read-model generations over it */
-    rs_store reads;      /* what queries and subscribers read through */
+    es_store stored;      /* the adapter's port, as the events are stored */
+    upcast_store *upcast; /* in front of it: old events in their current shape */
+    es_store events;      /* what every reader and writer uses */
+    rs_store redis_port;  /* the read store as it is */
+    rm_models *models;    /* read-model generations over it */
+    rs_store reads;       /* what queries and subscribers read through */
     bus *bus;
     workers *pool;
     http_server *http;
@@ -90,6 +93,17 @@ static int app_migrate(app *a, app_error *err)
     return rc;
 }
 
+/* Every reader gets events through the upcasters of every compiled-in context (a context may
+ * read another's log, loaded in this process or not). */
+static int app_open_upcasting(app *a, app_error *err)
+{
+    a->stored = pg_event_store_port(a->pg);
+    int rc = upcast_store_new(&a->upcast, &a->stored, app_modules, err);
+    if (rc == 0)
+        a->events = upcast_store_port(a->upcast);
+    return rc;
+}
+
 static int app_open_adapters(app *a, app_error *err)
 {
     pg_event_store_options po = {
@@ -99,9 +113,10 @@ static int app_open_adapters(app *a, app_error *err)
         .max_batch = a->cfg.postgres.max_batch,
     };
     int rc = pg_event_store_new(&a->pg, &po, err);
+    if (rc == 0)
+        rc = app_open_upcasting(a, err);
     if (rc)
         return rc;
-    a->events = pg_event_store_port(a->pg);
 
     rds_store_options ro = {
         .url = a->cfg.redis.url,
@@ -273,6 +288,8 @@ static void app_close(app *a)
     sub_runner_free(a->subs);
     workers_free(a->pool);
     bus_free(a->bus);
+    upcast_store_free(a->upcast);
+    a->upcast = NULL;
     pg_event_store_free(a->pg);
     rm_models_free(a->models);
     rds_store_free(a->redis);
@@ -336,11 +353,13 @@ static int app_dlq(app *a, const cli_args *args)
         .max_batch = 1,
     };
     int rc = pg_event_store_new(&a->pg, &po, &err);
+    if (rc == 0)
+        rc = app_open_upcasting(a, &err);
     if (rc) {
         app_report("could not open the event store", &err);
+        pg_event_store_free(a->pg);
         return EXIT_FAILURE;
     }
-    a->events = pg_event_store_port(a->pg);
     const char *names[CONFIG_MAX_CONTEXTS];
     app_context_names(a, names);
     size_t sent = 0, failed = 0;
@@ -356,6 +375,8 @@ static int app_dlq(app *a, const cli_args *args)
     }
     if (rc)
         app_report(args->command == CLI_DLQ_LIST ? "dlq list failed" : "dlq redrive failed", &err);
+    upcast_store_free(a->upcast);
+    a->upcast = NULL;
     pg_event_store_free(a->pg);
     a->pg = NULL;
     return rc || failed ? EXIT_FAILURE : EXIT_SUCCESS;
@@ -400,9 +421,11 @@ static int app_replay(app *a, const cli_args *args)
     }
     if (rc)
         app_report("replay failed", &err);
+    upcast_store_free(a->upcast);
     pg_event_store_free(a->pg);
     rm_models_free(a->models);
     rds_store_free(a->redis);
+    a->upcast = NULL;
     a->pg = NULL;
     a->models = NULL;
     a->redis = NULL;

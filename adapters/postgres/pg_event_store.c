@@ -1229,6 +1229,80 @@ static int pg_es_remove_dead_letter(void *self, const char *context, int64_t id,
     return 0;
 }
 
+/* ---- snapshots --------------------------------------------------------------------------- */
+
+static int pg_es_load_snapshot(void *self, const char *context, const char *stream_id,
+                               es_snapshot *out, app_error *err)
+{
+    memset(out, 0, sizeof *out);
+    char schema[64], sql[256];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if (!stream_id)
+        return app_error_set(err, APP_EINVAL, "stream id is required");
+    snprintf(sql, sizeof sql,
+             "SELECT version, schema_version, state::text FROM %s.snapshots WHERE stream_id = $1",
+             schema);
+    const char *params[] = {stream_id};
+    PGresult *res = NULL;
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_TUPLES_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) > 0) {
+        out->state = strdup(PQgetvalue(res, 0, 2));
+        if (!out->state) {
+            PQclear(res);
+            return app_error_set(err, APP_ENOMEM, "out of memory");
+        }
+        out->version = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        out->schema_version = (int)strtol(PQgetvalue(res, 0, 1), NULL, 10);
+    }
+    PQclear(res);
+    return 0;
+}
+
+/* One statement checks that the version is committed and upserts, so a snapshot can only
+ * describe a state that is in the log; an older snapshot never replaces a newer one. */
+static int pg_es_save_snapshot(void *self, const char *context, const char *stream_id,
+                               const es_snapshot *snap, app_error *err)
+{
+    char schema[64], sql[1024], version[32], schema_version[16];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(stream_id, "stream_id", err)) < 0 ||
+        (rc = check_object(snap->state ? snap->state : "", "state", err)) < 0)
+        return rc;
+    if (snap->version < 1)
+        return app_error_set(err, APP_EINVAL, "snapshot version must be at least 1");
+    snprintf(sql, sizeof sql,
+             "WITH ok AS (SELECT EXISTS (SELECT 1 FROM %s.events"
+             "  WHERE stream_id = $1 AND stream_version = $2::bigint) AS committed),"
+             " saved AS (INSERT INTO %s.snapshots AS s"
+             "  (stream_id, version, schema_version, state, updated_at)"
+             "  SELECT $1, $2::bigint, $3::int, $4::jsonb, now() FROM ok WHERE committed"
+             "  ON CONFLICT (stream_id) DO UPDATE"
+             "  SET version = excluded.version, schema_version = excluded.schema_version,"
+             "  state = excluded.state, updated_at = excluded.updated_at"
+             "  WHERE s.version <= excluded.version RETURNING 1)"
+             " SELECT committed FROM ok",
+             schema, schema);
+    snprintf(version, sizeof version, "%" PRId64, snap->version);
+    snprintf(schema_version, sizeof schema_version, "%d", snap->schema_version);
+    const char *params[] = {stream_id, version, schema_version, snap->state};
+    PGresult *res = NULL;
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 4, params, PGRES_TUPLES_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    bool committed = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (!committed)
+        return app_error_set(err, APP_EINVAL, "stream %s has no committed version %" PRId64,
+                             stream_id, snap->version);
+    return 0;
+}
+
 /* ---- leadership ------------------------------------------------------------------------- */
 
 static int lease_get(pg_event_store *s, const char *context, const char *name, pg_lease **out,
@@ -1349,6 +1423,8 @@ static const es_store_ops pg_es_ops = {
     .remove_dead_letter = pg_es_remove_dead_letter,
     .lead = pg_es_lead,
     .resign = pg_es_resign,
+    .load_snapshot = pg_es_load_snapshot,
+    .save_snapshot = pg_es_save_snapshot,
 };
 
 es_store pg_event_store_port(pg_event_store *s)

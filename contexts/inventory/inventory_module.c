@@ -3,6 +3,7 @@
 #include "contexts/inventory/inventory_module.h"
 
 #include "contexts/inventory/application/inventory_app.h"
+#include "contexts/inventory/domain/product.h"
 
 static const bus_handler_def inv_commands[] = {
     /* {"sku","name","price","stock"} -> product; 409 when the sku exists */
@@ -30,6 +31,12 @@ static const mod_subscription inv_subscriptions[] = {
     {NULL, NULL, NULL, 0, NULL},
 };
 
+/* Older shapes of the context's events, brought to the current one on read. */
+static const mod_upcaster inv_upcasters[] = {
+    {INV_EVENT_CREATED, 1, inv_upcast_created_v1},
+    {NULL, 0, NULL},
+};
+
 const app_module inventory_module = {
     .abi = APP_MODULE_ABI,
     .name = "inventory",
@@ -39,4 +46,6 @@ const app_module inventory_module = {
     .queries = inv_queries,
     .routes = inv_routes,
     .subscriptions = inv_subscriptions,
+    .upcasters = inv_upcasters,
+    .configure = inv_configure,
 };

@@ -38,4 +38,5 @@ const app_module user_module = {
     .queries = user_queries,
     .routes = user_routes,
     .subscriptions = user_subscriptions,
+    .configure = user_configure,
 };

@@ -45,6 +45,14 @@ typedef struct app_config {
     struct {
         int placement_timeout_ms; /* order.placement_timeout_ms: pending orders time out */
     } order;
+    /* Per aggregate type: after an append that takes a stream past a multiple of N events,
+     * its state is saved as a snapshot, and loading reads only the events after it. 0: never
+     * (loading still uses a snapshot that exists). */
+    struct {
+        int user;    /* snapshots.user */
+        int order;   /* snapshots.order */
+        int product; /* snapshots.product */
+    } snapshots;
     struct {
         bool enabled;                  /* kafka.enabled: run the outbound relay */
         char brokers[512];             /* kafka.brokers: "host:port[,host:port...]" */

@@ -9,7 +9,7 @@
 #include "kernel/http_types.h"
 #include "ports/event_store.h"
 
-#define APP_MODULE_ABI 1
+#define APP_MODULE_ABI 2
 
 /* One migration: applied once, in name order, inside the context's schema. */
 typedef struct mod_migration {
@@ -48,6 +48,19 @@ typedef struct mod_task {
     mod_task_fn run;
 } mod_task;
 
+/* Schema evolution: turns the data of a stored event of event_type in schema version
+ * from_version into the shape of version from_version + 1, in place. Rows chain (v1 -> v2 ->
+ * v3); every reader (aggregates, projections, the Kafka relay) gets events through the
+ * kernel's upcasting store (kernel/upcast.h), so a context's domain decodes only the current
+ * version. A failure (err set, non-zero) leaves the event as it was stored. */
+typedef int (*mod_upcast_fn)(cJSON *data, app_error *err);
+
+typedef struct mod_upcaster {
+    const char *event_type; /* "inventory.product.created" */
+    int from_version;
+    mod_upcast_fn upcast;
+} mod_upcaster;
+
 /* Called once at start-up, before anything else of the module, with the whole config.
  * A context keeps what it needs (it must not keep the pointer). */
 typedef int (*mod_configure_fn)(const app_config *cfg, app_error *err);
@@ -62,6 +75,7 @@ typedef struct app_module {
     const http_route_def *routes;          /* {0} terminated */
     const mod_subscription *subscriptions; /* {NULL} terminated */
     const mod_task *tasks;                 /* {NULL} terminated, or NULL */
+    const mod_upcaster *upcasters;         /* {NULL} terminated, or NULL */
     mod_configure_fn configure;            /* or NULL */
 } app_module;
 

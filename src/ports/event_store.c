@@ -1,4 +1,4 @@
-/* The event-store port's only code: freeing the lists that adapters hand out. */
+/* The event-store port's only code: freeing the lists and snapshots adapters hand out. */
 #include "ports/event_store.h"
 
 #include <stdlib.h>
@@ -43,4 +43,13 @@ void es_dead_letter_list_free(es_dead_letter_list *list)
     free(list->items);
     list->items = NULL;
     list->len = 0;
+}
+
+void es_snapshot_free(es_snapshot *snap)
+{
+    if (!snap)
+        return;
+    free(snap->state);
+    snap->state = NULL;
+    snap->version = 0;
 }

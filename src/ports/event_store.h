@@ -1,5 +1,5 @@
 /* Event-store port: append with an expected stream version, load a stream, read a
- * context's log in commit order, and keep subscriber checkpoints.
+ * context's log in commit order, keep subscriber checkpoints and aggregate snapshots.
  * Contexts and the kernel use only this header; adapters/postgres implements it. */
 #ifndef PORTS_EVENT_STORE_H
 #define PORTS_EVENT_STORE_H
@@ -112,6 +112,17 @@ typedef struct es_dead_letter_list {
 
 void es_dead_letter_list_free(es_dead_letter_list *list); /* accepts NULL and empty lists */
 
+/* The folded state of a stream up to a version, so that loading reads only the events after
+ * it. schema_version is the shape of state as the aggregate's code defines it: a reader that
+ * knows another version ignores the snapshot and folds the whole stream. */
+typedef struct es_snapshot {
+    int64_t version;    /* stream version the state includes; 0 when there is none */
+    int schema_version; /* of state */
+    char *state;        /* JSON object text, owned; es_snapshot_free frees it */
+} es_snapshot;
+
+void es_snapshot_free(es_snapshot *snap); /* frees what snap owns, not snap; accepts NULL */
+
 typedef struct es_store_ops {
     /* Durable when it returns 0. Fails with APP_EVERSION (expected version differs; err
      * detail holds the current one), APP_ECONFLICT (a claim is owned by another stream;
@@ -159,6 +170,15 @@ typedef struct es_store_ops {
     int (*lead)(void *self, const char *context, const char *name, bool *out, app_error *err);
     /* Gives the lease up if held (e.g. at shutdown), so another process takes over now. */
     void (*resign)(void *self, const char *context, const char *name);
+    /* The latest snapshot of a stream; out->version 0 and out->state NULL when it has none.
+     * *out owned by the caller (es_snapshot_free). Optional: NULL in stores without them. */
+    int (*load_snapshot)(void *self, const char *context, const char *stream_id, es_snapshot *out,
+                         app_error *err);
+    /* Keeps snap as the stream's snapshot unless a newer one is kept already. Refused
+     * (APP_EINVAL) when the stream has no committed event at snap->version, so a state that
+     * was never committed cannot become a snapshot. Optional, like load_snapshot. */
+    int (*save_snapshot)(void *self, const char *context, const char *stream_id,
+                         const es_snapshot *snap, app_error *err);
 } es_store_ops;
 
 typedef struct es_store {

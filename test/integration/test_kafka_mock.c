@@ -21,6 +21,7 @@
 #include "adapters/postgres/pg_event_store.h"
 #include "adapters/postgres/pg_migrate.h"
 #include "core/uuid.h"
+#include "kernel/upcast.h"
 #include "test/support/services.h"
 
 #define CTX         "kfkmock" /* schema kfkmock_ctx */
@@ -36,7 +37,8 @@ static rd_kafka_mock_cluster_t *mock;
 static char prefix[64];
 static char topic[128], dlq_topic[128];
 static int test_no;
-static kfk_relay *relays[2]; /* freed by teardown when a failed test left them running */
+static kfk_relay *relays[2];   /* freed by teardown when a failed test left them running */
+static upcast_store *upcaster; /* in front of the store when a test wants it; teardown frees */
 
 /* ---- fixtures ------------------------------------------------------------------------- */
 
@@ -95,6 +97,8 @@ static int teardown(void **state)
     }
     rd_kafka_mock_cluster_destroy(mock);
     rd_kafka_destroy(mock_owner);
+    upcast_store_free(upcaster);
+    upcaster = NULL;
     pg_event_store_free(store);
     mock = NULL;
     mock_owner = NULL;
@@ -225,6 +229,7 @@ typedef struct consumed {
     bool headers_ok;
     bool truncated;
     char dlq_reason[128];
+    bool old_shape; /* the data has "m", the v1 name of "n" */
 } consumed;
 
 static consumed got[MAX_MSGS * 2];
@@ -297,6 +302,9 @@ static void consume_all(const char *t, int idle_ms)
         assert_string_equal(cJSON_GetObjectItem(j, "streamId")->valuestring, g->key);
         g->version = (int64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "version"));
         g->truncated = cJSON_IsTrue(cJSON_GetObjectItem(j, "truncated"));
+        const cJSON *data = cJSON_GetObjectItem(j, "data");
+        g->old_shape =
+            cJSON_GetObjectItem(data, "m") || !cJSON_IsNumber(cJSON_GetObjectItem(data, "n"));
         cJSON_Delete(j);
         rd_kafka_message_destroy(m);
     }
@@ -383,6 +391,63 @@ static void test_relays_in_order(void **state)
         for (size_t k = 0; k < j; k++)
             if (strcmp(got[k].key, got[j].key) == 0)
                 assert_int_equal(got[k].partition, got[j].partition);
+}
+
+/* Schema evolution: kfkmock.thing.happened v1 said "m" for what v2 calls "n". */
+static int thing_v1(cJSON *data, app_error *err)
+{
+    cJSON *m = cJSON_DetachItemFromObjectCaseSensitive(data, "m");
+    if (!cJSON_IsNumber(m)) {
+        cJSON_Delete(m);
+        return app_error_set(err, APP_EINVAL, "v1 needs a number m");
+    }
+    cJSON_AddItemToObject(data, "n", m);
+    return 0;
+}
+
+/* Events stored in an old schema version reach Kafka upcast, with the current version in the
+ * schema-version header (checked by consume_all for every message), as main.c wires it. */
+static void test_relays_upcast_events(void **state)
+{
+    (void)state;
+    static const mod_upcaster rows[] = {{"kfkmock.thing.happened", 1, thing_v1}, {NULL, 0, NULL}};
+    static const app_module thing = {.abi = APP_MODULE_ABI, .name = CTX, .upcasters = rows};
+    static const app_module *const modules[] = {&thing, NULL};
+    static es_store stored;
+    stored = port;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(upcast_store_new(&upcaster, &stored, modules, &err), 0);
+    port = upcast_store_port(upcaster);
+
+    n_log = 0;
+    append_many(5, 2); /* current version */
+    for (int i = 0; i < 10; i++) {
+        appended *a = &log_[n_log++];
+        uuid_v4(a->id);
+        snprintf(a->stream, sizeof a->stream, "thing-%d", i % 3);
+        char meta[256], data[64];
+        snprintf(meta, sizeof meta,
+                 "{\"correlationId\":\"corr-old\",\"causationId\":\"cause-old\","
+                 "\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}");
+        snprintf(data, sizeof data, "{\"m\":%d}", i);
+        es_new_event ev = {a->id, "kfkmock.thing.happened", 1, data, meta};
+        es_append_req req = {CTX, a->stream, ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL};
+        es_append_result res;
+        assert_int_equal(stored.ops->append(stored.self, &req, &res, &err), 0);
+        a->version = res.version;
+    }
+    append_many(5, 2);
+    kfk_relay_options o = relay_options();
+    kfk_relay *r = relay_start(&o);
+    wait_caught_up(15000);
+    assert_int_equal(status(r).delivered, 20);
+    relay_free(r);
+
+    consume_all(topic, 1500);
+    assert_int_equal(n_got, 20);
+    assert_int_equal(check_every_event(NULL, 0), 0);
+    for (size_t j = 0; j < n_got; j++)
+        assert_false(got[j].old_shape);
 }
 
 /* Produce requests that fail with retriable errors are retried; each event arrives once. */
@@ -621,6 +686,7 @@ int main(void)
     srand((unsigned)time(NULL));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_relays_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relays_upcast_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_transient_errors_retried, setup, teardown),
         cmocka_unit_test_setup_teardown(test_permanent_failures_dead_lettered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broker_outage, setup, teardown),

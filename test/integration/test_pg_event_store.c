@@ -565,6 +565,53 @@ static void test_log_tail(void **state)
 
 /* ---- checkpoints, ping, wake-ups ----------------------------------------------------- */
 
+static void test_snapshots(void **state)
+{
+    (void)state;
+    char stream[64];
+    new_stream(stream, sizeof stream);
+    app_error err = APP_ERROR_INIT;
+    es_snapshot snap = {.version = 9, .state = NULL};
+    assert_int_equal(port.ops->load_snapshot(port.self, CTX, stream, &snap, &err), 0);
+    assert_int_equal(snap.version, 0);
+    assert_null(snap.state);
+
+    /* Only a committed version can be snapshotted. */
+    es_snapshot put = {1, 1, (char *)(uintptr_t) "{\"n\": 1}"};
+    assert_int_equal(port.ops->save_snapshot(port.self, CTX, stream, &put, &err), APP_EINVAL);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(append_one(CTX, stream, i, NULL, 0, NULL, 0, NULL, &err), 0);
+    put.version = 4;
+    assert_int_equal(port.ops->save_snapshot(port.self, CTX, stream, &put, &err), APP_EINVAL);
+    put.version = 2;
+    assert_int_equal(port.ops->save_snapshot(port.self, CTX, stream, &put, &err), 0);
+    assert_int_equal(port.ops->load_snapshot(port.self, CTX, stream, &snap, &err), 0);
+    assert_int_equal(snap.version, 2);
+    assert_int_equal(snap.schema_version, 1);
+    assert_string_equal(snap.state, "{\"n\": 1}");
+    es_snapshot_free(&snap);
+
+    /* An older one never replaces a newer one; a newer one (any schema version) does. */
+    es_snapshot older = {1, 1, (char *)(uintptr_t) "{\"n\": 0}"};
+    assert_int_equal(port.ops->save_snapshot(port.self, CTX, stream, &older, &err), 0);
+    assert_int_equal(port.ops->load_snapshot(port.self, CTX, stream, &snap, &err), 0);
+    assert_int_equal(snap.version, 2);
+    es_snapshot_free(&snap);
+    es_snapshot newer = {3, 2, (char *)(uintptr_t) "{\"n\": 3}"};
+    assert_int_equal(port.ops->save_snapshot(port.self, CTX, stream, &newer, &err), 0);
+    assert_int_equal(port.ops->load_snapshot(port.self, CTX, stream, &snap, &err), 0);
+    assert_int_equal(snap.version, 3);
+    assert_int_equal(snap.schema_version, 2);
+    assert_string_equal(snap.state, "{\"n\": 3}");
+    es_snapshot_free(&snap);
+
+    /* The state must be a JSON object. */
+    es_snapshot bad = {3, 1, (char *)(uintptr_t) "[1]"};
+    assert_int_equal(port.ops->save_snapshot(port.self, CTX, stream, &bad, &err), APP_EINVAL);
+    bad.state = (char *)(uintptr_t) "{oops";
+    assert_int_equal(port.ops->save_snapshot(port.self, CTX, stream, &bad, &err), APP_EINVAL);
+}
+
 static void test_checkpoints(void **state)
 {
     (void)state;
@@ -885,6 +932,7 @@ int main(void)
         cmocka_unit_test(test_poison_fails_alone),
         cmocka_unit_test(test_log_tail),
         cmocka_unit_test(test_checkpoints),
+        cmocka_unit_test(test_snapshots),
         cmocka_unit_test(test_process_deadlines),
         cmocka_unit_test(test_ping),
         cmocka_unit_test(test_wakeup_across_stores),

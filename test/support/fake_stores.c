@@ -45,6 +45,7 @@ void fake_es_free(fake_es *f)
     for (size_t i = 0; i < f->n_streams; i++) {
         es_event_list l = {f->streams[i].events, f->streams[i].len};
         es_event_list_free(&l);
+        es_snapshot_free(&f->streams[i].snapshot);
         free(f->streams[i].id);
     }
     for (size_t i = 0; i < f->n_claims; i++)
@@ -248,6 +249,8 @@ static int fk_load_stream(void *self, const char *context, const char *stream_id
             fk_copy_event(&out->items[i], &s->events[(size_t)after_version + i]);
         out->len = n;
     }
+    f->loaded += out->len;
+    f->last_after_version = after_version;
     pthread_mutex_unlock(&f->lock);
     return 0;
 }
@@ -386,6 +389,66 @@ static int fk_due_processes(void *self, const char *context, const char *name, i
     return 0;
 }
 
+static int fk_load_snapshot(void *self, const char *context, const char *stream_id,
+                            es_snapshot *out, app_error *err)
+{
+    fake_es *f = self;
+    memset(out, 0, sizeof *out);
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    const fake_stream *s = fk_stream(f, stream_id);
+    if (s && s->snapshot.state) {
+        out->version = s->snapshot.version;
+        out->schema_version = s->snapshot.schema_version;
+        out->state = fk_strdup(s->snapshot.state);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static void fk_keep_snapshot(fake_stream *s, int64_t version, int schema_version, const char *state)
+{
+    es_snapshot_free(&s->snapshot);
+    s->snapshot.version = version;
+    s->snapshot.schema_version = schema_version;
+    s->snapshot.state = fk_strdup(state);
+}
+
+static int fk_save_snapshot(void *self, const char *context, const char *stream_id,
+                            const es_snapshot *snap, app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    fake_stream *s = fk_stream(f, stream_id);
+    if (f->fail_snapshot)
+        rc = app_error_set(err, f->fail_snapshot, "injected snapshot failure");
+    else if (!s || snap->version < 1 || snap->version > (int64_t)s->len || !snap->state)
+        rc = app_error_set(err, APP_EINVAL, "stream %s has no committed version %lld", stream_id,
+                           (long long)snap->version);
+    else if (s->snapshot.version <= snap->version)
+        fk_keep_snapshot(s, snap->version, snap->schema_version, snap->state);
+    if (rc == 0)
+        f->snapshots_saved++;
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+bool fake_es_put_snapshot(fake_es *f, const char *id, int64_t version, int schema_version,
+                          const char *state)
+{
+    pthread_mutex_lock(&f->lock);
+    fake_stream *s = fk_stream(f, id);
+    if (s)
+        fk_keep_snapshot(s, version, schema_version, state);
+    pthread_mutex_unlock(&f->lock);
+    return s != NULL;
+}
+
 static const es_store_ops fake_es_ops = {
     .append = fk_append,
     .load_stream = fk_load_stream,
@@ -395,6 +458,8 @@ static const es_store_ops fake_es_ops = {
     .save_checkpoint = fk_save_checkpoint,
     .ping = fk_ping,
     .due_processes = fk_due_processes,
+    .load_snapshot = fk_load_snapshot,
+    .save_snapshot = fk_save_snapshot,
 };
 
 es_store fake_es_port(fake_es *f)

@@ -18,6 +18,7 @@ typedef struct fake_stream {
     char *id;
     es_event *events; /* version i + 1 at index i; strings owned */
     size_t len;
+    es_snapshot snapshot; /* version 0 when none; state owned */
 } fake_stream;
 
 typedef struct fake_claim {
@@ -53,10 +54,14 @@ struct fake_es {
     size_t n_checkpoints;
     fake_process processes[FAKE_STORE_MAX]; /* what due_processes answers from */
     size_t n_processes;
-    int64_t position; /* of the last event appended */
-    int fail_next;    /* when non-zero, the next append fails with it (once) */
-    size_t appends;   /* successful appends */
-    size_t conflicts; /* appends refused with APP_EVERSION */
+    int64_t position;           /* of the last event appended */
+    int fail_next;              /* when non-zero, the next append fails with it (once) */
+    size_t appends;             /* successful appends */
+    size_t conflicts;           /* appends refused with APP_EVERSION */
+    size_t loaded;              /* events load_stream has returned, in all */
+    int64_t last_after_version; /* the after_version of the last load_stream */
+    size_t snapshots_saved;     /* successful save_snapshot calls */
+    int fail_snapshot;          /* when non-zero, every save_snapshot fails with it */
     fake_es_hook before_append;
     void *hook_arg;
     bool in_hook;
@@ -67,6 +72,11 @@ struct fake_es {
 void fake_es_init(fake_es *f, const char *context);
 void fake_es_free(fake_es *f); /* accepts NULL */
 es_store fake_es_port(fake_es *f);
+
+/* Puts a snapshot on stream id as it is, unchecked (for corrupt or foreign ones); false when
+ * there is no such stream. */
+bool fake_es_put_snapshot(fake_es *f, const char *id, int64_t version, int schema_version,
+                          const char *state);
 
 /* Borrowed from f; NULL when no such stream. */
 fake_stream *fake_es_stream(fake_es *f, const char *id);

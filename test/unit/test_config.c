@@ -96,6 +96,9 @@ static void assert_defaults(const app_config *cfg)
     assert_int_equal(cfg->log.level, LOG_INFO);
     assert_int_equal(cfg->subscriptions.batch_size, 500);
     assert_int_equal(cfg->subscriptions.poll_interval_ms, 500);
+    assert_int_equal(cfg->snapshots.user, 0);
+    assert_int_equal(cfg->snapshots.order, 0);
+    assert_int_equal(cfg->snapshots.product, 100);
     assert_int_equal(cfg->n_contexts, 3);
     assert_string_equal(cfg->contexts[0], "user");
     assert_string_equal(cfg->contexts[1], "order");
@@ -172,6 +175,7 @@ static void test_every_key_from_file(void **state)
                        "subscriptions:\n"
                        "  batch_size: 100000\n"
                        "  poll_interval_ms: 60000\n"
+                       "snapshots: {user: 1, order: 1000000, product: 0}\n"
                        "contexts:\n"
                        "  - order\n",
                        &cfg, &err);
@@ -196,6 +200,9 @@ static void test_every_key_from_file(void **state)
     assert_int_equal(cfg.log.level, LOG_DEBUG);
     assert_int_equal(cfg.subscriptions.batch_size, 100000);
     assert_int_equal(cfg.subscriptions.poll_interval_ms, 60000);
+    assert_int_equal(cfg.snapshots.user, 1);
+    assert_int_equal(cfg.snapshots.order, 1000000);
+    assert_int_equal(cfg.snapshots.product, 0);
     assert_int_equal(cfg.n_contexts, 1);
     assert_string_equal(cfg.contexts[0], "order");
 }
@@ -255,6 +262,13 @@ static void test_out_of_range(void **state)
                  "redis.timeout_ms: 9 is out of range 10..60000 at line 2");
     expect_error("subscriptions:\n  poll_interval_ms: 60001\n",
                  "subscriptions.poll_interval_ms: 60001 is out of range 10..60000 at line 2");
+    expect_error("snapshots:\n  user: 0\n  product: -1\n",
+                 "snapshots.product: -1 is out of range 0..1000000 at line 3");
+    expect_error("snapshots:\n  product: 1000001\n",
+                 "snapshots.product: 1000001 is out of range 0..1000000 at line 2");
+    expect_error("snapshots:\n  product: every\n",
+                 "snapshots.product: expected an integer at line 2");
+    expect_error("snapshots:\n  invoice: 10\n", "snapshots.invoice: unknown key at line 2");
 }
 
 static void test_missing_required(void **state)
@@ -448,6 +462,9 @@ static void test_env_overrides_every_key(void **state)
         {"APP_LOG_LEVEL", "warn"},
         {"APP_SUBSCRIPTIONS_BATCH_SIZE", "50"},
         {"APP_SUBSCRIPTIONS_POLL_INTERVAL_MS", "20"},
+        {"APP_SNAPSHOTS_USER", "7"},
+        {"APP_SNAPSHOTS_ORDER", "8"},
+        {"APP_SNAPSHOTS_PRODUCT", "0"},
         {"APP_CONTEXTS", " order , inventory "},
         {NULL, NULL},
     };
@@ -475,6 +492,9 @@ static void test_env_overrides_every_key(void **state)
     assert_int_equal(cfg.log.level, LOG_WARN);
     assert_int_equal(cfg.subscriptions.batch_size, 50);
     assert_int_equal(cfg.subscriptions.poll_interval_ms, 20);
+    assert_int_equal(cfg.snapshots.user, 7);
+    assert_int_equal(cfg.snapshots.order, 8);
+    assert_int_equal(cfg.snapshots.product, 0);
     assert_int_equal(cfg.n_contexts, 2);
     assert_string_equal(cfg.contexts[0], "order");
     assert_string_equal(cfg.contexts[1], "inventory");
@@ -502,6 +522,10 @@ static void test_env_errors(void **state)
     expect_env_error("APP_HTTP_THREADS", "", "APP_HTTP_THREADS: expected an integer, got \"\"");
     expect_env_error("APP_HTTP_THREADS", " 4", "APP_HTTP_THREADS: expected an integer, got \" 4\"");
     expect_env_error("APP_HTTP_THREADS", "100", "APP_HTTP_THREADS: 100 is out of range 1..64");
+    expect_env_error("APP_SNAPSHOTS_PRODUCT", "-5",
+                     "APP_SNAPSHOTS_PRODUCT: -5 is out of range 0..1000000");
+    expect_env_error("APP_SNAPSHOTS_ORDER", "often",
+                     "APP_SNAPSHOTS_ORDER: expected an integer, got \"often\"");
     expect_env_error("APP_POSTGRES_DSN", "", "APP_POSTGRES_DSN: missing required value");
     expect_env_error("APP_REDIS_URL", "tcp://x",
                      "APP_REDIS_URL: must start with redis://, got \"tcp://x\"");

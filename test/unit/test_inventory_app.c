@@ -14,10 +14,13 @@
 #include <cmocka.h>
 
 #include "contexts/inventory/application/inventory_app.h"
+#include "contexts/inventory/application/product_stream.h"
 #include "contexts/inventory/inventory_module.h"
+#include "core/config.h"
 #include "core/metrics.h"
 #include "core/uuid.h"
 #include "kernel/bus.h"
+#include "kernel/upcast.h"
 #include "test/support/fake_stores.h"
 
 static const char *const order_a = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
@@ -26,6 +29,8 @@ static const char *const order_b = "1f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 typedef struct fixture {
     fake_es es;
     fake_rs rs;
+    es_store stored;      /* the fake as it is */
+    upcast_store *upcast; /* in front of it, as main.c puts it */
     es_store events;
     rs_store reads;
     bus *bus;
@@ -33,21 +38,35 @@ typedef struct fixture {
     bus_ctx ctx; /* for calling handlers and the projection directly */
 } fixture;
 
+/* snapshots.product through the module's configure phase, as main.c does. */
+static void set_snapshot_every(int every)
+{
+    app_config cfg;
+    config_defaults(&cfg);
+    cfg.snapshots.product = every;
+    app_error err = APP_ERROR_INIT;
+    assert_non_null(inventory_module.configure);
+    assert_int_equal(inventory_module.configure(&cfg, &err), 0);
+}
+
 static int setup(void **state)
 {
     fixture *fx = calloc(1, sizeof *fx);
     assert_non_null(fx);
     fake_es_init(&fx->es, "inventory");
     fake_rs_init(&fx->rs);
-    fx->events = fake_es_port(&fx->es);
+    fx->stored = fake_es_port(&fx->es);
     fx->reads = fake_rs_port(&fx->rs);
     app_error err = APP_ERROR_INIT;
+    assert_int_equal(upcast_store_new(&fx->upcast, &fx->stored, app_modules, &err), 0);
+    fx->events = upcast_store_port(fx->upcast);
     bus_options opts = {&fx->events, &fx->reads, &app_system_clock, 1000};
     assert_int_equal(bus_new(&fx->bus, &opts, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_COMMAND, inventory_module.commands, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_QUERY, inventory_module.queries, &err), 0);
     bus_meta_init(&fx->meta, "corr-1", "cause-1");
     fx->ctx = (bus_ctx){&fx->events, &fx->reads, &app_system_clock, fx->bus, &fx->meta};
+    set_snapshot_every(0); /* tests that want snapshots ask for them */
     *state = fx;
     return 0;
 }
@@ -56,6 +75,7 @@ static int teardown(void **state)
 {
     fixture *fx = *state;
     bus_free(fx->bus);
+    upcast_store_free(fx->upcast);
     fake_es_free(&fx->es);
     fake_rs_free(&fx->rs);
     free(fx);
@@ -172,7 +192,8 @@ static cJSON *event_data(fixture *fx, const char *sku, size_t version, const cha
     assert_non_null(s);
     assert_true(version >= 1 && version <= s->len);
     assert_string_equal(s->events[version - 1].type, type);
-    assert_int_equal(s->events[version - 1].schema_version, 1);
+    assert_int_equal(s->events[version - 1].schema_version,
+                     strcmp(type, INV_EVENT_CREATED) == 0 ? 2 : 1);
     cJSON *d = cJSON_Parse(s->events[version - 1].data);
     assert_non_null(d);
     return d;
@@ -207,7 +228,8 @@ static void test_create(void **state)
     assert_string_equal(sget(d, "name"), "Blue Widget");
     assert_int_equal(iget(cJSON_GetObjectItem(d, "price"), "amount"), 1250);
     assert_string_equal(sget(cJSON_GetObjectItem(d, "price"), "currency"), "EUR");
-    assert_int_equal(iget(d, "stock"), 5);
+    assert_int_equal(iget(d, "initialStock"), 5);
+    assert_null(cJSON_GetObjectItemCaseSensitive(d, "stock"));
     assert_int_equal(cJSON_GetArraySize(d), 4);
     cJSON_Delete(d);
     cJSON *md = cJSON_Parse(stream_of(fx, "SKU-1")->events[0].metadata);
@@ -997,6 +1019,280 @@ static void test_routes(void **state)
     }
 }
 
+/* ---- snapshots --------------------------------------------------------------------- */
+
+#define SNAP_SKU    "SNAP"
+#define SNAP_STREAM "product-SNAP"
+
+/* Appends n reservations of 1 (fresh order ids) straight through the port, in batches. */
+static void append_reservations(fixture *fx, size_t n)
+{
+    enum { BATCH = 500 };
+    static char ids[BATCH][UUID_STR_LEN], orders[BATCH][UUID_STR_LEN];
+    static char *data[BATCH];
+    es_new_event rows[BATCH];
+    app_error err = APP_ERROR_INIT;
+    while (n > 0) {
+        size_t k = n < BATCH ? n : BATCH;
+        for (size_t i = 0; i < k; i++) {
+            inv_event ev = {.kind = INV_EV_STOCK_RESERVED, .sku = SNAP_SKU, .quantity = 1};
+            uuid_v4(ids[i]);
+            uuid_v4(orders[i]);
+            snprintf(ev.order_id, sizeof ev.order_id, "%s", orders[i]);
+            assert_int_equal(inv_event_encode(&ev, &data[i], &err), 0);
+            rows[i] = (es_new_event){ids[i], INV_EVENT_STOCK_RESERVED, 1, data[i], "{}"};
+        }
+        es_append_req req = {.context = "inventory",
+                             .stream_id = SNAP_STREAM,
+                             .expected_version = ES_ANY_VERSION,
+                             .events = rows,
+                             .n_events = k};
+        assert_int_equal(fx->events.ops->append(fx->events.self, &req, NULL, &err), 0);
+        for (size_t i = 0; i < k; i++)
+            free(data[i]);
+        n -= k;
+    }
+}
+
+/* The snapshot text of the product as loaded through ctx: two loads that give the same text
+ * give the same state, reservations and version included. Caller frees. */
+static char *loaded_state(const bus_ctx *ctx, int64_t *version)
+{
+    inv_product p;
+    app_error err = APP_ERROR_INIT;
+    char *text = NULL;
+    if (inv_load(ctx, SNAP_SKU, 0, &p, &err) != 0)
+        fail_msg("load: %s", err.message);
+    assert_true(p.exists);
+    assert_int_equal(inv_snapshot_encode(&p, &text, &err), 0);
+    *version = p.version;
+    inv_product_free(&p);
+    return text;
+}
+
+/* The fold of the whole stream, through a port that has no snapshots at all. */
+static char *full_fold(fixture *fx, int64_t *version)
+{
+    es_store_ops ops = *fx->events.ops;
+    ops.load_snapshot = NULL;
+    ops.save_snapshot = NULL;
+    es_store plain = {&ops, fx->events.self};
+    bus_ctx ctx = fx->ctx;
+    ctx.events = &plain;
+    return loaded_state(&ctx, version);
+}
+
+/* Loads through the real port and checks it read only the events after after_version and
+ * gave the same state as the full fold. */
+static void assert_load_after(fixture *fx, int64_t after_version, int64_t head)
+{
+    int64_t v_full = 0, v = 0;
+    char *full = full_fold(fx, &v_full);
+    size_t loaded = fx->es.loaded;
+    char *got = loaded_state(&fx->ctx, &v);
+    assert_int_equal(fx->es.last_after_version, after_version);
+    assert_int_equal(fx->es.loaded - loaded, (size_t)(head - after_version));
+    assert_int_equal(v, head);
+    assert_int_equal(v_full, head);
+    assert_string_equal(got, full);
+    free(full);
+    free(got);
+}
+
+static void test_snapshots(void **state)
+{
+    fixture *fx = *state;
+    cJSON *out = NULL;
+    app_error err;
+    set_snapshot_every(100);
+    create(fx, SNAP_SKU, 1000000);
+    append_reservations(fx, 9998); /* version 9,999 */
+    assert_int_equal(stream_len(fx, SNAP_SKU), 9999);
+    assert_null(stream_of(fx, SNAP_SKU)->snapshot.state); /* the port's appends do not */
+
+    /* The command that takes the stream to 10,000 leaves a snapshot of its committed state. */
+    assert_int_equal(reserve(fx, SNAP_SKU, order_a, "3", &out, &err), 0);
+    cJSON_Delete(out);
+    fake_stream *s = stream_of(fx, SNAP_SKU);
+    assert_int_equal(s->snapshot.version, 10000);
+    assert_int_equal(s->snapshot.schema_version, INV_SNAPSHOT_SCHEMA_VERSION);
+    append_reservations(fx, 6);
+    assert_int_equal(release(fx, SNAP_SKU, order_a, &out, &err), 0); /* 10,007 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 10000); /* no multiple of 100 crossed */
+
+    /* Loading reads the 7 events after the snapshot, and folds to the same state. */
+    assert_load_after(fx, 10000, 10007);
+    cJSON *d = describe(fx, SNAP_SKU);
+    assert_int_equal(iget(d, "onHand"), 1000000);
+    assert_int_equal(iget(d, "reserved"), 9998 + 6);
+    assert_int_equal(iget(d, "version"), 10007);
+    cJSON_Delete(d);
+
+    /* A snapshot is written from the committed state only: it matches the fold up to it. */
+    char *snap_text = strdup(s->snapshot.state);
+    assert_non_null(snap_text);
+    bus_ctx plain_ctx = fx->ctx;
+    es_store_ops ops = *fx->events.ops;
+    ops.load_snapshot = NULL;
+    es_store plain = {&ops, fx->events.self};
+    plain_ctx.events = &plain;
+    inv_product at;
+    assert_int_equal(inv_load(&plain_ctx, SNAP_SKU, 10000, &at, &err), 0);
+    char *at_text = NULL;
+    assert_int_equal(inv_snapshot_encode(&at, &at_text, &err), 0);
+    assert_string_equal(at_text, snap_text);
+    inv_product_free(&at);
+    free(at_text);
+
+    /* A snapshot in another schema version (older or newer code) is not read. */
+    assert_true(fake_es_put_snapshot(&fx->es, SNAP_STREAM, 10000, INV_SNAPSHOT_SCHEMA_VERSION + 1,
+                                     snap_text));
+    assert_load_after(fx, 0, 10007);
+    assert_true(fake_es_put_snapshot(&fx->es, SNAP_STREAM, 10000, INV_SNAPSHOT_SCHEMA_VERSION - 1,
+                                     snap_text));
+    assert_load_after(fx, 0, 10007);
+
+    /* Corrupt ones neither: bad JSON, a wrong type, counts that disagree, another sku. */
+    static const char *const corrupt[] = {
+        "{\"sku\":\"SNAP\"",
+        "{\"sku\":\"SNAP\",\"name\":\"Widget\",\"price\":{\"amount\":1250,\"currency\":\"EUR\"},"
+        "\"onHand\":\"lots\",\"reserved\":0,\"reservations\":[]}",
+        "{\"sku\":\"SNAP\",\"name\":\"Widget\",\"price\":{\"amount\":1250,\"currency\":\"EUR\"},"
+        "\"onHand\":10,\"reserved\":5,\"reservations\":[]}",
+        "{\"sku\":\"OTHER\",\"name\":\"Widget\",\"price\":{\"amount\":1250,\"currency\":\"EUR\"},"
+        "\"onHand\":10,\"reserved\":0,\"reservations\":[]}",
+        "[]",
+    };
+    for (size_t i = 0; i < sizeof corrupt / sizeof corrupt[0]; i++) {
+        assert_true(fake_es_put_snapshot(&fx->es, SNAP_STREAM, 10000, INV_SNAPSHOT_SCHEMA_VERSION,
+                                         corrupt[i]));
+        assert_load_after(fx, 0, 10007);
+    }
+
+    /* A failing snapshot write never fails the command that was committed. */
+    assert_true(
+        fake_es_put_snapshot(&fx->es, SNAP_STREAM, 10000, INV_SNAPSHOT_SCHEMA_VERSION, snap_text));
+    fx->es.fail_snapshot = APP_EUNAVAIL;
+    size_t saved = fx->es.snapshots_saved;
+    append_reservations(fx, 92);                                   /* 10,099 */
+    assert_int_equal(add_stock(fx, SNAP_SKU, "5", &out, &err), 0); /* 10,100 */
+    assert_int_equal(iget(out, "version"), 10100);
+    cJSON_Delete(out);
+    assert_int_equal(fx->es.snapshots_saved, saved);
+    assert_int_equal(s->snapshot.version, 10000);
+    assert_load_after(fx, 10000, 10100);
+
+    /* With the store back, the next crossing writes one; policy 0 writes none. */
+    fx->es.fail_snapshot = 0;
+    append_reservations(fx, 99);
+    assert_int_equal(add_stock(fx, SNAP_SKU, "5", &out, &err), 0); /* 10,200 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 10200);
+    assert_load_after(fx, 10200, 10200);
+    set_snapshot_every(0);
+    append_reservations(fx, 99);
+    assert_int_equal(add_stock(fx, SNAP_SKU, "5", &out, &err), 0); /* 10,300 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 10200);
+    assert_load_after(fx, 10200, 10300);
+    free(snap_text);
+}
+
+/* ---- schema evolution -------------------------------------------------------------- */
+
+/* A product created before the created event's v2, stored as it was: schema version 1 and
+ * "stock" where v2 says "initialStock". */
+static void put_v1_product(fixture *fx, const char *sku, int stock)
+{
+    char id[UUID_STR_LEN], stream[64], data[256];
+    uuid_v4(id);
+    snprintf(stream, sizeof stream, "product-%s", sku);
+    snprintf(data, sizeof data,
+             "{\"sku\":\"%s\",\"name\":\"Old lamp\",\"price\":{\"amount\":2490,"
+             "\"currency\":\"EUR\"},\"stock\":%d}",
+             sku, stock);
+    es_new_event ev = {id, INV_EVENT_CREATED, 1, data, "{\"correlationId\":\"old\"}"};
+    es_append_req req = {.context = "inventory",
+                         .stream_id = stream,
+                         .expected_version = 0,
+                         .events = &ev,
+                         .n_events = 1};
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(fx->stored.ops->append(fx->stored.self, &req, NULL, &err), 0);
+}
+
+static void test_old_created_events(void **state)
+{
+    fixture *fx = *state;
+    cJSON *out = NULL;
+    app_error err;
+    put_v1_product(fx, "OLD-1", 5);
+    assert_int_equal(stream_of(fx, "OLD-1")->events[0].schema_version, 1);
+
+    /* The aggregate: commands decide on it. */
+    assert_int_equal(add_stock(fx, "OLD-1", "2", &out, &err), 0);
+    assert_int_equal(iget(out, "onHand"), 7);
+    cJSON_Delete(out);
+    assert_int_equal(reserve(fx, "OLD-1", order_a, "6", &out, &err), 0);
+    assert_string_equal(sget(out, "outcome"), "reserved");
+    cJSON_Delete(out);
+    assert_int_equal(reserve(fx, "OLD-1", order_b, "2", &out, &err), 0);
+    assert_string_equal(sget(out, "outcome"), "out_of_stock");
+    cJSON_Delete(out);
+    cJSON *d = describe(fx, "OLD-1");
+    assert_string_equal(sget(d, "name"), "Old lamp");
+    assert_int_equal(iget(d, "onHand"), 7);
+    assert_int_equal(iget(d, "available"), 1);
+    cJSON_Delete(d);
+
+    /* The projection, fed from the log as the subscriber reads it. */
+    es_event_list log = {0};
+    assert_int_equal(fx->events.ops->read_log(fx->events.self, "inventory", 0, 100, &log, &err), 0);
+    assert_int_equal(log.len, 3);
+    assert_int_equal(log.items[0].schema_version, 2);
+    for (size_t i = 0; i < log.len; i++)
+        assert_int_equal(inv_projection_handle(&fx->ctx, &log.items[i], &err), 0);
+    es_event_list_free(&log);
+    cJSON *rm = cJSON_Parse(fake_rs_value(&fx->rs, "product:OLD-1"));
+    assert_non_null(rm);
+    assert_int_equal(iget(rm, "onHand"), 7);
+    assert_int_equal(iget(rm, "reserved"), 6);
+    assert_int_equal(iget(rm, "version"), 3);
+    cJSON_Delete(rm);
+
+    /* The audit trail shows the current shape; the store still holds the old one. */
+    assert_int_equal(
+        call(fx, BUS_QUERY, "inventory.get_product_events", "{\"sku\":\"OLD-1\"}", &out, &err), 0);
+    const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(out, "items"), 0);
+    assert_int_equal(iget(first, "schemaVersion"), 2);
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(first, "data");
+    assert_int_equal(iget(data, "initialStock"), 5);
+    assert_null(cJSON_GetObjectItemCaseSensitive(data, "stock"));
+    cJSON_Delete(out);
+    assert_non_null(strstr(stream_of(fx, "OLD-1")->events[0].data, "\"stock\":5"));
+
+    /* Without the upcasting store the old event is refused, never misread. */
+    bus_ctx raw = fx->ctx;
+    raw.events = &fx->stored;
+    inv_product p;
+    assert_int_equal(inv_load(&raw, "OLD-1", 0, &p, &err), APP_EINTERNAL);
+    inv_product_free(&p);
+
+    /* An old event the upcaster refuses reaches the reader as stored: a clear error. */
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    es_new_event bad = {id, INV_EVENT_CREATED, 1, "{\"sku\":\"OLD-2\",\"stock\":\"five\"}", "{}"};
+    es_append_req req = {.context = "inventory",
+                         .stream_id = "product-OLD-2",
+                         .expected_version = 0,
+                         .events = &bad,
+                         .n_events = 1};
+    assert_int_equal(fx->stored.ops->append(fx->stored.self, &req, NULL, &err), 0);
+    assert_int_equal(add_stock(fx, "OLD-2", "1", &out, &err), APP_EINTERNAL);
+    assert_non_null(strstr(err.message, "was not upcast"));
+}
+
 static void test_descriptor(void **state)
 {
     (void)state;
@@ -1029,6 +1325,9 @@ static void test_descriptor(void **state)
     assert_string_equal(inventory_module.subscriptions[0].source_context, "inventory");
     assert_true(inventory_module.subscriptions[0].flags & MOD_SUB_PROJECTION);
     assert_null(inventory_module.subscriptions[1].name);
+    assert_string_equal(inventory_module.upcasters[0].event_type, INV_EVENT_CREATED);
+    assert_int_equal(inventory_module.upcasters[0].from_version, 1);
+    assert_null(inventory_module.upcasters[1].event_type);
     n = 0;
     for (const http_route_def *r = inventory_module.routes; r->pattern; r++, n++)
         assert_non_null(r->fn);
@@ -1049,6 +1348,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_projection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_created_events, setup, teardown),
         cmocka_unit_test(test_descriptor),
     };
     return cmocka_run_group_tests_name("inventory application", tests, NULL, NULL);

@@ -218,7 +218,9 @@ static void test_event_round_trip(void **state)
     for (int i = 0; i < 4; i++) {
         char *data = NULL;
         assert_int_equal(inv_event_encode(&in[i], &data, &err), 0);
-        assert_int_equal(inv_event_decode(inv_event_type(in[i].kind), 1, data, &out, &err), 0);
+        assert_int_equal(inv_event_decode(inv_event_type(in[i].kind),
+                                          inv_event_schema_version(in[i].kind), data, &out, &err),
+                         0);
         assert_int_equal(out.kind, in[i].kind);
         assert_string_equal(out.sku, in[i].sku);
         assert_int_equal(out.quantity, in[i].quantity);
@@ -241,10 +243,99 @@ static void test_event_round_trip(void **state)
                          APP_EINTERNAL);
     assert_int_equal(inv_event_decode("inventory.product.renamed", 1, "{}", &out, &err), 0);
     assert_int_equal(out.kind, INV_EV_UNKNOWN);
-    assert_int_equal(inv_event_decode(INV_EVENT_CREATED, 2, "{}", &out, &err), 0);
+    assert_int_equal(inv_event_decode(INV_EVENT_CREATED, 3, "{}", &out, &err), 0);
+    assert_int_equal(out.kind, INV_EV_UNKNOWN);
+    assert_int_equal(inv_event_decode(INV_EVENT_STOCK_ADDED, 2, "{}", &out, &err), 0);
     assert_int_equal(out.kind, INV_EV_UNKNOWN);
     assert_int_equal(inv_event_decode(INV_EVENT_STOCK_ADDED, 1, "{\"sku\":\"A\"}", &out, &err),
                      APP_EINTERNAL);
+}
+
+/* The one schema change so far: created v1 said "stock" for what v2 calls "initialStock". */
+static void test_created_schema_evolution(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    inv_event ev, out;
+    assert_int_equal(inv_event_schema_version(INV_EV_CREATED), 2);
+    assert_int_equal(inv_event_schema_version(INV_EV_STOCK_RESERVED), 1);
+    assert_int_equal(inv_event_schema_version(INV_EV_UNKNOWN), 0);
+    assert_int_equal(inv_decide_create("SKU-9", "Widget", &eur, 7, &ev, &err), 0);
+    char *data = NULL;
+    assert_int_equal(inv_event_encode(&ev, &data, &err), 0);
+    cJSON *o = cJSON_Parse(data);
+    assert_int_equal(cJSON_GetObjectItemCaseSensitive(o, "initialStock")->valueint, 7);
+    assert_null(cJSON_GetObjectItemCaseSensitive(o, "stock"));
+    cJSON_Delete(o);
+    free(data);
+
+    /* The old shape is refused by the decoder (never read as if it were current)... */
+    const char *v1 = "{\"sku\":\"OLD-1\",\"name\":\"Lamp\",\"price\":{\"amount\":2490,"
+                     "\"currency\":\"EUR\"},\"stock\":5}";
+    assert_int_equal(inv_event_decode(INV_EVENT_CREATED, 1, v1, &out, &err), APP_EINTERNAL);
+    assert_non_null(strstr(err.message, "was not upcast"));
+    /* ...and the upcaster turns it into the current one. */
+    o = cJSON_Parse(v1);
+    assert_int_equal(inv_upcast_created_v1(o, &err), 0);
+    data = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    assert_int_equal(inv_event_decode(INV_EVENT_CREATED, 2, data, &out, &err), 0);
+    free(data);
+    assert_int_equal(out.kind, INV_EV_CREATED);
+    assert_int_equal(out.quantity, 5);
+    assert_string_equal(out.name, "Lamp");
+    assert_int_equal(out.price.amount, 2490);
+
+    /* A v1 event without a usable stock, or already in the new shape, is refused. */
+    static const char *const bad[] = {
+        "{\"sku\":\"OLD-1\"}",
+        "{\"sku\":\"OLD-1\",\"stock\":\"5\"}",
+        "{\"sku\":\"OLD-1\",\"stock\":1.5}",
+        "{\"sku\":\"OLD-1\",\"stock\":5,\"initialStock\":5}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o = cJSON_Parse(bad[i]);
+        assert_int_equal(inv_upcast_created_v1(o, &err), APP_EINVAL);
+        cJSON_Delete(o);
+    }
+}
+
+/* A snapshot round trip keeps every count and reservation; a snapshot whose counts
+ * disagree is refused. */
+static void test_snapshot_codec(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    inv_product p;
+    made(&p, 10);
+    inv_event ev;
+    size_t n;
+    bool oos;
+    assert_int_equal(inv_decide_reserve(&p, order_a, 3, &ev, &n, &oos, &err), 0);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    assert_int_equal(inv_decide_reserve(&p, order_b, 2, &ev, &n, &oos, &err), 0);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    char *text = NULL, *again = NULL;
+    assert_int_equal(inv_snapshot_encode(&p, &text, &err), 0);
+    inv_product q = {0};
+    assert_int_equal(inv_snapshot_decode(text, p.version, &q, &err), 0);
+    assert_true(q.exists);
+    assert_int_equal(q.version, p.version);
+    assert_int_equal(q.on_hand, 10);
+    assert_int_equal(q.reserved, 5);
+    assert_int_equal(inv_reserved_for(&q, order_b), 2);
+    assert_int_equal(inv_snapshot_encode(&q, &again, &err), 0);
+    assert_string_equal(again, text);
+    free(again);
+    free(text);
+    inv_product_free(&q);
+    inv_product_free(&p);
+    const char *bad = "{\"sku\":\"SKU-1\",\"name\":\"W\",\"price\":{\"amount\":1,"
+                      "\"currency\":\"EUR\"},\"onHand\":10,\"reserved\":4,\"reservations\":"
+                      "[{\"orderId\":\"0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9\",\"quantity\":3}]}";
+    assert_int_equal(inv_snapshot_decode(bad, 3, &q, &err), APP_EINVAL);
+    assert_null(q.reservations);
+    assert_false(q.exists);
 }
 
 int main(void)
@@ -258,6 +349,8 @@ int main(void)
         cmocka_unit_test(test_add_stock),
         cmocka_unit_test(test_fold),
         cmocka_unit_test(test_event_round_trip),
+        cmocka_unit_test(test_created_schema_evolution),
+        cmocka_unit_test(test_snapshot_codec),
     };
     return cmocka_run_group_tests_name("inventory domain", tests, NULL, NULL);
 }

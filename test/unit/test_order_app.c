@@ -699,6 +699,82 @@ static void test_saga_resumes_after_transient_failure(void **state)
     assert_int_equal(held("B"), 1);
 }
 
+/* The order as JSON, folded through ctx: equal texts, equal orders. Caller frees. */
+static char *order_text(const bus_ctx *ctx, const char *id)
+{
+    ord_order *o = malloc(sizeof *o);
+    assert_non_null(o);
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(ord_load(ctx, id, 0, o, &err), 0);
+    cJSON *j = ord_to_json(o);
+    char *text = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    free(o);
+    assert_non_null(text);
+    return text;
+}
+
+/* With snapshots.order 1 every committed append leaves a snapshot; loading starts after it
+ * and gives the order the whole stream gives; a snapshot that does not fit is ignored. */
+static void test_snapshots(void **state)
+{
+    fixture *fx = *state;
+    app_config *cfg = calloc(1, sizeof *cfg);
+    assert_non_null(cfg);
+    cfg->order.placement_timeout_ms = 30000;
+    cfg->snapshots.order = 1;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(order_module.configure(cfg, &err), 0);
+    free(cfg);
+    remote_product_add("A", 100, 4);
+    remote_product_add("B", 250, 4);
+    remote_customer_add(CUSTOMER, "active");
+    char id[UUID_STR_LEN], payload[96];
+    place(fx, CUSTOMER, "[{\"sku\":\"A\",\"quantity\":1},{\"sku\":\"B\",\"quantity\":2}]", id);
+    const fake_stream *s = order_stream(fx, id);
+    assert_int_equal(s->snapshot.version, 1);
+    run_saga(fx);
+    assert_int_equal(s->snapshot.version, 2);
+    snprintf(payload, sizeof payload, "{\"id\":\"%s\"}", id);
+    cJSON *out;
+    assert_int_equal(call(fx, BUS_COMMAND, "order.cancel_order", payload, &out, &err), 0);
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 3);
+
+    es_store_ops ops = *fx->events.ops;
+    ops.load_snapshot = NULL;
+    es_store plain = {&ops, fx->events.self};
+    bus_ctx plain_ctx = fx->ctx;
+    plain_ctx.events = &plain;
+    char *full = order_text(&plain_ctx, id);
+    size_t loaded = fx->es.loaded;
+    char *from_snap = order_text(&fx->ctx, id);
+    assert_int_equal(fx->es.last_after_version, 3);
+    assert_int_equal(fx->es.loaded, loaded);
+    assert_string_equal(from_snap, full);
+    free(from_snap);
+    expect_order(fx, id, ORD_STATUS_CANCELLED, ORD_REASON_CANCELLED_BY_CUSTOMER, 3);
+
+    /* Cancelled without a reason, an unknown status, another schema version: ignored. */
+    char *good = strdup(s->snapshot.state);
+    assert_non_null(good);
+    char stream[ORD_STREAM_ID_LEN];
+    ord_stream_id(stream, id);
+    static const char *const bad[] = {
+        "{\"orderId\":\"x\"}",
+        "{\"status\":\"pending\"}",
+    };
+    for (size_t i = 0; i < 3; i++) {
+        assert_true(fake_es_put_snapshot(&fx->es, stream, 3, i < 2 ? 1 : 2, i < 2 ? bad[i] : good));
+        char *text = order_text(&fx->ctx, id);
+        assert_int_equal(fx->es.last_after_version, 0);
+        assert_string_equal(text, full);
+        free(text);
+    }
+    free(good);
+    free(full);
+}
+
 static void test_cancel_releases_and_is_idempotent(void **state)
 {
     fixture *fx = *state;
@@ -1006,6 +1082,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_projection_and_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_copies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_describe_customer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
     };
     return cmocka_run_group_tests_name("order application layer", tests, NULL, NULL);
 }

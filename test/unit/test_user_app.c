@@ -14,6 +14,7 @@
 
 #include "contexts/user/application/user_app.h"
 #include "contexts/user/user_module.h"
+#include "core/config.h"
 #include "core/json.h"
 #include "core/metrics.h"
 #include "core/uuid.h"
@@ -49,9 +50,20 @@ static int setup(void **state)
     return 0;
 }
 
+/* snapshots.user through the module's configure phase, as main.c does. */
+static void set_snapshot_every(int every)
+{
+    app_config cfg;
+    config_defaults(&cfg);
+    cfg.snapshots.user = every;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(user_module.configure(&cfg, &err), 0);
+}
+
 static int teardown(void **state)
 {
     fixture *fx = *state;
+    set_snapshot_every(0);
     fake_es_free(&fx->es);
     fake_rs_free(&fx->rs);
     free(fx);
@@ -712,6 +724,63 @@ static void test_descriptor(void **state)
     assert_int_equal(n, 5);
 }
 
+/* ---- snapshots ---------------------------------------------------------------------- */
+
+static void test_snapshots(void **state)
+{
+    fixture *fx = *state;
+    cJSON *out = NULL;
+    app_error err;
+    char id[UUID_STR_LEN];
+    set_snapshot_every(2);
+    do_register(fx, "a@example.com", "Ann", id);
+    fake_stream *s = stream_of(fx, id);
+    assert_null(s->snapshot.state);
+    assert_int_equal(change_email(fx, id, "b@example.com", NULL, &out, &err), 0); /* v2 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 2);
+    assert_int_equal(s->snapshot.schema_version, 1);
+    assert_int_equal(change_email(fx, id, "c@example.com", NULL, &out, &err), 0); /* v3 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 2);
+    assert_int_equal(by_id(fx, user_deactivate_user, id, &out, &err), 0); /* v4 */
+    cJSON_Delete(out);
+    assert_int_equal(s->snapshot.version, 4);
+
+    /* Loading starts after the snapshot and decides on its state. */
+    size_t loaded = fx->es.loaded;
+    assert_int_equal(by_id(fx, user_describe_customer, id, &out, &err), 0);
+    assert_string_equal(sget(out, "status"), "deactivated");
+    cJSON_Delete(out);
+    assert_int_equal(fx->es.last_after_version, 4);
+    assert_int_equal(fx->es.loaded, loaded);
+    assert_int_equal(change_email(fx, id, "d@example.com", NULL, &out, &err), APP_ECONFLICT);
+
+    /* Another schema version, a corrupt one or another user's is ignored: the whole stream. */
+    char other[UUID_STR_LEN];
+    uuid_v4(other);
+    char foreign[256];
+    snprintf(foreign, sizeof foreign,
+             "{\"id\":\"%s\",\"email\":\"x@example.com\",\"name\":\"X\",\"status\":\"active\"}",
+             other);
+    const char *const ignored[] = {NULL, "{\"id\":1}", "{\"id\":\"", foreign};
+    char *good = strdup(s->snapshot.state);
+    assert_non_null(good);
+    for (size_t i = 0; i < 4; i++) {
+        char *text = strdup(i == 0 ? good : ignored[i]);
+        assert_non_null(text);
+        assert_true(fake_es_put_snapshot(&fx->es, s->id, 4, i == 0 ? 2 : 1, text));
+        free(text);
+        loaded = fx->es.loaded;
+        assert_int_equal(by_id(fx, user_describe_customer, id, &out, &err), 0);
+        assert_string_equal(sget(out, "status"), "deactivated");
+        cJSON_Delete(out);
+        assert_int_equal(fx->es.last_after_version, 0);
+        assert_int_equal(fx->es.loaded - loaded, 4);
+    }
+    free(good);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -723,6 +792,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
         cmocka_unit_test(test_event_json),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
         cmocka_unit_test(test_descriptor),
     };
     return cmocka_run_group_tests_name("user application", tests, NULL, NULL);

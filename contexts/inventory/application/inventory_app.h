@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "kernel/bus.h"
 #include "kernel/http_types.h"
@@ -12,6 +13,9 @@
 
 #define INV_CONTEXT         "inventory"
 #define INV_READ_KEY_PREFIX "product:"
+
+/* Keeps what the context needs of the configuration (the snapshot policy). */
+int inv_configure(const app_config *cfg, app_error *err);
 
 /* Commands: payloads and replies as in contexts/inventory/inventory_module.c's table. */
 int inv_create_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);

@@ -8,6 +8,17 @@
 #include "contexts/inventory/application/inventory_app.h"
 #include "core/json.h"
 #include "kernel/event_json.h"
+#include "kernel/snapshots.h"
+
+/* snapshots.product: set once at start-up, before any handler runs. */
+static int inv_snapshot_every;
+
+int inv_configure(const app_config *cfg, app_error *err)
+{
+    (void)err;
+    inv_snapshot_every = cfg->snapshots.product;
+    return 0;
+}
 
 int inv_payload_sku(const cJSON *payload, const char **out, app_error *err)
 {
@@ -25,14 +36,41 @@ void inv_stream_id(char out[INV_STREAM_ID_LEN], const char *sku)
     snprintf(out, INV_STREAM_ID_LEN, "%s%s", INV_STREAM_PREFIX, sku);
 }
 
+/* Starts *out from the stream's snapshot when there is a usable one at or below
+ * max_version (0: any); returns the version to read the events after. */
+static int64_t inv_from_snapshot(const bus_ctx *ctx, const char *sku, const char *stream,
+                                 int64_t max_version, inv_product *out)
+{
+    es_snapshot snap;
+    snap_load(ctx, INV_CONTEXT, stream, INV_SNAPSHOT_SCHEMA_VERSION, &snap);
+    int64_t after = 0;
+    if (snap.state && (max_version == 0 || snap.version <= max_version)) {
+        app_error serr = APP_ERROR_INIT;
+        if (inv_snapshot_decode(snap.state, snap.version, out, &serr) != 0)
+            snap_ignored(INV_CONTEXT, stream, snap.version, serr.message);
+        else if (strcmp(out->sku, sku) != 0)
+            snap_ignored(INV_CONTEXT, stream, snap.version, "it is another product's");
+        else
+            after = snap.version;
+        if (after == 0) {
+            inv_product_free(out);
+            memset(out, 0, sizeof *out);
+        }
+    }
+    es_snapshot_free(&snap);
+    return after;
+}
+
 int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_product *out,
              app_error *err)
 {
     memset(out, 0, sizeof *out);
     char stream[INV_STREAM_ID_LEN];
     inv_stream_id(stream, sku);
+    int64_t after = inv_from_snapshot(ctx, sku, stream, max_version, out);
     es_event_list list = {0};
-    int rc = ctx->events->ops->load_stream(ctx->events->self, INV_CONTEXT, stream, 0, &list, err);
+    int rc =
+        ctx->events->ops->load_stream(ctx->events->self, INV_CONTEXT, stream, after, &list, err);
     for (size_t i = 0; rc == 0 && i < list.len; i++) {
         if (max_version > 0 && list.items[i].version > max_version)
             break;
@@ -57,7 +95,8 @@ int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, co
     if (rc == 0) {
         uuid_v4(id);
         inv_stream_id(stream, sku);
-        es_new_event row = {id, inv_event_type(ev->kind), INV_EVENT_SCHEMA_VERSION, data, metadata};
+        es_new_event row = {id, inv_event_type(ev->kind), inv_event_schema_version(ev->kind), data,
+                            metadata};
         es_append_req req = {
             .context = INV_CONTEXT,
             .stream_id = stream,
@@ -69,6 +108,24 @@ int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, co
     }
     free(data);
     free(metadata);
+    return rc;
+}
+
+int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, app_error *err)
+{
+    int64_t before = p->version;
+    int rc = inv_append(ctx, ev->sku, before, ev, err);
+    if (rc == 0)
+        rc = inv_apply(p, ev, err);
+    if (rc == 0 && snap_due(inv_snapshot_every, before, p->version)) {
+        /* p is now the state the append committed, at the version it committed. */
+        char stream[INV_STREAM_ID_LEN], *state = NULL;
+        app_error serr = APP_ERROR_INIT;
+        inv_stream_id(stream, p->sku);
+        if (inv_snapshot_encode(p, &state, &serr) == 0)
+            snap_save(ctx, INV_CONTEXT, stream, p->version, INV_SNAPSHOT_SCHEMA_VERSION, state);
+        free(state);
+    }
     return rc;
 }
 

@@ -16,13 +16,20 @@ int inv_payload_sku(const cJSON *payload, const char **out, app_error *err);
 void inv_stream_id(char out[INV_STREAM_ID_LEN], const char *sku);
 
 /* Folds the stream of sku up to max_version (0 for all) into *out (free with
- * inv_product_free, also on failure). A product with no events has exists == false. */
+ * inv_product_free, also on failure), starting from its snapshot when it has a usable one.
+ * A product with no events has exists == false. */
 int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_product *out,
              app_error *err);
 
 /* Appends one decided event with the expected version and ctx->meta as metadata. */
 int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, const inv_event *ev,
                app_error *err);
+
+/* Appends ev, decided on *p, with p's version as the expected one, then folds ev into *p,
+ * which is then the committed state. When the stream crosses a multiple of snapshots.product
+ * that state is saved as a snapshot (best effort: a failure is logged, never returned). For
+ * a new product *p is all zero and ev the created event. */
+int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, app_error *err);
 
 /* {"sku","name","price","onHand","reserved","available","version"}; NULL on no memory. */
 cJSON *inv_product_to_json(const inv_product *p);

@@ -184,9 +184,21 @@ static const char *const inv_types[] = {
     [INV_EV_RELEASED] = INV_EVENT_RELEASED,
 };
 
+static const int inv_versions[] = {
+    [INV_EV_CREATED] = INV_CREATED_SCHEMA_VERSION,
+    [INV_EV_STOCK_ADDED] = INV_EVENT_SCHEMA_VERSION,
+    [INV_EV_STOCK_RESERVED] = INV_EVENT_SCHEMA_VERSION,
+    [INV_EV_RELEASED] = INV_EVENT_SCHEMA_VERSION,
+};
+
 const char *inv_event_type(inv_event_kind kind)
 {
     return kind > INV_EV_UNKNOWN && kind <= INV_EV_RELEASED ? inv_types[kind] : NULL;
+}
+
+int inv_event_schema_version(inv_event_kind kind)
+{
+    return kind > INV_EV_UNKNOWN && kind <= INV_EV_RELEASED ? inv_versions[kind] : 0;
 }
 
 int inv_event_encode(const inv_event *ev, char **out, app_error *err)
@@ -199,7 +211,7 @@ int inv_event_encode(const inv_event *ev, char **out, app_error *err)
         cJSON *price = money_to_json(&ev->price);
         ok = ok && cJSON_AddStringToObject(o, "name", ev->name) && price &&
              cJSON_AddItemToObject(o, "price", price) &&
-             cJSON_AddNumberToObject(o, "stock", (double)ev->quantity);
+             cJSON_AddNumberToObject(o, "initialStock", (double)ev->quantity);
         if (!ok && price && !cJSON_GetObjectItemCaseSensitive(o, "price"))
             cJSON_Delete(price);
         break;
@@ -247,8 +259,12 @@ int inv_event_decode(const char *type, int schema_version, const char *data, inv
     for (int k = INV_EV_CREATED; k <= INV_EV_RELEASED; k++)
         if (type && strcmp(type, inv_types[k]) == 0)
             kind = (inv_event_kind)k;
-    if (kind == INV_EV_UNKNOWN || schema_version > INV_EVENT_SCHEMA_VERSION)
-        return 0;
+    if (kind == INV_EV_UNKNOWN || schema_version > inv_versions[kind])
+        return 0; /* written by newer code: skipped, as an unknown type is */
+    if (schema_version < inv_versions[kind])
+        return app_error_set(err, APP_EINTERNAL,
+                             "stored %s event in schema version %d was not upcast to %d", type,
+                             schema_version, inv_versions[kind]);
     cJSON *o = json_parse_n(data, data ? strlen(data) : 0);
     bool ok = cJSON_IsObject(o) && inv_copy(o, "sku", out->sku, sizeof out->sku);
     switch (kind) {
@@ -256,7 +272,7 @@ int inv_event_decode(const char *type, int schema_version, const char *data, inv
         app_error perr = APP_ERROR_INIT;
         ok = ok && inv_copy(o, "name", out->name, sizeof out->name) &&
              money_from_json(o, "price", &out->price, &perr) == 0 &&
-             inv_int(o, "stock", &out->quantity);
+             inv_int(o, "initialStock", &out->quantity);
         break;
     }
     case INV_EV_STOCK_ADDED:
@@ -271,5 +287,97 @@ int inv_event_decode(const char *type, int schema_version, const char *data, inv
     if (!ok)
         return app_error_set(err, APP_EINTERNAL, "stored %s event does not fit its schema", type);
     out->kind = kind;
+    return 0;
+}
+
+/* ---- schema evolution ------------------------------------------------------------------ */
+
+int inv_upcast_created_v1(cJSON *data, app_error *err)
+{
+    int64_t stock = 0;
+    cJSON *old = cJSON_DetachItemFromObjectCaseSensitive(data, "stock");
+    if (!json_exact_int(old, &stock) || cJSON_GetObjectItemCaseSensitive(data, "initialStock")) {
+        cJSON_Delete(old);
+        return app_error_set(err, APP_EINVAL,
+                             "inventory.product.created v1 needs a whole-number \"stock\"");
+    }
+    if (!cJSON_AddItemToObject(data, "initialStock", old)) {
+        cJSON_Delete(old);
+        return app_error_set(err, APP_ENOMEM, "out of memory upcasting an event");
+    }
+    return 0;
+}
+
+/* ---- snapshots ------------------------------------------------------------------------ */
+
+int inv_snapshot_encode(const inv_product *p, char **out, app_error *err)
+{
+    *out = NULL;
+    cJSON *o = cJSON_CreateObject();
+    cJSON *price = money_to_json(&p->price);
+    bool ok = o && price && cJSON_AddStringToObject(o, "sku", p->sku) &&
+              cJSON_AddStringToObject(o, "name", p->name) &&
+              cJSON_AddItemToObject(o, "price", price);
+    if (!ok && price && !cJSON_GetObjectItemCaseSensitive(o, "price"))
+        cJSON_Delete(price);
+    ok = ok && cJSON_AddNumberToObject(o, "onHand", (double)p->on_hand) &&
+         cJSON_AddNumberToObject(o, "reserved", (double)p->reserved);
+    cJSON *rows = ok ? cJSON_AddArrayToObject(o, "reservations") : NULL;
+    ok = ok && rows;
+    for (size_t i = 0; ok && i < p->n_reservations; i++) {
+        cJSON *r = cJSON_CreateObject();
+        ok = r && cJSON_AddItemToArray(rows, r);
+        if (!ok)
+            cJSON_Delete(r);
+        ok = ok && cJSON_AddStringToObject(r, "orderId", p->reservations[i].order_id) &&
+             cJSON_AddNumberToObject(r, "quantity", (double)p->reservations[i].quantity);
+    }
+    *out = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return *out ? 0 : app_error_set(err, APP_ENOMEM, "could not encode a product snapshot");
+}
+
+static bool inv_snapshot_rows(const cJSON *rows, inv_product *p)
+{
+    int n = cJSON_GetArraySize(rows);
+    if (!cJSON_IsArray(rows) || n < 0)
+        return false;
+    if (n > 0 && !(p->reservations = calloc((size_t)n, sizeof *p->reservations)))
+        return false;
+    p->cap_reservations = (size_t)n;
+    int64_t sum = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows)
+    {
+        inv_reservation *res = &p->reservations[p->n_reservations];
+        if (!inv_copy(r, "orderId", res->order_id, sizeof res->order_id) ||
+            !uuid_valid(res->order_id) || !inv_int(r, "quantity", &res->quantity) ||
+            res->quantity < 1 || res->quantity > INV_RESERVE_MAX)
+            return false;
+        p->n_reservations++;
+        sum += res->quantity;
+    }
+    return sum == p->reserved;
+}
+
+int inv_snapshot_decode(const char *text, int64_t version, inv_product *out, app_error *err)
+{
+    cJSON *o = json_parse_n(text, text ? strlen(text) : 0);
+    app_error perr = APP_ERROR_INIT;
+    bool ok = cJSON_IsObject(o) && version > 0 && inv_copy(o, "sku", out->sku, sizeof out->sku) &&
+              inv_sku_valid(out->sku) && inv_copy(o, "name", out->name, sizeof out->name) &&
+              money_from_json(o, "price", &out->price, &perr) == 0 &&
+              inv_int(o, "onHand", &out->on_hand) && inv_int(o, "reserved", &out->reserved) &&
+              out->on_hand >= 0 && out->on_hand <= INV_ON_HAND_MAX && out->reserved >= 0 &&
+              out->reserved <= out->on_hand &&
+              inv_snapshot_rows(cJSON_GetObjectItemCaseSensitive(o, "reservations"), out);
+    cJSON_Delete(o);
+    if (!ok) {
+        inv_product_free(out);
+        memset(out, 0, sizeof *out);
+        return app_error_set(err, APP_EINVAL, "product snapshot does not fit its schema");
+    }
+    out->exists = true;
+    out->version = version;
     return 0;
 }

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "core/error.h"
 #include "core/money.h"
 #include "core/uuid.h"
@@ -16,7 +18,18 @@
 #define INV_EVENT_STOCK_ADDED    "inventory.product.stock_added"
 #define INV_EVENT_STOCK_RESERVED "inventory.product.stock_reserved"
 #define INV_EVENT_RELEASED       "inventory.product.reservation_released"
-#define INV_EVENT_SCHEMA_VERSION 1
+
+/* Current schema versions, the ones this code writes and decodes:
+ *   created v2  {"sku","name","price":{"amount","currency"},"initialStock"}
+ *               (v1 called initialStock "stock", which read like the stock on hand that
+ *               later events change; inv_upcast_created_v1 renames it on read)
+ *   stock_added v1  {"sku","quantity"}
+ *   stock_reserved, reservation_released v1  {"sku","orderId","quantity"} */
+#define INV_CREATED_SCHEMA_VERSION 2
+#define INV_EVENT_SCHEMA_VERSION   1 /* every other product event */
+
+/* The shape of a product snapshot's state; a snapshot in another version is not read. */
+#define INV_SNAPSHOT_SCHEMA_VERSION 1
 
 #define INV_SKU_MAX        32
 #define INV_NAME_MAX_CHARS 200
@@ -90,11 +103,27 @@ int64_t inv_reserved_for(const inv_product *p, const char *order_id);
 int inv_apply(inv_product *p, const inv_event *ev, app_error *err);
 
 const char *inv_event_type(inv_event_kind kind);
+/* The schema version this code writes for kind (0 for INV_EV_UNKNOWN). */
+int inv_event_schema_version(inv_event_kind kind);
 /* JSON object text of the event's data; *out owned by the caller. */
 int inv_event_encode(const inv_event *ev, char **out, app_error *err);
-/* Unknown types and newer schema versions give INV_EV_UNKNOWN and 0; a known type whose
- * data does not fit is APP_EINTERNAL. */
+/* Decodes the current schema version only (older ones are upcast on read, see
+ * inv_upcast_created_v1). Unknown types and newer schema versions give INV_EV_UNKNOWN and 0
+ * (skipped); an older version that reached here without its upcaster, or data that does not
+ * fit, is APP_EINTERNAL. */
 int inv_event_decode(const char *type, int schema_version, const char *data, inv_event *out,
                      app_error *err);
+
+/* Upcaster (a mod_upcast_fn): inventory.product.created v1 -> v2, "stock" renamed to
+ * "initialStock", in place. APP_EINVAL when data has no whole-number "stock". */
+int inv_upcast_created_v1(cJSON *data, app_error *err);
+
+/* The state of p as snapshot JSON (INV_SNAPSHOT_SCHEMA_VERSION): {"sku","name","price",
+ * "onHand","reserved","reservations":[{"orderId","quantity"}]}; *out owned by the caller. */
+int inv_snapshot_encode(const inv_product *p, char **out, app_error *err);
+/* The product that snapshot text describes at stream version; *out must be zeroed and is
+ * freed again on failure. APP_EINVAL when the text does not fit the shape or its counts
+ * disagree (reserved is not the sum of the reservations, or exceeds onHand). */
+int inv_snapshot_decode(const char *text, int64_t version, inv_product *out, app_error *err);
 
 #endif

@@ -17,6 +17,7 @@ int ord_configure(const app_config *cfg, app_error *err)
 {
     (void)err;
     placement_timeout_ms = cfg->order.placement_timeout_ms;
+    ord_stream_configure(cfg);
     return 0;
 }
 
@@ -149,6 +150,7 @@ int ord_place_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_e
         if (rc == 0) {
             memset(draft, 0, sizeof *draft);
             ord_apply(draft, ev);
+            ord_committed(ctx, 0, draft);
             rc = ord_reply(draft, out, err);
         }
     }

@@ -8,8 +8,17 @@
 #include "contexts/order/application/order_app.h"
 #include "core/json.h"
 #include "kernel/event_json.h"
+#include "kernel/snapshots.h"
 
 #define ORD_SETTLE_ATTEMPTS 10
+
+/* snapshots.order: set once at start-up, before any handler runs. */
+static int ord_snapshot_every;
+
+void ord_stream_configure(const app_config *cfg)
+{
+    ord_snapshot_every = cfg->snapshots.order;
+}
 
 int ord_payload_id(const cJSON *payload, const char **out, app_error *err)
 {
@@ -27,14 +36,39 @@ void ord_stream_id(char out[ORD_STREAM_ID_LEN], const char *id)
     snprintf(out, ORD_STREAM_ID_LEN, "%s%s", ORD_STREAM_PREFIX, id);
 }
 
+/* Starts *out from the stream's snapshot when there is a usable one at or below max_version
+ * (0: any); returns the version to read the events after. */
+static int64_t ord_from_snapshot(const bus_ctx *ctx, const char *id, const char *stream,
+                                 int64_t max_version, ord_order *out)
+{
+    es_snapshot snap;
+    snap_load(ctx, ORD_CONTEXT, stream, ORD_SNAPSHOT_SCHEMA_VERSION, &snap);
+    int64_t after = 0;
+    if (snap.state && (max_version == 0 || snap.version <= max_version)) {
+        app_error serr = APP_ERROR_INIT;
+        if (ord_snapshot_decode(snap.state, snap.version, out, &serr) != 0)
+            snap_ignored(ORD_CONTEXT, stream, snap.version, serr.message);
+        else if (strcmp(out->id, id) != 0)
+            snap_ignored(ORD_CONTEXT, stream, snap.version, "it is another order's");
+        else
+            after = snap.version;
+        if (after == 0)
+            memset(out, 0, sizeof *out);
+    }
+    es_snapshot_free(&snap);
+    return after;
+}
+
 int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order *out,
              app_error *err)
 {
     memset(out, 0, sizeof *out);
     char stream[ORD_STREAM_ID_LEN];
     ord_stream_id(stream, id);
+    int64_t after = ord_from_snapshot(ctx, id, stream, max_version, out);
     es_event_list list = {0};
-    int rc = ctx->events->ops->load_stream(ctx->events->self, ORD_CONTEXT, stream, 0, &list, err);
+    int rc =
+        ctx->events->ops->load_stream(ctx->events->self, ORD_CONTEXT, stream, after, &list, err);
     ord_event *ev = rc == 0 ? malloc(sizeof *ev) : NULL;
     if (rc == 0 && !ev)
         rc = app_error_set(err, APP_ENOMEM, "out of memory loading an order");
@@ -51,6 +85,18 @@ int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order 
     free(ev);
     es_event_list_free(&list);
     return rc;
+}
+
+void ord_committed(const bus_ctx *ctx, int64_t before, const ord_order *o)
+{
+    if (!snap_due(ord_snapshot_every, before, o->version))
+        return;
+    char stream[ORD_STREAM_ID_LEN], *text = NULL;
+    app_error serr = APP_ERROR_INIT;
+    ord_stream_id(stream, o->id);
+    if (ord_snapshot_encode(o, &text, &serr) == 0)
+        snap_save(ctx, ORD_CONTEXT, stream, o->version, ORD_SNAPSHOT_SCHEMA_VERSION, text);
+    free(text);
 }
 
 /* The saga's state after ev: its step and, from the placement on, what the deadline task
@@ -121,10 +167,13 @@ int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order 
         if (rc == 0)
             rc = reason == ORD_REASON_NONE ? ord_decide_confirm(o, ev, &n, err)
                                            : ord_decide_cancel(o, reason, ev, &n, err);
+        int64_t before = o->version;
         if (rc == 0 && n == 1)
-            rc = ord_append(ctx, id, o->version, ev, 0, true, err);
-        if (rc == 0 && n == 1)
+            rc = ord_append(ctx, id, before, ev, 0, true, err);
+        if (rc == 0 && n == 1) {
             ord_apply(o, ev);
+            ord_committed(ctx, before, o);
+        }
     }
     if (rc == 0 && out)
         *out = *o;

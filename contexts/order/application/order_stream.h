@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 
 #include "contexts/order/domain/order.h"
+#include "core/config.h"
 #include "core/error.h"
 #include "kernel/bus.h"
 
@@ -14,8 +15,11 @@ int ord_payload_id(const cJSON *payload, const char **out, app_error *err);
 
 void ord_stream_id(char out[ORD_STREAM_ID_LEN], const char *id);
 
-/* Folds the stream of order id up to max_version (0 for all) into *out; status NONE when
- * there are no events. */
+/* Keeps snapshots.order; called by the context's configure phase. */
+void ord_stream_configure(const app_config *cfg);
+
+/* Folds the stream of order id up to max_version (0 for all) into *out, from its snapshot
+ * when it has a usable one; status NONE when there are no events. */
 int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order *out,
              app_error *err);
 
@@ -23,6 +27,10 @@ int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order 
  * deadline (0 for none) and whether the placement is settled. */
 int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, const ord_event *ev,
                int64_t deadline_ms, bool done, app_error *err);
+
+/* After an append from version before took the order to *o (committed): saves o as a
+ * snapshot when the stream crossed a multiple of snapshots.order. Best effort. */
+void ord_committed(const bus_ctx *ctx, int64_t before, const ord_order *o);
 
 /* Confirms (reason NONE) or cancels (with reason) order id, idempotently, retrying past
  * concurrent changes. *out (may be NULL) gets the order as it is afterwards. */

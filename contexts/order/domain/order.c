@@ -199,6 +199,26 @@ static bool ord_add_money(cJSON *o, const char *name, bool have, const money *m)
     return false;
 }
 
+/* The placed event's fields of o (all but "orderId") into j; false when out of memory. */
+static bool ord_placed_json(cJSON *j, const ord_order *o)
+{
+    cJSON *lines = NULL;
+    bool ok = cJSON_AddStringToObject(j, "customerId", o->customer_id) &&
+              (lines = cJSON_AddArrayToObject(j, "lines")) != NULL;
+    for (size_t i = 0; ok && i < o->n_lines; i++) {
+        cJSON *l = cJSON_CreateObject();
+        if (!l || !cJSON_AddItemToArray(lines, l)) {
+            cJSON_Delete(l);
+            return false;
+        }
+        ok = cJSON_AddStringToObject(l, "sku", o->lines[i].sku) &&
+             cJSON_AddNumberToObject(l, "quantity", (double)o->lines[i].quantity) &&
+             ord_add_money(l, "unitPrice", o->lines[i].priced, &o->lines[i].unit_price);
+    }
+    return ok && ord_add_money(j, "total", o->has_total, &o->total) &&
+           cJSON_AddStringToObject(j, "createdAt", o->created_at);
+}
+
 int ord_event_encode(const ord_event *ev, char **out, app_error *err)
 {
     *out = NULL;
@@ -206,22 +226,7 @@ int ord_event_encode(const ord_event *ev, char **out, app_error *err)
     cJSON *j = cJSON_CreateObject();
     bool ok = j && cJSON_AddStringToObject(j, "orderId", o->id);
     if (ev->kind == ORD_EV_PLACED) {
-        cJSON *lines = NULL;
-        ok = ok && cJSON_AddStringToObject(j, "customerId", o->customer_id) &&
-             (lines = cJSON_AddArrayToObject(j, "lines")) != NULL;
-        for (size_t i = 0; ok && i < o->n_lines; i++) {
-            cJSON *l = cJSON_CreateObject();
-            if (!l || !cJSON_AddItemToArray(lines, l)) {
-                cJSON_Delete(l);
-                ok = false;
-                break;
-            }
-            ok = cJSON_AddStringToObject(l, "sku", o->lines[i].sku) &&
-                 cJSON_AddNumberToObject(l, "quantity", (double)o->lines[i].quantity) &&
-                 ord_add_money(l, "unitPrice", o->lines[i].priced, &o->lines[i].unit_price);
-        }
-        ok = ok && ord_add_money(j, "total", o->has_total, &o->total) &&
-             cJSON_AddStringToObject(j, "createdAt", o->created_at);
+        ok = ok && ord_placed_json(j, o);
     } else if (ev->kind == ORD_EV_CANCELLED) {
         ok = ok && ord_reason_name(ev->reason) &&
              cJSON_AddStringToObject(j, "reason", ord_reason_name(ev->reason));
@@ -295,5 +300,48 @@ int ord_event_decode(const char *type, int schema_version, const char *data, ord
     if (!ok)
         return app_error_set(err, APP_EINTERNAL, "stored %s event does not fit its schema", type);
     out->kind = kind;
+    return 0;
+}
+
+/* ---- snapshots ------------------------------------------------------------------------ */
+
+int ord_snapshot_encode(const ord_order *o, char **out, app_error *err)
+{
+    *out = NULL;
+    if (o->status == ORD_STATUS_NONE)
+        return app_error_set(err, APP_EINVAL, "no order to snapshot");
+    const char *reason = ord_reason_name(o->reason);
+    cJSON *j = cJSON_CreateObject();
+    bool ok = j && cJSON_AddStringToObject(j, "orderId", o->id) && ord_placed_json(j, o) &&
+              cJSON_AddStringToObject(j, "status", ord_status_name(o->status)) &&
+              (reason ? cJSON_AddStringToObject(j, "reason", reason) != NULL
+                      : cJSON_AddNullToObject(j, "reason") != NULL);
+    *out = ok ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    return *out ? 0 : app_error_set(err, APP_ENOMEM, "could not encode an order snapshot");
+}
+
+int ord_snapshot_decode(const char *text, int64_t version, ord_order *out, app_error *err)
+{
+    memset(out, 0, sizeof *out);
+    cJSON *j = json_parse_n(text, text ? strlen(text) : 0);
+    const char *status = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "status"));
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive(j, "reason");
+    bool ok = cJSON_IsObject(j) && version > 0 && ord_copy(j, "orderId", out->id, sizeof out->id) &&
+              uuid_valid(out->id) && ord_decode_placed(j, out) && status;
+    for (int st = ORD_STATUS_PENDING; ok && st <= ORD_STATUS_CANCELLED; st++)
+        if (strcmp(status, ord_status_name((ord_status)st)) == 0)
+            out->status = (ord_status)st;
+    ok = ok && out->status != ORD_STATUS_NONE;
+    if (ok && out->status == ORD_STATUS_CANCELLED)
+        ok = (out->reason = ord_reason_parse(cJSON_GetStringValue(reason))) != ORD_REASON_NONE;
+    else
+        ok = ok && cJSON_IsNull(reason);
+    cJSON_Delete(j);
+    if (!ok) {
+        memset(out, 0, sizeof *out);
+        return app_error_set(err, APP_EINVAL, "order snapshot does not fit its schema");
+    }
+    out->version = version;
     return 0;
 }

@@ -17,6 +17,9 @@
 #define ORD_EVENT_CANCELLED      "order.order.cancelled"
 #define ORD_EVENT_SCHEMA_VERSION 1
 
+/* The shape of an order snapshot's state; a snapshot in another version is not read. */
+#define ORD_SNAPSHOT_SCHEMA_VERSION 1
+
 #define ORD_MAX_LINES     100
 #define ORD_MAX_QUANTITY  1000
 #define ORD_SKU_MAX       32
@@ -110,5 +113,12 @@ int ord_event_encode(const ord_event *ev, char **out, app_error *err);
  * data does not fit is APP_EINTERNAL. */
 int ord_event_decode(const char *type, int schema_version, const char *data, ord_event *out,
                      app_error *err);
+
+/* The order as snapshot JSON (ORD_SNAPSHOT_SCHEMA_VERSION): the placed event's fields plus
+ * "status" and "reason" (null unless cancelled); *out owned by the caller. APP_EINVAL for an
+ * order that was never placed. */
+int ord_snapshot_encode(const ord_order *o, char **out, app_error *err);
+/* The order that snapshot text describes at stream version; APP_EINVAL when it does not fit. */
+int ord_snapshot_decode(const char *text, int64_t version, ord_order *out, app_error *err);
 
 #endif

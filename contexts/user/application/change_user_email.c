@@ -75,7 +75,9 @@ int user_change_user_email(const bus_ctx *ctx, const cJSON *payload, cJSON **out
         return user_email_taken(err);
     if (rc != 0)
         return rc; /* APP_EVERSION without a precondition: the bus runs us again */
+    int64_t before = state.version;
     for (size_t i = 0; i < n; i++)
         user_apply(&state, &evs[i]);
+    user_committed(ctx, before, &state);
     return user_reply(&state, out, err);
 }

@@ -24,7 +24,9 @@ int user_deactivate_user(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
     rc = user_append(ctx, id, state.version, evs, n, NULL, err);
     if (rc != 0)
         return rc; /* APP_EVERSION: the bus runs us again on the fresh stream */
+    int64_t before = state.version;
     for (size_t i = 0; i < n; i++)
         user_apply(&state, &evs[i]);
+    user_committed(ctx, before, &state);
     return user_reply(&state, out, err);
 }

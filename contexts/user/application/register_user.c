@@ -41,5 +41,6 @@ int user_register_user(const bus_ctx *ctx, const cJSON *payload, cJSON **out, ap
     user_state state;
     memset(&state, 0, sizeof state);
     user_apply(&state, &ev);
+    user_committed(ctx, 0, &state);
     return user_reply(&state, out, err);
 }

@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "kernel/bus.h"
 #include "kernel/http_types.h"
@@ -13,6 +14,9 @@
 #define USER_CONTEXT         "user"
 #define USER_CLAIM_EMAIL     "email" /* claim scope of the lower-cased email */
 #define USER_READ_KEY_PREFIX "user:"
+
+/* Keeps what the context needs of the configuration (the snapshot policy). */
+int user_configure(const app_config *cfg, app_error *err);
 
 /* Commands. Payloads and replies as in contexts/user/user_module.c's table. */
 int user_register_user(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);

@@ -9,6 +9,17 @@
 #include "core/json.h"
 #include "core/uuid.h"
 #include "kernel/event_json.h"
+#include "kernel/snapshots.h"
+
+/* snapshots.user: set once at start-up, before any handler runs. */
+static int user_snapshot_every;
+
+int user_configure(const app_config *cfg, app_error *err)
+{
+    (void)err;
+    user_snapshot_every = cfg->snapshots.user;
+    return 0;
+}
 
 int user_payload_id(const cJSON *payload, const char **out, app_error *err)
 {
@@ -37,6 +48,29 @@ static int user_need_store(const bus_ctx *ctx, app_error *err)
     return 0;
 }
 
+/* Starts *out from the stream's snapshot when it has a usable one; returns the version to
+ * read the events after (0: the whole stream). */
+static int64_t user_from_snapshot(const bus_ctx *ctx, const char *id, const char *stream,
+                                  user_state *out)
+{
+    es_snapshot snap;
+    snap_load(ctx, USER_CONTEXT, stream, USER_SNAPSHOT_SCHEMA_VERSION, &snap);
+    int64_t after = 0;
+    if (snap.state) {
+        app_error serr = APP_ERROR_INIT;
+        if (user_snapshot_decode(snap.state, snap.version, out, &serr) != 0)
+            snap_ignored(USER_CONTEXT, stream, snap.version, serr.message);
+        else if (strcmp(out->id, id) != 0)
+            snap_ignored(USER_CONTEXT, stream, snap.version, "it is another user's");
+        else
+            after = snap.version;
+        if (after == 0)
+            memset(out, 0, sizeof *out);
+    }
+    es_snapshot_free(&snap);
+    return after;
+}
+
 int user_load(const bus_ctx *ctx, const char *id, user_state *out, app_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -45,8 +79,9 @@ int user_load(const bus_ctx *ctx, const char *id, user_state *out, app_error *er
         return rc;
     char stream[USER_STREAM_ID_LEN];
     user_stream_id(stream, id);
+    int64_t after = user_from_snapshot(ctx, id, stream, out);
     es_event_list list = {0};
-    rc = ctx->events->ops->load_stream(ctx->events->self, USER_CONTEXT, stream, 0, &list, err);
+    rc = ctx->events->ops->load_stream(ctx->events->self, USER_CONTEXT, stream, after, &list, err);
     if (rc != 0)
         return rc;
     for (size_t i = 0; i < list.len && rc == 0; i++) {
@@ -58,11 +93,23 @@ int user_load(const bus_ctx *ctx, const char *id, user_state *out, app_error *er
             out->version = list.items[i].version;
         }
     }
-    size_t len = list.len;
     es_event_list_free(&list);
-    if (rc == 0 && (len == 0 || out->status == USER_STATUS_NONE))
+    /* No events and no snapshot, or only events this code does not know: no user. */
+    if (rc == 0 && out->status == USER_STATUS_NONE)
         rc = app_error_set(err, APP_ENOTFOUND, "user not found");
     return rc;
+}
+
+void user_committed(const bus_ctx *ctx, int64_t before, const user_state *state)
+{
+    if (!snap_due(user_snapshot_every, before, state->version))
+        return;
+    char stream[USER_STREAM_ID_LEN], *text = NULL;
+    app_error serr = APP_ERROR_INIT;
+    user_stream_id(stream, state->id);
+    if (user_snapshot_encode(state, &text, &serr) == 0)
+        snap_save(ctx, USER_CONTEXT, stream, state->version, USER_SNAPSHOT_SCHEMA_VERSION, text);
+    free(text);
 }
 
 int user_append(const bus_ctx *ctx, const char *id, int64_t expected_version,

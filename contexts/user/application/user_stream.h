@@ -20,8 +20,8 @@ int user_payload_id(const cJSON *payload, const char **out, app_error *err);
 /* "user-<id>" into out. */
 void user_stream_id(char out[USER_STREAM_ID_LEN], const char *id);
 
-/* Folds the stream of user id into *out. APP_ENOTFOUND when the stream has no events;
- * the store's errors pass through. */
+/* Folds the stream of user id into *out, from its snapshot when it has a usable one.
+ * APP_ENOTFOUND when the stream has no events; the store's errors pass through. */
 int user_load(const bus_ctx *ctx, const char *id, user_state *out, app_error *err);
 
 /* Optional unique-key changes that go with an append. */
@@ -37,6 +37,10 @@ typedef struct user_claims {
  * store's errors (APP_EVERSION, APP_ECONFLICT, APP_EUNAVAIL) pass through. */
 int user_append(const bus_ctx *ctx, const char *id, int64_t expected_version,
                 const user_event *events, size_t n, const user_claims *claims, app_error *err);
+
+/* After an append from version before took the user to *state (committed): saves the state
+ * as a snapshot when the stream crossed a multiple of snapshots.user. Best effort. */
+void user_committed(const bus_ctx *ctx, int64_t before, const user_state *state);
 
 /* {"id","email","name","status","version"}; owned by the caller, NULL when out of memory. */
 cJSON *user_state_to_json(const user_state *s);

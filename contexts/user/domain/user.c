@@ -172,3 +172,44 @@ int user_event_decode(const char *type, int schema_version, const char *data, us
     out->kind = kind;
     return 0;
 }
+
+/* ---- snapshots ------------------------------------------------------------------------ */
+
+int user_snapshot_encode(const user_state *state, char **out, app_error *err)
+{
+    *out = NULL;
+    if (state->status == USER_STATUS_NONE)
+        return app_error_set(err, APP_EINVAL, "no user to snapshot");
+    cJSON *o = cJSON_CreateObject();
+    bool ok = o && cJSON_AddStringToObject(o, "id", state->id) &&
+              cJSON_AddStringToObject(o, "email", state->email) &&
+              cJSON_AddStringToObject(o, "name", state->name) &&
+              cJSON_AddStringToObject(o, "status", user_status_name(state->status));
+    *out = ok ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    return *out ? 0 : app_error_set(err, APP_ENOMEM, "out of memory encoding a user snapshot");
+}
+
+int user_snapshot_decode(const char *text, int64_t version, user_state *out, app_error *err)
+{
+    memset(out, 0, sizeof *out);
+    cJSON *o = text ? cJSON_Parse(text) : NULL;
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(o, "status");
+    bool ok = cJSON_IsObject(o) && version > 0 && user_field(o, "id", out->id, sizeof out->id) &&
+              uuid_valid(out->id) && user_field(o, "email", out->email, sizeof out->email) &&
+              out->email[0] && user_field(o, "name", out->name, sizeof out->name) &&
+              cJSON_IsString(status);
+    if (ok && strcmp(status->valuestring, "active") == 0)
+        out->status = USER_STATUS_ACTIVE;
+    else if (ok && strcmp(status->valuestring, "deactivated") == 0)
+        out->status = USER_STATUS_DEACTIVATED;
+    else
+        ok = false;
+    cJSON_Delete(o);
+    if (!ok) {
+        memset(out, 0, sizeof *out);
+        return app_error_set(err, APP_EINVAL, "user snapshot does not fit its schema");
+    }
+    out->version = version;
+    return 0;
+}

@@ -16,6 +16,9 @@
 #define USER_EVENT_DEACTIVATED    "user.user.deactivated"
 #define USER_EVENT_SCHEMA_VERSION 1
 
+/* The shape of a user snapshot's state; a snapshot in another version is not read. */
+#define USER_SNAPSHOT_SCHEMA_VERSION 1
+
 #define USER_STREAM_PREFIX "user-"
 #define USER_STREAM_ID_LEN (sizeof USER_STREAM_PREFIX - 1 + UUID_STR_LEN)
 
@@ -77,5 +80,11 @@ int user_event_encode(const user_event *ev, char **out, app_error *err);
  * gives kind USER_EV_UNKNOWN and 0; a known type whose data does not fit is APP_EINTERNAL. */
 int user_event_decode(const char *type, int schema_version, const char *data, user_event *out,
                       app_error *err);
+
+/* The state as snapshot JSON (USER_SNAPSHOT_SCHEMA_VERSION): {"id","email","name","status"};
+ * *out owned by the caller. APP_EINVAL for a state with no user. */
+int user_snapshot_encode(const user_state *state, char **out, app_error *err);
+/* The user that snapshot text describes at stream version. APP_EINVAL when it does not fit. */
+int user_snapshot_decode(const char *text, int64_t version, user_state *out, app_error *err);
 
 #endif
