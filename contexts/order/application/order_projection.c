@@ -43,6 +43,32 @@ static int64_t ord_created_ms(const char *rfc3339)
     return secs < 0 ? 0 : (int64_t)secs * 1000 + ms;
 }
 
+/* The stored read model one event further: a settlement changes only the status, the
+ * reason and the version. *value is owned by the caller; NULL when text does not read. */
+static int ord_patch_stored(const char *text, const ord_event *oev, int64_t version, char **value,
+                            app_error *err)
+{
+    *value = NULL;
+    cJSON *j = json_parse_n(text, strlen(text));
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return 0;
+    }
+    ord_order changed = {.status = ORD_STATUS_PENDING};
+    ord_apply(&changed, oev);
+    const char *reason = ord_reason_name(changed.reason);
+    bool ok =
+        cJSON_ReplaceItemInObjectCaseSensitive(
+            j, "status", cJSON_CreateString(ord_status_name(changed.status))) &&
+        cJSON_ReplaceItemInObjectCaseSensitive(j, "version", cJSON_CreateNumber((double)version));
+    if (ok && oev->kind == ORD_EV_CANCELLED)
+        ok = cJSON_ReplaceItemInObjectCaseSensitive(
+            j, "reason", reason ? cJSON_CreateString(reason) : cJSON_CreateNull());
+    *value = ok ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    return *value ? 0 : app_error_set(err, APP_ENOMEM, "out of memory rendering an order");
+}
+
 int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
 {
     const size_t prefix = sizeof ORD_STREAM_PREFIX - 1;
@@ -56,33 +82,49 @@ int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err
     if (rc != 0)
         return rc;
     int64_t stored = ord_stored_version(text);
-    free(text);
-    if (stored >= ev->version)
+    if (stored >= ev->version) {
+        free(text);
         return 0; /* seen already */
+    }
 
-    /* An order's stream is short (placed, then at most one settlement): fold it. */
-    ord_order *o = malloc(sizeof *o);
-    rc = o ? ord_load(ctx, id, ev->version, o, err)
-           : app_error_set(err, APP_ENOMEM, "out of memory");
+    /* The next event of what is stored is applied to it; otherwise (a gap, a lost read
+     * model) the stream is folded, which is short: placed, then at most one settlement. */
+    ord_event *oev = malloc(sizeof *oev);
+    ord_order *o = calloc(1, sizeof *o);
+    rc = oev && o ? ord_event_decode(ev->type, ev->schema_version, ev->data, oev, err)
+                  : app_error_set(err, APP_ENOMEM, "out of memory");
     char *value = NULL;
-    if (rc == 0 && o->status != ORD_STATUS_NONE) {
+    bool placed = false;
+    if (rc == 0 && stored == ev->version - 1 && oev->kind == ORD_EV_PLACED) {
+        ord_apply(o, oev);
+        placed = true;
+    } else if (rc == 0 && stored == ev->version - 1 && text &&
+               (oev->kind == ORD_EV_CONFIRMED || oev->kind == ORD_EV_CANCELLED)) {
+        rc = ord_patch_stored(text, oev, ev->version, &value, err);
+    }
+    if (rc == 0 && !placed && !value) {
+        rc = ord_load(ctx, id, ev->version, o, err);
+        placed = rc == 0;
+    }
+    free(text);
+    if (rc == 0 && placed && o->status != ORD_STATUS_NONE) {
         cJSON *json = ord_to_json(o);
         value = json ? cJSON_PrintUnformatted(json) : NULL;
         cJSON_Delete(json);
         if (!value)
             rc = app_error_set(err, APP_ENOMEM, "out of memory rendering an order");
-    }
-    if (value) {
         /* The list entry first: an order readable by id is always in its customer's list. */
         char list[sizeof ORD_CUSTOMER_ORDERS + UUID_STR_LEN];
         snprintf(list, sizeof list, "%s%s", ORD_CUSTOMER_ORDERS, o->customer_id);
-        rc = ctx->reads->ops->zadd(ctx->reads->self, list, (double)ord_created_ms(o->created_at),
-                                   id, err);
         if (rc == 0)
-            rc = ctx->reads->ops->set(ctx->reads->self, key, value, err);
+            rc = ctx->reads->ops->zadd(ctx->reads->self, list,
+                                       (double)ord_created_ms(o->created_at), id, err);
     }
+    if (rc == 0 && value)
+        rc = ctx->reads->ops->set(ctx->reads->self, key, value, err);
     free(value);
     free(o);
+    free(oev);
     return rc;
 }
 
