@@ -247,6 +247,22 @@ int rm_drop(rm_models *m, const char *projection, int64_t generation, size_t *de
     return m->store->ops->del_prefix(m->store->self, prefix, deleted, err);
 }
 
+int rm_drop_unversioned(rm_models *m, const char *projection, size_t *deleted, app_error *err)
+{
+    *deleted = 0;
+    rm_projection *p = rm_find(m, projection);
+    if (!p || !m->store->ops->del_prefix)
+        return 0;
+    for (const char *const *prefix = p->sub->keys; *prefix; prefix++) {
+        size_t n = 0;
+        int rc = m->store->ops->del_prefix(m->store->self, *prefix, &n, err);
+        if (rc != 0)
+            return rc;
+        *deleted += n;
+    }
+    return 0;
+}
+
 void rm_models_invalidate(rm_models *m)
 {
     pthread_mutex_lock(&m->mu);

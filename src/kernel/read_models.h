@@ -66,6 +66,10 @@ int rm_next_clear(rm_models *m, const char *projection, app_error *err);
 int rm_drop(rm_models *m, const char *projection, int64_t generation, size_t *deleted,
             app_error *err);
 
+/* Deletes the keys a projection wrote before read models had generations (its logical keys
+ * as they are: no generation's key starts with one of them). */
+int rm_drop_unversioned(rm_models *m, const char *projection, size_t *deleted, app_error *err);
+
 /* A fresh generation number greater than after (milliseconds since the epoch). */
 int64_t rm_new_generation(int64_t after);
 /* The checkpoint a generation is built under: "<projection>@<generation>". */

@@ -283,6 +283,13 @@ static int sub_sync_model(sub_worker *w, int64_t *checkpoint, app_error *err)
     if (rc != 0)
         return rc;
     if (!found) {
+        /* Keys written before read models had generations are nobody's now. */
+        size_t stale = 0;
+        rc = rm_drop_unversioned(m, name, &stale, err);
+        if (rc != 0)
+            return rc;
+        if (stale > 0)
+            log_info("read model %s: %zu keys from before generations deleted", name, stale);
         live.generation = rm_new_generation(w->generation);
         live.building = true;
         rc = rm_control_save(m, name, &live, err);

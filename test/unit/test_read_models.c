@@ -188,6 +188,27 @@ static void test_a_lost_read_store_answers_unavailable_not_missing(void **state)
     assert_int_equal(get(f, "order:9", &out), APP_EUNAVAIL);
 }
 
+static void test_keys_from_before_generations_are_dropped(void **state)
+{
+    fixture *f = *state;
+    app_error err = APP_ERROR_INIT;
+    const char *keys[] = {"order:1",
+                          "order:product:X",
+                          "order.projection@1:order:1",
+                          "order.product_catalog@2:order:product:X",
+                          "read-model:order.projection",
+                          "user:1"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        assert_int_equal(f->store.ops->set(f->store.self, keys[i], "{}", &err), 0);
+    size_t deleted = 0;
+    assert_int_equal(rm_drop_unversioned(f->m, "order.projection", &deleted, &err), 0);
+    assert_int_equal(deleted, 2);
+    assert_null(fake_rs_value(&f->fake, "order:1"));
+    assert_null(fake_rs_value(&f->fake, "order:product:X"));
+    for (size_t i = 2; i < sizeof keys / sizeof keys[0]; i++)
+        assert_non_null(fake_rs_value(&f->fake, keys[i]));
+}
+
 static void test_control_records(void **state)
 {
     fixture *f = *state;
@@ -227,6 +248,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_lost_read_store_answers_unavailable_not_missing,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keys_from_before_generations_are_dropped, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_control_records, setup, teardown),
     };
     return cmocka_run_group_tests_name("read-model generations", tests, NULL, NULL);
