@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "http/server.h"
 #include "kernel/bus.h"
+#include "kernel/idempotency.h"
 #include "kernel/module.h"
 #include "kernel/ops.h"
 #include "kernel/read_models.h"
@@ -147,12 +148,15 @@ static int app_register(app *a, app_error *err)
         .reads = &a->reads,
         .clock = &app_system_clock,
         .max_conflict_retries = 50,
+        .idempotency_ttl_s = a->cfg.idempotency.ttl_seconds,
     };
     int rc = bus_new(&a->bus, &bo, err);
     if (rc == 0)
         rc = bus_use(a->bus, bus_mw_logging, err);
     if (rc == 0)
         rc = bus_use(a->bus, bus_mw_metrics, err);
+    if (rc == 0)
+        rc = bus_use(a->bus, bus_mw_idempotency, err);
     if (rc == 0)
         rc = bus_register(a->bus, BUS_QUERY, ops_queries, err);
     if (rc == 0)
@@ -196,9 +200,12 @@ static int app_register(app *a, app_error *err)
         for (const mod_subscription *s = m->subscriptions; rc == 0 && s && s->name; s++)
             rc = sub_runner_add(a->subs, m->name, s, err);
     }
-    for (size_t i = 0; rc == 0 && i < a->n_modules; i++)
+    for (size_t i = 0; rc == 0 && i < a->n_modules; i++) {
         for (const mod_task *t = a->modules[i]->tasks; rc == 0 && t && t->name; t++)
             rc = sub_runner_add_task(a->subs, a->modules[i]->name, t, err);
+        if (rc == 0)
+            rc = sub_runner_add_task(a->subs, a->modules[i]->name, &idempotency_purge_task, err);
+    }
     return rc;
 }
 

@@ -40,6 +40,7 @@ typedef struct append_job {
     char *claims_json;
     char *releases_json;
     char *process_json; /* NULL when the append carries no process state */
+    char *idem_json;    /* NULL when the append records no idempotency key */
     int rc;
     app_error err;
     es_append_result result;
@@ -57,6 +58,7 @@ typedef struct pg_ctx {
     char lock_key[16];
     char metric_labels[96];
     char append_sql[192];
+    char append_keyed_sql[224];
     char notify_sql[352];
 
     pthread_mutex_t lock;     /* guards what follows, up to the committer's own fields */
@@ -280,6 +282,10 @@ static int ctx_get(pg_event_store *s, const char *context, pg_ctx **out, app_err
         c->append_sql, sizeof c->append_sql,
         "SELECT %s.es_append($1, $2::bigint, $3::jsonb, $4::jsonb, $5::jsonb, $6::jsonb)::text",
         schema);
+    snprintf(c->append_keyed_sql, sizeof c->append_keyed_sql,
+             "SELECT %s.es_append_keyed($1::jsonb, $2, $3::bigint, $4::jsonb, $5::jsonb, $6::jsonb,"
+             " $7::jsonb)::text",
+             schema);
     /* max(global_position) is one backward index probe; currval would fail in a session
      * whose batches so far were all conflicts. */
     snprintf(c->notify_sql, sizeof c->notify_sql,
@@ -374,6 +380,10 @@ static void job_outcome(append_job *job, const char *text)
         scope = scope ? scope : "key";
         job->rc = app_error_set(&job->err, APP_ECONFLICT, "%s is taken", scope);
         app_error_field(&job->err, scope, "is taken");
+    } else if (strcmp(status, "idempotent") == 0) {
+        const es_idempotency *k = job->req->idempotency;
+        job->rc = app_error_set(&job->err, APP_EIDEMPOTENT, "idempotency key is recorded already");
+        app_error_detail(&job->err, "key %s was used meanwhile", k ? k->key : "?");
     } else if (strcmp(status, "duplicate_event") == 0) {
         const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "event_id"));
         job->rc = app_error_set(&job->err, APP_ECONFLICT, "event already stored");
@@ -410,10 +420,12 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
                 PQsendQueryParams(conn, "SELECT pg_advisory_xact_lock($1::int4, $2::int4)", 2, NULL,
                                   lock_params, NULL, NULL, 0);
     for (size_t i = 0; sent && i < n; i++) {
-        const char *params[] = {jobs[i]->req->stream_id, jobs[i]->expected,
-                                jobs[i]->events_json,    jobs[i]->claims_json,
-                                jobs[i]->releases_json,  jobs[i]->process_json};
-        sent = PQsendQueryParams(conn, c->append_sql, 6, NULL, params, NULL, NULL, 0);
+        const append_job *j = jobs[i];
+        const char *params[] = {j->idem_json,   j->req->stream_id, j->expected,    j->events_json,
+                                j->claims_json, j->releases_json,  j->process_json};
+        sent = j->idem_json
+                   ? PQsendQueryParams(conn, c->append_keyed_sql, 7, NULL, params, NULL, NULL, 0)
+                   : PQsendQueryParams(conn, c->append_sql, 6, NULL, params + 1, NULL, NULL, 0);
     }
     sent = sent && PQsendQueryParams(conn, c->notify_sql, 0, NULL, NULL, NULL, NULL, 0) &&
            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn);
@@ -703,6 +715,50 @@ static int process_json(const es_process *p, char **out, app_error *err)
     return 0;
 }
 
+/* {"actor","key","command","request_hash","response","ttl_seconds"}, the argument of
+ * es_append_keyed and es_idempotency_record. */
+static int idem_json(const es_idempotency *k, char **out, app_error *err)
+{
+    *out = NULL;
+    if (!k)
+        return 0;
+    int rc = check_text(k->actor, "idempotency.actor", err);
+    if (rc == 0)
+        rc = check_text(k->key, "idempotency.key", err);
+    if (rc == 0)
+        rc = check_text(k->command, "idempotency.command", err);
+    if (rc == 0)
+        rc = check_text(k->request_hash, "idempotency.request_hash", err);
+    if (rc == 0)
+        rc = check_object(k->response ? k->response : "", "idempotency.response", err);
+    if (rc == 0 && k->ttl_seconds < 1)
+        rc = app_error_set(err, APP_EINVAL, "idempotency ttl must be at least one second");
+    if (rc < 0)
+        return rc;
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%d", k->ttl_seconds);
+    sbuf b = {0};
+    sb_str(&b, "{\"actor\":");
+    sb_json_string(&b, k->actor);
+    sb_str(&b, ",\"key\":");
+    sb_json_string(&b, k->key);
+    sb_str(&b, ",\"command\":");
+    sb_json_string(&b, k->command);
+    sb_str(&b, ",\"request_hash\":");
+    sb_json_string(&b, k->request_hash);
+    sb_str(&b, ",\"response\":");
+    sb_str(&b, k->response);
+    sb_str(&b, ",\"ttl_seconds\":");
+    sb_str(&b, ttl);
+    sb_str(&b, "}");
+    if (b.oom) {
+        free(b.p);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    *out = b.p;
+    return 0;
+}
+
 static int pg_es_append(void *self, const es_append_req *req, es_append_result *out, app_error *err)
 {
     pg_event_store *s = self;
@@ -725,7 +781,8 @@ static int pg_es_append(void *self, const es_append_req *req, es_append_result *
         (rc = claims_json(req->claims, req->n_claims, "claims", &job.claims_json, err)) < 0 ||
         (rc = claims_json(req->releases, req->n_releases, "releases", &job.releases_json, err)) <
             0 ||
-        (rc = process_json(req->process, &job.process_json, err)) < 0)
+        (rc = process_json(req->process, &job.process_json, err)) < 0 ||
+        (rc = idem_json(req->idempotency, &job.idem_json, err)) < 0)
         goto done;
 
     pthread_cond_init(&job.done_cv, NULL);
@@ -768,6 +825,7 @@ done:
     free(job.claims_json);
     free(job.releases_json);
     free(job.process_json);
+    free(job.idem_json);
     return rc;
 }
 
@@ -1303,6 +1361,93 @@ static int pg_es_save_snapshot(void *self, const char *context, const char *stre
     return 0;
 }
 
+/* ---- idempotency keys ------------------------------------------------------------------ */
+
+static int pg_es_idempotency_lookup(void *self, const char *context, const char *actor,
+                                    const char *key, int ttl_seconds, es_idem_record *out,
+                                    bool *found, app_error *err)
+{
+    memset(out, 0, sizeof *out);
+    *found = false;
+    char schema[64], sql[384], ttl[16];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc == 0)
+        rc = check_text(actor, "actor", err);
+    if (rc == 0)
+        rc = check_text(key, "key", err);
+    if (rc < 0)
+        return rc;
+    snprintf(sql, sizeof sql,
+             "SELECT command, request_hash, response::text FROM %s.idempotency_keys"
+             " WHERE actor = $1 AND key = $2"
+             " AND created_at >= now() - make_interval(secs => $3::int)",
+             schema);
+    snprintf(ttl, sizeof ttl, "%d", ttl_seconds);
+    const char *params[] = {actor, key, ttl};
+    PGresult *res = NULL;
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 3, params, PGRES_TUPLES_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) == 1) {
+        out->command = strdup(PQgetvalue(res, 0, 0));
+        out->request_hash = strdup(PQgetvalue(res, 0, 1));
+        out->response = strdup(PQgetvalue(res, 0, 2));
+        if (!out->command || !out->request_hash || !out->response) {
+            es_idem_record_free(out);
+            rc = app_error_set(err, APP_ENOMEM, "out of memory");
+        }
+        *found = rc == 0;
+    }
+    PQclear(res);
+    return rc;
+}
+
+static int pg_es_idempotency_save(void *self, const char *context, const es_idempotency *rec,
+                                  app_error *err)
+{
+    char schema[64], sql[160], *json = NULL;
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc == 0)
+        rc = idem_json(rec, &json, err);
+    if (rc < 0)
+        return rc;
+    snprintf(sql, sizeof sql, "SELECT %s.es_idempotency_record($1::jsonb)", schema);
+    const char *params[] = {json};
+    PGresult *res = NULL;
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_TUPLES_OK, &res, err);
+    free(json);
+    if (rc < 0)
+        return rc;
+    bool recorded = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (!recorded)
+        return app_error_set(err, APP_EIDEMPOTENT, "idempotency key is recorded already");
+    return 0;
+}
+
+static int pg_es_idempotency_purge(void *self, const char *context, int ttl_seconds,
+                                   int64_t *deleted, app_error *err)
+{
+    *deleted = 0;
+    char schema[64], sql[256], ttl[16];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    snprintf(sql, sizeof sql,
+             "DELETE FROM %s.idempotency_keys"
+             " WHERE created_at < now() - make_interval(secs => $1::int)",
+             schema);
+    snprintf(ttl, sizeof ttl, "%d", ttl_seconds);
+    const char *params[] = {ttl};
+    PGresult *res = NULL;
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_COMMAND_OK, &res, err);
+    if (rc < 0)
+        return rc;
+    *deleted = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    return 0;
+}
+
 /* ---- leadership ------------------------------------------------------------------------- */
 
 static int lease_get(pg_event_store *s, const char *context, const char *name, pg_lease **out,
@@ -1425,6 +1570,9 @@ static const es_store_ops pg_es_ops = {
     .resign = pg_es_resign,
     .load_snapshot = pg_es_load_snapshot,
     .save_snapshot = pg_es_save_snapshot,
+    .idempotency_lookup = pg_es_idempotency_lookup,
+    .idempotency_save = pg_es_idempotency_save,
+    .idempotency_purge = pg_es_idempotency_purge,
 };
 
 es_store pg_event_store_port(pg_event_store *s)

@@ -71,6 +71,8 @@ static const cfg_key cfg_keys[] = {
     {"snapshots.user", CFG_INT, CFG_FIELD(snapshots.user), 0, 0, 1000000, NULL, "0"},
     {"snapshots.order", CFG_INT, CFG_FIELD(snapshots.order), 0, 0, 1000000, NULL, "0"},
     {"snapshots.product", CFG_INT, CFG_FIELD(snapshots.product), 0, 0, 1000000, NULL, "100"},
+    {"idempotency.ttl_seconds", CFG_INT, CFG_FIELD(idempotency.ttl_seconds), 0, 1, 2592000, NULL,
+     "86400"},
     {"kafka.enabled", CFG_BOOL, CFG_FIELD(kafka.enabled), 0, 0, 0, NULL, "false"},
     {"kafka.brokers", CFG_STRING, CFG_FIELD(kafka.brokers), 0, 1, 511, NULL, "127.0.0.1:9092"},
     {"kafka.topic_prefix", CFG_STRING, CFG_FIELD(kafka.topic_prefix), 0, 0, 127, NULL, ""},

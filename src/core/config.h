@@ -54,6 +54,9 @@ typedef struct app_config {
         int product; /* snapshots.product */
     } snapshots;
     struct {
+        int ttl_seconds; /* idempotency.ttl_seconds: how long a key answers with its first reply */
+    } idempotency;
+    struct {
         bool enabled;                  /* kafka.enabled: run the outbound relay */
         char brokers[512];             /* kafka.brokers: "host:port[,host:port...]" */
         char topic_prefix[128];        /* kafka.topic_prefix: topics are <prefix><context>.events */

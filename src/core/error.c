@@ -64,6 +64,7 @@ static const struct {
     {APP_ERATELIMIT, 429, "rate-limited", "Too Many Requests"},
     {APP_EUNAVAIL, 503, "service-unavailable", "Service Unavailable"},
     {APP_ECONFIG, 500, "internal-error", "Internal Server Error"},
+    {APP_EIDEMPOTENT, 500, "internal-error", "Internal Server Error"},
     {APP_ENOMEM, 500, "internal-error", "Internal Server Error"},
     {APP_EINTERNAL, 500, "internal-error", "Internal Server Error"},
 };

@@ -7,21 +7,22 @@
 
 typedef enum app_err_code {
     APP_OK = 0,
-    APP_EBADREQ = -1,     /* 400 malformed JSON, wrong types */
-    APP_EUNAUTH = -2,     /* 401 no or bad API key */
-    APP_ENOTFOUND = -3,   /* 404 unknown resource or route */
-    APP_EMETHOD = -4,     /* 405 wrong method */
-    APP_ECONFLICT = -5,   /* 409 duplicate, or a state that forbids the command */
-    APP_EPRECOND = -6,    /* 412 If-Match version mismatch */
-    APP_ETOOLARGE = -7,   /* 413 body too large */
-    APP_EMEDIA = -8,      /* 415 not JSON */
-    APP_EINVAL = -9,      /* 422 well-formed but invalid values */
-    APP_ERATELIMIT = -10, /* 429 */
-    APP_EUNAVAIL = -11,   /* 503 a dependency is down */
-    APP_EINTERNAL = -12,  /* 500 a bug */
-    APP_ENOMEM = -13,     /* 500 out of memory */
-    APP_EVERSION = -14,   /* stream version conflict; the bus retries or maps it to 409/412 */
-    APP_ECONFIG = -15,    /* configuration error (exit status 2) */
+    APP_EBADREQ = -1,      /* 400 malformed JSON, wrong types */
+    APP_EUNAUTH = -2,      /* 401 no or bad API key */
+    APP_ENOTFOUND = -3,    /* 404 unknown resource or route */
+    APP_EMETHOD = -4,      /* 405 wrong method */
+    APP_ECONFLICT = -5,    /* 409 duplicate, or a state that forbids the command */
+    APP_EPRECOND = -6,     /* 412 If-Match version mismatch */
+    APP_ETOOLARGE = -7,    /* 413 body too large */
+    APP_EMEDIA = -8,       /* 415 not JSON */
+    APP_EINVAL = -9,       /* 422 well-formed but invalid values */
+    APP_ERATELIMIT = -10,  /* 429 */
+    APP_EUNAVAIL = -11,    /* 503 a dependency is down */
+    APP_EINTERNAL = -12,   /* 500 a bug */
+    APP_ENOMEM = -13,      /* 500 out of memory */
+    APP_EVERSION = -14,    /* stream version conflict; the bus retries or maps it to 409/412 */
+    APP_ECONFIG = -15,     /* configuration error (exit status 2) */
+    APP_EIDEMPOTENT = -16, /* an Idempotency-Key has a record already; the bus answers from it */
 } app_err_code;
 
 #define APP_ERROR_MAX_FIELDS 8

@@ -39,10 +39,14 @@ int bus_new(bus **out, const bus_options *opts, app_error *err)
     b->opts = *opts;
     if (b->opts.max_conflict_retries < 0)
         b->opts.max_conflict_retries = 0;
+    if (b->opts.idempotency_ttl_s <= 0)
+        b->opts.idempotency_ttl_s = 86400;
     metrics_declare("commands_total", METRIC_COUNTER, "Commands handled, by name and outcome.");
     metrics_declare("command_duration_seconds", METRIC_HISTOGRAM,
                     "Time to handle a command, from the bus to the reply.");
     metrics_declare("queries_total", METRIC_COUNTER, "Queries handled, by name and outcome.");
+    metrics_declare("idempotent_replays_total", METRIC_COUNTER,
+                    "Commands answered from their Idempotency-Key record instead of running.");
     metrics_declare("command_conflict_retries_total", METRIC_COUNTER,
                     "Commands run again after a stream version conflict.");
     *out = b;
@@ -55,6 +59,11 @@ void bus_free(bus *b)
         return;
     free(b->entries);
     free(b);
+}
+
+const bus_options *bus_get_options(const bus *b)
+{
+    return &b->opts;
 }
 
 static const bus_entry *bus_lookup(const bus *b, bus_kind kind, const char *name)
@@ -114,15 +123,20 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
     if (!e)
         return app_error_set(err, APP_EUNAVAIL, "no handler for %s %s in this process",
                              kind == BUS_COMMAND ? "command" : "query", name);
+    /* How deep in handlers this thread is: a message a handler sends is not the request. */
+    static _Thread_local int depth;
+    depth++;
     bus_ctx ctx = {
         .events = b->opts.events,
         .reads = b->opts.reads,
         .clock = b->opts.clock,
         .bus = b,
         .meta = meta,
+        .depth = depth,
     };
     bus_call call = {kind, e->def, &ctx, payload, out, err, 0};
     int rc = bus_call_next(&call);
+    depth--;
     if (rc != 0 && *out) {
         cJSON_Delete(*out);
         *out = NULL;

@@ -24,6 +24,14 @@ typedef struct bus_meta {
     char idempotency_key[129];
 } bus_meta;
 
+/* The Idempotency-Key a command runs under (see kernel/idempotency.h): the bus fills rec;
+ * bus_append attaches it, with the reply, to the command's append. */
+typedef struct bus_idem {
+    es_idempotency rec;
+    char *response; /* owned: rec.response */
+    bool recorded;  /* an append carrying it committed */
+} bus_idem;
+
 /* What a handler may use. All borrowed for the duration of the call. */
 typedef struct bus_ctx {
     es_store *events;
@@ -31,6 +39,9 @@ typedef struct bus_ctx {
     const app_clock *clock;
     bus *bus;
     const bus_meta *meta;
+    bus_idem *idem;      /* set while a command runs under an Idempotency-Key, else NULL */
+    const char *context; /* the context a periodic task runs for; NULL elsewhere */
+    int depth;           /* 1 for a message from outside the bus, 2 for one its handler sent... */
 } bus_ctx;
 
 /* A handler takes a borrowed JSON payload and, on success, may set *out to a JSON reply
@@ -72,6 +83,7 @@ typedef struct bus_options {
     rs_store *reads;
     const app_clock *clock;
     int max_conflict_retries; /* runs of a BUS_RETRY_ON_CONFLICT handler after the first */
+    int idempotency_ttl_s;    /* how long an Idempotency-Key is kept; <= 0: a day */
 } bus_options;
 
 /* *out owned by the caller, freed with bus_free. */
@@ -94,6 +106,9 @@ int bus_ask(bus *b, const char *query, const cJSON *payload, const bus_meta *met
 
 /* Fills meta with a fresh message id and the given correlation/causation (NULL -> new id). */
 void bus_meta_init(bus_meta *meta, const char *correlation_id, const char *causation_id);
+
+/* The options the bus was made with (idempotency_ttl_s resolved). */
+const bus_options *bus_get_options(const bus *b);
 
 /* The standard middleware. */
 int bus_mw_logging(bus_call *call);

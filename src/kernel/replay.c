@@ -88,7 +88,7 @@ static int replay_catch_up(replay_run_state *st, app_error *err)
         for (size_t i = 0; rc == 0 && i < batch.len; i++) {
             bus_meta meta;
             event_bus_meta(&batch.items[i], &meta);
-            bus_ctx ctx = {es, &reads, o->clock, NULL, &meta};
+            bus_ctx ctx = {.events = es, .reads = &reads, .clock = o->clock, .meta = &meta};
             rc = st->t->sub->handle(&ctx, &batch.items[i], err);
             if (rc == 0) {
                 done = batch.items[i].position;

@@ -423,8 +423,11 @@ static void *sub_thread(void *arg)
         for (size_t i = 0; i < batch.len && !sub_stopping(r); i++) {
             bus_meta meta;
             event_bus_meta(&batch.items[i], &meta);
-            bus_ctx ctx = {es, w->writer ? &w->writer_port : r->opts.reads, r->opts.clock,
-                           r->opts.bus, &meta};
+            bus_ctx ctx = {.events = es,
+                           .reads = w->writer ? &w->writer_port : r->opts.reads,
+                           .clock = r->opts.clock,
+                           .bus = r->opts.bus,
+                           .meta = &meta};
             rc = w->sub->handle(&ctx, &batch.items[i], &err);
             if (rc != 0)
                 break;
@@ -484,7 +487,12 @@ static void *task_thread(void *arg)
         bus_meta meta;
         bus_meta_init(&meta, NULL, NULL);
         snprintf(meta.actor, sizeof meta.actor, "task");
-        bus_ctx ctx = {r->opts.events, r->opts.reads, r->opts.clock, r->opts.bus, &meta};
+        bus_ctx ctx = {.events = r->opts.events,
+                       .reads = r->opts.reads,
+                       .clock = r->opts.clock,
+                       .bus = r->opts.bus,
+                       .meta = &meta,
+                       .context = w->owner};
         app_error err = APP_ERROR_INIT;
         if (w->task->run(&ctx, &err) != 0)
             log_warn("task %s failed: %s%s%s", w->task->name, err.message,

@@ -184,6 +184,28 @@ static int ups_save_snapshot(void *self, const char *context, const char *stream
     return in->ops->save_snapshot(in->self, context, stream_id, snap, err);
 }
 
+static int ups_idempotency_lookup(void *self, const char *context, const char *actor,
+                                  const char *key, int ttl_seconds, es_idem_record *out,
+                                  bool *found, app_error *err)
+{
+    es_store *in = INNER(self);
+    return in->ops->idempotency_lookup(in->self, context, actor, key, ttl_seconds, out, found, err);
+}
+
+static int ups_idempotency_save(void *self, const char *context, const es_idempotency *rec,
+                                app_error *err)
+{
+    es_store *in = INNER(self);
+    return in->ops->idempotency_save(in->self, context, rec, err);
+}
+
+static int ups_idempotency_purge(void *self, const char *context, int ttl_seconds, int64_t *deleted,
+                                 app_error *err)
+{
+    es_store *in = INNER(self);
+    return in->ops->idempotency_purge(in->self, context, ttl_seconds, deleted, err);
+}
+
 /* ---- life cycle ------------------------------------------------------------------------- */
 
 #define UPS_OP(name) u->ops.name = in->name ? ups_##name : NULL
@@ -207,6 +229,9 @@ static void ups_fill_ops(upcast_store *u)
     UPS_OP(resign);
     UPS_OP(load_snapshot);
     UPS_OP(save_snapshot);
+    UPS_OP(idempotency_lookup);
+    UPS_OP(idempotency_save);
+    UPS_OP(idempotency_purge);
 }
 
 static int ups_add(upcast_store *u, const app_module *m, const mod_upcaster *row, app_error *err)

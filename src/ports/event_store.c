@@ -53,3 +53,13 @@ void es_snapshot_free(es_snapshot *snap)
     snap->state = NULL;
     snap->version = 0;
 }
+
+void es_idem_record_free(es_idem_record *rec)
+{
+    if (!rec)
+        return;
+    free(rec->command);
+    free(rec->request_hash);
+    free(rec->response);
+    rec->command = rec->request_hash = rec->response = NULL;
+}

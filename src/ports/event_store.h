@@ -60,6 +60,26 @@ typedef struct es_process {
     bool done;           /* finished: never due again */
 } es_process;
 
+/* An Idempotency-Key and the first answer to the request that used it, recorded in the
+ * owning context's schema. Borrowed strings. */
+typedef struct es_idempotency {
+    const char *actor;        /* who sent the request: keys of different callers never meet */
+    const char *key;          /* the Idempotency-Key, 1..128 printable characters */
+    const char *command;      /* the bus message it ran, e.g. "user.register_user" */
+    const char *request_hash; /* hex SHA-256 of the command and its payload */
+    const char *response;     /* JSON text of the reply the command gave */
+    int ttl_seconds;          /* a record older than this counts as gone */
+} es_idempotency;
+
+/* A recorded key, as idempotency_lookup returns it. Strings owned; es_idem_record_free. */
+typedef struct es_idem_record {
+    char *command;
+    char *request_hash;
+    char *response;
+} es_idem_record;
+
+void es_idem_record_free(es_idem_record *rec); /* frees what rec owns, not rec; accepts NULL */
+
 typedef struct es_append_req {
     const char *context; /* the owning context ("user"); its schema is <context>_ctx */
     const char *stream_id;
@@ -71,6 +91,10 @@ typedef struct es_append_req {
     const es_claim *releases; /* released if owned by stream_id */
     size_t n_releases;
     const es_process *process; /* optional: upserted in the same transaction */
+    /* Optional: recorded in the same transaction, so the key and the first answer exist
+     * exactly when the events do. A live record of the same (actor, key) fails the append
+     * with APP_EIDEMPOTENT and writes nothing. */
+    const es_idempotency *idempotency;
 } es_append_req;
 
 typedef struct es_append_result {
@@ -179,6 +203,17 @@ typedef struct es_store_ops {
      * was never committed cannot become a snapshot. Optional, like load_snapshot. */
     int (*save_snapshot)(void *self, const char *context, const char *stream_id,
                          const es_snapshot *snap, app_error *err);
+    /* The live record of (actor, key) in context: *found false when there is none or it is
+     * older than ttl_seconds. *out owned by the caller (es_idem_record_free). */
+    int (*idempotency_lookup)(void *self, const char *context, const char *actor, const char *key,
+                              int ttl_seconds, es_idem_record *out, bool *found, app_error *err);
+    /* Records rec on its own, for a command that appended nothing (there is nothing to be
+     * atomic with). APP_EIDEMPOTENT when a live record of (actor, key) exists already. */
+    int (*idempotency_save)(void *self, const char *context, const es_idempotency *rec,
+                            app_error *err);
+    /* Deletes the records of context older than ttl_seconds; *deleted says how many. */
+    int (*idempotency_purge)(void *self, const char *context, int ttl_seconds, int64_t *deleted,
+                             app_error *err);
 } es_store_ops;
 
 typedef struct es_store {

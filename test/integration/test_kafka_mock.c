@@ -171,7 +171,7 @@ static void append(const char *stream, size_t data_bytes)
              "\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}",
              n_log, n_log);
     es_new_event ev = {a->id, "kfkmock.thing.happened", 2, data, meta};
-    es_append_req req = {CTX, stream, ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL};
+    es_append_req req = {CTX, stream, ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
     es_append_result res;
     app_error err = APP_ERROR_INIT;
     if (port.ops->append(port.self, &req, &res, &err) != 0)
@@ -431,7 +431,7 @@ static void test_relays_upcast_events(void **state)
                  "\"traceparent\":\"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\"}");
         snprintf(data, sizeof data, "{\"m\":%d}", i);
         es_new_event ev = {a->id, "kfkmock.thing.happened", 1, data, meta};
-        es_append_req req = {CTX, a->stream, ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL};
+        es_append_req req = {CTX, a->stream, ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
         es_append_result res;
         assert_int_equal(stored.ops->append(stored.self, &req, &res, &err), 0);
         a->version = res.version;

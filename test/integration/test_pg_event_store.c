@@ -86,8 +86,8 @@ static int append_one(const char *context, const char *stream, int64_t expected,
     char id[UUID_STR_LEN];
     uuid_v4(id);
     es_new_event ev = {id, "test.thing.happened", 1, "{\"n\": 1}", "{\"correlationId\": \"c\"}"};
-    es_append_req req = {context, stream,   expected, &ev,        1,
-                         claims,  n_claims, releases, n_releases, NULL};
+    es_append_req req = {context,  stream,   expected,   &ev,  1,   claims,
+                         n_claims, releases, n_releases, NULL, NULL};
     es_append_result res;
     return port.ops->append(port.self, &req, out ? out : &res, err);
 }
@@ -104,7 +104,7 @@ static void test_round_trip(void **state)
          "{\"correlationId\": \"x\"}"},
         {id2, "test.thing.renamed", 2, "{\"big\": 12345678901234567890, \"list\": [1, 2]}", "{}"},
     };
-    es_append_req req = {CTX, stream, ES_NO_STREAM, evs, 2, NULL, 0, NULL, 0, NULL};
+    es_append_req req = {CTX, stream, ES_NO_STREAM, evs, 2, NULL, 0, NULL, 0, NULL, NULL};
     es_append_result res = {0};
     app_error err = APP_ERROR_INIT;
     int rc = port.ops->append(port.self, &req, &res, &err);
@@ -183,12 +183,12 @@ static void test_invalid_input(void **state)
     const char *bad_data[] = {"{", "[1]", "{\"a\": \"\\u0000\"}", "{\"a\": \"\xff\"}"};
     for (size_t i = 0; i < sizeof bad_data / sizeof bad_data[0]; i++) {
         es_new_event ev = {id, "t.t.t", 1, bad_data[i], "{}"};
-        es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL};
+        es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
         es_append_result res;
         assert_int_equal(port.ops->append(port.self, &req, &res, &err), APP_EINVAL);
     }
     es_new_event ev = {"NOT-A-UUID", "t.t.t", 1, "{}", "{}"};
-    es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL};
+    es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
     es_append_result res;
     assert_int_equal(port.ops->append(port.self, &req, &res, &err), APP_EINVAL);
 }
@@ -201,7 +201,7 @@ static void test_duplicate_event_id(void **state)
     new_stream(s2, sizeof s2);
     uuid_v4(id);
     es_new_event ev = {id, "t.t.t", 1, "{}", "{}"};
-    es_append_req req = {CTX, s1, ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL};
+    es_append_req req = {CTX, s1, ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
     es_append_result res;
     app_error err = APP_ERROR_INIT;
     assert_int_equal(port.ops->append(port.self, &req, &res, &err), 0);
@@ -479,7 +479,7 @@ static void *log_writer(void *p)
         uuid_v4(id1);
         uuid_v4(id2);
         es_new_event evs[2] = {{id1, "t.t.a", 1, "{}", "{}"}, {id2, "t.t.b", 1, "{}", "{}"}};
-        es_append_req req = {LOG_CTX, stream, i * 2, evs, 2, NULL, 0, NULL, 0, NULL};
+        es_append_req req = {LOG_CTX, stream, i * 2, evs, 2, NULL, 0, NULL, 0, NULL, NULL};
         es_append_result res;
         if (port.ops->append(port.self, &req, &res, &err) != 0)
             (*failures)++;
@@ -658,7 +658,7 @@ static void *other_main(void *p)
     uuid_v4(id);
     new_stream(stream, sizeof stream);
     es_new_event ev = {id, "t.t.t", 1, "{}", "{}"};
-    es_append_req req = {CTX, stream, ES_NO_STREAM, &ev, 1, NULL, 0, NULL, 0, NULL};
+    es_append_req req = {CTX, stream, ES_NO_STREAM, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
     es_append_result res;
     app_error err = APP_ERROR_INIT;
     o->rc = other.ops->append(other.self, &req, &res, &err);
@@ -705,7 +705,7 @@ static void test_unavailable(void **state)
     char id[UUID_STR_LEN];
     uuid_v4(id);
     es_new_event ev = {id, "t.t.t", 1, "{}", "{}"};
-    es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL};
+    es_append_req req = {CTX, "s-1", ES_ANY_VERSION, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
     es_append_result res;
     assert_int_equal(p.ops->append(p.self, &req, &res, &err), APP_EUNAVAIL);
     assert_true(strlen(err.detail) > 0);
@@ -760,13 +760,13 @@ static void test_process_deadlines(void **state)
     app_error err = APP_ERROR_INIT;
     es_new_event ev1 = {id1, "test.order.placed", 1, "{}", "{}"};
     es_process p1 = {"test.placement", s1, "{\"step\": \"placed\"}", 1000, false};
-    es_append_req r1 = {CTX, s1, ES_NO_STREAM, &ev1, 1, NULL, 0, NULL, 0, &p1};
+    es_append_req r1 = {CTX, s1, ES_NO_STREAM, &ev1, 1, NULL, 0, NULL, 0, &p1, NULL};
     assert_int_equal(port.ops->append(port.self, &r1, NULL, &err), 0);
 
     /* A refused append saves no process state. */
     es_new_event ev2 = {id2, "test.order.placed", 1, "{}", "{}"};
     es_process p2 = {"test.placement", s2, "{}", 1000, false};
-    es_append_req r2 = {CTX, s2, 5, &ev2, 1, NULL, 0, NULL, 0, &p2};
+    es_append_req r2 = {CTX, s2, 5, &ev2, 1, NULL, 0, NULL, 0, &p2, NULL};
     assert_int_equal(port.ops->append(port.self, &r2, NULL, &err), APP_EVERSION);
 
     es_due_list due = {0};
@@ -784,7 +784,7 @@ static void test_process_deadlines(void **state)
 
     es_new_event ev3 = {id3, "test.order.confirmed", 1, "{}", "{}"};
     es_process p3 = {"test.placement", s1, "{\"step\": \"confirmed\"}", 0, true};
-    es_append_req r3 = {CTX, s1, 1, &ev3, 1, NULL, 0, NULL, 0, &p3};
+    es_append_req r3 = {CTX, s1, 1, &ev3, 1, NULL, 0, NULL, 0, &p3, NULL};
     assert_int_equal(port.ops->append(port.self, &r3, NULL, &err), 0);
     assert_int_equal(
         port.ops->due_processes(port.self, CTX, "test.placement", 4102444800000, 10, &due, &err),

@@ -54,6 +54,9 @@ void fake_es_free(fake_es *f)
         free(f->checkpoints[i].subscriber);
     for (size_t i = 0; i < f->n_processes; i++)
         free(f->processes[i].name), free(f->processes[i].id), free(f->processes[i].state);
+    for (size_t i = 0; i < f->n_keys; i++)
+        free(f->keys[i].actor), free(f->keys[i].key), free(f->keys[i].command),
+            free(f->keys[i].request_hash), free(f->keys[i].response);
     pthread_mutex_destroy(&f->lock);
     memset(f, 0, sizeof *f);
 }
@@ -158,6 +161,34 @@ static void fk_save_process(fake_es *f, const es_process *proc)
     p->done = proc->done;
 }
 
+/* The live record of (actor, key), or NULL; an expired one is dropped on the way. */
+static fake_idem *fk_idem(fake_es *f, const char *actor, const char *key, int ttl_seconds)
+{
+    for (size_t i = 0; i < f->n_keys; i++) {
+        fake_idem *k = &f->keys[i];
+        if (strcmp(k->actor, actor) != 0 || strcmp(k->key, key) != 0)
+            continue;
+        if (k->created_s + ttl_seconds > f->now_s)
+            return k;
+        free(k->actor), free(k->key), free(k->command), free(k->request_hash), free(k->response);
+        f->keys[i] = f->keys[--f->n_keys];
+        return NULL;
+    }
+    return NULL;
+}
+
+static int fk_idem_record(fake_es *f, const es_idempotency *rec, app_error *err)
+{
+    if (fk_idem(f, rec->actor, rec->key, rec->ttl_seconds))
+        return app_error_set(err, APP_EIDEMPOTENT, "idempotency key is recorded already");
+    if (f->n_keys == FAKE_STORE_MAX)
+        return app_error_set(err, APP_EINTERNAL, "fake event store: too many idempotency keys");
+    f->keys[f->n_keys++] =
+        (fake_idem){fk_strdup(rec->actor),        fk_strdup(rec->key),      fk_strdup(rec->command),
+                    fk_strdup(rec->request_hash), fk_strdup(rec->response), f->now_s};
+    return 0;
+}
+
 static int fk_append_locked(fake_es *f, const es_append_req *req, es_append_result *out,
                             app_error *err)
 {
@@ -178,9 +209,16 @@ static int fk_append_locked(fake_es *f, const es_append_req *req, es_append_resu
     if (req->process && !fk_process(f, req->process->name, req->process->id) &&
         f->n_processes == FAKE_STORE_MAX)
         return app_error_set(err, APP_EINTERNAL, "fake event store: too many processes");
+    const es_idempotency *idem = req->idempotency;
+    if (idem && fk_idem(f, idem->actor, idem->key, idem->ttl_seconds))
+        return app_error_set(err, APP_EIDEMPOTENT, "idempotency key is recorded already");
+    if (idem && f->n_keys == FAKE_STORE_MAX)
+        return app_error_set(err, APP_EINTERNAL, "fake event store: too many idempotency keys");
     int rc = fk_claims(f, req, err);
     if (rc != 0)
         return rc;
+    if (idem)
+        fk_idem_record(f, idem, err);
     if (req->process)
         fk_save_process(f, req->process);
     if (!s) {
@@ -449,6 +487,60 @@ bool fake_es_put_snapshot(fake_es *f, const char *id, int64_t version, int schem
     return s != NULL;
 }
 
+static int fk_idempotency_lookup(void *self, const char *context, const char *actor,
+                                 const char *key, int ttl_seconds, es_idem_record *out, bool *found,
+                                 app_error *err)
+{
+    fake_es *f = self;
+    memset(out, 0, sizeof *out);
+    *found = false;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    const fake_idem *k = fk_idem(f, actor, key, ttl_seconds);
+    if (k) {
+        out->command = fk_strdup(k->command);
+        out->request_hash = fk_strdup(k->request_hash);
+        out->response = fk_strdup(k->response);
+        *found = true;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
+static int fk_idempotency_save(void *self, const char *context, const es_idempotency *rec,
+                               app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    rc = fk_idem_record(f, rec, err);
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+static int fk_idempotency_purge(void *self, const char *context, int ttl_seconds, int64_t *deleted,
+                                app_error *err)
+{
+    fake_es *f = self;
+    *deleted = 0;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = f->n_keys; i-- > 0;) {
+        const fake_idem *k = &f->keys[i];
+        size_t before = f->n_keys;
+        fk_idem(f, k->actor, k->key, ttl_seconds);
+        *deleted += (int64_t)(before - f->n_keys);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
 static const es_store_ops fake_es_ops = {
     .append = fk_append,
     .load_stream = fk_load_stream,
@@ -460,6 +552,9 @@ static const es_store_ops fake_es_ops = {
     .due_processes = fk_due_processes,
     .load_snapshot = fk_load_snapshot,
     .save_snapshot = fk_save_snapshot,
+    .idempotency_lookup = fk_idempotency_lookup,
+    .idempotency_save = fk_idempotency_save,
+    .idempotency_purge = fk_idempotency_purge,
 };
 
 es_store fake_es_port(fake_es *f)

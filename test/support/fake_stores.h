@@ -37,6 +37,12 @@ typedef struct fake_process {
     bool done;
 } fake_process;
 
+/* An idempotency record; created_s on the fake's own clock (fake_es.now_s). */
+typedef struct fake_idem {
+    char *actor, *key, *command, *request_hash, *response;
+    int64_t created_s;
+} fake_idem;
+
 typedef struct fake_es fake_es;
 
 /* Runs at the start of an append, before the version check, outside the lock: it may append
@@ -54,14 +60,17 @@ struct fake_es {
     size_t n_checkpoints;
     fake_process processes[FAKE_STORE_MAX]; /* what due_processes answers from */
     size_t n_processes;
-    int64_t position;           /* of the last event appended */
-    int fail_next;              /* when non-zero, the next append fails with it (once) */
-    size_t appends;             /* successful appends */
-    size_t conflicts;           /* appends refused with APP_EVERSION */
-    size_t loaded;              /* events load_stream has returned, in all */
-    int64_t last_after_version; /* the after_version of the last load_stream */
-    size_t snapshots_saved;     /* successful save_snapshot calls */
-    int fail_snapshot;          /* when non-zero, every save_snapshot fails with it */
+    int64_t position;               /* of the last event appended */
+    int fail_next;                  /* when non-zero, the next append fails with it (once) */
+    size_t appends;                 /* successful appends */
+    size_t conflicts;               /* appends refused with APP_EVERSION */
+    size_t loaded;                  /* events load_stream has returned, in all */
+    int64_t last_after_version;     /* the after_version of the last load_stream */
+    size_t snapshots_saved;         /* successful save_snapshot calls */
+    int fail_snapshot;              /* when non-zero, every save_snapshot fails with it */
+    fake_idem keys[FAKE_STORE_MAX]; /* idempotency records */
+    size_t n_keys;
+    int64_t now_s; /* the clock idempotency records age by; tests move it */
     fake_es_hook before_append;
     void *hook_arg;
     bool in_hook;

@@ -60,12 +60,19 @@ static int setup(void **state)
     app_error err = APP_ERROR_INIT;
     assert_int_equal(upcast_store_new(&fx->upcast, &fx->stored, app_modules, &err), 0);
     fx->events = upcast_store_port(fx->upcast);
-    bus_options opts = {&fx->events, &fx->reads, &app_system_clock, 1000};
+    bus_options opts = {.events = &fx->events,
+                        .reads = &fx->reads,
+                        .clock = &app_system_clock,
+                        .max_conflict_retries = 1000};
     assert_int_equal(bus_new(&fx->bus, &opts, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_COMMAND, inventory_module.commands, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_QUERY, inventory_module.queries, &err), 0);
     bus_meta_init(&fx->meta, "corr-1", "cause-1");
-    fx->ctx = (bus_ctx){&fx->events, &fx->reads, &app_system_clock, fx->bus, &fx->meta};
+    fx->ctx = (bus_ctx){.events = &fx->events,
+                        .reads = &fx->reads,
+                        .clock = &app_system_clock,
+                        .bus = fx->bus,
+                        .meta = &fx->meta};
     set_snapshot_every(0); /* tests that want snapshots ask for them */
     *state = fx;
     return 0;
@@ -611,7 +618,10 @@ static void test_conflict_is_decided_again(void **state)
 
     /* A writer that never lets go: the retries run out and the caller sees a conflict. */
     bus_free(fx->bus);
-    bus_options opts = {&fx->events, &fx->reads, &app_system_clock, 2};
+    bus_options opts = {.events = &fx->events,
+                        .reads = &fx->reads,
+                        .clock = &app_system_clock,
+                        .max_conflict_retries = 2};
     assert_int_equal(bus_new(&fx->bus, &opts, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_COMMAND, inventory_module.commands, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_QUERY, inventory_module.queries, &err), 0);

@@ -246,7 +246,10 @@ static int setup(void **state)
     fx->events = fake_es_port(&fx->es);
     fx->reads = fake_rs_port(&fx->rs);
     app_error err = APP_ERROR_INIT;
-    bus_options opts = {&fx->events, &fx->reads, &test_clock, 5};
+    bus_options opts = {.events = &fx->events,
+                        .reads = &fx->reads,
+                        .clock = &test_clock,
+                        .max_conflict_retries = 5};
     assert_int_equal(bus_new(&fx->bus, &opts, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_COMMAND, order_module.commands, &err), 0);
     assert_int_equal(bus_register(fx->bus, BUS_QUERY, order_module.queries, &err), 0);
@@ -254,7 +257,11 @@ static int setup(void **state)
     assert_int_equal(bus_register(fx->bus, BUS_QUERY, remote_queries, &err), 0);
     bus_meta_init(&fx->meta, "corr-task", NULL);
     snprintf(fx->meta.actor, sizeof fx->meta.actor, "task");
-    fx->ctx = (bus_ctx){&fx->events, &fx->reads, &test_clock, fx->bus, &fx->meta};
+    fx->ctx = (bus_ctx){.events = &fx->events,
+                        .reads = &fx->reads,
+                        .clock = &test_clock,
+                        .bus = fx->bus,
+                        .meta = &fx->meta};
     *state = fx;
     return 0;
 }
@@ -342,7 +349,11 @@ static int deliver(fixture *fx, int64_t *at, mod_event_fn handle, app_error *err
         bus_meta_init(&meta, pstr(md, "correlationId"), ev->event_id);
         snprintf(meta.actor, sizeof meta.actor, "subscriber");
         cJSON_Delete(md);
-        bus_ctx ctx = {&fx->events, &fx->reads, &test_clock, fx->bus, &meta};
+        bus_ctx ctx = {.events = &fx->events,
+                       .reads = &fx->reads,
+                       .clock = &test_clock,
+                       .bus = fx->bus,
+                       .meta = &meta};
         app_error_clear(err);
         rc = handle(&ctx, ev, err);
         if (rc == 0)
@@ -823,7 +834,8 @@ static void cancel_first(fake_es *f, const es_append_req *req, void *arg)
     ev.reason = ORD_REASON_CANCELLED_BY_CUSTOMER;
     snprintf(ev.order.id, sizeof ev.order.id, "%s", req->process->id);
     app_error err = APP_ERROR_INIT;
-    assert_int_equal(ord_append(&fx->ctx, ev.order.id, ES_ANY_VERSION, &ev, 0, true, &err), 0);
+    assert_int_equal(ord_append(&fx->ctx, ev.order.id, ES_ANY_VERSION, &ev, 0, true, NULL, &err),
+                     0);
 }
 
 static void test_saga_loses_race_to_cancel(void **state)
@@ -868,7 +880,7 @@ static void test_deadline_cancels_pending_only(void **state)
     memset(&ev, 0, sizeof ev);
     ev.kind = ORD_EV_CONFIRMED;
     snprintf(ev.order.id, sizeof ev.order.id, "%s", raced);
-    assert_int_equal(ord_append(&fx->ctx, raced, 1, &ev, T0 + 1500, false, &err), 0);
+    assert_int_equal(ord_append(&fx->ctx, raced, 1, &ev, T0 + 1500, false, NULL, &err), 0);
 
     now_ms = T0 + 1000;
     assert_int_equal(ord_deadlines_run(&fx->ctx, &err), 0);
@@ -1046,7 +1058,7 @@ static void test_describe_customer(void **state)
     rs_store reads = fake_rs_port(&urs);
     bus_meta meta;
     bus_meta_init(&meta, NULL, NULL);
-    bus_ctx ctx = {&events, &reads, &test_clock, NULL, &meta};
+    bus_ctx ctx = {.events = &events, .reads = &reads, .clock = &test_clock, .meta = &meta};
     app_error err = APP_ERROR_INIT;
     cJSON *p = cJSON_Parse("{\"email\":\"ann@example.com\",\"name\":\"Ann\"}"), *out = NULL;
     assert_int_equal(user_register_user(&ctx, p, &out, &err), 0);

@@ -45,7 +45,7 @@ static int setup(void **state)
              "11111111-2222-4333-8444-555555555555");
     snprintf(fx->meta.correlation_id, sizeof fx->meta.correlation_id, "corr-1");
     snprintf(fx->meta.causation_id, sizeof fx->meta.causation_id, "cause-1");
-    fx->ctx = (bus_ctx){&fx->events, &fx->reads, NULL, NULL, &fx->meta};
+    fx->ctx = (bus_ctx){.events = &fx->events, .reads = &fx->reads, .meta = &fx->meta};
     *state = fx;
     return 0;
 }
@@ -574,7 +574,8 @@ static void test_routes(void **state)
     fixture *fx = *state;
     bus *b = NULL;
     app_error err = APP_ERROR_INIT;
-    bus_options opts = {&fx->events, &fx->reads, NULL, 3};
+    bus_options opts = {
+        .events = &fx->events, .reads = &fx->reads, .clock = NULL, .max_conflict_retries = 3};
     assert_int_equal(bus_new(&b, &opts, &err), 0);
     assert_int_equal(bus_register(b, BUS_COMMAND, user_module.commands, &err), 0);
     assert_int_equal(bus_register(b, BUS_QUERY, user_module.queries, &err), 0);

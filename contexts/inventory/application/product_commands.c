@@ -26,16 +26,14 @@ int inv_create_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, ap
     inv_product p = {0};
     int rc = inv_decide_create(sku, name, &price, stock, &ev, err);
     if (rc == 0)
-        rc = inv_commit(ctx, &p, &ev, err);
+        rc = inv_commit(ctx, &p, &ev, out, err);
+    inv_product_free(&p);
     if (rc == APP_EVERSION) {
         app_error_set(err, APP_ECONFLICT, "sku already exists");
         app_error_detail(err, "a product with sku %s exists already", ev.sku);
         app_error_field(err, "sku", "already exists");
         return APP_ECONFLICT;
     }
-    if (rc == 0)
-        rc = inv_reply(&p, out, err);
-    inv_product_free(&p);
     return rc;
 }
 
@@ -54,9 +52,7 @@ int inv_add_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_err
     if (rc == 0)
         rc = inv_decide_add_stock(&p, quantity, &ev, err);
     if (rc == 0)
-        rc = inv_commit(ctx, &p, &ev, err);
-    if (rc == 0)
-        rc = inv_reply(&p, out, err);
+        rc = inv_commit(ctx, &p, &ev, out, err);
     inv_product_free(&p);
     return rc;
 }
@@ -94,7 +90,7 @@ int inv_reserve_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app
     if (rc == 0)
         rc = inv_decide_reserve(&p, order_id, quantity, &ev, &n, &out_of_stock, err);
     if (rc == 0 && n == 1)
-        rc = inv_commit(ctx, &p, &ev, err);
+        rc = inv_commit(ctx, &p, &ev, NULL, err);
     inv_product_free(&p);
     if (rc != 0)
         return rc;
@@ -117,7 +113,7 @@ int inv_release_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app
     if (rc == 0)
         rc = inv_decide_release(&p, order_id, &ev, &n, err);
     if (rc == 0 && n == 1)
-        rc = inv_commit(ctx, &p, &ev, err);
+        rc = inv_commit(ctx, &p, &ev, NULL, err);
     inv_product_free(&p);
     if (rc != 0)
         return rc;

@@ -8,6 +8,7 @@
 #include "contexts/inventory/application/inventory_app.h"
 #include "core/json.h"
 #include "kernel/event_json.h"
+#include "kernel/idempotency.h"
 #include "kernel/snapshots.h"
 
 /* snapshots.product: set once at start-up, before any handler runs. */
@@ -86,7 +87,7 @@ int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_produ
 }
 
 int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, const inv_event *ev,
-               app_error *err)
+               const cJSON *reply, app_error *err)
 {
     char *data = NULL, id[UUID_STR_LEN], stream[INV_STREAM_ID_LEN];
     char *metadata = event_metadata_from_meta(ctx->meta);
@@ -104,19 +105,26 @@ int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, co
             .events = &row,
             .n_events = 1,
         };
-        rc = ctx->events->ops->append(ctx->events->self, &req, NULL, err);
+        rc = bus_append(ctx, &req, reply, NULL, err);
     }
     free(data);
     free(metadata);
     return rc;
 }
 
-int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, app_error *err)
+int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, cJSON **reply,
+               app_error *err)
 {
     int64_t before = p->version;
-    int rc = inv_append(ctx, ev->sku, before, ev, err);
+    int rc = inv_apply(p, ev, err);
+    if (rc == 0 && reply)
+        rc = inv_reply(p, reply, err);
     if (rc == 0)
-        rc = inv_apply(p, ev, err);
+        rc = inv_append(ctx, ev->sku, before, ev, reply ? *reply : NULL, err);
+    if (rc != 0 && reply) {
+        cJSON_Delete(*reply);
+        *reply = NULL;
+    }
     if (rc == 0 && snap_due(inv_snapshot_every, before, p->version)) {
         /* p is now the state the append committed, at the version it committed. */
         char stream[INV_STREAM_ID_LEN], *state = NULL;

@@ -21,15 +21,19 @@ void inv_stream_id(char out[INV_STREAM_ID_LEN], const char *sku);
 int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_product *out,
              app_error *err);
 
-/* Appends one decided event with the expected version and ctx->meta as metadata. */
+/* Appends one decided event with the expected version and ctx->meta as metadata; reply (may
+ * be NULL) is recorded with it when the command runs under an Idempotency-Key. */
 int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, const inv_event *ev,
-               app_error *err);
+               const cJSON *reply, app_error *err);
 
-/* Appends ev, decided on *p, with p's version as the expected one, then folds ev into *p,
- * which is then the committed state. When the stream crosses a multiple of snapshots.product
- * that state is saved as a snapshot (best effort: a failure is logged, never returned). For
- * a new product *p is all zero and ev the created event. */
-int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, app_error *err);
+/* Folds ev, decided on *p, into *p and appends it with p's former version as the expected
+ * one; on success *p is the committed state, on failure it is to be thrown away. When the
+ * stream crosses a multiple of snapshots.product that state is saved as a snapshot (best
+ * effort: a failure is logged, never returned). For a new product *p is all zero and ev the
+ * created event. With reply non-NULL the command answers the product: *reply is set to it
+ * on success (owned by the caller), and recorded with the event under an Idempotency-Key. */
+int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, cJSON **reply,
+               app_error *err);
 
 /* {"sku","name","price","onHand","reserved","available","version"}; NULL on no memory. */
 cJSON *inv_product_to_json(const inv_product *p);

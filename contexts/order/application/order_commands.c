@@ -146,10 +146,12 @@ int ord_place_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_e
         uuid_v4(draft->id);
         ord_now_rfc3339(now, draft->created_at, sizeof draft->created_at);
         ord_decide_place(draft, ev);
-        rc = ord_append(ctx, draft->id, ES_NO_STREAM, ev, now + placement_timeout_ms, false, err);
+        char id[sizeof draft->id];
+        memcpy(id, draft->id, sizeof id);
+        memset(draft, 0, sizeof *draft); /* from here on: the order the event makes */
+        ord_apply(draft, ev);
+        rc = ord_append(ctx, id, ES_NO_STREAM, ev, now + placement_timeout_ms, false, draft, err);
         if (rc == 0) {
-            memset(draft, 0, sizeof *draft);
-            ord_apply(draft, ev);
             ord_committed(ctx, 0, draft);
             rc = ord_reply(draft, out, err);
         }

@@ -8,6 +8,7 @@
 #include "contexts/order/application/order_app.h"
 #include "core/json.h"
 #include "kernel/event_json.h"
+#include "kernel/idempotency.h"
 #include "kernel/snapshots.h"
 
 #define ORD_SETTLE_ATTEMPTS 10
@@ -119,7 +120,7 @@ static char *ord_process_state(const ord_event *ev, const char *event_id, const 
 }
 
 int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, const ord_event *ev,
-               int64_t deadline_ms, bool done, app_error *err)
+               int64_t deadline_ms, bool done, const ord_order *after, app_error *err)
 {
     char *data = NULL, *state = NULL, event_id[UUID_STR_LEN], stream[ORD_STREAM_ID_LEN];
     char *metadata = event_metadata_from_meta(ctx->meta);
@@ -141,7 +142,11 @@ int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, con
             .n_events = 1,
             .process = &process,
         };
-        rc = ctx->events->ops->append(ctx->events->self, &req, NULL, err);
+        cJSON *reply = ctx->idem && after ? ord_to_json(after) : NULL;
+        rc = ctx->idem && after && !reply
+                 ? app_error_set(err, APP_ENOMEM, "out of memory rendering an order")
+                 : bus_append(ctx, &req, reply, NULL, err);
+        cJSON_Delete(reply);
     }
     free(state);
     free(data);
@@ -168,12 +173,12 @@ int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order 
             rc = reason == ORD_REASON_NONE ? ord_decide_confirm(o, ev, &n, err)
                                            : ord_decide_cancel(o, reason, ev, &n, err);
         int64_t before = o->version;
-        if (rc == 0 && n == 1)
-            rc = ord_append(ctx, id, before, ev, 0, true, err);
         if (rc == 0 && n == 1) {
-            ord_apply(o, ev);
-            ord_committed(ctx, before, o);
+            ord_apply(o, ev); /* the reply, recorded with the event under an Idempotency-Key */
+            rc = ord_append(ctx, id, before, ev, 0, true, o, err);
         }
+        if (rc == 0 && n == 1)
+            ord_committed(ctx, before, o);
     }
     if (rc == 0 && out)
         *out = *o;

@@ -24,9 +24,10 @@ int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order 
              app_error *err);
 
 /* Appends ev to the order stream with the expected version and the saga's state: the
- * deadline (0 for none) and whether the placement is settled. */
+ * deadline (0 for none) and whether the placement is settled. after (may be NULL) is the
+ * order ev makes, the command's reply: recorded with it under an Idempotency-Key. */
 int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, const ord_event *ev,
-               int64_t deadline_ms, bool done, app_error *err);
+               int64_t deadline_ms, bool done, const ord_order *after, app_error *err);
 
 /* After an append from version before took the order to *o (committed): saves o as a
  * snapshot when the stream crossed a multiple of snapshots.order. Best effort. */

@@ -195,8 +195,12 @@ static int saga_time_out(const bus_ctx *ctx, const es_due_process *due, app_erro
     if (ctx->meta)
         memcpy(meta.actor, ctx->meta->actor, sizeof meta.actor);
     cJSON *reply = NULL;
-    int rc = saga_call(&(bus_ctx){ctx->events, ctx->reads, ctx->clock, ctx->bus, &meta}, true,
-                       "order.cancel_order", "id", due->id, "reason",
+    bus_ctx own = {.events = ctx->events,
+                   .reads = ctx->reads,
+                   .clock = ctx->clock,
+                   .bus = ctx->bus,
+                   .meta = &meta};
+    int rc = saga_call(&own, true, "order.cancel_order", "id", due->id, "reason",
                        ord_reason_name(ORD_REASON_TIMEOUT), 0, &reply, err);
     cJSON_Delete(reply);
     return rc;

@@ -65,7 +65,10 @@ int user_change_user_email(const bus_ctx *ctx, const cJSON *payload, cJSON **out
     user_claims claims = {0};
     if (strcmp(old_key, email.key) != 0) /* a case-only change keeps its key */
         claims = (user_claims){&claim, 1, &release, 1};
-    rc = user_append(ctx, id, state.version, evs, n, &claims, err);
+    user_state after = state;
+    for (size_t i = 0; i < n; i++)
+        user_apply(&after, &evs[i]);
+    rc = user_append(ctx, id, state.version, evs, n, &claims, &after, err);
     if (rc == APP_EVERSION && has_expected) {
         app_error_set(err, APP_EPRECOND, "version mismatch");
         return app_error_detail(err, "expected version %lld but the user changed meanwhile",
@@ -75,9 +78,6 @@ int user_change_user_email(const bus_ctx *ctx, const cJSON *payload, cJSON **out
         return user_email_taken(err);
     if (rc != 0)
         return rc; /* APP_EVERSION without a precondition: the bus runs us again */
-    int64_t before = state.version;
-    for (size_t i = 0; i < n; i++)
-        user_apply(&state, &evs[i]);
-    user_committed(ctx, before, &state);
-    return user_reply(&state, out, err);
+    user_committed(ctx, state.version, &after);
+    return user_reply(&after, out, err);
 }

@@ -21,12 +21,12 @@ int user_deactivate_user(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
     rc = user_decide_deactivate(&state, evs, &n, err);
     if (rc != 0 || n == 0)
         return rc != 0 ? rc : user_reply(&state, out, err);
-    rc = user_append(ctx, id, state.version, evs, n, NULL, err);
+    user_state after = state;
+    for (size_t i = 0; i < n; i++)
+        user_apply(&after, &evs[i]);
+    rc = user_append(ctx, id, state.version, evs, n, NULL, &after, err);
     if (rc != 0)
         return rc; /* APP_EVERSION: the bus runs us again on the fresh stream */
-    int64_t before = state.version;
-    for (size_t i = 0; i < n; i++)
-        user_apply(&state, &evs[i]);
-    user_committed(ctx, before, &state);
-    return user_reply(&state, out, err);
+    user_committed(ctx, state.version, &after);
+    return user_reply(&after, out, err);
 }

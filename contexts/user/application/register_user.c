@@ -29,18 +29,18 @@ int user_register_user(const bus_ctx *ctx, const cJSON *payload, cJSON **out, ap
     uuid_v4(id);
     user_event ev;
     user_decide_register(id, &email, &name, &ev);
+    user_state state;
+    memset(&state, 0, sizeof state);
+    user_apply(&state, &ev);
     es_claim claim = {USER_CLAIM_EMAIL, email.key};
     user_claims claims = {.claims = &claim, .n_claims = 1};
-    int rc = user_append(ctx, id, ES_NO_STREAM, &ev, 1, &claims, err);
+    int rc = user_append(ctx, id, ES_NO_STREAM, &ev, 1, &claims, &state, err);
     if (rc == APP_ECONFLICT)
         return user_email_taken(err);
     if (rc == APP_EVERSION) /* a fresh random id: practically never */
         return app_error_set(err, APP_ECONFLICT, "user %s already exists", id);
     if (rc != 0)
         return rc;
-    user_state state;
-    memset(&state, 0, sizeof state);
-    user_apply(&state, &ev);
     user_committed(ctx, 0, &state);
     return user_reply(&state, out, err);
 }

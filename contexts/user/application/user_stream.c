@@ -9,6 +9,7 @@
 #include "core/json.h"
 #include "core/uuid.h"
 #include "kernel/event_json.h"
+#include "kernel/idempotency.h"
 #include "kernel/snapshots.h"
 
 /* snapshots.user: set once at start-up, before any handler runs. */
@@ -113,7 +114,8 @@ void user_committed(const bus_ctx *ctx, int64_t before, const user_state *state)
 }
 
 int user_append(const bus_ctx *ctx, const char *id, int64_t expected_version,
-                const user_event *events, size_t n, const user_claims *claims, app_error *err)
+                const user_event *events, size_t n, const user_claims *claims,
+                const user_state *after, app_error *err)
 {
     int rc = user_need_store(ctx, err);
     if (rc != 0)
@@ -153,8 +155,10 @@ int user_append(const bus_ctx *ctx, const char *id, int64_t expected_version,
             req.releases = claims->releases;
             req.n_releases = claims->n_releases;
         }
-        es_append_result res;
-        rc = ctx->events->ops->append(ctx->events->self, &req, &res, err);
+        cJSON *reply = ctx->idem ? user_state_to_json(after) : NULL;
+        rc = ctx->idem && !reply ? app_error_set(err, APP_ENOMEM, "out of memory rendering a user")
+                                 : bus_append(ctx, &req, reply, NULL, err);
+        cJSON_Delete(reply);
     }
     for (size_t i = 0; i < n; i++)
         free(data[i]);

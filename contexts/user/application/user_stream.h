@@ -33,10 +33,12 @@ typedef struct user_claims {
 } user_claims;
 
 /* Appends n decided events (at most USER_MAX_DECIDED) to the stream of user id with the
- * given expected version, each with a new event id and metadata from ctx->meta. The
- * store's errors (APP_EVERSION, APP_ECONFLICT, APP_EUNAVAIL) pass through. */
+ * given expected version, each with a new event id and metadata from ctx->meta. after is the
+ * user the events make, the command's reply: recorded with them under an Idempotency-Key.
+ * The store's errors (APP_EVERSION, APP_ECONFLICT, APP_EUNAVAIL) pass through. */
 int user_append(const bus_ctx *ctx, const char *id, int64_t expected_version,
-                const user_event *events, size_t n, const user_claims *claims, app_error *err);
+                const user_event *events, size_t n, const user_claims *claims,
+                const user_state *after, app_error *err);
 
 /* After an append from version before took the user to *state (committed): saves the state
  * as a snapshot when the stream crossed a multiple of snapshots.user. Best effort. */

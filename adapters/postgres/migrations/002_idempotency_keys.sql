@@ -1,0 +1,61 @@
+-- Idempotency keys, per caller: the first answer to a request, recorded in the transaction
+-- that stored its events. 001 created an unused placeholder table; it is replaced.
+
+DROP TABLE IF EXISTS {{schema}}.idempotency_keys;
+
+CREATE TABLE {{schema}}.idempotency_keys (
+    actor text NOT NULL,
+    key text NOT NULL,
+    command text NOT NULL,
+    request_hash text NOT NULL,
+    response jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (actor, key)
+);
+CREATE INDEX idempotency_keys_created ON {{schema}}.idempotency_keys (created_at);
+
+-- Records p_idem ({"actor","key","command","request_hash","response","ttl_seconds"}) unless a
+-- live record of (actor, key) exists; an expired one is replaced. Returns whether it did.
+CREATE OR REPLACE FUNCTION {{schema}}.es_idempotency_record(p_idem jsonb)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $fn$
+BEGIN
+    DELETE FROM {{schema}}.idempotency_keys
+     WHERE actor = p_idem->>'actor' AND key = p_idem->>'key'
+       AND created_at < now() - make_interval(secs => (p_idem->>'ttl_seconds')::int);
+    INSERT INTO {{schema}}.idempotency_keys (actor, key, command, request_hash, response)
+    VALUES (p_idem->>'actor', p_idem->>'key', p_idem->>'command', p_idem->>'request_hash',
+            p_idem->'response')
+    ON CONFLICT (actor, key) DO NOTHING;
+    RETURN FOUND;
+END
+$fn$;
+
+-- es_append with an idempotency record: the key is checked before anything is written (a
+-- live key answers 'idempotent' and writes nothing) and recorded only when the append
+-- succeeded, in the same transaction as its events.
+CREATE OR REPLACE FUNCTION {{schema}}.es_append_keyed(p_idem jsonb, p_stream text,
+                                                     p_expected bigint, p_events jsonb,
+                                                     p_claims jsonb, p_releases jsonb,
+                                                     p_process jsonb DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_out jsonb;
+BEGIN
+    IF EXISTS (SELECT 1 FROM {{schema}}.idempotency_keys
+                WHERE actor = p_idem->>'actor' AND key = p_idem->>'key'
+                  AND created_at >= now() - make_interval(secs => (p_idem->>'ttl_seconds')::int))
+    THEN
+        RETURN jsonb_build_object('status', 'idempotent');
+    END IF;
+    v_out := {{schema}}.es_append(p_stream, p_expected, p_events, p_claims, p_releases,
+                                  p_process);
+    IF v_out->>'status' = 'ok' THEN
+        PERFORM {{schema}}.es_idempotency_record(p_idem);
+    END IF;
+    RETURN v_out;
+END
+$fn$;
