@@ -746,8 +746,8 @@ static int idem_json(const es_idempotency *k, char **out, app_error *err)
     sb_json_string(&b, k->command);
     sb_str(&b, ",\"request_hash\":");
     sb_json_string(&b, k->request_hash);
-    sb_str(&b, ",\"response\":");
-    sb_str(&b, k->response);
+    sb_str(&b, ",\"response\":"); /* as a string: jsonb would reorder the reply's members */
+    sb_json_string(&b, k->response);
     sb_str(&b, ",\"ttl_seconds\":");
     sb_str(&b, ttl);
     sb_str(&b, "}");
@@ -1378,7 +1378,7 @@ static int pg_es_idempotency_lookup(void *self, const char *context, const char 
     if (rc < 0)
         return rc;
     snprintf(sql, sizeof sql,
-             "SELECT command, request_hash, response::text FROM %s.idempotency_keys"
+             "SELECT command, request_hash, response FROM %s.idempotency_keys"
              " WHERE actor = $1 AND key = $2"
              " AND created_at >= now() - make_interval(secs => $3::int)",
              schema);

@@ -343,6 +343,58 @@ static void test_cancel_confirmed(void **state)
     expect_stock(sku, 4, 0);
 }
 
+/* Placing and cancelling with Idempotency-Keys: a retried placement is the first answer
+ * (still "pending", as it was) and places no second order; the saga's own commands are not
+ * bound to the customer's key, so both lines are reserved. */
+static void test_idempotency_keys(void **state)
+{
+    (void)state;
+    char a[32], b[32], customer[UUID_STR_LEN], body[512], key[96], uid[UUID_STR_LEN];
+    new_sku(a, sizeof a, 5);
+    new_sku(b, sizeof b, 5);
+    new_customer(customer);
+    snprintf(body, sizeof body,
+             "{\"customerId\":\"%s\",\"lines\":[{\"sku\":\"%s\",\"quantity\":2},"
+             "{\"sku\":\"%s\",\"quantity\":3}]}",
+             customer, a, b);
+    uuid_v4(uid);
+    snprintf(key, sizeof key, "Idempotency-Key: checkout-%s", uid);
+    const char *const headers[] = {"Content-Type: application/json", key, NULL};
+    tc_response first = call_h("POST", "/v1/orders", headers, body);
+    assert_int_equal(first.status, 202);
+    cJSON *order = tc_json(&first);
+    char id[UUID_STR_LEN];
+    snprintf(id, sizeof id, "%s", str(order, "id"));
+    cJSON_Delete(order);
+    expect_outcome(id, "confirmed", "");
+    tc_response again = call_h("POST", "/v1/orders", headers, body);
+    assert_int_equal(again.status, 202);
+    assert_string_equal(again.body, first.body);
+    tc_response_free(&again);
+    tc_response_free(&first);
+    expect_stock(a, 5, 2);
+    expect_stock(b, 5, 3);
+
+    char path[128];
+    snprintf(path, sizeof path, "/v1/users/%s/orders", customer);
+    cJSON *list = call_json("GET", path, NULL, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(list, "items")), 1);
+    cJSON_Delete(list);
+
+    uuid_v4(uid);
+    snprintf(key, sizeof key, "Idempotency-Key: cancel-%s", uid);
+    snprintf(path, sizeof path, "/v1/orders/%s/cancel", id);
+    const char *const key_only[] = {key, NULL};
+    tc_response c1 = call_h("POST", path, key_only, NULL);
+    assert_int_equal(c1.status, 200);
+    tc_response c2 = call_h("POST", path, key_only, NULL);
+    assert_int_equal(c2.status, 200);
+    assert_string_equal(c2.body, c1.body);
+    tc_response_free(&c1);
+    tc_response_free(&c2);
+    expect_stock(a, 5, 0);
+}
+
 /* The audit trail carries the request's correlation id and a causation id on every event,
  * the saga's included. */
 static void test_audit_trail(void **state)
@@ -599,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_orders),
         cmocka_unit_test(test_last_line_short),
         cmocka_unit_test(test_cancel_confirmed),
+        cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_audit_trail),
         cmocka_unit_test(test_customer_and_product_reasons),
         cmocka_unit_test(test_customer_orders_newest_first),

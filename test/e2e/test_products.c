@@ -259,6 +259,8 @@ static void test_bad_input(void **state)
 typedef struct adder {
     const char *path;
     int status;
+    const char *const *headers; /* NULL: json_headers */
+    char *body;                 /* the answer, owned */
 } adder;
 
 static void *add_one(void *p)
@@ -266,9 +268,11 @@ static void *add_one(void *p)
     adder *a = p;
     tc_response r;
     memset(&r, 0, sizeof r);
-    if (tc_http("127.0.0.1", app.port, "POST", a->path, json_headers, "{\"quantity\":1}", 14, &r) ==
-        0)
+    if (tc_http("127.0.0.1", app.port, "POST", a->path, a->headers ? a->headers : json_headers,
+                "{\"quantity\":1}", 14, &r) == 0) {
         a->status = r.status;
+        a->body = strdup(r.body);
+    }
     tc_response_free(&r);
     return NULL;
 }
@@ -285,13 +289,15 @@ static void test_concurrent_stock_additions(void **state)
     adder adders[50];
     pthread_t th[50];
     for (int i = 0; i < 50; i++) {
-        adders[i] = (adder){path, 0};
+        adders[i] = (adder){path, 0, NULL, NULL};
         assert_int_equal(pthread_create(&th[i], NULL, add_one, &adders[i]), 0);
     }
     for (int i = 0; i < 50; i++)
         pthread_join(th[i], NULL);
-    for (int i = 0; i < 50; i++)
+    for (int i = 0; i < 50; i++) {
         assert_int_equal(adders[i].status, 200);
+        free(adders[i].body);
+    }
     snprintf(get, sizeof get, "/v1/products/%s", sku);
     want w = {get, 50};
     assert_int_equal(ts_wait_until(product_has, &w, 10000), 0);
@@ -304,12 +310,50 @@ static void test_concurrent_stock_additions(void **state)
     tc_response_free(&r);
 }
 
+/* 20 concurrent retries of one request with one Idempotency-Key: the stock is added once,
+ * and every retry gets the same answer, whether it found the record or lost the race to it. */
+static void test_idempotent_retries(void **state)
+{
+    (void)state;
+    char sku[48], path[128], get[128], key[96], id[UUID_STR_LEN];
+    unique_sku(sku, sizeof sku, "IDEM");
+    create(sku, 10);
+    snprintf(path, sizeof path, "/v1/products/%s/stock", sku);
+    uuid_v4(id);
+    snprintf(key, sizeof key, "Idempotency-Key: restock-%s", id);
+    const char *const headers[] = {"Content-Type: application/json", key, NULL};
+    adder adders[20];
+    pthread_t th[20];
+    for (int i = 0; i < 20; i++) {
+        adders[i] = (adder){path, 0, headers, NULL};
+        assert_int_equal(pthread_create(&th[i], NULL, add_one, &adders[i]), 0);
+    }
+    for (int i = 0; i < 20; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(adders[i].status, 200);
+        assert_string_equal(adders[i].body, adders[0].body);
+    }
+    cJSON *first = cJSON_Parse(adders[0].body);
+    assert_int_equal(member(first, "onHand"), 11);
+    cJSON_Delete(first);
+    for (int i = 0; i < 20; i++)
+        free(adders[i].body);
+    snprintf(get, sizeof get, "/v1/products/%s/events", sku);
+    tc_response r = call("GET", get, NULL);
+    cJSON *e = tc_json(&r);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(e, "items")), 2);
+    cJSON_Delete(e);
+    tc_response_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_read_and_add_stock),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_concurrent_stock_additions),
+        cmocka_unit_test(test_idempotent_retries),
     };
     return cmocka_run_group_tests_name("e2e products", tests, start_app, stop_app);
 }

@@ -514,6 +514,76 @@ static void test_restart_keeps_data(void **state)
     tc_response_free(&r);
 }
 
+static int count_events(const char *id)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/v1/users/%s/events", id);
+    tc_response r = call("GET", path, NULL, NULL);
+    assert_int_equal(r.status, 200);
+    cJSON *j = tc_json(&r);
+    int n = cJSON_GetArraySize(cJSON_GetObjectItem(j, "items"));
+    cJSON_Delete(j);
+    tc_response_free(&r);
+    return n;
+}
+
+/* A retry with the same Idempotency-Key gets the first answer, also after the process was
+ * killed and started again; the command ran once; another body under the key is 422. */
+static void test_idempotency_key(void **state)
+{
+    (void)state;
+    char email[128], body[256], key[80], key_header[128], uid[UUID_STR_LEN];
+    unique_email(email, sizeof email, "idem");
+    uuid_v4(uid);
+    snprintf(key, sizeof key, "signup-%s", uid);
+    snprintf(key_header, sizeof key_header, "Idempotency-Key: %s", key);
+    snprintf(body, sizeof body, "{\"email\":\"%s\",\"name\":\"Idem Potent\"}", email);
+    const char *const headers[] = {"Content-Type: application/json", key_header, NULL};
+
+    tc_response first = call("POST", "/v1/users", headers, body);
+    assert_int_equal(first.status, 201);
+    tc_response again = call("POST", "/v1/users", headers, body);
+    assert_int_equal(again.status, 201);
+    assert_string_equal(again.body, first.body);
+    assert_string_equal(tc_header(&again, "Location"), tc_header(&first, "Location"));
+    cJSON *u = tc_json(&first);
+    char id[UUID_STR_LEN];
+    snprintf(id, sizeof id, "%s", cJSON_GetObjectItem(u, "id")->valuestring);
+    cJSON_Delete(u);
+    assert_int_equal(count_events(id), 1);
+
+    /* The record is durable with the events: a crash does not make the retry run again. */
+    assert_int_equal(ts_app_stop(&app, SIGKILL), 137);
+    assert_int_equal(ts_app_start(&app, NULL), 0);
+    tc_response after = call("POST", "/v1/users", headers, body);
+    assert_int_equal(after.status, 201);
+    assert_string_equal(after.body, first.body);
+    tc_response_free(&after);
+    assert_int_equal(count_events(id), 1);
+
+    char other[256];
+    snprintf(other, sizeof other, "{\"email\":\"%s\",\"name\":\"Someone Else\"}", email);
+    tc_response refused = call("POST", "/v1/users", headers, other);
+    assert_problem(&refused, 422);
+    assert_non_null(strstr(refused.body, "Idempotency-Key"));
+    tc_response_free(&refused);
+
+    /* A refused request is not recorded: its key works for the corrected request. */
+    uuid_v4(uid);
+    snprintf(key_header, sizeof key_header, "Idempotency-Key: fix-%s", uid);
+    tc_response bad = call("POST", "/v1/users", headers, "{\"email\":\"nope\",\"name\":\"X\"}");
+    assert_problem(&bad, 422);
+    tc_response_free(&bad);
+    unique_email(email, sizeof email, "fixed");
+    snprintf(body, sizeof body, "{\"email\":\"%s\",\"name\":\"Fixed\"}", email);
+    tc_response fixed = call("POST", "/v1/users", headers, body);
+    assert_int_equal(fixed.status, 201);
+    tc_response_free(&fixed);
+
+    tc_response_free(&first);
+    tc_response_free(&again);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -527,6 +597,7 @@ int main(void)
         cmocka_unit_test(test_metrics_exposition),
         cmocka_unit_test(test_redis_outage),
         cmocka_unit_test(test_restart_keeps_data),
+        cmocka_unit_test(test_idempotency_key),
     };
     return cmocka_run_group_tests_name("e2e user api", tests, start_app, stop_app);
 }

@@ -92,6 +92,22 @@ static int append_one(const char *context, const char *stream, int64_t expected,
     return port.ops->append(port.self, &req, out ? out : &res, err);
 }
 
+/* Appends one event recording an idempotency key; returns the port's status. */
+static int append_keyed(const char *stream, int64_t expected, const es_idempotency *idem,
+                        app_error *err)
+{
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    es_new_event ev = {id, "test.thing.happened", 1, "{\"n\": 1}", "{}"};
+    es_append_req req = {.context = CTX,
+                         .stream_id = stream,
+                         .expected_version = expected,
+                         .events = &ev,
+                         .n_events = 1,
+                         .idempotency = idem};
+    return port.ops->append(port.self, &req, NULL, err);
+}
+
 static void test_round_trip(void **state)
 {
     (void)state;
@@ -222,6 +238,7 @@ typedef struct racer {
     const char *stream;
     int64_t expected;
     const char *claim_key;
+    const es_idempotency *idem;
     pthread_barrier_t *start;
     int rc;
     app_error err;
@@ -238,6 +255,10 @@ static void *racer_main(void *p)
     }
     es_claim claim = {"email", r->claim_key};
     pthread_barrier_wait(r->start);
+    if (r->idem) {
+        r->rc = append_keyed(stream, r->expected, r->idem, &r->err);
+        return NULL;
+    }
     r->rc = append_one(CTX, stream, r->expected, r->claim_key ? &claim : NULL, r->claim_key ? 1 : 0,
                        NULL, 0, NULL, &r->err);
     return NULL;
@@ -312,6 +333,104 @@ static void test_claim_race(void **state)
             assert_string_equal(rs[i].err.fields[0].message, "is taken");
         }
     }
+}
+
+static int64_t stream_len(const char *stream)
+{
+    es_event_list list = {0};
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(port.ops->load_stream(port.self, CTX, stream, 0, &list, &err), 0);
+    int64_t n = (int64_t)list.len;
+    es_event_list_free(&list);
+    return n;
+}
+
+static bool key_found(const char *actor, const char *key, es_idem_record *rec)
+{
+    bool found = false;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(
+        port.ops->idempotency_lookup(port.self, CTX, actor, key, 60, rec, &found, &err), 0);
+    return found;
+}
+
+/* The key commits with the events or not at all; a live key refuses a second append
+ * (writing nothing), also between 50 racers in shared batches; an expired one is replaced
+ * and purged. */
+static void test_idempotency_keys(void **state)
+{
+    (void)state;
+    char s1[64], s2[64], key[64], id[UUID_STR_LEN];
+    new_stream(s1, sizeof s1);
+    new_stream(s2, sizeof s2);
+    uuid_v4(id);
+    snprintf(key, sizeof key, "key-%s", id);
+    es_idempotency k = {"alice", key, "test.do_thing", "h1", "{\"zeta\":1,\"id\":\"x\"}", 60};
+    app_error err = APP_ERROR_INIT;
+    es_idem_record rec = {0};
+
+    /* A failed append records nothing. */
+    assert_int_equal(append_keyed(s1, 7, &k, &err), APP_EVERSION);
+    assert_false(key_found("alice", key, &rec));
+
+    assert_int_equal(append_keyed(s1, ES_NO_STREAM, &k, &err), 0);
+    assert_true(key_found("alice", key, &rec));
+    assert_string_equal(rec.command, "test.do_thing");
+    assert_string_equal(rec.request_hash, "h1");
+    assert_string_equal(rec.response, "{\"zeta\":1,\"id\":\"x\"}");
+    es_idem_record_free(&rec);
+    assert_false(key_found("bob", key, &rec));
+
+    assert_int_equal(append_keyed(s2, ES_NO_STREAM, &k, &err), APP_EIDEMPOTENT);
+    assert_int_equal(stream_len(s2), 0);
+    assert_int_equal(port.ops->idempotency_save(port.self, CTX, &k, &err), APP_EIDEMPOTENT);
+    es_idempotency bobs = k;
+    bobs.actor = "bob";
+    assert_int_equal(append_keyed(s2, ES_NO_STREAM, &bobs, &err), 0);
+
+    /* Racers with one key, each on its own stream: one wins, the others write nothing. */
+    uuid_v4(id);
+    char race_key[64];
+    snprintf(race_key, sizeof race_key, "race-%s", id);
+    es_idempotency rk = k;
+    rk.key = race_key;
+    racer rs[RACERS];
+    memset(rs, 0, sizeof rs);
+    for (int i = 0; i < RACERS; i++) {
+        rs[i].expected = ES_NO_STREAM;
+        rs[i].idem = &rk;
+    }
+    int ok = 0, refused = 0;
+    race(rs, &ok, &refused, APP_EIDEMPOTENT);
+    assert_int_equal(ok, 1);
+    assert_int_equal(refused, RACERS - 1);
+
+    /* Expired: not found, replaced by the next append, deleted by a purge. */
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "UPDATE " CTX "_ctx.idempotency_keys SET created_at = now() - interval '61 seconds'"
+             " WHERE actor = 'alice' AND key IN ('%s', '%s')",
+             key, race_key);
+    exec_sql(sql);
+    assert_false(key_found("alice", key, &rec));
+    char s3[64];
+    new_stream(s3, sizeof s3);
+    k.request_hash = "h2";
+    assert_int_equal(append_keyed(s3, ES_NO_STREAM, &k, &err), 0);
+    assert_true(key_found("alice", key, &rec));
+    assert_string_equal(rec.request_hash, "h2");
+    es_idem_record_free(&rec);
+    int64_t deleted = -1;
+    assert_int_equal(port.ops->idempotency_purge(port.self, CTX, 60, &deleted, &err), 0);
+    assert_int_equal(deleted, 1); /* the racers' key; alice's is new again, bob's is live */
+    assert_true(key_found("bob", key, &rec));
+    es_idem_record_free(&rec);
+
+    /* Bad records are refused before anything is sent. */
+    es_idempotency bad = k;
+    bad.response = "not json";
+    assert_int_equal(append_keyed(s3, ES_ANY_VERSION, &bad, &err), APP_EINVAL);
+    assert_int_equal(stream_len(s3), 1);
 }
 
 static void test_release_claim(void **state)
@@ -928,6 +1047,7 @@ int main(void)
         cmocka_unit_test(test_same_version_race),
         cmocka_unit_test(test_claim_race),
         cmocka_unit_test(test_release_claim),
+        cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_group_commit),
         cmocka_unit_test(test_poison_fails_alone),
         cmocka_unit_test(test_log_tail),

@@ -8,14 +8,15 @@ CREATE TABLE {{schema}}.idempotency_keys (
     key text NOT NULL,
     command text NOT NULL,
     request_hash text NOT NULL,
-    response jsonb NOT NULL,
+    response text NOT NULL, -- text, not jsonb: a retry gets the very bytes of the first reply
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (actor, key)
 );
 CREATE INDEX idempotency_keys_created ON {{schema}}.idempotency_keys (created_at);
 
--- Records p_idem ({"actor","key","command","request_hash","response","ttl_seconds"}) unless a
--- live record of (actor, key) exists; an expired one is replaced. Returns whether it did.
+-- Records p_idem ({"actor","key","command","request_hash","response","ttl_seconds"}, where
+-- response is a JSON string holding the reply's text) unless a live record of (actor, key)
+-- exists; an expired one is replaced. Returns whether it recorded.
 CREATE OR REPLACE FUNCTION {{schema}}.es_idempotency_record(p_idem jsonb)
 RETURNS boolean
 LANGUAGE plpgsql
@@ -26,7 +27,7 @@ BEGIN
        AND created_at < now() - make_interval(secs => (p_idem->>'ttl_seconds')::int);
     INSERT INTO {{schema}}.idempotency_keys (actor, key, command, request_hash, response)
     VALUES (p_idem->>'actor', p_idem->>'key', p_idem->>'command', p_idem->>'request_hash',
-            p_idem->'response')
+            p_idem->>'response')
     ON CONFLICT (actor, key) DO NOTHING;
     RETURN FOUND;
 END
