@@ -22,20 +22,20 @@ RETURNS boolean
 LANGUAGE plpgsql
 AS $fn$
 BEGIN
-    DELETE FROM {{schema}}.idempotency_keys
-     WHERE actor = p_idem->>'actor' AND key = p_idem->>'key'
-       AND created_at < now() - make_interval(secs => (p_idem->>'ttl_seconds')::int);
-    INSERT INTO {{schema}}.idempotency_keys (actor, key, command, request_hash, response)
+    INSERT INTO {{schema}}.idempotency_keys AS k (actor, key, command, request_hash, response)
     VALUES (p_idem->>'actor', p_idem->>'key', p_idem->>'command', p_idem->>'request_hash',
             p_idem->>'response')
-    ON CONFLICT (actor, key) DO NOTHING;
+    ON CONFLICT (actor, key) DO UPDATE
+       SET command = excluded.command, request_hash = excluded.request_hash,
+           response = excluded.response, created_at = now()
+     WHERE k.created_at < now() - make_interval(secs => (p_idem->>'ttl_seconds')::int);
     RETURN FOUND;
 END
 $fn$;
 
--- es_append with an idempotency record: the key is checked before anything is written (a
--- live key answers 'idempotent' and writes nothing) and recorded only when the append
--- succeeded, in the same transaction as its events.
+-- es_append with an idempotency record: the key is recorded first (a live key answers
+-- 'idempotent' having written nothing), and taken back when the append itself does not
+-- succeed, so it exists exactly when the events do, in the same transaction.
 CREATE OR REPLACE FUNCTION {{schema}}.es_append_keyed(p_idem jsonb, p_stream text,
                                                      p_expected bigint, p_events jsonb,
                                                      p_claims jsonb, p_releases jsonb,
@@ -46,16 +46,14 @@ AS $fn$
 DECLARE
     v_out jsonb;
 BEGIN
-    IF EXISTS (SELECT 1 FROM {{schema}}.idempotency_keys
-                WHERE actor = p_idem->>'actor' AND key = p_idem->>'key'
-                  AND created_at >= now() - make_interval(secs => (p_idem->>'ttl_seconds')::int))
-    THEN
+    IF NOT {{schema}}.es_idempotency_record(p_idem) THEN
         RETURN jsonb_build_object('status', 'idempotent');
     END IF;
     v_out := {{schema}}.es_append(p_stream, p_expected, p_events, p_claims, p_releases,
                                   p_process);
-    IF v_out->>'status' = 'ok' THEN
-        PERFORM {{schema}}.es_idempotency_record(p_idem);
+    IF v_out->>'status' <> 'ok' THEN
+        DELETE FROM {{schema}}.idempotency_keys
+         WHERE actor = p_idem->>'actor' AND key = p_idem->>'key';
     END IF;
     RETURN v_out;
 END
