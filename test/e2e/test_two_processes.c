@@ -96,6 +96,25 @@ static void place(const ts_app *app, const char *customer, const char *sku, char
     cJSON_Delete(o);
 }
 
+/* Places an order with an Idempotency-Key; the answer's body, owned by the caller. */
+static char *place_keyed(const ts_app *app, const char *customer, const char *sku, const char *key)
+{
+    char body[256], header[160];
+    snprintf(body, sizeof body,
+             "{\"customerId\":\"%s\",\"lines\":[{\"sku\":\"%s\",\"quantity\":1}]}", customer, sku);
+    snprintf(header, sizeof header, "Idempotency-Key: %s", key);
+    const char *const headers[] = {"Content-Type: application/json", header, NULL};
+    tc_response r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(
+        tc_http("127.0.0.1", app->port, "POST", "/v1/orders", headers, body, strlen(body), &r), 0);
+    assert_int_equal(r.status, 202);
+    char *answer = strdup(r.body);
+    assert_non_null(answer);
+    tc_response_free(&r);
+    return answer;
+}
+
 static void test_two_processes_then_one(void **state)
 {
     (void)state;
@@ -120,9 +139,15 @@ static void test_two_processes_then_one(void **state)
     cJSON_Delete(u);
 
     enum { N = 10 };
-    char ids[N + 5][37];
-    for (int i = 0; i < N; i++)
+    char ids[N + 5][37], key[64];
+    for (int i = 0; i < N - 1; i++)
         place(i % 2 ? &a : &b, customer, sku, ids[i]);
+    /* The last one through a with an Idempotency-Key: its client will retry through b. */
+    snprintf(key, sizeof key, "two-%s", tag);
+    char *first = place_keyed(&a, customer, sku, key);
+    cJSON *o = cJSON_Parse(first);
+    snprintf(ids[N - 1], sizeof ids[N - 1], "%s", str(o, "id"));
+    cJSON_Delete(o);
     for (int i = 0; i < N; i++) {
         snprintf(path, sizeof path, "/v1/orders/%s", ids[i]);
         wait_member(i % 2 ? &b : &a, path, "status", "confirmed"); /* read through the other */
@@ -140,6 +165,11 @@ static void test_two_processes_then_one(void **state)
 
     /* One process dies; the other takes over every subscriber, the saga included. */
     assert_int_equal(ts_app_stop(&a, SIGKILL), 128 + SIGKILL);
+    /* The retry lands on the survivor: the first answer again, and no second order. */
+    char *again = place_keyed(&b, customer, sku, key);
+    assert_string_equal(again, first);
+    free(again);
+    free(first);
     for (int i = N; i < N + 5; i++)
         place(&b, customer, sku, ids[i]);
     for (int i = N; i < N + 5; i++) {
