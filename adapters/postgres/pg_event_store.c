@@ -1004,6 +1004,20 @@ static int pg_es_save_checkpoint(void *self, const char *context, const char *su
     return pool_query(self, READ_ACQUIRE_MS, sql, 2, params, PGRES_COMMAND_OK, NULL, err);
 }
 
+static int pg_es_remove_checkpoint(void *self, const char *context, const char *subscriber,
+                                   app_error *err)
+{
+    char schema[64], sql[256];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(subscriber, "subscriber", err)) < 0)
+        return rc;
+    snprintf(sql, sizeof sql, "DELETE FROM %s.checkpoints WHERE subscriber = $1", schema);
+    const char *params[] = {subscriber};
+    return pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_COMMAND_OK, NULL, err);
+}
+
 static int pg_es_wait_for_append(void *self, const char *context, int64_t after_position,
                                  int timeout_ms)
 {
@@ -1560,6 +1574,7 @@ static const es_store_ops pg_es_ops = {
     .head_position = pg_es_head_position,
     .load_checkpoint = pg_es_load_checkpoint,
     .save_checkpoint = pg_es_save_checkpoint,
+    .remove_checkpoint = pg_es_remove_checkpoint,
     .wait_for_append = pg_es_wait_for_append,
     .ping = pg_es_ping,
     .due_processes = pg_es_due_processes,

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "core/json.h"
+#include "core/log.h"
 
 #define RM_MAX_PROJECTIONS 32
 #define RM_CONTROL_PREFIX  "read-model:"
@@ -129,6 +130,21 @@ static char *rm_physical(const char *projection, int64_t generation, const char 
 void rm_checkpoint_name(char *out, size_t size, const char *projection, int64_t generation)
 {
     snprintf(out, size, "%s@%lld", projection, (long long)generation);
+}
+
+void rm_forget_checkpoint(es_store *es, const char *context, const char *projection,
+                          int64_t generation)
+{
+    char name[192];
+    if (generation > 0)
+        rm_checkpoint_name(name, sizeof name, projection, generation);
+    else
+        snprintf(name, sizeof name, "%s", projection);
+    app_error err = APP_ERROR_INIT;
+    if (es && es->ops->remove_checkpoint &&
+        es->ops->remove_checkpoint(es->self, context, name, &err) != 0)
+        log_warn("read model %s: could not delete checkpoint %s: %s", projection, name,
+                 err.message);
 }
 
 int64_t rm_new_generation(int64_t after)

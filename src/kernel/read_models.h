@@ -70,6 +70,12 @@ int rm_drop(rm_models *m, const char *projection, int64_t generation, size_t *de
  * as they are: no generation's key starts with one of them). */
 int rm_drop_unversioned(rm_models *m, const char *projection, size_t *deleted, app_error *err);
 
+/* Deletes the checkpoint generation was built under, in context's schema, once the
+ * generation is gone (0: the checkpoint from before generations). Best effort: a failure is
+ * logged; the row is only clutter. */
+void rm_forget_checkpoint(es_store *es, const char *context, const char *projection,
+                          int64_t generation);
+
 /* A fresh generation number greater than after (milliseconds since the epoch). */
 int64_t rm_new_generation(int64_t after);
 /* The checkpoint a generation is built under: "<projection>@<generation>". */

@@ -148,6 +148,8 @@ static int replay_switch(replay_run_state *st, int64_t generation, app_error *er
             replay_sleep_ms(RM_DROP_GRACE_MS); /* readers in other processes see the switch */
             size_t deleted = 0;
             rc = rm_drop(o->models, name, live.generation, &deleted, err);
+            if (rc == 0)
+                rm_forget_checkpoint(o->events, st->t->owner, name, live.generation);
             if (rc == 0 && o->out)
                 fprintf(o->out, "%s: generation %lld deleted (%zu keys)\n", name,
                         (long long)live.generation, deleted);
@@ -223,6 +225,7 @@ static int replay_one(const replay_options *o, const replay_target *t, app_error
         rc = rm_drop(o->models, name, old.generation, &deleted, err);
         if (rc != 0)
             return rc;
+        rm_forget_checkpoint(o->events, t->owner, name, old.generation);
         if (o->out)
             fprintf(o->out, "%s: removed generation %lld of an unfinished replay (%zu keys)\n",
                     name, (long long)old.generation, deleted);

@@ -269,10 +269,11 @@ static int sub_sync_model(sub_worker *w, int64_t *checkpoint, app_error *err)
     if (w->drop_generation && w->synced_ms >= w->drop_at_ms) {
         size_t deleted = 0;
         app_error derr = APP_ERROR_INIT;
-        if (rm_drop(m, name, w->drop_generation, &deleted, &derr) == 0)
+        if (rm_drop(m, name, w->drop_generation, &deleted, &derr) == 0) {
             log_info("read model %s: generation %lld deleted (%zu keys)", name,
                      (long long)w->drop_generation, deleted);
-        else
+            rm_forget_checkpoint(w->runner->opts.events, w->owner, name, w->drop_generation);
+        } else
             log_warn("read model %s: could not delete generation %lld: %s", name,
                      (long long)w->drop_generation, derr.message);
         w->drop_generation = 0;
@@ -290,6 +291,8 @@ static int sub_sync_model(sub_worker *w, int64_t *checkpoint, app_error *err)
             return rc;
         if (stale > 0)
             log_info("read model %s: %zu keys from before generations deleted", name, stale);
+        /* The generation it had (or the one from before generations) is gone with them. */
+        rm_forget_checkpoint(w->runner->opts.events, w->owner, name, w->generation);
         live.generation = rm_new_generation(w->generation);
         live.building = true;
         rc = rm_control_save(m, name, &live, err);

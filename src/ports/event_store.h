@@ -166,6 +166,10 @@ typedef struct es_store_ops {
                            app_error *err);
     int (*save_checkpoint)(void *self, const char *context, const char *subscriber,
                            int64_t position, app_error *err);
+    /* Forgets a checkpoint that nothing will read again (a deleted read-model generation's);
+     * one that does not exist is fine. */
+    int (*remove_checkpoint)(void *self, const char *context, const char *subscriber,
+                             app_error *err);
     /* Blocks up to timeout_ms until an append to context commits (in this process or, where
      * the adapter listens, in another). Returns 0 on wake-up or timeout alike. */
     int (*wait_for_append)(void *self, const char *context, int64_t after_position, int timeout_ms);

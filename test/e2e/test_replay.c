@@ -41,6 +41,22 @@ static int run_app(const char *args, char *out, size_t n)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+/* Checkpoint rows of a projection in its context's schema: one per generation it keeps. */
+static int checkpoint_rows(const char *schema, const char *projection)
+{
+    char cmd[1024], out[64] = "";
+    snprintf(cmd, sizeof cmd,
+             "psql '%s' -qtAX -c \"SELECT count(*) FROM %s.checkpoints"
+             " WHERE subscriber = '%s' OR subscriber LIKE '%s@%%'\"",
+             ts_env("APP_POSTGRES_DSN"), schema, projection, projection);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = '\0';
+    assert_int_equal(pclose(p), 0);
+    return atoi(out);
+}
+
 static int status_of(const char *method, const char *path, const char *body, cJSON **json)
 {
     tc_response r;
@@ -301,6 +317,8 @@ static void test_replay_without_a_service(void **state)
         fail_msg("unexpected replay output:\n%s", out);
     assert_null(strstr(out, "order.projection")); /* only the one asked for */
     assert_non_null(strstr(out, "events replayed in"));
+    /* The old generation went with its checkpoint. */
+    assert_int_equal(checkpoint_rows("user_ctx", "user.projection"), 1);
 
     assert_int_equal(ts_app_start(&app, NULL), 0);
     check_world(&w, false);
@@ -337,6 +355,8 @@ static void test_empty_read_store_is_rebuilt(void **state)
             fail_msg("GET %s answered %d while its read model was rebuilt", path, status);
     }
     check_world(&w, true);
+    assert_int_equal(checkpoint_rows("user_ctx", "user.projection"), 1);
+    assert_int_equal(checkpoint_rows("order_ctx", "order.projection"), 1);
     assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
 }
 

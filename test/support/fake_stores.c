@@ -387,6 +387,23 @@ static int fk_save_checkpoint(void *self, const char *context, const char *subsc
     return rc;
 }
 
+static int fk_remove_checkpoint(void *self, const char *context, const char *subscriber,
+                                app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    fake_checkpoint *c = fk_checkpoint(f, subscriber);
+    if (c) {
+        free(c->subscriber);
+        *c = f->checkpoints[--f->n_checkpoints];
+    }
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
 static int fk_ping(void *self, app_error *err)
 {
     (void)self;
@@ -548,6 +565,7 @@ static const es_store_ops fake_es_ops = {
     .head_position = fk_head_position,
     .load_checkpoint = fk_load_checkpoint,
     .save_checkpoint = fk_save_checkpoint,
+    .remove_checkpoint = fk_remove_checkpoint,
     .ping = fk_ping,
     .due_processes = fk_due_processes,
     .load_snapshot = fk_load_snapshot,
