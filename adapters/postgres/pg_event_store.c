@@ -832,11 +832,10 @@ done:
 /* ---- reads ------------------------------------------------------------------------------ */
 
 /* One query through the pool. A pooled connection may have died with the server since it
- * was last used; reads are idempotent, so one retry on a fresh connection hides that. A hot
- * query names its prepared statement (stmt, unique per sql), others pass NULL. */
-static int pool_query_as(pg_event_store *s, int acquire_ms, const char *stmt, const char *sql,
-                         int n_params, const char *const *params, ExecStatusType want,
-                         PGresult **out, app_error *err)
+ * was last used; reads are idempotent, so one retry on a fresh connection hides that. */
+static int pool_query(pg_event_store *s, int acquire_ms, const char *sql, int n_params,
+                      const char *const *params, ExecStatusType want, PGresult **out,
+                      app_error *err)
 {
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -844,21 +843,13 @@ static int pool_query_as(pg_event_store *s, int acquire_ms, const char *stmt, co
         rc = pg_pool_acquire(s->pool, acquire_ms, &conn, err);
         if (rc < 0)
             return rc;
-        rc = stmt ? pg_exec_prepared(conn, stmt, sql, n_params, params, want, out, err)
-                  : pg_exec(conn, sql, n_params, params, want, out, err);
+        rc = pg_exec(conn, sql, n_params, params, want, out, err);
         bool broken = PQstatus(conn) != CONNECTION_OK;
         pg_pool_release(s->pool, conn);
         if (rc == 0 || !broken)
             break;
     }
     return rc;
-}
-
-static int pool_query(pg_event_store *s, int acquire_ms, const char *sql, int n_params,
-                      const char *const *params, ExecStatusType want, PGresult **out,
-                      app_error *err)
-{
-    return pool_query_as(s, acquire_ms, NULL, sql, n_params, params, want, out, err);
 }
 
 #define EVENT_COLUMNS                                                                              \
@@ -1392,7 +1383,7 @@ static int pg_es_idempotency_lookup(void *self, const char *context, const char 
 {
     memset(out, 0, sizeof *out);
     *found = false;
-    char schema[64], sql[384], stmt[96], ttl[16];
+    char schema[64], sql[384], ttl[16];
     int rc = pg_context_schema(context, schema, sizeof schema, err);
     if (rc == 0)
         rc = check_text(actor, "actor", err);
@@ -1405,11 +1396,10 @@ static int pg_es_idempotency_lookup(void *self, const char *context, const char 
              " WHERE actor = $1 AND key = $2"
              " AND created_at >= now() - make_interval(secs => $3::int)",
              schema);
-    snprintf(stmt, sizeof stmt, "idempotency_lookup_%s", schema); /* every command with a key */
     snprintf(ttl, sizeof ttl, "%d", ttl_seconds);
     const char *params[] = {actor, key, ttl};
     PGresult *res = NULL;
-    rc = pool_query_as(self, READ_ACQUIRE_MS, stmt, sql, 3, params, PGRES_TUPLES_OK, &res, err);
+    rc = pool_query(self, READ_ACQUIRE_MS, sql, 3, params, PGRES_TUPLES_OK, &res, err);
     if (rc < 0)
         return rc;
     if (PQntuples(res) == 1) {

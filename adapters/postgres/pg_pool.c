@@ -124,40 +124,6 @@ int pg_exec(PGconn *conn, const char *sql, int n_params, const char *const *para
     return 0;
 }
 
-/* SQLSTATE 26000: the session has no prepared statement of that name. */
-static bool pg_unprepared(const PGresult *res)
-{
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    return state && strcmp(state, "26000") == 0;
-}
-
-int pg_exec_prepared(PGconn *conn, const char *name, const char *sql, int n_params,
-                     const char *const *params, ExecStatusType want, PGresult **out, app_error *err)
-{
-    PGresult *res = PQexecPrepared(conn, name, n_params, params, NULL, NULL, 0);
-    if (pg_unprepared(res)) {
-        PQclear(res);
-        res = PQprepare(conn, name, sql, n_params, NULL);
-        if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
-            int rc = pg_result_error(conn, res, "preparing a query", err);
-            PQclear(res);
-            return rc;
-        }
-        PQclear(res);
-        res = PQexecPrepared(conn, name, n_params, params, NULL, NULL, 0);
-    }
-    if (!res || PQresultStatus(res) != want) {
-        int rc = pg_result_error(conn, res, "query", err);
-        PQclear(res);
-        return rc;
-    }
-    if (out)
-        *out = res;
-    else
-        PQclear(res);
-    return 0;
-}
-
 int pg_schema_name_valid(const char *name)
 {
     if (!name || !*name || strlen(name) > 48)

@@ -43,13 +43,6 @@ int pg_result_error(PGconn *conn, const PGresult *res, const char *what, app_err
 int pg_exec(PGconn *conn, const char *sql, int n_params, const char *const *params,
             ExecStatusType want, PGresult **out, app_error *err);
 
-/* pg_exec through a prepared statement called name (at most 63 bytes; one name per sql):
- * prepared on conn the first time, and again after the server forgot it (a new session),
- * so hot queries are parsed and planned once per connection instead of on every call. */
-int pg_exec_prepared(PGconn *conn, const char *name, const char *sql, int n_params,
-                     const char *const *params, ExecStatusType want, PGresult **out,
-                     app_error *err);
-
 /* True when name is a usable SQL identifier for a schema: [a-z_][a-z0-9_]*, at most 48. */
 int pg_schema_name_valid(const char *name);
 
