@@ -185,6 +185,7 @@ static int app_register(app *a, app_error *err)
         .clock = &app_system_clock,
         .batch_size = a->cfg.subscriptions.batch_size,
         .poll_interval_ms = a->cfg.subscriptions.poll_interval_ms,
+        .lanes = a->cfg.subscriptions.lanes,
     };
     if (rc == 0)
         rc = sub_runner_new(&a->subs, &so, err);

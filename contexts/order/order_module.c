@@ -25,7 +25,7 @@ static const char *const ord_product_keys[] = {ORD_PRODUCT_COPY, NULL};
 static const char *const ord_customer_keys[] = {ORD_CUSTOMER_COPY, NULL};
 
 static const mod_subscription ord_subscriptions[] = {
-    {"order.placement_saga", "order", ord_saga_handle, 0, NULL},
+    {"order.placement_saga", "order", ord_saga_handle, MOD_SUB_BY_STREAM, NULL},
     {"order.projection", "order", ord_projection_handle, MOD_SUB_PROJECTION, ord_order_keys},
     {"order.product_catalog", "inventory", ord_product_copy_handle, MOD_SUB_PROJECTION,
      ord_product_keys},

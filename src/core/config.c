@@ -66,6 +66,7 @@ static const cfg_key cfg_keys[] = {
      "500"},
     {"subscriptions.poll_interval_ms", CFG_INT, CFG_FIELD(subscriptions.poll_interval_ms), 0, 10,
      60000, NULL, "500"},
+    {"subscriptions.lanes", CFG_INT, CFG_FIELD(subscriptions.lanes), 0, 1, 64, NULL, "8"},
     {"order.placement_timeout_ms", CFG_INT, CFG_FIELD(order.placement_timeout_ms), 0, 100, 3600000,
      NULL, "30000"},
     {"snapshots.user", CFG_INT, CFG_FIELD(snapshots.user), 0, 0, 1000000, NULL, "0"},

@@ -41,6 +41,7 @@ typedef struct app_config {
     struct {
         int batch_size;       /* subscriptions.batch_size: events per pull */
         int poll_interval_ms; /* subscriptions.poll_interval_ms: wait when idle */
+        int lanes;            /* subscriptions.lanes: streams a saga handles at once */
     } subscriptions;
     struct {
         int placement_timeout_ms; /* order.placement_timeout_ms: pending orders time out */

@@ -35,6 +35,10 @@ typedef struct mod_subscription {
 
 enum mod_subscription_flags {
     MOD_SUB_PROJECTION = 1u << 0, /* writes read models; rebuilt by replay */
+    /* Events of different streams may be handled at the same time (those of one stream stay
+     * in log order, one after the other): a saga whose steps wait for commits of their own
+     * keeps many instances going. Not for projections. */
+    MOD_SUB_BY_STREAM = 1u << 1,
 };
 
 /* A periodic job of a context (e.g. cancelling sagas past their deadline). It runs in one

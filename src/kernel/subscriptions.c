@@ -18,6 +18,7 @@
 #define SUB_LEAD_CHECK_MS  1000 /* how often a subscriber confirms it still runs here */
 #define SUB_BACKOFF_MIN_MS 100
 #define SUB_BACKOFF_MAX_MS 5000
+#define SUB_MAX_LANES      64
 
 typedef struct sub_worker {
     sub_runner *runner;
@@ -67,6 +68,10 @@ int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *
         r->opts.batch_size = 500;
     if (r->opts.poll_interval_ms <= 0)
         r->opts.poll_interval_ms = 500;
+    if (r->opts.lanes < 1)
+        r->opts.lanes = 1;
+    if (r->opts.lanes > SUB_MAX_LANES)
+        r->opts.lanes = SUB_MAX_LANES;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->stop_cond, NULL);
     metrics_declare("subscription_checkpoint", METRIC_GAUGE,
@@ -358,6 +363,123 @@ static int sub_model_caught_up(sub_worker *w, int64_t checkpoint, app_error *err
     return rm_writer_set_buffered(w->writer, false, false, err);
 }
 
+/* Hands one event to the subscriber's handler, with the event's correlation as metadata. */
+static int sub_handle(sub_worker *w, const es_event *ev, app_error *err)
+{
+    sub_runner *r = w->runner;
+    bus_meta meta;
+    event_bus_meta(ev, &meta);
+    bus_ctx ctx = {.events = r->opts.events,
+                   .reads = w->writer ? &w->writer_port : r->opts.reads,
+                   .clock = r->opts.clock,
+                   .bus = r->opts.bus,
+                   .meta = &meta};
+    return w->sub->handle(&ctx, ev, err);
+}
+
+/* One lane of a batch handled by stream: the events whose stream hashes to it, in order,
+ * up to its first failure. */
+typedef struct sub_lane {
+    sub_worker *w;
+    const es_event_list *batch;
+    bool *handled; /* per batch item, shared; each lane writes only its own items */
+    size_t lane, n_lanes;
+    size_t failed; /* index of its failed item, batch->len when none */
+    app_error err;
+    pthread_t thread;
+} sub_lane;
+
+static size_t sub_lane_of(const char *stream_id, size_t n_lanes)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)stream_id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % n_lanes;
+}
+
+static void *sub_lane_main(void *arg)
+{
+    sub_lane *l = arg;
+    const es_event_list *b = l->batch;
+    for (size_t i = 0; i < b->len && !sub_stopping(l->w->runner); i++) {
+        if (sub_lane_of(b->items[i].stream_id, l->n_lanes) != l->lane)
+            continue;
+        if (sub_handle(l->w, &b->items[i], &l->err) != 0) {
+            l->failed = i;
+            break;
+        }
+        l->handled[i] = true;
+    }
+    return NULL;
+}
+
+/* Handles a batch, by stream in lanes when the subscriber allows it. *done is the position
+ * up to which every event is handled (the checkpoint may move there); on a failure returns
+ * its code with err filled from the earliest failed event. */
+static int sub_handle_batch(sub_worker *w, const es_event_list *batch, int64_t *done,
+                            const char *labels, app_error *err)
+{
+    sub_runner *r = w->runner;
+    size_t n_lanes = (w->sub->flags & MOD_SUB_BY_STREAM) ? (size_t)r->opts.lanes : 1;
+    if (n_lanes > batch->len)
+        n_lanes = batch->len;
+    if (n_lanes <= 1) {
+        for (size_t i = 0; i < batch->len && !sub_stopping(r); i++) {
+            int rc = sub_handle(w, &batch->items[i], err);
+            if (rc != 0)
+                return rc;
+            *done = batch->items[i].position;
+            metrics_counter_add("subscription_events_total", labels, 1);
+        }
+        return 0;
+    }
+    bool *handled = calloc(batch->len, sizeof *handled);
+    sub_lane *lanes = calloc(n_lanes, sizeof *lanes);
+    if (!handled || !lanes) {
+        free(handled);
+        free(lanes);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    for (size_t l = 0; l < n_lanes; l++) {
+        lanes[l] = (sub_lane){.w = w,
+                              .batch = batch,
+                              .handled = handled,
+                              .lane = l,
+                              .n_lanes = n_lanes,
+                              .failed = batch->len};
+        /* Lane 0 runs here; one that cannot get a thread runs here too, after it. */
+        if (l > 0 && pthread_create(&lanes[l].thread, NULL, sub_lane_main, &lanes[l]) != 0)
+            lanes[l].n_lanes = 0;
+    }
+    sub_lane_main(&lanes[0]);
+    for (size_t l = 1; l < n_lanes; l++) {
+        if (lanes[l].n_lanes == 0) {
+            lanes[l].n_lanes = n_lanes;
+            sub_lane_main(&lanes[l]);
+        } else {
+            pthread_join(lanes[l].thread, NULL);
+        }
+    }
+    int rc = 0;
+    size_t first_failed = batch->len;
+    for (size_t l = 0; l < n_lanes; l++) {
+        if (lanes[l].failed < first_failed) {
+            first_failed = lanes[l].failed;
+            *err = lanes[l].err;
+            rc = err->code ? err->code : APP_EINTERNAL;
+        }
+    }
+    size_t n_handled = 0;
+    for (size_t i = 0; i < batch->len; i++)
+        n_handled += handled[i];
+    metrics_counter_add("subscription_events_total", labels, (double)n_handled);
+    for (size_t i = 0; i < batch->len && handled[i]; i++)
+        *done = batch->items[i].position;
+    free(handled);
+    free(lanes);
+    return rc;
+}
+
 static void *sub_thread(void *arg)
 {
     sub_worker *w = arg;
@@ -416,27 +538,16 @@ static void *sub_thread(void *arg)
                 continue;
             }
             sub_set_status(w, checkpoint, head, false);
-            es->ops->wait_for_append(es->self, source, checkpoint, r->opts.poll_interval_ms);
+            if (es->ops->wait_for_append)
+                es->ops->wait_for_append(es->self, source, checkpoint, r->opts.poll_interval_ms);
+            else
+                sub_sleep(r, r->opts.poll_interval_ms);
             continue;
         }
         sub_set_status(w, -1, head, false);
 
         int64_t done = checkpoint;
-        int rc = 0;
-        for (size_t i = 0; i < batch.len && !sub_stopping(r); i++) {
-            bus_meta meta;
-            event_bus_meta(&batch.items[i], &meta);
-            bus_ctx ctx = {.events = es,
-                           .reads = w->writer ? &w->writer_port : r->opts.reads,
-                           .clock = r->opts.clock,
-                           .bus = r->opts.bus,
-                           .meta = &meta};
-            rc = w->sub->handle(&ctx, &batch.items[i], &err);
-            if (rc != 0)
-                break;
-            done = batch.items[i].position;
-            metrics_counter_add("subscription_events_total", labels, 1);
-        }
+        int rc = sub_handle_batch(w, &batch, &done, labels, &err);
         /* All of a short read handled: caught up with the log a moment ago. */
         bool short_read =
             batch.len < (size_t)r->opts.batch_size && done == batch.items[batch.len - 1].position;

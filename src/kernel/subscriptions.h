@@ -25,6 +25,7 @@ typedef struct sub_runner_options {
     const app_clock *clock;
     int batch_size;       /* events per pull */
     int poll_interval_ms; /* longest wait for a wake-up when idle */
+    int lanes;            /* MOD_SUB_BY_STREAM subscribers: streams handled at once (<= 1: one) */
 } sub_runner_options;
 
 /* What /health/ready and /metrics report of one subscriber. */

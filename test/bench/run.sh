@@ -10,6 +10,9 @@
 #      lost its data (baseline) against `app replay` (buffered, pipelined writes)
 #   7. adding stock to a product with a 10,000-event stream, one request at a time: folding
 #      the whole stream (snapshots.product=0, baseline) against loading from a snapshot
+#   8. orders the placement saga settles per second, from the first order placed (for 2 s)
+#      to the last one settled: one at a time (subscriptions.lanes=1, baseline) against
+#      several at once (the default)
 # Private PostgreSQL and Redis on free ports under build/bench-run; nothing else touched.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -169,6 +172,66 @@ curl -fs "$stock_url" -H 'Content-Type: application/json' -d '{"quantity":1}' >/
 snapped=$(CONNECTIONS=1 THREADS=1 bench add-stock-snapshot "$stock_url" -s test/bench/add_stock.lua)
 stop_app
 
+# The saga: 20 products, 100 customers, two-line orders for 2 s, then until all settled.
+saga_checkpoint()
+{
+    curl -fs "$base/health/ready" |
+        sed -n 's/.*"order.placement_saga":{"status":"[a-z]*","checkpoint":\([0-9]*\).*/\1/p' |
+        grep . || echo 0
+}
+caught_up() # every subscriber running at the head of its log
+{
+    local ready
+    ready=$(curl -fs "$base/health/ready") || return 1
+    ! grep -qE '"lagEvents":[1-9]|"status":"(rebuilding|failing|standby)"' <<<"$ready"
+}
+saga_rate() # lanes -> orders settled per second
+{
+    APP_SUBSCRIPTIONS_LANES=$1 APP_ORDER_PLACEMENT_TIMEOUT_MS=3600000 start_app
+    local before after t0 t1 head
+    # Orders need the customers and products in the order context's own read models.
+    until caught_up; do
+        sleep 0.1
+    done
+    before=$(psql "$APP_POSTGRES_DSN" -qtAX -c \
+        "SELECT count(*) FROM order_ctx.events WHERE event_type = 'order.order.placed'")
+    t0=$(date +%s.%N)
+    wrk -t2 -c8 -d2s -s test/bench/place_order.lua "$base/v1/orders" >/dev/null
+    head=$(psql "$APP_POSTGRES_DSN" -qtAX -c \
+        "SELECT coalesce(max(global_position), 0) FROM order_ctx.events")
+    # Every placed order is at or below head: settled once the saga's checkpoint is there.
+    until [ "$(saga_checkpoint)" -ge "$head" ]; do
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    after=$(psql "$APP_POSTGRES_DSN" -qtAX -c \
+        "SELECT count(*) FROM order_ctx.events WHERE event_type = 'order.order.placed'")
+    stop_app
+    if [ "$after" -eq "$before" ]; then
+        echo "bench: no order was placed; see $run_dir/app.log" >&2
+        exit 1
+    fi
+    awk -v n="$((after - before))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
+}
+start_app
+for i in $(seq 20); do
+    curl -fs "$base/v1/products" -H 'Content-Type: application/json' -d \
+        "{\"sku\":\"BENCH-P$i\",\"name\":\"P\",\"price\":{\"amount\":100,\"currency\":\"EUR\"},\"stock\":1000000}" \
+        >/dev/null
+done
+for i in $(seq 100); do
+    curl -fs "$base/v1/users" -H 'Content-Type: application/json' \
+        -d "{\"email\":\"buyer$i@bench.example\",\"name\":\"Buyer\"}" |
+        sed -n 's/.*"id":"\([^"]*\)".*/\1/p'
+    echo # the reply has no newline of its own
+done | grep . >"$run_dir/customers.txt"
+[ "$(wc -l <"$run_dir/customers.txt")" -eq 100 ] ||
+    { echo "bench: could not register the saga's customers" >&2; exit 1; }
+stop_app
+export BENCH_CUSTOMERS=$run_dir/customers.txt
+saga_one=$(saga_rate 1)
+saga_lanes=$(saga_rate 8)
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 printf '\n%-44s %12s %10s\n' "benchmark" "req/s" "ratio"
 printf '%-44s %12.0f %10s\n' "GET /health/live (baseline)" "$live" "1.00"
@@ -186,3 +249,7 @@ printf '%-44s %12s %10s\n' "add stock, $product_events-event stream, 1 conn." "r
 printf '%-44s %12.0f %10s\n' "  folding the whole stream (baseline)" "$unsnapped" "1.00"
 printf '%-44s %12.0f %10s\n' "  from a snapshot (snapshots.product=100)" "$snapped" \
     "$(ratio "$snapped" "$unsnapped")"
+printf '%-44s %12s %10s\n' "placement saga, orders settled" "orders/s" ""
+printf '%-44s %12.0f %10s\n' "  one at a time (lanes=1, baseline)" "$saga_one" "1.00"
+printf '%-44s %12.0f %10s\n' "  eight at once (lanes=8, default)" "$saga_lanes" \
+    "$(ratio "$saga_lanes" "$saga_one")"
