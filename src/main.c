@@ -43,6 +43,7 @@ typedef struct app {
     rs_store reads;       /* what queries and subscribers read through */
     bus *bus;
     workers *pool;
+    http_access *access; /* API keys, gateway consumers, rate limits */
     http_server *http;
     sub_runner *subs;
     kfk_relay *relay; /* NULL unless kafka.enabled */
@@ -164,6 +165,18 @@ static int app_register(app *a, app_error *err)
     if (rc)
         return rc;
 
+    http_access_options ao = {
+        .required = a->cfg.auth.enabled,
+        .keys = a->cfg.auth.api_keys,
+        .n_keys = a->cfg.auth.n_api_keys,
+        .gateways = a->cfg.auth.trusted_gateways,
+        .n_gateways = a->cfg.auth.n_trusted_gateways,
+        .requests_per_minute = a->cfg.rate_limit.requests_per_minute,
+        .burst = a->cfg.rate_limit.burst,
+    };
+    rc = http_access_new(&a->access, &ao, err);
+    if (rc)
+        return rc;
     http_server_options ho = {
         .host = a->cfg.http.listen_host,
         .port = a->cfg.http.listen_port,
@@ -172,6 +185,7 @@ static int app_register(app *a, app_error *err)
         .request_timeout_ms = a->cfg.http.request_timeout_ms,
         .bus = a->bus,
         .pool = a->pool,
+        .access = a->access,
     };
     rc = http_server_new(&a->http, &ho, err);
     if (rc == 0)
@@ -292,6 +306,8 @@ static void app_close(app *a)
 {
     app_stop_relay(a);
     http_server_free(a->http);
+    http_access_free(a->access);
+    a->access = NULL;
     ops_set_report("subscriptions", NULL, NULL);
     sub_runner_free(a->subs);
     workers_free(a->pool);

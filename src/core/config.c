@@ -2,6 +2,7 @@
  * so every value keeps its line) and APP_* environment overrides, with the same checks. */
 #include "core/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <yaml.h>
 
 #include "core/log.h"
@@ -22,8 +24,20 @@ typedef enum cfg_type {
     CFG_STRING,    /* char[size], at most max characters, at least min */
     CFG_LISTEN,    /* "host:port" into listen_host (offset) and listen_port (offset2) */
     CFG_LOG_LEVEL, /* int log_level */
-    CFG_CONTEXTS,  /* a list of distinct context names */
+    CFG_LIST,      /* a list, each item checked and stored by the key's list operations */
 } cfg_type;
+
+typedef struct cfg_where cfg_where;
+
+/* How a CFG_LIST key keeps its items: in YAML a sequence, in the environment and the
+ * default comma-separated. */
+typedef struct cfg_list {
+    void (*clear)(app_config *cfg);
+    int (*add)(app_config *cfg, const char *text, size_t len, const cfg_where *w, app_error *err);
+    size_t (*count)(const app_config *cfg);
+    const char *item;  /* "a context name", for messages */
+    const char *empty; /* the message when min items are required and none is given */
+} cfg_list;
 
 typedef struct cfg_key {
     const char *path; /* dotted YAML path; the variable is APP_ + upper-cased, '.' -> '_' */
@@ -32,67 +46,80 @@ typedef struct cfg_key {
     size_t size;    /* sizeof the field, the whole buffer for strings */
     size_t offset2; /* CFG_LISTEN: the port */
     long long min, max;
-    const char *prefix; /* CFG_STRING: required leading text, or NULL */
-    const char *def;    /* default, in the same syntax as an environment value */
+    const char *prefix;   /* CFG_STRING: required leading text, or NULL */
+    const char *def;      /* default, in the same syntax as an environment value */
+    const cfg_list *list; /* CFG_LIST: its operations; min is the fewest items allowed */
 } cfg_key;
+
+static const cfg_list cfg_contexts_list, cfg_api_keys_list, cfg_gateways_list;
 
 #define CFG_FIELD(m) offsetof(app_config, m), sizeof(((app_config *)0)->m)
 
 static const cfg_key cfg_keys[] = {
     {"http.listen", CFG_LISTEN, CFG_FIELD(http.listen_host), offsetof(app_config, http.listen_port),
-     0, 0, NULL, "127.0.0.1:8080"},
-    {"http.threads", CFG_INT, CFG_FIELD(http.threads), 0, 1, 64, NULL, "2"},
+     0, 0, NULL, "127.0.0.1:8080", NULL},
+    {"http.threads", CFG_INT, CFG_FIELD(http.threads), 0, 1, 64, NULL, "2", NULL},
     {"http.max_body_bytes", CFG_SIZE, CFG_FIELD(http.max_body_bytes), 0, 1, 67108864, NULL,
-     "1048576"},
+     "1048576", NULL},
     {"http.request_timeout_ms", CFG_INT, CFG_FIELD(http.request_timeout_ms), 0, 100, 600000, NULL,
-     "30000"},
+     "30000", NULL},
     {"http.shutdown_timeout_ms", CFG_INT, CFG_FIELD(http.shutdown_timeout_ms), 0, 0, 600000, NULL,
-     "10000"},
-    {"workers.threads", CFG_INT, CFG_FIELD(workers.threads), 0, 1, 256, NULL, "32"},
-    {"workers.queue_size", CFG_INT, CFG_FIELD(workers.queue_size), 0, 1, 1000000, NULL, "4096"},
+     "10000", NULL},
+    {"workers.threads", CFG_INT, CFG_FIELD(workers.threads), 0, 1, 256, NULL, "32", NULL},
+    {"workers.queue_size", CFG_INT, CFG_FIELD(workers.queue_size), 0, 1, 1000000, NULL, "4096",
+     NULL},
     {"postgres.dsn", CFG_STRING, CFG_FIELD(postgres.dsn), 0, 1, 1023, NULL,
-     "host=127.0.0.1 port=55432 dbname=app user=app"},
-    {"postgres.pool_size", CFG_INT, CFG_FIELD(postgres.pool_size), 0, 1, 256, NULL, "8"},
+     "host=127.0.0.1 port=55432 dbname=app user=app", NULL},
+    {"postgres.pool_size", CFG_INT, CFG_FIELD(postgres.pool_size), 0, 1, 256, NULL, "8", NULL},
     {"postgres.connect_timeout_s", CFG_INT, CFG_FIELD(postgres.connect_timeout_s), 0, 1, 600, NULL,
-     "5"},
-    {"postgres.max_batch", CFG_INT, CFG_FIELD(postgres.max_batch), 0, 1, 10000, NULL, "256"},
+     "5", NULL},
+    {"postgres.max_batch", CFG_INT, CFG_FIELD(postgres.max_batch), 0, 1, 10000, NULL, "256", NULL},
     {"redis.url", CFG_STRING, CFG_FIELD(redis.url), 0, 1, 511, "redis://",
-     "redis://127.0.0.1:56379/0"},
-    {"redis.key_prefix", CFG_STRING, CFG_FIELD(redis.key_prefix), 0, 0, 63, NULL, "app:"},
-    {"redis.pool_size", CFG_INT, CFG_FIELD(redis.pool_size), 0, 1, 256, NULL, "8"},
-    {"redis.timeout_ms", CFG_INT, CFG_FIELD(redis.timeout_ms), 0, 10, 60000, NULL, "1000"},
-    {"log.level", CFG_LOG_LEVEL, CFG_FIELD(log.level), 0, 0, 0, NULL, "info"},
+     "redis://127.0.0.1:56379/0", NULL},
+    {"redis.key_prefix", CFG_STRING, CFG_FIELD(redis.key_prefix), 0, 0, 63, NULL, "app:", NULL},
+    {"redis.pool_size", CFG_INT, CFG_FIELD(redis.pool_size), 0, 1, 256, NULL, "8", NULL},
+    {"redis.timeout_ms", CFG_INT, CFG_FIELD(redis.timeout_ms), 0, 10, 60000, NULL, "1000", NULL},
+    {"log.level", CFG_LOG_LEVEL, CFG_FIELD(log.level), 0, 0, 0, NULL, "info", NULL},
     {"subscriptions.batch_size", CFG_INT, CFG_FIELD(subscriptions.batch_size), 0, 1, 100000, NULL,
-     "500"},
+     "500", NULL},
     {"subscriptions.poll_interval_ms", CFG_INT, CFG_FIELD(subscriptions.poll_interval_ms), 0, 10,
-     60000, NULL, "500"},
-    {"subscriptions.lanes", CFG_INT, CFG_FIELD(subscriptions.lanes), 0, 1, 64, NULL, "8"},
+     60000, NULL, "500", NULL},
+    {"subscriptions.lanes", CFG_INT, CFG_FIELD(subscriptions.lanes), 0, 1, 64, NULL, "8", NULL},
     {"order.placement_timeout_ms", CFG_INT, CFG_FIELD(order.placement_timeout_ms), 0, 100, 3600000,
-     NULL, "30000"},
-    {"snapshots.user", CFG_INT, CFG_FIELD(snapshots.user), 0, 0, 1000000, NULL, "0"},
-    {"snapshots.order", CFG_INT, CFG_FIELD(snapshots.order), 0, 0, 1000000, NULL, "0"},
-    {"snapshots.product", CFG_INT, CFG_FIELD(snapshots.product), 0, 0, 1000000, NULL, "100"},
+     NULL, "30000", NULL},
+    {"snapshots.user", CFG_INT, CFG_FIELD(snapshots.user), 0, 0, 1000000, NULL, "0", NULL},
+    {"snapshots.order", CFG_INT, CFG_FIELD(snapshots.order), 0, 0, 1000000, NULL, "0", NULL},
+    {"snapshots.product", CFG_INT, CFG_FIELD(snapshots.product), 0, 0, 1000000, NULL, "100", NULL},
     {"idempotency.ttl_seconds", CFG_INT, CFG_FIELD(idempotency.ttl_seconds), 0, 1, 2592000, NULL,
-     "86400"},
-    {"kafka.enabled", CFG_BOOL, CFG_FIELD(kafka.enabled), 0, 0, 0, NULL, "false"},
-    {"kafka.brokers", CFG_STRING, CFG_FIELD(kafka.brokers), 0, 1, 511, NULL, "127.0.0.1:9092"},
-    {"kafka.topic_prefix", CFG_STRING, CFG_FIELD(kafka.topic_prefix), 0, 0, 127, NULL, ""},
-    {"kafka.client_id", CFG_STRING, CFG_FIELD(kafka.client_id), 0, 1, 127, NULL, "app"},
+     "86400", NULL},
+    {"kafka.enabled", CFG_BOOL, CFG_FIELD(kafka.enabled), 0, 0, 0, NULL, "false", NULL},
+    {"kafka.brokers", CFG_STRING, CFG_FIELD(kafka.brokers), 0, 1, 511, NULL, "127.0.0.1:9092",
+     NULL},
+    {"kafka.topic_prefix", CFG_STRING, CFG_FIELD(kafka.topic_prefix), 0, 0, 127, NULL, "", NULL},
+    {"kafka.client_id", CFG_STRING, CFG_FIELD(kafka.client_id), 0, 1, 127, NULL, "app", NULL},
     {"kafka.message_timeout_ms", CFG_INT, CFG_FIELD(kafka.message_timeout_ms), 0, 100, 3600000,
-     NULL, "10000"},
-    {"kafka.retry_backoff_ms", CFG_INT, CFG_FIELD(kafka.retry_backoff_ms), 0, 1, 60000, NULL,
-     "100"},
+     NULL, "10000", NULL},
+    {"kafka.retry_backoff_ms", CFG_INT, CFG_FIELD(kafka.retry_backoff_ms), 0, 1, 60000, NULL, "100",
+     NULL},
     {"kafka.retry_backoff_max_ms", CFG_INT, CFG_FIELD(kafka.retry_backoff_max_ms), 0, 1, 600000,
-     NULL, "10000"},
+     NULL, "10000", NULL},
     {"kafka.breaker_failure_threshold", CFG_INT, CFG_FIELD(kafka.breaker_failure_threshold), 0, 1,
-     1000, NULL, "3"},
+     1000, NULL, "3", NULL},
     {"kafka.breaker_open_ms", CFG_INT, CFG_FIELD(kafka.breaker_open_ms), 0, 10, 3600000, NULL,
-     "5000"},
+     "5000", NULL},
     {"kafka.max_message_bytes", CFG_INT, CFG_FIELD(kafka.max_message_bytes), 0, 1000, 100000000,
-     NULL, "1000000"},
-    {"kafka.batch_size", CFG_INT, CFG_FIELD(kafka.batch_size), 0, 1, 100000, NULL, "500"},
-    {"contexts", CFG_CONTEXTS, CFG_FIELD(contexts), 0, 1, CONFIG_MAX_CONTEXTS, NULL,
-     "user,order,inventory"},
+     NULL, "1000000", NULL},
+    {"kafka.batch_size", CFG_INT, CFG_FIELD(kafka.batch_size), 0, 1, 100000, NULL, "500", NULL},
+    {"auth.enabled", CFG_BOOL, CFG_FIELD(auth.enabled), 0, 0, 0, NULL, "false", NULL},
+    {"auth.api_keys", CFG_LIST, CFG_FIELD(auth.api_keys), 0, 0, CONFIG_MAX_API_KEYS, NULL, "",
+     &cfg_api_keys_list},
+    {"auth.trusted_gateways", CFG_LIST, CFG_FIELD(auth.trusted_gateways), 0, 0, CONFIG_MAX_GATEWAYS,
+     NULL, "", &cfg_gateways_list},
+    {"rate_limit.requests_per_minute", CFG_INT, CFG_FIELD(rate_limit.requests_per_minute), 0, 0,
+     60000000, NULL, "0", NULL},
+    {"rate_limit.burst", CFG_INT, CFG_FIELD(rate_limit.burst), 0, 1, 1000000, NULL, "100", NULL},
+    {"contexts", CFG_LIST, CFG_FIELD(contexts), 0, 1, CONFIG_MAX_CONTEXTS, NULL,
+     "user,order,inventory", &cfg_contexts_list},
 };
 
 #define CFG_N_KEYS (sizeof cfg_keys / sizeof cfg_keys[0])
@@ -100,11 +127,11 @@ static const cfg_key cfg_keys[] = {
 static const char *const cfg_context_names[] = {"user", "order", "inventory"};
 
 /* Where a value came from, so every message names the key and the line or the variable. */
-typedef struct cfg_where {
+struct cfg_where {
     const char *name; /* dotted key or APP_* variable */
     size_t line;      /* 1-based; 0 when unknown or from the environment */
     bool env;
-} cfg_where;
+};
 
 /* The longest value quoted back in a message; app_error.message is short. */
 #define CFG_QUOTE_MAX 40
@@ -296,7 +323,19 @@ static int cfg_set_log_level(const cfg_key *k, app_config *cfg, const char *text
     return 0;
 }
 
-/* Adds one name to a list being built; the caller checks the list is non-empty at the end. */
+/* ---- lists ---- */
+
+static void cfg_contexts_clear(app_config *cfg)
+{
+    memset(cfg->contexts, 0, sizeof cfg->contexts);
+    cfg->n_contexts = 0;
+}
+
+static size_t cfg_contexts_count(const app_config *cfg)
+{
+    return cfg->n_contexts;
+}
+
 static int cfg_context_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
                            app_error *err)
 {
@@ -323,13 +362,144 @@ static int cfg_context_add(app_config *cfg, const char *text, size_t len, const 
     return 0;
 }
 
-/* Comma-separated names, spaces around them ignored: the environment and default syntax. */
-static int cfg_set_context_list(app_config *cfg, const char *text, size_t len, const cfg_where *w,
-                                app_error *err)
+static const cfg_list cfg_contexts_list = {cfg_contexts_clear, cfg_context_add, cfg_contexts_count,
+                                           "a context name", "at least one context is required"};
+
+static void cfg_api_keys_clear(app_config *cfg)
 {
-    app_config tmp; /* only its context list is used */
-    memset(tmp.contexts, 0, sizeof tmp.contexts);
-    tmp.n_contexts = 0;
+    memset(cfg->auth.api_keys, 0, sizeof cfg->auth.api_keys);
+    cfg->auth.n_api_keys = 0;
+}
+
+static size_t cfg_api_keys_count(const app_config *cfg)
+{
+    return cfg->auth.n_api_keys;
+}
+
+static int cfg_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* "consumer:<sha256 of the key, 64 hex digits>". The consumer becomes the actor of what
+ * the key's requests do, so it is kept to characters that read well in logs and events. */
+static int cfg_api_key_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
+                           app_error *err)
+{
+    const char *colon = memchr(text, ':', len);
+    if (!colon)
+        return cfg_fail(err, w, NULL, 0,
+                        "expected \"consumer:sha256-of-the-key\" (64 hex digits after the colon)");
+    size_t name_len = (size_t)(colon - text);
+    const char *hex = colon + 1;
+    size_t hex_len = len - name_len - 1;
+    if (name_len == 0 || name_len >= sizeof cfg->auth.api_keys[0].consumer)
+        return cfg_fail(err, w, NULL, 0, "the consumer name must be 1 to 64 characters");
+    for (size_t i = 0; i < name_len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        if (!isalnum(c) && c != '.' && c != '_' && c != '-' && c != '@')
+            return cfg_fail(err, w, NULL, 0,
+                            "the consumer name may hold letters, digits and . _ - @ only");
+    }
+    config_api_key key = {0};
+    memcpy(key.consumer, text, name_len);
+    if (hex_len != 64)
+        return cfg_fail(err, w, NULL, 0,
+                        "expected the key's SHA-256 as 64 hex digits after the colon "
+                        "(printf %s KEY | sha256sum)");
+    for (size_t i = 0; i < 32; i++) {
+        int hi = cfg_hex_digit(hex[2 * i]), lo = cfg_hex_digit(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return cfg_fail(err, w, NULL, 0,
+                            "expected the key's SHA-256 as 64 hex digits after the colon "
+                            "(printf %s KEY | sha256sum)");
+        key.sha256[i] = (unsigned char)(hi << 4 | lo);
+    }
+    for (size_t i = 0; i < cfg->auth.n_api_keys; i++)
+        if (memcmp(cfg->auth.api_keys[i].sha256, key.sha256, sizeof key.sha256) == 0)
+            return cfg_fail(err, w, NULL, 0, "the same key is listed twice");
+    if (cfg->auth.n_api_keys >= CONFIG_MAX_API_KEYS)
+        return cfg_fail(err, w, NULL, 0, "too many API keys");
+    cfg->auth.api_keys[cfg->auth.n_api_keys++] = key;
+    return 0;
+}
+
+static const cfg_list cfg_api_keys_list = {cfg_api_keys_clear, cfg_api_key_add, cfg_api_keys_count,
+                                           "\"consumer:sha256-of-the-key\"", NULL};
+
+static void cfg_gateways_clear(app_config *cfg)
+{
+    memset(cfg->auth.trusted_gateways, 0, sizeof cfg->auth.trusted_gateways);
+    cfg->auth.n_trusted_gateways = 0;
+}
+
+static size_t cfg_gateways_count(const app_config *cfg)
+{
+    return cfg->auth.n_trusted_gateways;
+}
+
+/* A numeric address, optionally "/prefix": "10.0.0.7", "10.0.0.0/8", "::1", "fd00::/8". */
+static int cfg_gateway_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
+                           app_error *err)
+{
+    char buf[INET6_ADDRSTRLEN + 8];
+    const char *what = "expected an IP address or network (\"10.0.0.7\", \"10.0.0.0/8\", "
+                       "\"fd00::/8\")";
+    if (len >= sizeof buf || memchr(text, '\0', len))
+        return cfg_fail(err, w, text, len, what);
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    config_network net = {0};
+    char *slash = strchr(buf, '/');
+    if (slash)
+        *slash = '\0';
+    if (inet_pton(AF_INET, buf, net.addr) == 1) {
+        net.family = AF_INET;
+        net.prefix = 32;
+    } else if (inet_pton(AF_INET6, buf, net.addr) == 1) {
+        net.family = AF_INET6;
+        net.prefix = 128;
+    } else {
+        return cfg_fail(err, w, text, len, what);
+    }
+    if (slash) {
+        long long bits = 0;
+        int max = net.prefix;
+        const char *p = slash + 1;
+        if (cfg_parse_ll(p, strlen(p), &bits) != 0 || !isdigit((unsigned char)p[0]) || bits < 0 ||
+            bits > max)
+            return cfg_fail(err, w, text, len,
+                            net.family == AF_INET ? "the prefix length must be 0..32"
+                                                  : "the prefix length must be 0..128");
+        net.prefix = (int)bits;
+    }
+    if (cfg->auth.n_trusted_gateways >= CONFIG_MAX_GATEWAYS)
+        return cfg_fail(err, w, NULL, 0, "too many trusted gateways");
+    cfg->auth.trusted_gateways[cfg->auth.n_trusted_gateways++] = net;
+    return 0;
+}
+
+static const cfg_list cfg_gateways_list = {cfg_gateways_clear, cfg_gateway_add, cfg_gateways_count,
+                                           "an IP address or network", NULL};
+
+static int cfg_list_done(const cfg_key *k, app_config *cfg, const cfg_where *w, app_error *err)
+{
+    if (k->list->count(cfg) < (size_t)k->min)
+        return cfg_fail(err, w, NULL, 0, k->list->empty);
+    return 0;
+}
+
+/* Comma-separated items, spaces around them ignored: the environment and default syntax. */
+static int cfg_set_list(const cfg_key *k, app_config *cfg, const char *text, size_t len,
+                        const cfg_where *w, app_error *err)
+{
+    k->list->clear(cfg);
     size_t i = 0;
     while (i < len) {
         size_t start = i, end;
@@ -341,17 +511,13 @@ static int cfg_set_context_list(app_config *cfg, const char *text, size_t len, c
         while (end > start && isspace((unsigned char)text[end - 1]))
             end--;
         if (end > start) {
-            int rc = cfg_context_add(&tmp, text + start, end - start, w, err);
+            int rc = k->list->add(cfg, text + start, end - start, w, err);
             if (rc)
                 return rc;
         }
         i++; /* past the comma */
     }
-    if (tmp.n_contexts == 0)
-        return cfg_fail(err, w, NULL, 0, "at least one context is required");
-    memcpy(cfg->contexts, tmp.contexts, sizeof cfg->contexts);
-    cfg->n_contexts = tmp.n_contexts;
-    return 0;
+    return cfg_list_done(k, cfg, w, err);
 }
 
 static int cfg_set_scalar(const cfg_key *k, app_config *cfg, const char *text, size_t len,
@@ -369,8 +535,8 @@ static int cfg_set_scalar(const cfg_key *k, app_config *cfg, const char *text, s
         return cfg_set_listen(k, cfg, text, len, w, err);
     case CFG_LOG_LEVEL:
         return cfg_set_log_level(k, cfg, text, len, w, err);
-    case CFG_CONTEXTS:
-        return cfg_set_context_list(cfg, text, len, w, err);
+    case CFG_LIST:
+        return cfg_set_list(k, cfg, text, len, w, err);
     }
     return app_error_set(err, APP_EINTERNAL, "%s: unhandled configuration type", k->path);
 }
@@ -450,7 +616,7 @@ static const char *cfg_type_expect(cfg_type type)
         return "expected an integer";
     case CFG_BOOL:
         return "expected true or false";
-    case CFG_CONTEXTS:
+    case CFG_LIST:
         return "expected a list";
     case CFG_STRING:
     case CFG_LISTEN:
@@ -460,35 +626,34 @@ static const char *cfg_type_expect(cfg_type type)
     return "expected a string";
 }
 
-static int cfg_yaml_contexts(cfg_yaml *y, const cfg_key *k, yaml_node_t *node, const cfg_where *w)
+static int cfg_yaml_list(cfg_yaml *y, const cfg_key *k, yaml_node_t *node, const cfg_where *w)
 {
+    k->list->clear(y->cfg);
+    if (cfg_node_is_null(node) && k->min == 0)
+        return 0; /* "api_keys:" with nothing: none */
     if (node->type != YAML_SEQUENCE_NODE)
         return cfg_fail(y->err, w, NULL, 0, cfg_type_expect(k->type));
-    app_config tmp; /* only its context list is used */
-    memset(tmp.contexts, 0, sizeof tmp.contexts);
-    tmp.n_contexts = 0;
     for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top;
          it++) {
         yaml_node_t *item = yaml_document_get_node(y->doc, *it);
         cfg_where iw = {w->name, cfg_line(item), false};
-        if (item->type != YAML_SCALAR_NODE || cfg_node_is_null(item))
-            return cfg_fail(y->err, &iw, NULL, 0, "expected a context name");
-        int rc = cfg_context_add(&tmp, (const char *)item->data.scalar.value,
-                                 item->data.scalar.length, &iw, y->err);
+        if (item->type != YAML_SCALAR_NODE || cfg_node_is_null(item)) {
+            char what[96];
+            snprintf(what, sizeof what, "expected %s", k->list->item);
+            return cfg_fail(y->err, &iw, NULL, 0, what);
+        }
+        int rc = k->list->add(y->cfg, (const char *)item->data.scalar.value,
+                              item->data.scalar.length, &iw, y->err);
         if (rc)
             return rc;
     }
-    if (tmp.n_contexts == 0)
-        return cfg_fail(y->err, w, NULL, 0, "at least one context is required");
-    memcpy(y->cfg->contexts, tmp.contexts, sizeof tmp.contexts);
-    y->cfg->n_contexts = tmp.n_contexts;
-    return 0;
+    return cfg_list_done(k, y->cfg, w, y->err);
 }
 
 static int cfg_yaml_value(cfg_yaml *y, const cfg_key *k, yaml_node_t *node, const cfg_where *w)
 {
-    if (k->type == CFG_CONTEXTS)
-        return cfg_yaml_contexts(y, k, node, w);
+    if (k->type == CFG_LIST)
+        return cfg_yaml_list(y, k, node, w);
     if (cfg_node_is_null(node)) {
         /* An empty optional string is a value; anything else needs one. */
         if (k->type == CFG_STRING && k->min == 0)
@@ -683,6 +848,10 @@ int config_load(const char *path, app_config *cfg, app_error *err)
     int rc = config_apply_env(&tmp, NULL, err);
     if (rc)
         return rc;
+    if (tmp.auth.enabled && tmp.auth.n_api_keys == 0 && tmp.auth.n_trusted_gateways == 0)
+        return app_error_set(err, APP_ECONFIG,
+                             "auth.enabled: true, but neither auth.api_keys nor "
+                             "auth.trusted_gateways is set, so every request would be refused");
     *cfg = tmp;
     return 0;
 }

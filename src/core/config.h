@@ -9,6 +9,22 @@
 #include "core/error.h"
 
 #define CONFIG_MAX_CONTEXTS 8
+#define CONFIG_MAX_API_KEYS 256
+#define CONFIG_MAX_GATEWAYS 16
+
+/* An API key as configured: its consumer and the SHA-256 of the key (the key itself is not
+ * kept in the file). Written "consumer:<64 hex digits>". */
+typedef struct config_api_key {
+    char consumer[65];
+    unsigned char sha256[32];
+} config_api_key;
+
+/* A trusted gateway: an address or a network ("10.0.0.7", "10.0.0.0/8", "fd00::/8"). */
+typedef struct config_network {
+    int family;             /* AF_INET or AF_INET6 */
+    unsigned char addr[16]; /* network byte order; the first 4 for AF_INET */
+    int prefix;             /* leading bits that must match */
+} config_network;
 
 typedef struct app_config {
     struct {
@@ -70,6 +86,17 @@ typedef struct app_config {
         int max_message_bytes;         /* kafka.max_message_bytes: larger events dead-letter */
         int batch_size;                /* kafka.batch_size: events in flight at most */
     } kafka;
+    struct {
+        bool enabled; /* auth.enabled: every /v1 request needs a consumer */
+        config_api_key api_keys[CONFIG_MAX_API_KEYS]; /* auth.api_keys */
+        size_t n_api_keys;
+        config_network trusted_gateways[CONFIG_MAX_GATEWAYS]; /* auth.trusted_gateways */
+        size_t n_trusted_gateways;
+    } auth;
+    struct {
+        int requests_per_minute; /* rate_limit.requests_per_minute: per consumer, 0 = off */
+        int burst;               /* rate_limit.burst: requests allowed at once */
+    } rate_limit;
     char contexts[CONFIG_MAX_CONTEXTS][32]; /* contexts: [user, ...] */
     size_t n_contexts;
 } app_config;

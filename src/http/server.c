@@ -89,6 +89,7 @@ struct http_job {
     char *if_match;
     const char *route_label;
     struct timespec started;
+    http_quota quota; /* where the caller stands with the rate limit */
     bool close_after;
     bool sending; /* the reply is queued on the connection */
     bool listed;
@@ -279,6 +280,39 @@ static int http_check_body(http_job *job, struct evbuffer *in)
 }
 
 /* Fills job from the request; on failure returns the code with job->err set. */
+/* Names the caller (the actor of what the request does) and takes its share of the rate
+ * limit: a caller is its consumer, or its address when it has none. */
+static int http_admit(http_job *job, const struct evkeyvalq *h)
+{
+    http_server *s = job->srv;
+    struct evhttp_connection *conn = evhttp_request_get_connection(job->ereq);
+    char *peer = NULL;
+    ev_uint16_t peer_port = 0;
+    if (conn)
+        evhttp_connection_get_peer(conn, &peer, &peer_port);
+    http_caller caller = {
+        .peer = peer,
+        .apikey = evhttp_find_header(h, "apikey"),
+        .consumer_username = evhttp_find_header(h, "X-Consumer-Username"),
+        .consumer_id = evhttp_find_header(h, "X-Consumer-ID"),
+        .anonymous = evhttp_find_header(h, "X-Anonymous-Consumer"),
+    };
+    bus_meta *meta = &job->req.meta;
+    int rc =
+        http_access_identify(s->opts.access, &caller, meta->actor, sizeof meta->actor, &job->err);
+    if (rc)
+        return rc;
+    char who[sizeof meta->actor + 8];
+    if (meta->actor[0])
+        snprintf(who, sizeof who, "c:%s", meta->actor);
+    else
+        snprintf(who, sizeof who, "a:%s", peer ? peer : "-");
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return http_access_admit(s->opts.access, who, (double)now.tv_sec + now.tv_nsec / 1e9,
+                             &job->quota, &job->err);
+}
+
 static int http_prepare(http_job *job)
 {
     http_server *s = job->srv;
@@ -345,6 +379,12 @@ static int http_prepare(http_job *job)
     for (size_t i = 0; i < m.n_params; i++) {
         job->req.param_names[i] = m.param_names[i];
         job->req.param_values[i] = m.param_values[i];
+    }
+
+    if (s->opts.access && !(m.route->flags & HTTP_ROUTE_OPEN)) {
+        rc = http_admit(job, h);
+        if (rc)
+            return rc;
     }
 
     const char *if_match = evhttp_find_header(h, "If-Match");
@@ -458,8 +498,23 @@ static void http_respond(http_job *job)
             evhttp_add_header(out, "Location", job->res.location);
         if (job->rc == 0 && job->res.etag[0])
             evhttp_add_header(out, "ETag", job->res.etag);
-        if (status == 503 || status == 429)
+        if (status == 503)
             evhttp_add_header(out, "Retry-After", "1");
+        if (job->quota.limited) {
+            char n[16];
+            snprintf(n, sizeof n, "%d", job->quota.limit);
+            evhttp_add_header(out, "RateLimit-Limit", n);
+            snprintf(n, sizeof n, "%d", job->quota.remaining);
+            evhttp_add_header(out, "RateLimit-Remaining", n);
+        }
+        if (status == 429) {
+            char n[16];
+            snprintf(n, sizeof n, "%d",
+                     job->quota.retry_after_s > 0 ? job->quota.retry_after_s : 1);
+            evhttp_add_header(out, "Retry-After", n);
+        }
+        if (status == 401)
+            evhttp_add_header(out, "WWW-Authenticate", "Key realm=\"app\", header=\"apikey\"");
         if (status == 405) {
             if (!job->allow[0] && job->route) {
                 unsigned m = job->route->methods;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "core/error.h"
+#include "http/access.h"
 #include "kernel/bus.h"
 #include "kernel/http_types.h"
 #include "kernel/workers.h"
@@ -21,6 +22,8 @@ typedef struct http_server_options {
     int request_timeout_ms; /* idle/read timeout per connection */
     bus *bus;               /* handed to every route */
     workers *pool;          /* where routes run */
+    http_access *access;    /* API keys and rate limits for routes not HTTP_ROUTE_OPEN, or
+                               NULL for none; borrowed, outlives the server */
 } http_server_options;
 
 /* *out owned by the caller; free with http_server_free. Binds the port (so a taken port

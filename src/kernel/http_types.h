@@ -55,6 +55,7 @@ typedef int (*http_route_fn)(bus *b, const http_req *req, http_res *res, app_err
 enum http_route_flags {
     HTTP_ROUTE_JSON_BODY = 1u << 0, /* requires a JSON object body (415/400 otherwise) */
     HTTP_ROUTE_INLINE = 1u << 1,    /* never blocks: runs on the loop thread, not a worker */
+    HTTP_ROUTE_OPEN = 1u << 2,      /* no API key and no rate limit (probes, scrapes) */
 };
 
 /* A row of a context's route table; tables end with a {0} sentinel. */

@@ -2,7 +2,8 @@
 # make bench: throughput of the release build on this machine, each figure reported as a
 # ratio against a baseline measured in the same run, so results compare across machines.
 #   1. GET /health/live            the HTTP stack alone (baseline for reads)
-#   2. GET /v1/users/{id}          a query through the bus, the worker pool and Redis
+#   2. GET /v1/users/{id}          a query through the bus, the worker pool and Redis; then
+#      with an API key and a rate limit (against the plain read)
 #   3. POST /v1/users, max_batch=1 one transaction per command (baseline for writes)
 #   4. POST /v1/users, group commit concurrent commands share a transaction
 #   5. POST /v1/users, each with an Idempotency-Key (against 4: the cost of recording keys)
@@ -91,6 +92,15 @@ id=$(curl -fs "$base/v1/users" -H 'Content-Type: application/json' \
 for _ in $(seq 50); do curl -fs "$base/v1/users/$id" >/dev/null && break; sleep 0.1; done
 live=$(bench live "$base/health/live")
 read_user=$(bench get-user "$base/v1/users/$id")
+# The same read with an API key required and a rate limit too high to refuse anything: the
+# cost of hashing the key and of every connection drawing from the one caller's bucket.
+stop_app
+bench_key=bench-key-0123456789
+APP_AUTH_ENABLED=true APP_AUTH_API_KEYS="bench:$(printf %s $bench_key | sha256sum | cut -d' ' -f1)" \
+    APP_RATE_LIMIT_REQUESTS_PER_MINUTE=60000000 APP_RATE_LIMIT_BURST=1000000 start_app
+read_keyed=$(bench get-user-keyed "$base/v1/users/$id" -H "apikey: $bench_key")
+stop_app
+start_app
 # Write throughput drifts down as the tables grow, so with and without keys run as A B B A
 # and each is the mean of its two runs.
 grouped_a=$(bench register "$base/v1/users" -s test/bench/register.lua)
@@ -237,6 +247,8 @@ printf '\n%-44s %12s %10s\n' "benchmark" "req/s" "ratio"
 printf '%-44s %12.0f %10s\n' "GET /health/live (baseline)" "$live" "1.00"
 printf '%-44s %12.0f %10s\n' "GET /v1/users/{id} (bus + Redis)" "$read_user" \
     "$(ratio "$read_user" "$live")"
+printf '%-44s %12.0f %10s\n' "  with an API key and a rate limit" "$read_keyed" \
+    "$(ratio "$read_keyed" "$read_user")"
 printf '%-44s %12.0f %10s\n' "POST /v1/users, one command per commit" "$single" "1.00"
 printf '%-44s %12.0f %10s\n' "POST /v1/users, group commit" "$grouped" "$(ratio "$grouped" "$single")"
 printf '%-44s %12.0f %10s\n' "POST /v1/users, group commit + Idempotency-Key" "$keyed" \

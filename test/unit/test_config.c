@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -99,6 +100,11 @@ static void assert_defaults(const app_config *cfg)
     assert_int_equal(cfg->snapshots.user, 0);
     assert_int_equal(cfg->snapshots.order, 0);
     assert_int_equal(cfg->snapshots.product, 100);
+    assert_false(cfg->auth.enabled);
+    assert_int_equal(cfg->auth.n_api_keys, 0);
+    assert_int_equal(cfg->auth.n_trusted_gateways, 0);
+    assert_int_equal(cfg->rate_limit.requests_per_minute, 0);
+    assert_int_equal(cfg->rate_limit.burst, 100);
     assert_int_equal(cfg->n_contexts, 3);
     assert_string_equal(cfg->contexts[0], "user");
     assert_string_equal(cfg->contexts[1], "order");
@@ -440,6 +446,103 @@ static int apply(const env_var *env, app_config *cfg, app_error *err)
     return config_apply_env(cfg, fake_lookup, err);
 }
 
+#define SHA_A "2bb80d537b1da3e38bd30361aa855686bde0eacd7162fef6a25fe97bf527a25b" /* "secret" */
+#define SHA_B "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855" /* "" */
+
+static void test_auth_and_rate_limit(void **state)
+{
+    (void)state;
+    app_config cfg;
+    app_error err = APP_ERROR_INIT;
+    int rc = load_text("auth:\n"
+                       "  enabled: true\n"
+                       "  api_keys:\n"
+                       "    - \"alice:" SHA_A "\"\n"
+                       "    - ops.team-1@example:" SHA_B "\n"
+                       "  trusted_gateways: [10.0.0.0/8, \"::1\", 192.168.1.7]\n"
+                       "rate_limit:\n"
+                       "  requests_per_minute: 600\n"
+                       "  burst: 20\n",
+                       &cfg, &err);
+    if (rc)
+        fail_msg("%s", err.message);
+    assert_true(cfg.auth.enabled);
+    assert_int_equal(cfg.auth.n_api_keys, 2);
+    assert_string_equal(cfg.auth.api_keys[0].consumer, "alice");
+    assert_int_equal(cfg.auth.api_keys[0].sha256[0], 0x2b);
+    assert_int_equal(cfg.auth.api_keys[0].sha256[31], 0x5b);
+    assert_string_equal(cfg.auth.api_keys[1].consumer, "ops.team-1@example");
+    assert_int_equal(cfg.auth.api_keys[1].sha256[0], 0xe3);
+    assert_int_equal(cfg.auth.n_trusted_gateways, 3);
+    assert_int_equal(cfg.auth.trusted_gateways[0].family, AF_INET);
+    assert_int_equal(cfg.auth.trusted_gateways[0].prefix, 8);
+    assert_int_equal(cfg.auth.trusted_gateways[0].addr[0], 10);
+    assert_int_equal(cfg.auth.trusted_gateways[1].family, AF_INET6);
+    assert_int_equal(cfg.auth.trusted_gateways[1].prefix, 128);
+    assert_int_equal(cfg.auth.trusted_gateways[1].addr[15], 1);
+    assert_int_equal(cfg.auth.trusted_gateways[2].prefix, 32);
+    assert_int_equal(cfg.rate_limit.requests_per_minute, 600);
+    assert_int_equal(cfg.rate_limit.burst, 20);
+
+    /* Empty lists are allowed, and so are gateways alone. */
+    assert_int_equal(load_text("auth:\n  api_keys:\n  trusted_gateways: []\n", &cfg, &err), 0);
+    assert_int_equal(cfg.auth.n_api_keys, 0);
+    assert_int_equal(
+        load_text("auth: {enabled: true, trusted_gateways: [127.0.0.1]}\n", &cfg, &err), 0);
+
+    expect_error("auth:\n  enabled: true\n",
+                 "auth.enabled: true, but neither auth.api_keys nor auth.trusted_gateways is "
+                 "set, so every request would be refused");
+    expect_error("auth:\n  api_keys:\n    - alice\n",
+                 "auth.api_keys: expected \"consumer:sha256-of-the-key\" (64 hex digits after "
+                 "the colon) at line 3");
+    expect_error("auth:\n  api_keys:\n    - alice:abc\n",
+                 "auth.api_keys: expected the key's SHA-256 as 64 hex digits after the colon "
+                 "(printf %s KEY | sha256sum) at line 3");
+    expect_error("auth:\n  api_keys:\n    - \"alice:" SHA_A "\"\n    - \"bob:" SHA_A "\"\n",
+                 "auth.api_keys: the same key is listed twice at line 4");
+    expect_error("auth:\n  api_keys:\n    - \"al ice:" SHA_A "\"\n",
+                 "auth.api_keys: the consumer name may hold letters, digits and . _ - @ only at "
+                 "line 3");
+    expect_error("auth:\n  api_keys:\n    - \":" SHA_A "\"\n",
+                 "auth.api_keys: the consumer name must be 1 to 64 characters at line 3");
+    expect_error("auth:\n  api_keys: alice\n", "auth.api_keys: expected a list at line 2");
+    expect_error("auth:\n  api_keys:\n    - {a: b}\n",
+                 "auth.api_keys: expected \"consumer:sha256-of-the-key\" at line 3");
+    expect_error("auth:\n  trusted_gateways: [kong.local]\n",
+                 "auth.trusted_gateways: expected an IP address or network (\"10.0.0.7\", "
+                 "\"10.0.0.0/8\", \"fd00::/8\") at line 2");
+    expect_error("auth:\n  trusted_gateways: [10.0.0.0/33]\n",
+                 "auth.trusted_gateways: the prefix length must be 0..32 at line 2");
+    expect_error("auth:\n  trusted_gateways: [\"fd00::/129\"]\n",
+                 "auth.trusted_gateways: the prefix length must be 0..128 at line 2");
+    expect_error("auth:\n  trusted_gateways: [10.0.0.0/]\n",
+                 "auth.trusted_gateways: the prefix length must be 0..32 at line 2");
+    expect_error("rate_limit:\n  burst: 0\n",
+                 "rate_limit.burst: 0 is out of range 1..1000000 at line 2");
+    expect_error("rate_limit:\n  requests_per_minute: -1\n",
+                 "rate_limit.requests_per_minute: -1 is out of range 0..60000000 at line 2");
+
+    static const env_var env[] = {
+        {"APP_AUTH_ENABLED", "true"},
+        {"APP_AUTH_API_KEYS", "alice:" SHA_A ", bob:" SHA_B},
+        {"APP_AUTH_TRUSTED_GATEWAYS", "fd00::/8"},
+        {"APP_RATE_LIMIT_REQUESTS_PER_MINUTE", "60"},
+        {"APP_RATE_LIMIT_BURST", "5"},
+        {NULL, NULL},
+    };
+    rc = apply(env, &cfg, &err);
+    if (rc)
+        fail_msg("%s", err.message);
+    assert_true(cfg.auth.enabled);
+    assert_int_equal(cfg.auth.n_api_keys, 2);
+    assert_string_equal(cfg.auth.api_keys[1].consumer, "bob");
+    assert_int_equal(cfg.auth.n_trusted_gateways, 1);
+    assert_int_equal(cfg.auth.trusted_gateways[0].prefix, 8);
+    assert_int_equal(cfg.rate_limit.requests_per_minute, 60);
+    assert_int_equal(cfg.rate_limit.burst, 5);
+}
+
 static void test_env_overrides_every_key(void **state)
 {
     (void)state;
@@ -687,6 +790,7 @@ int main(void)
         cmocka_unit_test(test_unopenable_file),
         cmocka_unit_test(test_strings_too_long),
         cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_auth_and_rate_limit),
         cmocka_unit_test(test_redis_url_and_log_level),
         cmocka_unit_test(test_contexts),
         cmocka_unit_test(test_env_overrides_every_key),

@@ -1,0 +1,299 @@
+/* API keys, trusted gateways and per-caller token buckets (see access.h). */
+#include "http/access.h"
+
+#include <arpa/inet.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "core/sha256.h"
+
+#define ACCESS_SHARDS      16   /* buckets are spread over this many locks */
+#define ACCESS_SLOTS       1024 /* hash chains per shard */
+#define ACCESS_MAX_CALLERS 100000
+#define ACCESS_ACTOR_MAX   128
+
+typedef struct access_bucket {
+    struct access_bucket *next;
+    double tokens; /* requests the caller may still send */
+    double at;     /* when tokens was last brought up to date */
+    char who[];
+} access_bucket;
+
+typedef struct access_shard {
+    pthread_mutex_t lock;
+    access_bucket *slots[ACCESS_SLOTS];
+    size_t count;
+} access_shard;
+
+struct http_access {
+    bool required;
+    config_api_key *keys;
+    size_t n_keys;
+    config_network *gateways;
+    size_t n_gateways;
+    double rate; /* tokens per second; 0: no limit */
+    double burst;
+    size_t max_per_shard;
+    access_shard shards[ACCESS_SHARDS];
+};
+
+int http_access_new(http_access **out, const http_access_options *o, app_error *err)
+{
+    http_access *a = calloc(1, sizeof *a);
+    if (!a)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    a->required = o->required;
+    if (o->n_keys) {
+        a->keys = malloc(o->n_keys * sizeof *a->keys);
+        if (!a->keys)
+            goto oom;
+        memcpy(a->keys, o->keys, o->n_keys * sizeof *a->keys);
+        a->n_keys = o->n_keys;
+    }
+    if (o->n_gateways) {
+        a->gateways = malloc(o->n_gateways * sizeof *a->gateways);
+        if (!a->gateways)
+            goto oom;
+        memcpy(a->gateways, o->gateways, o->n_gateways * sizeof *a->gateways);
+        a->n_gateways = o->n_gateways;
+    }
+    a->rate = o->requests_per_minute > 0 ? o->requests_per_minute / 60.0 : 0;
+    a->burst = o->burst > 0 ? o->burst : 1;
+    size_t max = o->max_callers ? o->max_callers : ACCESS_MAX_CALLERS;
+    a->max_per_shard = (max + ACCESS_SHARDS - 1) / ACCESS_SHARDS;
+    for (size_t i = 0; i < ACCESS_SHARDS; i++)
+        pthread_mutex_init(&a->shards[i].lock, NULL);
+    *out = a;
+    return 0;
+oom:
+    free(a->keys);
+    free(a);
+    return app_error_set(err, APP_ENOMEM, "out of memory");
+}
+
+void http_access_free(http_access *a)
+{
+    if (!a)
+        return;
+    for (size_t i = 0; i < ACCESS_SHARDS; i++) {
+        access_shard *s = &a->shards[i];
+        for (size_t j = 0; j < ACCESS_SLOTS; j++) {
+            access_bucket *b = s->slots[j];
+            while (b) {
+                access_bucket *next = b->next;
+                free(b);
+                b = next;
+            }
+        }
+        pthread_mutex_destroy(&s->lock);
+    }
+    free(a->keys);
+    free(a->gateways);
+    free(a);
+}
+
+/* ---- who is calling ---------------------------------------------------------------------- */
+
+static bool access_from_gateway(const http_access *a, const char *peer)
+{
+    unsigned char addr[16];
+    int family;
+    if (!peer || a->n_gateways == 0)
+        return false;
+    if (inet_pton(AF_INET, peer, addr) == 1) {
+        family = AF_INET;
+    } else if (inet_pton(AF_INET6, peer, addr) == 1) {
+        family = AF_INET6;
+        /* An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d. */
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(addr, mapped, sizeof mapped) == 0) {
+            memmove(addr, addr + 12, 4);
+            family = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    for (size_t i = 0; i < a->n_gateways; i++) {
+        const config_network *n = &a->gateways[i];
+        if (n->family != family)
+            continue;
+        int whole = n->prefix / 8, rest = n->prefix % 8;
+        if (memcmp(addr, n->addr, (size_t)whole) != 0)
+            continue;
+        if (rest) {
+            unsigned char mask = (unsigned char)(0xff << (8 - rest));
+            if ((addr[whole] & mask) != (n->addr[whole] & mask))
+                continue;
+        }
+        return true;
+    }
+    return false;
+}
+
+static bool access_printable(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* The consumer of key, or NULL. Every configured digest is compared in full, so the time
+ * taken says nothing about which bytes matched. */
+static const char *access_key_consumer(const http_access *a, const char *key)
+{
+    uint8_t digest[SHA256_DIGEST_LEN];
+    sha256_ctx c;
+    sha256_init(&c);
+    sha256_update(&c, key, strlen(key));
+    sha256_final(&c, digest);
+    const char *found = NULL;
+    for (size_t i = 0; i < a->n_keys; i++) {
+        unsigned char diff = 0;
+        for (size_t j = 0; j < SHA256_DIGEST_LEN; j++)
+            diff |= (unsigned char)(digest[j] ^ a->keys[i].sha256[j]);
+        if (diff == 0 && !found)
+            found = a->keys[i].consumer;
+    }
+    return found;
+}
+
+int http_access_identify(const http_access *a, const http_caller *c, char *actor, size_t size,
+                         app_error *err)
+{
+    actor[0] = '\0';
+    if (access_from_gateway(a, c->peer)) {
+        bool anonymous = c->anonymous && strcmp(c->anonymous, "true") == 0;
+        const char *name = c->consumer_username ? c->consumer_username : c->consumer_id;
+        const char *header = c->consumer_username ? "X-Consumer-Username" : "X-Consumer-ID";
+        if (name && !anonymous) {
+            if (!access_printable(name, ACCESS_ACTOR_MAX))
+                return app_error_set(err, APP_EBADREQ, "%s must be 1 to %d printable characters",
+                                     header, ACCESS_ACTOR_MAX);
+            snprintf(actor, size, "%s", name);
+            return 0;
+        }
+    }
+    if (c->apikey) {
+        const char *consumer = access_key_consumer(a, c->apikey);
+        if (consumer) {
+            snprintf(actor, size, "%s", consumer);
+            return 0;
+        }
+        if (a->required)
+            return app_error_set(err, APP_EUNAUTH, "the API key is not valid");
+    }
+    if (a->required)
+        return app_error_set(err, APP_EUNAUTH, "an API key is required in the apikey header");
+    return 0;
+}
+
+/* ---- rate limit ------------------------------------------------------------------------ */
+
+static uint32_t access_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+static void access_refill(const http_access *a, access_bucket *b, double now)
+{
+    if (now > b->at) {
+        b->tokens += (now - b->at) * a->rate;
+        if (b->tokens > a->burst)
+            b->tokens = a->burst;
+        b->at = now;
+    }
+}
+
+/* Drops the buckets that have filled up again: a full bucket is the same as none. */
+static void access_sweep(const http_access *a, access_shard *s, double now)
+{
+    for (size_t j = 0; j < ACCESS_SLOTS; j++) {
+        access_bucket **link = &s->slots[j];
+        while (*link) {
+            access_bucket *b = *link;
+            access_refill(a, b, now);
+            if (b->tokens >= a->burst) {
+                *link = b->next;
+                free(b);
+                s->count--;
+            } else {
+                link = &b->next;
+            }
+        }
+    }
+}
+
+int http_access_admit(http_access *a, const char *who, double now_s, http_quota *q, app_error *err)
+{
+    *q = (http_quota){0};
+    if (a->rate <= 0)
+        return 0;
+    q->limited = true;
+    q->limit = (int)a->burst;
+    uint32_t h = access_hash(who);
+    access_shard *s = &a->shards[h % ACCESS_SHARDS];
+    access_bucket **slot = &s->slots[(h / ACCESS_SHARDS) % ACCESS_SLOTS];
+
+    pthread_mutex_lock(&s->lock);
+    access_bucket *b = *slot;
+    while (b && strcmp(b->who, who) != 0)
+        b = b->next;
+    if (!b) {
+        if (s->count >= a->max_per_shard)
+            access_sweep(a, s, now_s);
+        size_t n = strlen(who) + 1;
+        if (s->count < a->max_per_shard)
+            b = malloc(sizeof *b + n);
+        if (!b) { /* too many callers at once (or no memory): let it through untracked */
+            pthread_mutex_unlock(&s->lock);
+            q->remaining = (int)a->burst - 1;
+            return 0;
+        }
+        memcpy(b->who, who, n);
+        b->tokens = a->burst;
+        b->at = now_s;
+        b->next = *slot;
+        *slot = b;
+        s->count++;
+    }
+    access_refill(a, b, now_s);
+    int rc = 0;
+    if (b->tokens >= 1) {
+        b->tokens -= 1;
+        q->remaining = (int)floor(b->tokens);
+    } else {
+        q->remaining = 0;
+        double wait = (1 - b->tokens) / a->rate;
+        q->retry_after_s = (int)ceil(wait);
+        if (q->retry_after_s < 1)
+            q->retry_after_s = 1;
+        rc = app_error_set(err, APP_ERATELIMIT,
+                           "rate limit of %d requests a minute exceeded; try again in %d s",
+                           (int)lround(a->rate * 60), q->retry_after_s);
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+size_t http_access_callers(http_access *a)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ACCESS_SHARDS; i++) {
+        pthread_mutex_lock(&a->shards[i].lock);
+        n += a->shards[i].count;
+        pthread_mutex_unlock(&a->shards[i].lock);
+    }
+    return n;
+}

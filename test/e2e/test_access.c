@@ -1,0 +1,298 @@
+/* End to end: API keys (the apikey header), consumers named by a trusted gateway (Kong's
+ * X-Consumer-* headers), and the per-caller rate limit, against ./app with private
+ * PostgreSQL and Redis. The consumer is the actor of what its requests do: it shows in the
+ * audit trail and owns its Idempotency-Keys. */
+#include <cjson/cJSON.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "core/sha256.h"
+#include "core/uuid.h"
+#include "test/support/http_client.h"
+#include "test/support/services.h"
+
+static ts_app app;
+
+/* "APP_AUTH_API_KEYS=alice:<sha256 of alice-key>,bob:<sha256 of bob-key>" */
+static const char *keys_env(void)
+{
+    static char env[256];
+    char a[SHA256_HEX_LEN], b[SHA256_HEX_LEN];
+    sha256_ctx c;
+    sha256_init(&c);
+    sha256_update(&c, "alice-key", 9);
+    sha256_final_hex(&c, a);
+    sha256_init(&c);
+    sha256_update(&c, "bob-key", 7);
+    sha256_final_hex(&c, b);
+    snprintf(env, sizeof env, "APP_AUTH_API_KEYS=alice:%s,bob:%s", a, b);
+    return env;
+}
+
+/* One request; headers are "Name: value" strings ending with NULL. */
+static tc_response call(const char *method, const char *path, const char *const *headers,
+                        const char *body)
+{
+    const char *h[8];
+    size_t n = 0;
+    if (body)
+        h[n++] = "Content-Type: application/json";
+    for (size_t i = 0; headers && headers[i] && n + 1 < sizeof h / sizeof h[0]; i++)
+        h[n++] = headers[i];
+    h[n] = NULL;
+    tc_response r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(
+        tc_http("127.0.0.1", app.port, method, path, h, body, body ? strlen(body) : 0, &r), 0);
+    return r;
+}
+
+static int status_of(const char *method, const char *path, const char *const *headers,
+                     const char *body)
+{
+    tc_response r = call(method, path, headers, body);
+    int status = r.status;
+    tc_response_free(&r);
+    return status;
+}
+
+static void expect_problem(const tc_response *r, int status, const char *part)
+{
+    if (r->status != status)
+        fail_msg("expected %d, got %d: %.*s", status, r->status, (int)r->body_len, r->body);
+    const char *ct = tc_header(r, "Content-Type");
+    assert_non_null(ct);
+    assert_string_equal(ct, "application/problem+json");
+    cJSON *p = tc_json(r);
+    assert_non_null(p);
+    assert_int_equal(cJSON_GetObjectItem(p, "status")->valueint, status);
+    const char *detail = cJSON_GetStringValue(cJSON_GetObjectItem(p, "detail"));
+    if (!detail || !strstr(detail, part))
+        fail_msg("problem detail \"%s\" lacks \"%s\"", detail ? detail : "(none)", part);
+    cJSON_Delete(p);
+}
+
+/* Registers a user as the caller the headers name; returns the new id in id. */
+static void register_user(const char *const *headers, const char *tag, char id[UUID_STR_LEN])
+{
+    char body[160], suffix[UUID_STR_LEN];
+    uuid_v4(suffix);
+    snprintf(body, sizeof body, "{\"email\":\"%s-%.8s@access.example\",\"name\":\"A\"}", tag,
+             suffix);
+    tc_response r = call("POST", "/v1/users", headers, body);
+    if (r.status != 201)
+        fail_msg("register as %s: %d %.*s", tag, r.status, (int)r.body_len, r.body);
+    cJSON *u = tc_json(&r);
+    snprintf(id, UUID_STR_LEN, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(u, "id")));
+    cJSON_Delete(u);
+    tc_response_free(&r);
+}
+
+/* The actor recorded on the first event of a user's audit trail. */
+static void expect_actor(const char *const *headers, const char *id, const char *actor)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/users/%s/events", id);
+    tc_response r = call("GET", path, headers, NULL);
+    assert_int_equal(r.status, 200);
+    cJSON *body = tc_json(&r);
+    cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItem(body, "items"), 0);
+    cJSON *meta = cJSON_GetObjectItem(first, "metadata");
+    const char *got = cJSON_GetStringValue(cJSON_GetObjectItem(meta, "actor"));
+    if (!got || strcmp(got, actor) != 0)
+        fail_msg("actor: expected %s, got %s", actor, got ? got : "(none)");
+    cJSON_Delete(body);
+    tc_response_free(&r);
+}
+
+static void test_api_keys_required(void **state)
+{
+    (void)state;
+    const char *env[] = {"APP_AUTH_ENABLED=true", keys_env(),
+                         "APP_AUTH_TRUSTED_GATEWAYS=10.255.255.0/24", NULL};
+    ts_app_start(&app, env);
+    static const char *const alice[] = {"apikey: alice-key", NULL};
+    static const char *const bob[] = {"apikey: bob-key", NULL};
+    const char *user = "{\"email\":\"nokey@access.example\",\"name\":\"N\"}";
+
+    /* Probes and scrapes need no key. */
+    assert_int_equal(status_of("GET", "/health/live", NULL, NULL), 200);
+    assert_int_equal(status_of("GET", "/health/ready", NULL, NULL), 200);
+    assert_int_equal(status_of("GET", "/metrics", NULL, NULL), 200);
+
+    tc_response r = call("POST", "/v1/users", NULL, user);
+    expect_problem(&r, 401, "apikey");
+    assert_non_null(tc_header(&r, "WWW-Authenticate"));
+    tc_response_free(&r);
+    r = call("GET", "/v1/users/9b2f8c1e-4d3a-4e5f-8a6b-7c8d9e0f1a2b", NULL, NULL);
+    expect_problem(&r, 401, "apikey");
+    tc_response_free(&r);
+    r = call("POST", "/v1/users", (const char *const[]){"apikey: alice-kez", NULL}, user);
+    expect_problem(&r, 401, "not valid");
+    tc_response_free(&r);
+    /* A gateway's consumer header from an address that is not a trusted gateway. */
+    r = call("POST", "/v1/users", (const char *const[]){"X-Consumer-Username: mallory", NULL},
+             user);
+    expect_problem(&r, 401, "apikey");
+    tc_response_free(&r);
+
+    char id[UUID_STR_LEN];
+    register_user(alice, "alice", id);
+    expect_actor(alice, id, "alice");
+    register_user(bob, "bob", id);
+    expect_actor(bob, id, "bob");
+
+    /* Idempotency-Keys belong to their consumer: bob's key is not alice's. */
+    char key[64], body_a[128], body_b[128];
+    char suffix[UUID_STR_LEN];
+    uuid_v4(suffix);
+    snprintf(key, sizeof key, "Idempotency-Key: shared-%s", suffix);
+    snprintf(body_a, sizeof body_a, "{\"email\":\"ia-%.8s@access.example\",\"name\":\"A\"}",
+             suffix);
+    snprintf(body_b, sizeof body_b, "{\"email\":\"ib-%.8s@access.example\",\"name\":\"B\"}",
+             suffix);
+    const char *alice_keyed[] = {"apikey: alice-key", key, NULL};
+    const char *bob_keyed[] = {"apikey: bob-key", key, NULL};
+    tc_response first = call("POST", "/v1/users", alice_keyed, body_a);
+    assert_int_equal(first.status, 201);
+    tc_response other = call("POST", "/v1/users", bob_keyed, body_b);
+    assert_int_equal(other.status, 201);
+    assert_string_not_equal(other.body, first.body);
+    tc_response again = call("POST", "/v1/users", alice_keyed, body_a);
+    assert_int_equal(again.status, 201);
+    assert_string_equal(again.body, first.body);
+    tc_response_free(&again);
+    again = call("POST", "/v1/users", alice_keyed, body_b);
+    expect_problem(&again, 422, "different body");
+    tc_response_free(&again);
+    tc_response_free(&other);
+    tc_response_free(&first);
+
+    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+}
+
+static void test_gateway_consumers(void **state)
+{
+    (void)state;
+    const char *env[] = {"APP_AUTH_ENABLED=true", "APP_AUTH_TRUSTED_GATEWAYS=127.0.0.0/8",
+                         "APP_AUTH_API_KEYS", NULL};
+    ts_app_start(&app, env);
+    static const char *const kong_user[] = {"X-Consumer-ID: 5e0c7b52-0001",
+                                            "X-Consumer-Username: kong-alice", NULL};
+    static const char *const kong_id[] = {"X-Consumer-ID: 5e0c7b52-0002", NULL};
+    char id[UUID_STR_LEN];
+    register_user(kong_user, "kong", id);
+    expect_actor(kong_user, id, "kong-alice");
+    register_user(kong_id, "kongid", id);
+    expect_actor(kong_id, id, "5e0c7b52-0002");
+
+    const char *user = "{\"email\":\"anon@access.example\",\"name\":\"N\"}";
+    tc_response r = call(
+        "POST", "/v1/users",
+        (const char *const[]){"X-Consumer-Username: anonymous", "X-Anonymous-Consumer: true", NULL},
+        user);
+    expect_problem(&r, 401, "apikey");
+    tc_response_free(&r);
+    r = call("POST", "/v1/users", NULL, user);
+    expect_problem(&r, 401, "apikey");
+    tc_response_free(&r);
+    r = call("POST", "/v1/users", (const char *const[]){"X-Consumer-Username: a\x01b", NULL}, user);
+    expect_problem(&r, 400, "X-Consumer-Username");
+    tc_response_free(&r);
+
+    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+}
+
+static int header_int(const tc_response *r, const char *name)
+{
+    const char *v = tc_header(r, name);
+    if (!v)
+        fail_msg("no %s header on a %d answer", name, r->status);
+    return atoi(v);
+}
+
+static void test_rate_limit(void **state)
+{
+    (void)state;
+    /* One request a minute after a burst of three: the fourth is refused whatever the pace. */
+    const char *env[] = {"APP_RATE_LIMIT_REQUESTS_PER_MINUTE=1", "APP_RATE_LIMIT_BURST=3",
+                         keys_env(), "APP_AUTH_ENABLED=false", NULL};
+    ts_app_start(&app, env);
+    const char *missing = "/v1/users/9b2f8c1e-4d3a-4e5f-8a6b-7c8d9e0f1a2b";
+
+    for (int i = 0; i < 3; i++) {
+        tc_response r = call("GET", missing, NULL, NULL);
+        assert_int_equal(r.status, 404);
+        assert_int_equal(header_int(&r, "RateLimit-Limit"), 3);
+        assert_int_equal(header_int(&r, "RateLimit-Remaining"), 2 - i);
+        tc_response_free(&r);
+    }
+    tc_response r = call("GET", missing, NULL, NULL);
+    expect_problem(&r, 429, "1 requests a minute");
+    int retry = header_int(&r, "Retry-After");
+    assert_true(retry >= 1 && retry <= 60);
+    assert_int_equal(header_int(&r, "RateLimit-Remaining"), 0);
+    tc_response_free(&r);
+    /* Writes are refused too, and write nothing. */
+    r = call("POST", "/v1/users", NULL, "{\"email\":\"limited@access.example\",\"name\":\"L\"}");
+    assert_int_equal(r.status, 429);
+    tc_response_free(&r);
+
+    /* A consumer has its own bucket, apart from the anonymous callers at this address. */
+    static const char *const alice[] = {"apikey: alice-key", NULL};
+    r = call("GET", missing, alice, NULL);
+    assert_int_equal(r.status, 404);
+    assert_int_equal(header_int(&r, "RateLimit-Remaining"), 2);
+    tc_response_free(&r);
+
+    /* Probes are never limited. */
+    for (int i = 0; i < 10; i++) {
+        r = call("GET", "/health/live", NULL, NULL);
+        assert_int_equal(r.status, 200);
+        assert_null(tc_header(&r, "RateLimit-Limit"));
+        tc_response_free(&r);
+    }
+    r = call("GET", "/metrics", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "status=\"429\""));
+    tc_response_free(&r);
+    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+}
+
+static void test_bad_auth_config_is_refused(void **state)
+{
+    (void)state;
+    char out[4096], cmd[512];
+    const char *binary = getenv("APP_TEST_APP_BINARY");
+    snprintf(cmd, sizeof cmd,
+             "APP_AUTH_ENABLED=true APP_AUTH_API_KEYS= APP_AUTH_TRUSTED_GATEWAYS= "
+             "%s --config config/app.yaml check-config 2>&1",
+             binary && *binary ? binary : "build/test/app");
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, sizeof out - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+    assert_non_null(strstr(out, "auth.enabled"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_api_keys_required),
+        cmocka_unit_test(test_gateway_consumers),
+        cmocka_unit_test(test_rate_limit),
+        cmocka_unit_test(test_bad_auth_config_is_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
