@@ -1,5 +1,6 @@
 /* The composition root: reads the configuration, wires adapters to ports, loads the
  * contexts through their phases (migrate, register, start), serves until a signal. */
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "core/cli.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "core/sd_notify.h"
 #include "http/server.h"
 #include "kernel/bus.h"
 #include "kernel/idempotency.h"
@@ -355,9 +357,17 @@ static int app_serve(app *a)
              a->cfg.workers.threads, a->n_modules > 0 ? " " : "",
              a->n_modules > 0 ? a->modules[0]->name : "", a->n_modules > 1 ? " ..." : "");
 
+    char status[320];
+    snprintf(status, sizeof status, "READY=1\nSTATUS=serving on %s:%d", a->cfg.http.listen_host,
+             http_server_port(a->http));
+    if (sd_notify_state(status) != 0)
+        log_warn("could not tell systemd the service is ready (NOTIFY_SOCKET): %s",
+                 strerror(errno));
+
     int sig = 0;
     sigwait(&stop_signals, &sig);
     log_info("received %s; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    sd_notify_state("STOPPING=1\nSTATUS=stopping: finishing requests in flight");
     http_server_stop(a->http, a->cfg.http.shutdown_timeout_ms);
     sub_runner_stop(a->subs);
     app_stop_relay(a);

@@ -9,7 +9,7 @@ build_pkgs="build-essential pkg-config libevent-dev libpq-dev libhiredis-dev lib
 # The private PostgreSQL 15 and Redis of `make run` and `make test` (deploy/local/services.sh).
 server_pkgs="postgresql redis-server"
 unit_pkgs="libcmocka-dev"
-lint_pkgs="clang-format clang-tidy cppcheck"
+lint_pkgs="clang-format clang-tidy cppcheck systemd"
 # The real Kafka broker of the tests runs on Java; kcat checks that it answers.
 kafka_pkgs="default-jre-headless maven kcat"
 

@@ -1,15 +1,24 @@
-/* The command line of ./app: --help, --version, check-config, migrate, and config errors
- * that name the key and the line with exit status 2. */
+/* The command line of ./app: --help, --version, check-config, migrate, config errors that
+ * name the key and the line with exit status 2, and serving under systemd (Type=notify). */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "test/support/services.h"
 
 static const char *app_binary(void)
 {
@@ -100,6 +109,43 @@ static void test_migrate_twice(void **state)
     assert_non_null(strstr(out, "0 migrations applied"));
 }
 
+/* Waits up to 20 s for one datagram on fd and checks it starts with want. */
+static void expect_notification(int fd, const char *want)
+{
+    char buf[512];
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n < 0)
+        fail_msg("no \"%s\" notification arrived", want);
+    buf[n] = '\0';
+    if (strncmp(buf, want, strlen(want)) != 0)
+        fail_msg("notification \"%s\" does not start with \"%s\"", buf, want);
+}
+
+static void test_systemd_notify(void **state)
+{
+    (void)state;
+    char path[96], env[128];
+    snprintf(path, sizeof path, "/tmp/app-e2e-notify-%d.sock", (int)getpid());
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    struct timeval tv = {.tv_sec = 20};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+    snprintf(env, sizeof env, "NOTIFY_SOCKET=%s", path);
+    const char *extra[] = {env, NULL};
+    ts_app app;
+    ts_app_start(&app, extra);
+    expect_notification(fd, "READY=1\nSTATUS=serving on 127.0.0.1:");
+    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    expect_notification(fd, "STOPPING=1");
+    close(fd);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -107,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_check_config),
         cmocka_unit_test(test_env_override_is_validated),
         cmocka_unit_test(test_migrate_twice),
+        cmocka_unit_test(test_systemd_notify),
     };
     return cmocka_run_group_tests_name("e2e command line", tests, NULL, NULL);
 }
