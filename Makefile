@@ -71,6 +71,7 @@ build/gen/pg_store_migrations.c: src/tools/embed_migrations.sh $(wildcard adapte
 # build starts; recursive make keeps -j from compiling before the headers are there.
 test:
 	@sh deploy/local/deps.sh test
+	@[ -d test/tools/node_modules ] || npm ci --prefix test/tools --no-audit --no-fund
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
 	sh test/run.sh
 

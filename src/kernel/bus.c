@@ -186,8 +186,11 @@ static int bus_mw_retry(bus_call *call)
     int rc = call->def->fn(call->ctx, call->payload, call->out, call->err);
     if (rc != APP_EVERSION || !(call->def->flags & BUS_RETRY_ON_CONFLICT))
         return rc;
+    char name[160], labels[192];
+    metrics_escape_label(call->def->name, name, sizeof name);
+    snprintf(labels, sizeof labels, "command=\"%s\"", name);
     for (int i = 0; i < b->opts.max_conflict_retries && rc == APP_EVERSION; i++) {
-        metrics_counter_add("command_conflict_retries_total", "", 1);
+        metrics_counter_add("command_conflict_retries_total", labels, 1);
         if (*call->out) {
             cJSON_Delete(*call->out);
             *call->out = NULL;

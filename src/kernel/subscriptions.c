@@ -81,6 +81,8 @@ int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *
     metrics_declare("subscription_lag_seconds", METRIC_GAUGE,
                     "Age of the oldest event a subscriber has not handled yet (0 when caught up).");
     metrics_declare("subscription_events_total", METRIC_COUNTER, "Events handled by a subscriber.");
+    metrics_declare("subscription_leader", METRIC_GAUGE,
+                    "1 in the process a subscriber runs in (holding its lease), else 0.");
     metrics_declare("subscription_failures_total", METRIC_COUNTER,
                     "Failed attempts of a subscriber (handler or dependency errors).");
     *out = r;
@@ -221,14 +223,32 @@ static int64_t sub_elapsed_ms(const struct timespec *since)
     return (int64_t)(now.tv_sec - since->tv_sec) * 1000 + (now.tv_nsec - since->tv_nsec) / 1000000;
 }
 
+/* subscription_leader is 1 in the process a subscriber runs in; elsewhere its lag reads 0,
+ * so that summing or taking the maximum over processes sees only the live figures. */
+static void sub_set_leader(sub_worker *w, bool leads)
+{
+    char name[128], labels[160];
+    metrics_escape_label(w->sub->name, name, sizeof name);
+    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
+    metrics_gauge_set("subscription_leader", labels, leads ? 1 : 0);
+    if (!leads) {
+        metrics_gauge_set("subscription_lag_events", labels, 0);
+        metrics_gauge_set("subscription_lag_seconds", labels, 0);
+    }
+}
+
 /* When several processes share the database, each subscriber runs in one of them: the one
  * holding its lease. Confirmed at most once a second; a store without leases (tests) makes
  * every process the leader. */
 static bool sub_still_leads(sub_worker *w, bool *leader, struct timespec *last)
 {
     es_store *es = w->runner->opts.events;
-    if (!es->ops->lead)
+    if (!es->ops->lead) {
+        if (!*leader)
+            sub_set_leader(w, true);
+        *leader = true;
         return true;
+    }
     if (*leader && sub_elapsed_ms(last) < SUB_LEAD_CHECK_MS)
         return true;
     bool leads = false;
@@ -242,6 +262,7 @@ static bool sub_still_leads(sub_worker *w, bool *leader, struct timespec *last)
         log_warn("subscriber %s lost its lease%s%s; another process takes over", w->sub->name,
                  err.code ? ": " : "", err.message);
     *leader = leads;
+    sub_set_leader(w, leads);
     pthread_mutex_lock(&w->lock);
     w->standby = !leads;
     pthread_mutex_unlock(&w->lock);

@@ -73,17 +73,23 @@ static int count_events(const ts_app *app, const char *path)
 }
 
 /* subscription_events_total of one subscriber in one process (0 when it never ran there). */
-static double handled_here(const ts_app *app, const char *subscriber)
+/* A subscriber's sample of metric in app's /metrics (0 when absent). */
+static double metric_of(const ts_app *app, const char *metric, const char *subscriber)
 {
     tc_response r;
     memset(&r, 0, sizeof r);
     assert_int_equal(tc_http("127.0.0.1", app->port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
     char needle[160];
-    snprintf(needle, sizeof needle, "subscription_events_total{subscriber=\"%s\"} ", subscriber);
+    snprintf(needle, sizeof needle, "%s{subscriber=\"%s\"} ", metric, subscriber);
     const char *at = r.body ? strstr(r.body, needle) : NULL;
     double n = at ? atof(at + strlen(needle)) : 0;
     tc_response_free(&r);
     return n;
+}
+
+static bool leads_in_b(void *subscriber)
+{
+    return metric_of(&b, "subscription_leader", subscriber) == 1;
 }
 
 static void place(const ts_app *app, const char *customer, const char *sku, char id[37])
@@ -157,10 +163,14 @@ static void test_two_processes_then_one(void **state)
     const char *subs[] = {"order.placement_saga", "order.projection", "user.projection",
                           "inventory.projection"};
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
-        double in_a = handled_here(&a, subs[i]), in_b = handled_here(&b, subs[i]);
+        double in_a = metric_of(&a, "subscription_events_total", subs[i]),
+               in_b = metric_of(&b, "subscription_events_total", subs[i]);
         if (!((in_a > 0) ^ (in_b > 0)))
             fail_msg("%s handled %g events in one process and %g in the other", subs[i], in_a,
                      in_b);
+        /* subscription_leader says where (what the SubscriberNotRunning alert sums up). */
+        assert_true(metric_of(&a, "subscription_leader", subs[i]) == (in_a > 0 ? 1 : 0));
+        assert_true(metric_of(&b, "subscription_leader", subs[i]) == (in_b > 0 ? 1 : 0));
     }
 
     /* One process dies; the other takes over every subscriber, the saga included. */
@@ -181,6 +191,13 @@ static void test_two_processes_then_one(void **state)
     snprintf(path, sizeof path, "/v1/users/%s", str(u, "id"));
     cJSON_Delete(u);
     wait_member(&b, path, "status", "active");
+
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s", subs[i]);
+        if (ts_wait_until(leads_in_b, name, 20000) != 0)
+            fail_msg("%s does not run in the surviving process", subs[i]);
+    }
 
     /* Nothing happened twice: every order has exactly placed + confirmed, the product one
      * reservation per order, and the stock adds up. */

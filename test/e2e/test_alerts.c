@@ -1,0 +1,136 @@
+/* The Prometheus alert rules of deploy/prometheus against the running app: a scrape of its
+ * /metrics (with the Kafka relay on, so its metrics exist too) and test/tools/check_alerts.mjs,
+ * which parses every expression with the Prometheus project's PromQL grammar and refuses a
+ * metric the app does not export. Broken rules must be refused, or the check proves nothing. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "test/support/http_client.h"
+#include "test/support/services.h"
+
+static char metrics_path[64] = "/tmp/app-alerts-metrics-XXXXXX";
+
+static void write_text(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+/* Runs the check on rules; returns its exit status, its output in out. */
+static int check(const char *rules, char *out, size_t size)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "node test/tools/check_alerts.mjs %s %s 2>&1", rules, metrics_path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, size - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (system("node --version >/dev/null 2>&1") != 0 ||
+        access("test/tools/node_modules/@prometheus-io/lezer-promql", R_OK) != 0) {
+        fprintf(stderr, "test_alerts: needs Node.js and test/tools/node_modules "
+                        "(make test installs them: npm ci --prefix test/tools)\n");
+        return -1;
+    }
+    int fd = mkstemp(metrics_path);
+    assert_true(fd >= 0);
+    close(fd);
+    /* A broker address where nothing listens: the relay starts and declares its metrics. */
+    char brokers[64];
+    snprintf(brokers, sizeof brokers, "APP_KAFKA_BROKERS=127.0.0.1:%d", ts_free_port());
+    const char *env[] = {"APP_KAFKA_ENABLED=true", brokers, NULL};
+    ts_app app;
+    ts_app_start(&app, env);
+    tc_response r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tc_http("127.0.0.1", app.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    write_text(metrics_path, r.body, r.body_len);
+    tc_response_free(&r);
+    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    unlink(metrics_path);
+    return 0;
+}
+
+static void test_shipped_rules_hold(void **state)
+{
+    (void)state;
+    char out[8192];
+    int status = check("deploy/prometheus/alerts.yml", out, sizeof out);
+    if (status != 0)
+        fail_msg("deploy/prometheus/alerts.yml: %s", out);
+    assert_non_null(strstr(out, "parse and use only"));
+}
+
+/* The shipped rules with one change; the check must refuse them, saying why. */
+static void expect_refused(const char *from, const char *to, const char *reason)
+{
+    FILE *f = fopen("deploy/prometheus/alerts.yml", "r");
+    assert_non_null(f);
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *at = strstr(text, from);
+    if (!at)
+        fail_msg("alerts.yml no longer holds \"%s\"; update this test", from);
+    static char changed[65536 + 256];
+    snprintf(changed, sizeof changed, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    char path[] = "/tmp/app-alerts-rules-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    write_text(path, changed, strlen(changed));
+    char out[8192];
+    int status = check(path, out, sizeof out);
+    unlink(path);
+    assert_int_equal(status, 1);
+    if (!strstr(out, reason))
+        fail_msg("the check said \"%s\", not \"%s\"", out, reason);
+}
+
+static void test_broken_rules_are_refused(void **state)
+{
+    (void)state;
+    expect_refused("subscription_lag_seconds{job=\"app\"}) > 60",
+                   "subscription_lag_secs{job=\"app\"}) > 60",
+                   "exports no metric \"subscription_lag_secs\"");
+    expect_refused("max by (context) (kafka_relay_breaker_state",
+                   "max by (context (kafka_relay_breaker_state", "does not parse");
+    expect_refused("severity: critical", "severity: loud", "labels.severity");
+    expect_refused("for: 10m", "for: ten minutes", "\"for\" is not a duration");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shipped_rules_hold),
+        cmocka_unit_test(test_broken_rules_are_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
