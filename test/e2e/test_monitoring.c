@@ -1,7 +1,8 @@
-/* The Prometheus alert rules of deploy/prometheus against the running app: a scrape of its
- * /metrics (with the Kafka relay on, so its metrics exist too) and test/tools/check_alerts.mjs,
- * which parses every expression with the Prometheus project's PromQL grammar and refuses a
- * metric the app does not export. Broken rules must be refused, or the check proves nothing. */
+/* The PromQL we ship (alert rules in deploy/prometheus, the dashboard in deploy/grafana)
+ * against the running app: a scrape of its /metrics (with the Kafka relay on, so its metrics
+ * exist too) and test/tools/check_promql.mjs, which parses every expression with the
+ * Prometheus project's PromQL grammar and refuses a metric the app does not export. Broken
+ * files must be refused, or the check proves nothing. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,7 +20,9 @@
 #include "test/support/http_client.h"
 #include "test/support/services.h"
 
-static char metrics_path[64] = "/tmp/app-alerts-metrics-XXXXXX";
+static char metrics_path[64] = "/tmp/app-monitoring-metrics-XXXXXX";
+static const char *const rules = "deploy/prometheus/alerts.yml";
+static const char *const dashboard = "deploy/grafana/app-dashboard.json";
 
 static void write_text(const char *path, const char *text, size_t len)
 {
@@ -29,11 +32,11 @@ static void write_text(const char *path, const char *text, size_t len)
     fclose(f);
 }
 
-/* Runs the check on rules; returns its exit status, its output in out. */
-static int check(const char *rules, char *out, size_t size)
+/* Runs the check on files (space-separated); returns its exit status, its output in out. */
+static int check(const char *files, char *out, size_t size)
 {
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "node test/tools/check_alerts.mjs %s %s 2>&1", rules, metrics_path);
+    snprintf(cmd, sizeof cmd, "node test/tools/check_promql.mjs %s %s 2>&1", metrics_path, files);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t n = fread(out, 1, size - 1, p);
@@ -47,7 +50,7 @@ static int setup(void **state)
     (void)state;
     if (system("node --version >/dev/null 2>&1") != 0 ||
         access("test/tools/node_modules/@prometheus-io/lezer-promql", R_OK) != 0) {
-        fprintf(stderr, "test_alerts: needs Node.js and test/tools/node_modules "
+        fprintf(stderr, "test_monitoring: needs Node.js and test/tools/node_modules "
                         "(make test installs them: npm ci --prefix test/tools)\n");
         return -1;
     }
@@ -77,20 +80,22 @@ static int teardown(void **state)
     return 0;
 }
 
-static void test_shipped_rules_hold(void **state)
+static void test_shipped_queries_hold(void **state)
 {
     (void)state;
-    char out[8192];
-    int status = check("deploy/prometheus/alerts.yml", out, sizeof out);
+    char out[8192], files[256];
+    snprintf(files, sizeof files, "%s %s", rules, dashboard);
+    int status = check(files, out, sizeof out);
     if (status != 0)
-        fail_msg("deploy/prometheus/alerts.yml: %s", out);
+        fail_msg("%s", out);
+    assert_non_null(strstr(out, "12 rules"));
     assert_non_null(strstr(out, "parse and use only"));
 }
 
-/* The shipped rules with one change; the check must refuse them, saying why. */
-static void expect_refused(const char *from, const char *to, const char *reason)
+/* A shipped file with one change; the check must refuse it, saying why. */
+static void expect_refused(const char *file, const char *from, const char *to, const char *reason)
 {
-    FILE *f = fopen("deploy/prometheus/alerts.yml", "r");
+    FILE *f = fopen(file, "r");
     assert_non_null(f);
     static char text[65536];
     size_t n = fread(text, 1, sizeof text - 1, f);
@@ -98,11 +103,12 @@ static void expect_refused(const char *from, const char *to, const char *reason)
     text[n] = '\0';
     char *at = strstr(text, from);
     if (!at)
-        fail_msg("alerts.yml no longer holds \"%s\"; update this test", from);
+        fail_msg("%s no longer holds \"%s\"; update this test", file, from);
     static char changed[65536 + 256];
     snprintf(changed, sizeof changed, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
-    char path[] = "/tmp/app-alerts-rules-XXXXXX";
-    int fd = mkstemp(path);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/app-monitoring-XXXXXX%s", strrchr(file, '.'));
+    int fd = mkstemps(path, (int)strlen(strrchr(file, '.')));
     assert_true(fd >= 0);
     close(fd);
     write_text(path, changed, strlen(changed));
@@ -114,23 +120,27 @@ static void expect_refused(const char *from, const char *to, const char *reason)
         fail_msg("the check said \"%s\", not \"%s\"", out, reason);
 }
 
-static void test_broken_rules_are_refused(void **state)
+static void test_broken_files_are_refused(void **state)
 {
     (void)state;
-    expect_refused("subscription_lag_seconds{job=\"app\"}) > 60",
+    expect_refused(rules, "subscription_lag_seconds{job=\"app\"}) > 60",
                    "subscription_lag_secs{job=\"app\"}) > 60",
                    "exports no metric \"subscription_lag_secs\"");
-    expect_refused("max by (context) (kafka_relay_breaker_state",
+    expect_refused(rules, "max by (context) (kafka_relay_breaker_state",
                    "max by (context (kafka_relay_breaker_state", "does not parse");
-    expect_refused("severity: critical", "severity: loud", "labels.severity");
-    expect_refused("for: 10m", "for: ten minutes", "\"for\" is not a duration");
+    expect_refused(rules, "severity: critical", "severity: loud", "labels.severity");
+    expect_refused(rules, "for: 10m", "for: ten minutes", "\"for\" is not a duration");
+    expect_refused(dashboard, "rate(kafka_relay_retried_total", "rate(kafka_relay_retries_total",
+                   "exports no metric \"kafka_relay_retries_total\"");
+    expect_refused(dashboard, "sum by (status) (rate(", "sum by status (rate(", "does not parse");
+    expect_refused(dashboard, "\"id\": 3,", "\"id\": 2,", "an id of its own");
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_shipped_rules_hold),
-        cmocka_unit_test(test_broken_rules_are_refused),
+        cmocka_unit_test(test_shipped_queries_hold),
+        cmocka_unit_test(test_broken_files_are_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
