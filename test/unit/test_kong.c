@@ -1,0 +1,292 @@
+/* deploy/kong/kong.yml and the server agree: every route a context serves is routed by Kong,
+ * for each of its methods, by exactly one Kong route, of the Kong service named after that
+ * context; no Kong route leads nowhere; the operations endpoints are not exposed; and the
+ * plugins the app relies on (key-auth on `apikey` hiding the key, X-Request-ID) are there.
+ * Kong's router is modelled for the subset the file uses: "~" regex paths, anchored at the
+ * start, each ending in "$"; methods. */
+#include <regex.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#include <cmocka.h>
+
+#include "kernel/module.h"
+#include "kernel/ops.h"
+
+#define MAX_ROUTES 64
+#define MAX_PATHS  4
+
+typedef struct kong_route {
+    char name[64];
+    char service[64];
+    char methods[8][8];
+    size_t n_methods;
+    char paths[MAX_PATHS][128];
+    regex_t re[MAX_PATHS];
+    size_t n_paths;
+    bool strip_path;
+} kong_route;
+
+static kong_route routes[MAX_ROUTES];
+static size_t n_routes;
+static yaml_document_t doc;
+static yaml_node_t *root;
+
+static yaml_node_t *get(yaml_node_t *map, const char *key)
+{
+    if (!map || map->type != YAML_MAPPING_NODE)
+        return NULL;
+    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
+         p++) {
+        yaml_node_t *k = yaml_document_get_node(&doc, p->key);
+        if (k && k->type == YAML_SCALAR_NODE &&
+            strcmp((const char *)k->data.scalar.value, key) == 0)
+            return yaml_document_get_node(&doc, p->value);
+    }
+    return NULL;
+}
+
+static const char *text(yaml_node_t *n)
+{
+    return n && n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+/* The items of a sequence node, one at a time: for (i = 0; (it = item(seq, i)); i++). */
+static yaml_node_t *item(yaml_node_t *seq, size_t i)
+{
+    if (!seq || seq->type != YAML_SEQUENCE_NODE ||
+        seq->data.sequence.items.start + i >= seq->data.sequence.items.top)
+        return NULL;
+    return yaml_document_get_node(&doc, seq->data.sequence.items.start[i]);
+}
+
+static int load(void **state)
+{
+    (void)state;
+    FILE *f = fopen("deploy/kong/kong.yml", "rb");
+    if (!f) {
+        fprintf(stderr, "deploy/kong/kong.yml: run from the repository root\n");
+        return -1;
+    }
+    yaml_parser_t parser;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_file(&parser, f);
+    int ok = yaml_parser_load(&parser, &doc);
+    fclose(f);
+    yaml_parser_delete(&parser);
+    if (!ok || !(root = yaml_document_get_root_node(&doc))) {
+        fprintf(stderr, "deploy/kong/kong.yml: not YAML\n");
+        return -1;
+    }
+    yaml_node_t *svc;
+    for (size_t s = 0; (svc = item(get(root, "services"), s)); s++) {
+        yaml_node_t *r;
+        for (size_t i = 0; (r = item(get(svc, "routes"), i)) && n_routes < MAX_ROUTES; i++) {
+            kong_route *k = &routes[n_routes++];
+            snprintf(k->name, sizeof k->name, "%s",
+                     text(get(r, "name")) ? text(get(r, "name")) : "");
+            snprintf(k->service, sizeof k->service, "%s",
+                     text(get(svc, "name")) ? text(get(svc, "name")) : "");
+            const char *strip = text(get(r, "strip_path"));
+            k->strip_path = !strip || strcmp(strip, "false") != 0; /* Kong's default is true */
+            yaml_node_t *m;
+            for (size_t j = 0; (m = item(get(r, "methods"), j)) && k->n_methods < 8; j++)
+                snprintf(k->methods[k->n_methods++], sizeof k->methods[0], "%s", text(m));
+            yaml_node_t *p;
+            for (size_t j = 0; (p = item(get(r, "paths"), j)) && k->n_paths < MAX_PATHS; j++) {
+                const char *path = text(p);
+                snprintf(k->paths[k->n_paths], sizeof k->paths[0], "%s", path ? path : "");
+                /* "~/v1/x$" is the regex "/v1/x$" anchored at the start of the path. */
+                char re[160];
+                snprintf(re, sizeof re, "^%s", path && path[0] == '~' ? path + 1 : "(not a regex)");
+                if (regcomp(&k->re[k->n_paths], re, REG_EXTENDED | REG_NOSUB) != 0) {
+                    fprintf(stderr, "route %s: path %s is not a regular expression\n", k->name,
+                            path);
+                    return -1;
+                }
+                k->n_paths++;
+            }
+        }
+    }
+    return n_routes > 0 ? 0 : -1;
+}
+
+static int unload(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < n_routes; i++)
+        for (size_t j = 0; j < routes[i].n_paths; j++)
+            regfree(&routes[i].re[j]);
+    yaml_document_delete(&doc);
+    return 0;
+}
+
+static bool route_matches(const kong_route *k, const char *method, const char *path)
+{
+    bool method_ok = false;
+    for (size_t i = 0; i < k->n_methods; i++)
+        method_ok = method_ok || strcasecmp(k->methods[i], method) == 0;
+    for (size_t i = 0; method_ok && i < k->n_paths; i++)
+        if (regexec(&k->re[i], path, 0, NULL, 0) == 0)
+            return true;
+    return false;
+}
+
+/* A request path for a route pattern: every {param} replaced by a plausible value. */
+static void concrete(const char *pattern, char *out, size_t size)
+{
+    size_t o = 0;
+    for (const char *p = pattern; *p && o + 40 < size;) {
+        if (*p == '{') {
+            const char *end = strchr(p, '}');
+            bool sku = strncmp(p, "{sku}", 5) == 0;
+            o += (size_t)snprintf(out + o, size - o, "%s",
+                                  sku ? "SKU-42" : "0b5e2c1a-7d4f-4e8a-9c3b-1f2e3d4c5b6a");
+            p = end ? end + 1 : p + strlen(p);
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+}
+
+static const struct {
+    unsigned bit;
+    const char *name;
+} methods[] = {{HTTP_M_GET, "GET"},
+               {HTTP_M_POST, "POST"},
+               {HTTP_M_PUT, "PUT"},
+               {HTTP_M_DELETE, "DELETE"},
+               {HTTP_M_PATCH, "PATCH"}};
+
+static void test_every_route_reaches_its_context(void **state)
+{
+    (void)state;
+    size_t checked = 0;
+    for (size_t i = 0; app_modules[i]; i++)
+        for (const http_route_def *r = app_modules[i]->routes; r && r->pattern; r++)
+            for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++) {
+                if (!(r->methods & methods[m].bit))
+                    continue;
+                char path[256];
+                concrete(r->pattern, path, sizeof path);
+                const kong_route *hit = NULL;
+                size_t hits = 0;
+                for (size_t k = 0; k < n_routes; k++)
+                    if (route_matches(&routes[k], methods[m].name, path)) {
+                        hit = &routes[k];
+                        hits++;
+                    }
+                if (hits != 1)
+                    fail_msg("%s %s (%s) matches %zu Kong routes, not one", methods[m].name,
+                             r->pattern, path, hits);
+                if (strcmp(hit->service, app_modules[i]->name) != 0)
+                    fail_msg("%s %s is served by the %s context but Kong sends it to service %s "
+                             "(route %s)",
+                             methods[m].name, r->pattern, app_modules[i]->name, hit->service,
+                             hit->name);
+                checked++;
+            }
+    assert_true(checked >= 14);
+}
+
+static void test_no_route_leads_nowhere(void **state)
+{
+    (void)state;
+    for (size_t k = 0; k < n_routes; k++) {
+        const kong_route *kr = &routes[k];
+        if (kr->strip_path)
+            fail_msg("route %s: strip_path must be false (the app routes the whole path)",
+                     kr->name);
+        if (kr->n_methods == 0 || kr->n_paths == 0)
+            fail_msg("route %s: needs methods and paths", kr->name);
+        for (size_t p = 0; p < kr->n_paths; p++) {
+            size_t len = strlen(kr->paths[p]);
+            if (kr->paths[p][0] != '~' || len < 3 || kr->paths[p][len - 1] != '$')
+                fail_msg("route %s: path %s must be a \"~\" regex ending in \"$\"", kr->name,
+                         kr->paths[p]);
+        }
+        /* Each method of it reaches some route of the app. */
+        for (size_t m = 0; m < kr->n_methods; m++) {
+            bool used = false;
+            for (size_t i = 0; app_modules[i] && !used; i++)
+                for (const http_route_def *r = app_modules[i]->routes; r && r->pattern && !used;
+                     r++)
+                    for (size_t b = 0; b < sizeof methods / sizeof methods[0]; b++) {
+                        char path[256];
+                        concrete(r->pattern, path, sizeof path);
+                        if ((r->methods & methods[b].bit) &&
+                            strcasecmp(methods[b].name, kr->methods[m]) == 0 &&
+                            route_matches(kr, kr->methods[m], path))
+                            used = true;
+                    }
+            if (!used)
+                fail_msg("route %s: %s reaches no route of the app", kr->name, kr->methods[m]);
+        }
+    }
+    /* Probes and metrics stay inside. */
+    for (const http_route_def *r = ops_routes; r->pattern; r++)
+        for (size_t k = 0; k < n_routes; k++)
+            for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++)
+                if (route_matches(&routes[k], methods[m].name, r->pattern))
+                    fail_msg("route %s exposes %s", routes[k].name, r->pattern);
+}
+
+static yaml_node_t *plugin(const char *name)
+{
+    yaml_node_t *p;
+    for (size_t i = 0; (p = item(get(root, "plugins"), i)); i++)
+        if (text(get(p, "name")) && strcmp(text(get(p, "name")), name) == 0)
+            return p;
+    return NULL;
+}
+
+static void test_services_plugins_upstreams(void **state)
+{
+    (void)state;
+    assert_string_equal(text(get(root, "_format_version")), "3.0");
+    yaml_node_t *svc;
+    for (size_t s = 0; (svc = item(get(root, "services"), s)); s++) {
+        const char *name = text(get(svc, "name")), *host = text(get(svc, "host"));
+        assert_non_null(name);
+        assert_non_null(app_module_find(name)); /* one Kong service per context */
+        bool upstream = false;
+        yaml_node_t *u;
+        for (size_t i = 0; (u = item(get(root, "upstreams"), i)); i++)
+            if (host && text(get(u, "name")) && strcmp(text(get(u, "name")), host) == 0) {
+                upstream = true;
+                assert_non_null(item(get(u, "targets"), 0));
+                assert_string_equal(text(get(get(get(u, "healthchecks"), "active"), "http_path")),
+                                    "/health/ready");
+            }
+        if (!upstream)
+            fail_msg("service %s: host %s is not an upstream", name, host ? host : "(none)");
+    }
+
+    yaml_node_t *key_auth = plugin("key-auth");
+    assert_non_null(key_auth);
+    yaml_node_t *conf = get(key_auth, "config");
+    assert_string_equal(text(item(get(conf, "key_names"), 0)), "apikey");
+    assert_null(item(get(conf, "key_names"), 1));
+    assert_string_equal(text(get(conf, "hide_credentials")), "true");
+    yaml_node_t *corr = plugin("correlation-id");
+    assert_non_null(corr);
+    assert_string_equal(text(get(get(corr, "config"), "header_name")), "X-Request-ID");
+    assert_string_equal(text(get(get(plugin("rate-limiting"), "config"), "limit_by")), "consumer");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_route_reaches_its_context),
+        cmocka_unit_test(test_no_route_leads_nowhere),
+        cmocka_unit_test(test_services_plugins_upstreams),
+    };
+    return cmocka_run_group_tests_name("kong routes", tests, load, unload);
+}
