@@ -198,6 +198,30 @@ int http_access_identify(const http_access *a, const http_caller *c, char *actor
 
 /* ---- rate limit ------------------------------------------------------------------------ */
 
+void http_access_caller(const char *actor, const char *peer, char *out, size_t size)
+{
+    if (actor && actor[0]) {
+        snprintf(out, size, "c:%s", actor);
+        return;
+    }
+    unsigned char addr[16];
+    char text[INET6_ADDRSTRLEN];
+    if (peer && strchr(peer, ':') && inet_pton(AF_INET6, peer, addr) == 1) {
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(addr, mapped, sizeof mapped) == 0 &&
+            inet_ntop(AF_INET, addr + 12, text, sizeof text)) {
+            snprintf(out, size, "a:%s", text);
+            return;
+        }
+        memset(addr + 8, 0, 8);
+        if (inet_ntop(AF_INET6, addr, text, sizeof text)) {
+            snprintf(out, size, "a:%s/64", text);
+            return;
+        }
+    }
+    snprintf(out, size, "a:%s", peer && peer[0] ? peer : "-");
+}
+
 static uint32_t access_hash(const char *s)
 {
     uint32_t h = 2166136261u;

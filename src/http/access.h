@@ -46,6 +46,11 @@ void http_access_free(http_access *a); /* accepts NULL */
 int http_access_identify(const http_access *a, const http_caller *c, char *actor, size_t size,
                          app_error *err);
 
+/* The rate-limit bucket of a request: its consumer ("c:alice") when it has one, else its
+ * address ("a:192.0.2.7"); an IPv6 address counts by its /64, the block one host usually
+ * holds, so that a client cannot get fresh buckets by hopping within it. */
+void http_access_caller(const char *actor, const char *peer, char *out, size_t size);
+
 /* Where a caller stands with the rate limit after a request. */
 typedef struct http_quota {
     bool limited;      /* a rate limit applies (the fields below mean something) */

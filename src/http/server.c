@@ -303,10 +303,7 @@ static int http_admit(http_job *job, const struct evkeyvalq *h)
     if (rc)
         return rc;
     char who[sizeof meta->actor + 8];
-    if (meta->actor[0])
-        snprintf(who, sizeof who, "c:%s", meta->actor);
-    else
-        snprintf(who, sizeof who, "a:%s", peer ? peer : "-");
+    http_access_caller(meta->actor, peer, who, sizeof who);
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return http_access_admit(s->opts.access, who, (double)now.tv_sec + now.tv_nsec / 1e9,

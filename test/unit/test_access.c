@@ -253,6 +253,29 @@ static void test_rate_limit_memory_is_bounded(void **state)
     http_access_free(a);
 }
 
+static void test_caller_buckets(void **state)
+{
+    (void)state;
+    char who[160];
+    http_access_caller("alice", "127.0.0.1", who, sizeof who);
+    assert_string_equal(who, "c:alice");
+    http_access_caller("", "192.0.2.7", who, sizeof who);
+    assert_string_equal(who, "a:192.0.2.7");
+    http_access_caller(NULL, "::ffff:192.0.2.7", who, sizeof who);
+    assert_string_equal(who, "a:192.0.2.7");
+    /* Every address of one /64 shares a bucket; the next /64 has its own. */
+    http_access_caller("", "2001:db8:1:2:aaaa:bbbb:cccc:dddd", who, sizeof who);
+    assert_string_equal(who, "a:2001:db8:1:2::/64");
+    http_access_caller("", "2001:db8:1:2::1", who, sizeof who);
+    assert_string_equal(who, "a:2001:db8:1:2::/64");
+    http_access_caller("", "2001:db8:1:3::1", who, sizeof who);
+    assert_string_equal(who, "a:2001:db8:1:3::/64");
+    http_access_caller("", "::1", who, sizeof who);
+    assert_string_equal(who, "a:::/64");
+    http_access_caller("", NULL, who, sizeof who);
+    assert_string_equal(who, "a:-");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -261,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_trusted_gateways),
         cmocka_unit_test(test_rate_limit_buckets),
         cmocka_unit_test(test_rate_limit_memory_is_bounded),
+        cmocka_unit_test(test_caller_buckets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
