@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "core/text.h"
+
 #define RDS_URL_FORM "expected redis://[[user]:password@]host[:port][/db]"
 
 static int url_fail(rds_url *out, app_error *err, const char *why)
@@ -18,17 +20,6 @@ static int url_fail(rds_url *out, app_error *err, const char *why)
     if (err)
         app_error_detail(err, RDS_URL_FORM);
     return APP_ECONFIG;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 /* Percent-decodes s[0..n) into dst (size cap); false on bad escapes, NUL bytes or
@@ -41,7 +32,7 @@ static bool decode_part(const char *s, size_t n, char *dst, size_t cap)
         if (c == '%') {
             if (i + 2 >= n)
                 return false;
-            int hi = hex_value(s[i + 1]), lo = hex_value(s[i + 2]);
+            int hi = text_hex_digit(s[i + 1]), lo = text_hex_digit(s[i + 2]);
             if (hi < 0 || lo < 0)
                 return false;
             c = hi * 16 + lo;

@@ -15,6 +15,7 @@
 #include <yaml.h>
 
 #include "core/log.h"
+#include "core/text.h"
 
 /* Adding a type means one enum value and one case in cfg_set_scalar. */
 typedef enum cfg_type {
@@ -376,17 +377,6 @@ static size_t cfg_api_keys_count(const app_config *cfg)
     return cfg->auth.n_api_keys;
 }
 
-static int cfg_hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* "consumer:<sha256 of the key, 64 hex digits>". The consumer becomes the actor of what
  * the key's requests do, so it is kept to characters that read well in logs and events. */
 static int cfg_api_key_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
@@ -414,7 +404,7 @@ static int cfg_api_key_add(app_config *cfg, const char *text, size_t len, const 
                         "expected the key's SHA-256 as 64 hex digits after the colon "
                         "(printf %s KEY | sha256sum)");
     for (size_t i = 0; i < 32; i++) {
-        int hi = cfg_hex_digit(hex[2 * i]), lo = cfg_hex_digit(hex[2 * i + 1]);
+        int hi = text_hex_digit(hex[2 * i]), lo = text_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return cfg_fail(err, w, NULL, 0,
                             "expected the key's SHA-256 as 64 hex digits after the colon "

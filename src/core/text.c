@@ -44,6 +44,17 @@ static size_t text_decode(const unsigned char *p, size_t n, uint32_t *cp)
     return len;
 }
 
+int text_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 long text_utf8_count(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;

@@ -7,6 +7,9 @@
 
 #include "core/error.h"
 
+/* The value of a hexadecimal digit (0-9, a-f, A-F), or -1 for any other character. */
+int text_hex_digit(char c);
+
 /* Number of code points in valid UTF-8 s of n bytes, or -1 when s is not valid UTF-8
  * (overlongs, surrogates, past U+10FFFF and NUL bytes are invalid). */
 long text_utf8_count(const char *s, size_t n);

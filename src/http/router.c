@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "core/json.h"
+#include "core/text.h"
 
 #define ROUTER_MAX_SEGS 32
 
@@ -150,17 +151,6 @@ int http_router_add(http_router *r, const http_route_def *table, app_error *err)
     return 0;
 }
 
-static int router_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes len bytes of s into a new string. */
 static int router_decode(const char *s, size_t len, char **out, app_error *err)
 {
@@ -173,8 +163,8 @@ static int router_decode(const char *s, size_t len, char **out, app_error *err)
             d[o++] = s[i];
             continue;
         }
-        int hi = i + 1 < len ? router_hex(s[i + 1]) : -1;
-        int lo = i + 2 < len ? router_hex(s[i + 2]) : -1;
+        int hi = i + 1 < len ? text_hex_digit(s[i + 1]) : -1;
+        int lo = i + 2 < len ? text_hex_digit(s[i + 2]) : -1;
         if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
             free(d);
             return app_error_set(err, APP_EBADREQ, "path has a bad percent escape or %%00");
