@@ -90,6 +90,7 @@ struct http_job {
     const char *route_label;
     struct timespec started;
     http_quota quota; /* where the caller stands with the rate limit */
+    bool replayed;    /* answered from an Idempotency-Key record */
     bool close_after;
     bool sending; /* the reply is queued on the connection */
     bool listed;
@@ -334,6 +335,7 @@ static int http_prepare(http_job *job)
             snprintf(correlation, sizeof correlation, "%s", job->request_id);
     }
     bus_meta_init(&job->req.meta, correlation, NULL);
+    job->req.meta.replayed = &job->replayed;
     if (tp_ok)
         snprintf(job->req.meta.traceparent, sizeof job->req.meta.traceparent, "%.*s",
                  HTTP_TRACEPARENT_LEN, tp);
@@ -495,6 +497,8 @@ static void http_respond(http_job *job)
             evhttp_add_header(out, "Location", job->res.location);
         if (job->rc == 0 && job->res.etag[0])
             evhttp_add_header(out, "ETag", job->res.etag);
+        if (job->rc == 0 && job->replayed)
+            evhttp_add_header(out, "Idempotent-Replayed", "true");
         if (status == 503)
             evhttp_add_header(out, "Retry-After", "1");
         if (job->quota.limited) {

@@ -22,6 +22,9 @@ typedef struct bus_meta {
     char actor[129];
     char traceparent[64];
     char idempotency_key[129];
+    /* The caller's flag, set when the answer came from an Idempotency-Key record instead of
+     * running the command (NULL: not wanted). Not part of what events record. */
+    bool *replayed;
 } bus_meta;
 
 /* The Idempotency-Key a command runs under (see kernel/idempotency.h): the bus fills rec;

@@ -60,6 +60,8 @@ static int idem_answer(bus_call *call, const es_idem_record *rec, const es_idemp
         return app_error_set(call->err, APP_EINTERNAL, "the recorded reply of key %s is not JSON",
                              req->key);
     *call->out = reply;
+    if (call->ctx->meta->replayed)
+        *call->ctx->meta->replayed = true;
     char name[160], labels[192];
     metrics_escape_label(req->command, name, sizeof name);
     snprintf(labels, sizeof labels, "command=\"%s\"", name);

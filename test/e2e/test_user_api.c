@@ -542,9 +542,11 @@ static void test_idempotency_key(void **state)
 
     tc_response first = call("POST", "/v1/users", headers, body);
     assert_int_equal(first.status, 201);
+    assert_null(tc_header(&first, "Idempotent-Replayed"));
     tc_response again = call("POST", "/v1/users", headers, body);
     assert_int_equal(again.status, 201);
     assert_string_equal(again.body, first.body);
+    assert_string_equal(tc_header(&again, "Idempotent-Replayed"), "true");
     assert_string_equal(tc_header(&again, "Location"), tc_header(&first, "Location"));
     cJSON *u = tc_json(&first);
     char id[UUID_STR_LEN];
@@ -558,6 +560,7 @@ static void test_idempotency_key(void **state)
     tc_response after = call("POST", "/v1/users", headers, body);
     assert_int_equal(after.status, 201);
     assert_string_equal(after.body, first.body);
+    assert_string_equal(tc_header(&after, "Idempotent-Replayed"), "true");
     tc_response_free(&after);
     assert_int_equal(count_events(id), 1);
 
