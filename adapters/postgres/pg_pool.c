@@ -13,6 +13,7 @@
 
 #include "core/deadline.h"
 #include "core/log.h"
+#include "core/text.h"
 
 typedef struct pg_slot {
     PGconn *conn;
@@ -138,12 +139,7 @@ int pg_schema_name_valid(const char *name)
 
 int32_t pg_lock_key(const char *name)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        h ^= *p;
-        h *= 16777619u;
-    }
-    return (int32_t)h;
+    return (int32_t)text_fnv1a(name);
 }
 
 int pg_pool_new(pg_pool **out, const char *dsn, int size, int connect_timeout_s, app_error *err)

@@ -44,6 +44,14 @@ static size_t text_decode(const unsigned char *p, size_t n, uint32_t *cp)
     return len;
 }
 
+uint32_t text_fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
 int text_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')

@@ -4,11 +4,16 @@
 #define CORE_TEXT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/error.h"
 
 /* The value of a hexadecimal digit (0-9, a-f, A-F), or -1 for any other character. */
 int text_hex_digit(char c);
+
+/* 32-bit FNV-1a of a NUL-terminated string: a fast, stable spread for hash tables, lanes
+ * and lock keys (not for anything an attacker must not steer). */
+uint32_t text_fnv1a(const char *s);
 
 /* Number of code points in valid UTF-8 s of n bytes, or -1 when s is not valid UTF-8
  * (overlongs, surrogates, past U+10FFFF and NUL bytes are invalid). */

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include "core/sha256.h"
+#include "core/text.h"
 
 #define ACCESS_SHARDS      16   /* buckets are spread over this many locks */
 #define ACCESS_SLOTS       1024 /* hash chains per shard */
@@ -42,25 +43,35 @@ struct http_access {
     access_shard shards[ACCESS_SHARDS];
 };
 
+/* A copy of n items of size bytes (NULL for none, or when out of memory: *failed). */
+static void *access_copy(const void *items, size_t n, size_t size, bool *failed)
+{
+    if (n == 0)
+        return NULL;
+    void *copy = malloc(n * size);
+    if (copy)
+        memcpy(copy, items, n * size);
+    else
+        *failed = true;
+    return copy;
+}
+
 int http_access_new(http_access **out, const http_access_options *o, app_error *err)
 {
     http_access *a = calloc(1, sizeof *a);
     if (!a)
         return app_error_set(err, APP_ENOMEM, "out of memory");
+    bool failed = false;
     a->required = o->required;
-    if (o->n_keys) {
-        a->keys = malloc(o->n_keys * sizeof *a->keys);
-        if (!a->keys)
-            goto oom;
-        memcpy(a->keys, o->keys, o->n_keys * sizeof *a->keys);
-        a->n_keys = o->n_keys;
-    }
-    if (o->n_gateways) {
-        a->gateways = malloc(o->n_gateways * sizeof *a->gateways);
-        if (!a->gateways)
-            goto oom;
-        memcpy(a->gateways, o->gateways, o->n_gateways * sizeof *a->gateways);
-        a->n_gateways = o->n_gateways;
+    a->keys = access_copy(o->keys, o->n_keys, sizeof *a->keys, &failed);
+    a->n_keys = o->n_keys;
+    a->gateways = access_copy(o->gateways, o->n_gateways, sizeof *a->gateways, &failed);
+    a->n_gateways = o->n_gateways;
+    if (failed) {
+        free(a->keys);
+        free(a->gateways);
+        free(a);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
     }
     a->rate = o->requests_per_minute > 0 ? o->requests_per_minute / 60.0 : 0;
     a->burst = o->burst > 0 ? o->burst : 1;
@@ -70,10 +81,6 @@ int http_access_new(http_access **out, const http_access_options *o, app_error *
         pthread_mutex_init(&a->shards[i].lock, NULL);
     *out = a;
     return 0;
-oom:
-    free(a->keys);
-    free(a);
-    return app_error_set(err, APP_ENOMEM, "out of memory");
 }
 
 void http_access_free(http_access *a)
@@ -222,14 +229,6 @@ void http_access_caller(const char *actor, const char *peer, char *out, size_t s
     snprintf(out, size, "a:%s", peer && peer[0] ? peer : "-");
 }
 
-static uint32_t access_hash(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h;
-}
-
 static void access_refill(const http_access *a, access_bucket *b, double now)
 {
     if (now > b->at) {
@@ -266,7 +265,7 @@ int http_access_admit(http_access *a, const char *who, double now_s, http_quota 
         return 0;
     q->limited = true;
     q->limit = (int)a->burst;
-    uint32_t h = access_hash(who);
+    uint32_t h = text_fnv1a(who);
     access_shard *s = &a->shards[h % ACCESS_SHARDS];
     access_bucket **slot = &s->slots[(h / ACCESS_SHARDS) % ACCESS_SLOTS];
 

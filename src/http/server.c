@@ -280,7 +280,6 @@ static int http_check_body(http_job *job, struct evbuffer *in)
     return 0;
 }
 
-/* Fills job from the request; on failure returns the code with job->err set. */
 /* Names the caller (the actor of what the request does) and takes its share of the rate
  * limit: a caller is its consumer, or its address when it has none. */
 static int http_admit(http_job *job, const struct evkeyvalq *h)
@@ -311,6 +310,7 @@ static int http_admit(http_job *job, const struct evkeyvalq *h)
                              &job->quota, &job->err);
 }
 
+/* Fills job from the request; on failure returns the code with job->err set. */
 static int http_prepare(http_job *job)
 {
     http_server *s = job->srv;

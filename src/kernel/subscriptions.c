@@ -13,6 +13,7 @@
 #include "core/deadline.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/text.h"
 #include "kernel/event_json.h"
 
 #define SUB_LEAD_CHECK_MS  1000 /* how often a subscriber confirms it still runs here */
@@ -45,6 +46,7 @@ typedef struct sub_worker {
     int64_t drop_at_ms;
     int64_t synced_ms; /* when the control records were last read */
     char checkpoint_name[160];
+    char labels[160]; /* its metrics' labels: subscriber="<name>" */
 } sub_worker;
 
 struct sub_runner {
@@ -114,6 +116,9 @@ int sub_runner_add(sub_runner *r, const char *owner_context, const mod_subscript
     w->owner = owner_context;
     w->sub = sub;
     snprintf(w->checkpoint_name, sizeof w->checkpoint_name, "%s", sub->name);
+    char name[128];
+    metrics_escape_label(sub->name, name, sizeof name);
+    snprintf(w->labels, sizeof w->labels, "subscriber=\"%s\"", name);
     r->n_subscribers++;
     if (r->opts.models && rm_models_has(r->opts.models, sub->name)) {
         int rc = rm_writer_new(&w->writer, r->opts.models, sub->name, 0, false, err);
@@ -170,11 +175,8 @@ static void sub_set_status(sub_worker *w, int64_t checkpoint, int64_t head, bool
     int64_t cp = w->checkpoint, hd = w->head;
     pthread_mutex_unlock(&w->lock);
 
-    char name[128], labels[160];
-    metrics_escape_label(w->sub->name, name, sizeof name);
-    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
-    metrics_gauge_set("subscription_checkpoint", labels, (double)cp);
-    metrics_gauge_set("subscription_lag_events", labels, (double)(hd > cp ? hd - cp : 0));
+    metrics_gauge_set("subscription_checkpoint", w->labels, (double)cp);
+    metrics_gauge_set("subscription_lag_events", w->labels, (double)(hd > cp ? hd - cp : 0));
 }
 
 /* Seconds since an RFC 3339 UTC time such as 2026-11-28T15:00:00.123456Z (0 if unreadable). */
@@ -197,18 +199,12 @@ static void sub_set_lag(sub_worker *w, double seconds)
     pthread_mutex_lock(&w->lock);
     w->lag_seconds = seconds;
     pthread_mutex_unlock(&w->lock);
-    char name[128], labels[160];
-    metrics_escape_label(w->sub->name, name, sizeof name);
-    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
-    metrics_gauge_set("subscription_lag_seconds", labels, seconds);
+    metrics_gauge_set("subscription_lag_seconds", w->labels, seconds);
 }
 
 static void sub_failed(sub_worker *w, const char *what, const app_error *err, int *backoff_ms)
 {
-    char name[128], labels[160];
-    metrics_escape_label(w->sub->name, name, sizeof name);
-    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
-    metrics_counter_add("subscription_failures_total", labels, 1);
+    metrics_counter_add("subscription_failures_total", w->labels, 1);
     log_warn("subscriber %s: %s: %s%s%s (retry in %d ms)", w->sub->name, what, err->message,
              err->detail[0] ? ": " : "", err->detail, *backoff_ms);
     sub_set_status(w, -1, -1, true);
@@ -227,13 +223,10 @@ static int64_t sub_elapsed_ms(const struct timespec *since)
  * so that summing or taking the maximum over processes sees only the live figures. */
 static void sub_set_leader(sub_worker *w, bool leads)
 {
-    char name[128], labels[160];
-    metrics_escape_label(w->sub->name, name, sizeof name);
-    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
-    metrics_gauge_set("subscription_leader", labels, leads ? 1 : 0);
+    metrics_gauge_set("subscription_leader", w->labels, leads ? 1 : 0);
     if (!leads) {
-        metrics_gauge_set("subscription_lag_events", labels, 0);
-        metrics_gauge_set("subscription_lag_seconds", labels, 0);
+        metrics_gauge_set("subscription_lag_events", w->labels, 0);
+        metrics_gauge_set("subscription_lag_seconds", w->labels, 0);
     }
 }
 
@@ -408,14 +401,12 @@ typedef struct sub_lane {
     size_t failed; /* index of its failed item, batch->len when none */
     app_error err;
     pthread_t thread;
+    bool threaded; /* runs in thread; else on the subscriber's own thread */
 } sub_lane;
 
 static size_t sub_lane_of(const char *stream_id, size_t n_lanes)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)stream_id; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % n_lanes;
+    return text_fnv1a(stream_id) % n_lanes;
 }
 
 static void *sub_lane_main(void *arg)
@@ -438,7 +429,7 @@ static void *sub_lane_main(void *arg)
  * up to which every event is handled (the checkpoint may move there); on a failure returns
  * its code with err filled from the earliest failed event. */
 static int sub_handle_batch(sub_worker *w, const es_event_list *batch, int64_t *done,
-                            const char *labels, app_error *err)
+                            app_error *err)
 {
     sub_runner *r = w->runner;
     size_t n_lanes = (w->sub->flags & MOD_SUB_BY_STREAM) ? (size_t)r->opts.lanes : 1;
@@ -450,7 +441,7 @@ static int sub_handle_batch(sub_worker *w, const es_event_list *batch, int64_t *
             if (rc != 0)
                 return rc;
             *done = batch->items[i].position;
-            metrics_counter_add("subscription_events_total", labels, 1);
+            metrics_counter_add("subscription_events_total", w->labels, 1);
         }
         return 0;
     }
@@ -469,17 +460,14 @@ static int sub_handle_batch(sub_worker *w, const es_event_list *batch, int64_t *
                               .n_lanes = n_lanes,
                               .failed = batch->len};
         /* Lane 0 runs here; one that cannot get a thread runs here too, after it. */
-        if (l > 0 && pthread_create(&lanes[l].thread, NULL, sub_lane_main, &lanes[l]) != 0)
-            lanes[l].n_lanes = 0;
+        lanes[l].threaded =
+            l > 0 && pthread_create(&lanes[l].thread, NULL, sub_lane_main, &lanes[l]) == 0;
     }
-    sub_lane_main(&lanes[0]);
-    for (size_t l = 1; l < n_lanes; l++) {
-        if (lanes[l].n_lanes == 0) {
-            lanes[l].n_lanes = n_lanes;
-            sub_lane_main(&lanes[l]);
-        } else {
+    for (size_t l = 0; l < n_lanes; l++) {
+        if (lanes[l].threaded)
             pthread_join(lanes[l].thread, NULL);
-        }
+        else
+            sub_lane_main(&lanes[l]);
     }
     int rc = 0;
     size_t first_failed = batch->len;
@@ -493,7 +481,7 @@ static int sub_handle_batch(sub_worker *w, const es_event_list *batch, int64_t *
     size_t n_handled = 0;
     for (size_t i = 0; i < batch->len; i++)
         n_handled += handled[i];
-    metrics_counter_add("subscription_events_total", labels, (double)n_handled);
+    metrics_counter_add("subscription_events_total", w->labels, (double)n_handled);
     for (size_t i = 0; i < batch->len && handled[i]; i++)
         *done = batch->items[i].position;
     free(handled);
@@ -509,9 +497,6 @@ static void *sub_thread(void *arg)
     const char *source = w->sub->source_context;
     int backoff_ms = SUB_BACKOFF_MIN_MS;
     int64_t checkpoint = -1;
-    char labels[160], name[128];
-    metrics_escape_label(w->sub->name, name, sizeof name);
-    snprintf(labels, sizeof labels, "subscriber=\"%s\"", name);
 
     bool leader = false;
     struct timespec last_lead = {0, 0};
@@ -568,7 +553,7 @@ static void *sub_thread(void *arg)
         sub_set_status(w, -1, head, false);
 
         int64_t done = checkpoint;
-        int rc = sub_handle_batch(w, &batch, &done, labels, &err);
+        int rc = sub_handle_batch(w, &batch, &done, &err);
         /* All of a short read handled: caught up with the log a moment ago. */
         bool short_read =
             batch.len < (size_t)r->opts.batch_size && done == batch.items[batch.len - 1].position;
