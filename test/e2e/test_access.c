@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -271,18 +270,11 @@ static void test_bad_auth_config_is_refused(void **state)
 {
     (void)state;
     char out[4096], cmd[512];
-    const char *binary = getenv("APP_TEST_APP_BINARY");
     snprintf(cmd, sizeof cmd,
              "APP_AUTH_ENABLED=true APP_AUTH_API_KEYS= APP_AUTH_TRUSTED_GATEWAYS= "
-             "%s --config config/app.yaml check-config 2>&1",
-             binary && *binary ? binary : "build/test/app");
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, sizeof out - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 2);
+             "%s --config config/app.yaml check-config",
+             ts_app_binary());
+    assert_int_equal(ts_run(cmd, out, sizeof out), 2);
     assert_non_null(strstr(out, "auth.enabled"));
 }
 

@@ -13,30 +13,20 @@
 #include <sys/time.h>
 #include <sys/types.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "test/support/services.h"
 
-static const char *app_binary(void)
-{
-    const char *b = getenv("APP_TEST_APP_BINARY");
-    return b && *b ? b : "build/test/app";
-}
-
 /* Runs the app with args, stdout and stderr captured together; returns the exit status. */
 static int run_app(const char *args, char *out, size_t n)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", app_binary(), args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    snprintf(cmd, sizeof cmd, "%s %s", ts_app_binary(), args);
+    int status = ts_run(cmd, out, n);
+    assert_true(status >= 0);
+    return status;
 }
 
 static void write_file(const char *path, const char *text)

@@ -568,16 +568,11 @@ static void test_sigkill_loses_nothing(void **state)
  * out. Returns the exit status. */
 static int run_cli(const char *args, char *out, size_t size)
 {
-    const char *binary = getenv("APP_TEST_APP_BINARY");
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s --config config/app.yaml %s 2>&1",
-             binary && *binary ? binary : "build/test/app", args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    snprintf(cmd, sizeof cmd, "%s --config config/app.yaml %s", ts_app_binary(), args);
+    int status = ts_run(cmd, out, size);
+    assert_true(status >= 0);
+    return status;
 }
 
 typedef struct dlq_wait {

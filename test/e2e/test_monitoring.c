@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -36,13 +35,10 @@ static void write_text(const char *path, const char *text, size_t len)
 static int check(const char *files, char *out, size_t size)
 {
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "node test/tools/check_promql.mjs %s %s 2>&1", metrics_path, files);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t n = fread(out, 1, size - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    snprintf(cmd, sizeof cmd, "node test/tools/check_promql.mjs %s %s", metrics_path, files);
+    int status = ts_run(cmd, out, size);
+    assert_true(status >= 0);
+    return status;
 }
 
 static int setup(void **state)

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -22,23 +21,14 @@
 static ts_app app;
 static const char *const json_headers[] = {"Content-Type: application/json", NULL};
 
-static const char *app_binary(void)
-{
-    const char *b = getenv("APP_TEST_APP_BINARY");
-    return b && *b ? b : "build/test/app";
-}
-
 /* Runs the app with args, stdout and stderr captured together; returns the exit status. */
 static int run_app(const char *args, char *out, size_t n)
 {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", app_binary(), args);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t got = fread(out, 1, n - 1, p);
-    out[got] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    snprintf(cmd, sizeof cmd, "%s %s", ts_app_binary(), args);
+    int status = ts_run(cmd, out, n);
+    assert_true(status >= 0);
+    return status;
 }
 
 /* Checkpoint rows of a projection in its context's schema: one per generation it keeps. */
@@ -49,11 +39,7 @@ static int checkpoint_rows(const char *schema, const char *projection)
              "psql '%s' -qtAX -c \"SELECT count(*) FROM %s.checkpoints"
              " WHERE subscriber = '%s' OR subscriber LIKE '%s@%%'\"",
              ts_env("APP_POSTGRES_DSN"), schema, projection, projection);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(p);
-    size_t got = fread(out, 1, sizeof out - 1, p);
-    out[got] = '\0';
-    assert_int_equal(pclose(p), 0);
+    assert_int_equal(ts_run(cmd, out, sizeof out), 0);
     return atoi(out);
 }
 
@@ -223,13 +209,10 @@ static void *replay_thread(void *arg)
 {
     replay_job *job = arg;
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s 2>&1", app_binary(), job->args);
-    FILE *p = popen(cmd, "r");
-    size_t got = p ? fread(job->out, 1, sizeof job->out - 1, p) : 0;
-    job->out[got] = '\0';
-    int status = p ? pclose(p) : -1;
+    snprintf(cmd, sizeof cmd, "%s %s", ts_app_binary(), job->args);
+    int status = ts_run(cmd, job->out, sizeof job->out);
     pthread_mutex_lock(&job->mu);
-    job->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    job->status = status < 0 ? 128 : status;
     job->done = true;
     pthread_mutex_unlock(&job->mu);
     return NULL;

@@ -204,12 +204,33 @@ static int decode_status(int status)
     return -1;
 }
 
+const char *ts_app_binary(void)
+{
+    const char *binary = getenv("APP_TEST_APP_BINARY");
+    return binary && binary[0] ? binary : "build/test/app";
+}
+
+int ts_run(const char *cmd, char *out, size_t size)
+{
+    char line[4096];
+    out[0] = '\0';
+    if (snprintf(line, sizeof line, "%s 2>&1", cmd) >= (int)sizeof line)
+        return -1;
+    FILE *p = popen(line, "r");
+    if (!p)
+        return -1;
+    size_t got = fread(out, 1, size - 1, p);
+    out[got] = '\0';
+    char rest[512];
+    while (fread(rest, 1, sizeof rest, p) > 0) /* the whole output, so it never blocks */
+        ;
+    return decode_status(pclose(p));
+}
+
 int ts_app_start(ts_app *app, const char *const *extra_env)
 {
     memset(app, 0, sizeof *app);
-    const char *binary = getenv("APP_TEST_APP_BINARY");
-    if (!binary || !binary[0])
-        binary = "build/test/app";
+    const char *binary = ts_app_binary();
     if (access(binary, X_OK) != 0)
         fail_msg("app binary %s is not executable: build it first (make build/test/app)", binary);
     app->port = ts_free_port();

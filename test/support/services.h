@@ -36,6 +36,14 @@ int ts_app_stop(ts_app *app, int sig);
 /* Writes the last max_bytes of the app's log to stderr (for failure messages). */
 void ts_app_dump_log(const ts_app *app, size_t max_bytes);
 
+/* The app binary under test: $APP_TEST_APP_BINARY, else build/test/app. */
+const char *ts_app_binary(void);
+
+/* Runs cmd with sh, its stdout and stderr together into out (size bytes, NUL-terminated,
+ * cut when longer). Returns the exit status (128 + signal number when it died of one), or
+ * -1 when it could not be started. Safe from any thread: it never fails the test itself. */
+int ts_run(const char *cmd, char *out, size_t size);
+
 /* A loopback TCP port that was free a moment ago. */
 int ts_free_port(void);
 
