@@ -30,12 +30,11 @@ typedef enum cfg_type {
 
 typedef struct cfg_where cfg_where;
 
-/* How a CFG_LIST key keeps its items: in YAML a sequence, in the environment and the
- * default comma-separated. */
+/* How a CFG_LIST key checks and stores an item: in YAML a sequence, in the environment and
+ * the default comma-separated. The items are the array at offset (size bytes), their count
+ * the size_t at offset2. */
 typedef struct cfg_list {
-    void (*clear)(app_config *cfg);
     int (*add)(app_config *cfg, const char *text, size_t len, const cfg_where *w, app_error *err);
-    size_t (*count)(const app_config *cfg);
     const char *item;  /* "a context name", for messages */
     const char *empty; /* the message when min items are required and none is given */
 } cfg_list;
@@ -45,7 +44,7 @@ typedef struct cfg_key {
     cfg_type type;
     size_t offset;
     size_t size;    /* sizeof the field, the whole buffer for strings */
-    size_t offset2; /* CFG_LISTEN: the port */
+    size_t offset2; /* CFG_LISTEN: the port; CFG_LIST: the item count (a size_t) */
     long long min, max;
     const char *prefix;   /* CFG_STRING: required leading text, or NULL */
     const char *def;      /* default, in the same syntax as an environment value */
@@ -112,15 +111,16 @@ static const cfg_key cfg_keys[] = {
      NULL, "1000000", NULL},
     {"kafka.batch_size", CFG_INT, CFG_FIELD(kafka.batch_size), 0, 1, 100000, NULL, "500", NULL},
     {"auth.enabled", CFG_BOOL, CFG_FIELD(auth.enabled), 0, 0, 0, NULL, "false", NULL},
-    {"auth.api_keys", CFG_LIST, CFG_FIELD(auth.api_keys), 0, 0, CONFIG_MAX_API_KEYS, NULL, "",
-     &cfg_api_keys_list},
-    {"auth.trusted_gateways", CFG_LIST, CFG_FIELD(auth.trusted_gateways), 0, 0, CONFIG_MAX_GATEWAYS,
-     NULL, "", &cfg_gateways_list},
+    {"auth.api_keys", CFG_LIST, CFG_FIELD(auth.api_keys), offsetof(app_config, auth.n_api_keys), 0,
+     CONFIG_MAX_API_KEYS, NULL, "", &cfg_api_keys_list},
+    {"auth.trusted_gateways", CFG_LIST, CFG_FIELD(auth.trusted_gateways),
+     offsetof(app_config, auth.n_trusted_gateways), 0, CONFIG_MAX_GATEWAYS, NULL, "",
+     &cfg_gateways_list},
     {"rate_limit.requests_per_minute", CFG_INT, CFG_FIELD(rate_limit.requests_per_minute), 0, 0,
      60000000, NULL, "0", NULL},
     {"rate_limit.burst", CFG_INT, CFG_FIELD(rate_limit.burst), 0, 1, 1000000, NULL, "100", NULL},
-    {"contexts", CFG_LIST, CFG_FIELD(contexts), 0, 1, CONFIG_MAX_CONTEXTS, NULL,
-     "user,order,inventory", &cfg_contexts_list},
+    {"contexts", CFG_LIST, CFG_FIELD(contexts), offsetof(app_config, n_contexts), 1,
+     CONFIG_MAX_CONTEXTS, NULL, "user,order,inventory", &cfg_contexts_list},
 };
 
 #define CFG_N_KEYS (sizeof cfg_keys / sizeof cfg_keys[0])
@@ -326,17 +326,6 @@ static int cfg_set_log_level(const cfg_key *k, app_config *cfg, const char *text
 
 /* ---- lists ---- */
 
-static void cfg_contexts_clear(app_config *cfg)
-{
-    memset(cfg->contexts, 0, sizeof cfg->contexts);
-    cfg->n_contexts = 0;
-}
-
-static size_t cfg_contexts_count(const app_config *cfg)
-{
-    return cfg->n_contexts;
-}
-
 static int cfg_context_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
                            app_error *err)
 {
@@ -363,19 +352,8 @@ static int cfg_context_add(app_config *cfg, const char *text, size_t len, const 
     return 0;
 }
 
-static const cfg_list cfg_contexts_list = {cfg_contexts_clear, cfg_context_add, cfg_contexts_count,
-                                           "a context name", "at least one context is required"};
-
-static void cfg_api_keys_clear(app_config *cfg)
-{
-    memset(cfg->auth.api_keys, 0, sizeof cfg->auth.api_keys);
-    cfg->auth.n_api_keys = 0;
-}
-
-static size_t cfg_api_keys_count(const app_config *cfg)
-{
-    return cfg->auth.n_api_keys;
-}
+static const cfg_list cfg_contexts_list = {cfg_context_add, "a context name",
+                                           "at least one context is required"};
 
 /* "consumer:<sha256 of the key, 64 hex digits>". The consumer becomes the actor of what
  * the key's requests do, so it is kept to characters that read well in logs and events. */
@@ -420,19 +398,7 @@ static int cfg_api_key_add(app_config *cfg, const char *text, size_t len, const 
     return 0;
 }
 
-static const cfg_list cfg_api_keys_list = {cfg_api_keys_clear, cfg_api_key_add, cfg_api_keys_count,
-                                           "\"consumer:sha256-of-the-key\"", NULL};
-
-static void cfg_gateways_clear(app_config *cfg)
-{
-    memset(cfg->auth.trusted_gateways, 0, sizeof cfg->auth.trusted_gateways);
-    cfg->auth.n_trusted_gateways = 0;
-}
-
-static size_t cfg_gateways_count(const app_config *cfg)
-{
-    return cfg->auth.n_trusted_gateways;
-}
+static const cfg_list cfg_api_keys_list = {cfg_api_key_add, "\"consumer:sha256-of-the-key\"", NULL};
 
 /* A numeric address, optionally "/prefix": "10.0.0.7", "10.0.0.0/8", "::1", "fd00::/8". */
 static int cfg_gateway_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
@@ -475,12 +441,17 @@ static int cfg_gateway_add(app_config *cfg, const char *text, size_t len, const 
     return 0;
 }
 
-static const cfg_list cfg_gateways_list = {cfg_gateways_clear, cfg_gateway_add, cfg_gateways_count,
-                                           "an IP address or network", NULL};
+static const cfg_list cfg_gateways_list = {cfg_gateway_add, "an IP address or network", NULL};
+
+static void cfg_list_clear(const cfg_key *k, app_config *cfg)
+{
+    memset(cfg_at(cfg, k->offset), 0, k->size);
+    *(size_t *)cfg_at(cfg, k->offset2) = 0;
+}
 
 static int cfg_list_done(const cfg_key *k, app_config *cfg, const cfg_where *w, app_error *err)
 {
-    if (k->list->count(cfg) < (size_t)k->min)
+    if (*(size_t *)cfg_at(cfg, k->offset2) < (size_t)k->min)
         return cfg_fail(err, w, NULL, 0, k->list->empty);
     return 0;
 }
@@ -489,7 +460,7 @@ static int cfg_list_done(const cfg_key *k, app_config *cfg, const cfg_where *w, 
 static int cfg_set_list(const cfg_key *k, app_config *cfg, const char *text, size_t len,
                         const cfg_where *w, app_error *err)
 {
-    k->list->clear(cfg);
+    cfg_list_clear(k, cfg);
     size_t i = 0;
     while (i < len) {
         size_t start = i, end;
@@ -618,7 +589,7 @@ static const char *cfg_type_expect(cfg_type type)
 
 static int cfg_yaml_list(cfg_yaml *y, const cfg_key *k, yaml_node_t *node, const cfg_where *w)
 {
-    k->list->clear(y->cfg);
+    cfg_list_clear(k, y->cfg);
     if (cfg_node_is_null(node) && k->min == 0)
         return 0; /* "api_keys:" with nothing: none */
     if (node->type != YAML_SEQUENCE_NODE)
