@@ -18,6 +18,7 @@
 
 #include "kernel/module.h"
 #include "kernel/ops.h"
+#include "test/support/yaml_doc.h"
 
 #define MAX_ROUTES 64
 #define MAX_PATHS  4
@@ -40,16 +41,7 @@ static yaml_node_t *root;
 
 static yaml_node_t *get(yaml_node_t *map, const char *key)
 {
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        yaml_node_t *k = yaml_document_get_node(&doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE &&
-            strcmp((const char *)k->data.scalar.value, key) == 0)
-            return yaml_document_get_node(&doc, p->value);
-    }
-    return NULL;
+    return ty_get(&doc, map, key);
 }
 
 static const char *text(yaml_node_t *n)
@@ -69,21 +61,9 @@ static yaml_node_t *item(yaml_node_t *seq, size_t i)
 static int load(void **state)
 {
     (void)state;
-    FILE *f = fopen("deploy/kong/kong.yml", "rb");
-    if (!f) {
-        fprintf(stderr, "deploy/kong/kong.yml: run from the repository root\n");
+    if (ty_load("deploy/kong/kong.yml", &doc) != 0)
         return -1;
-    }
-    yaml_parser_t parser;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
-    int ok = yaml_parser_load(&parser, &doc);
-    fclose(f);
-    yaml_parser_delete(&parser);
-    if (!ok || !(root = yaml_document_get_root_node(&doc))) {
-        fprintf(stderr, "deploy/kong/kong.yml: not YAML\n");
-        return -1;
-    }
+    root = yaml_document_get_root_node(&doc);
     yaml_node_t *svc;
     for (size_t s = 0; (svc = item(get(root, "services"), s)); s++) {
         yaml_node_t *r;

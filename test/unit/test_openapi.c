@@ -12,6 +12,7 @@
 
 #include "kernel/module.h"
 #include "kernel/ops.h"
+#include "test/support/yaml_doc.h"
 
 #define MAX_OPS 128
 
@@ -23,41 +24,13 @@ typedef struct op {
 static op spec[MAX_OPS];
 static size_t n_spec;
 
-static const yaml_node_t *map_get(yaml_document_t *doc, const yaml_node_t *map, const char *key)
-{
-    if (!map || map->type != YAML_MAPPING_NODE)
-        return NULL;
-    for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top;
-         p++) {
-        const yaml_node_t *k = yaml_document_get_node(doc, p->key);
-        if (k && k->type == YAML_SCALAR_NODE &&
-            strcmp((const char *)k->data.scalar.value, key) == 0)
-            return yaml_document_get_node(doc, p->value);
-    }
-    return NULL;
-}
-
 static int load_spec(void **state)
 {
     (void)state;
-    FILE *f = fopen("docs/openapi.yaml", "rb");
-    if (!f) {
-        fprintf(stderr, "docs/openapi.yaml: run from the repository root\n");
-        return -1;
-    }
-    yaml_parser_t parser;
     yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
-    int ok = yaml_parser_load(&parser, &doc);
-    fclose(f);
-    if (!ok) {
-        fprintf(stderr, "docs/openapi.yaml: %s at line %zu\n", parser.problem,
-                parser.problem_mark.line + 1);
-        yaml_parser_delete(&parser);
+    if (ty_load("docs/openapi.yaml", &doc) != 0)
         return -1;
-    }
-    const yaml_node_t *paths = map_get(&doc, yaml_document_get_root_node(&doc), "paths");
+    const yaml_node_t *paths = ty_get(&doc, yaml_document_get_root_node(&doc), "paths");
     for (yaml_node_pair_t *p = paths ? paths->data.mapping.pairs.start : NULL;
          p && p < paths->data.mapping.pairs.top; p++) {
         const yaml_node_t *k = yaml_document_get_node(&doc, p->key);
@@ -71,7 +44,6 @@ static int load_spec(void **state)
         }
     }
     yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
     return n_spec > 0 ? 0 : -1;
 }
 
