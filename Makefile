@@ -24,10 +24,12 @@ SUPPORT_SRC:= $(shell find test/support -name '*.c' 2>/dev/null | sort)
 UNIT_SRC   := $(wildcard test/unit/test_*.c)
 INTEG_SRC  := $(wildcard test/integration/test_*.c)
 E2E_SRC    := $(wildcard test/e2e/test_*.c)
+# The harness's checks of itself (must_fail_*, and the leaky stand-in app they start).
+HARNESS_SRC:= $(wildcard test/harness/*.c)
 
 REL_OBJ    := $(patsubst %.c,build/release/%.o,$(LIB_SRC))
 TEST_OBJ   := $(patsubst %.c,build/test/%.o,$(LIB_SRC) $(SUPPORT_SRC))
-TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC))
+TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC) $(HARNESS_SRC))
 
 # Generated sources are kept, not removed as intermediates between the two builds.
 .SECONDARY: $(GEN_SRC)
@@ -75,7 +77,7 @@ test:
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
 	sh test/run.sh
 
-UNIT_BINS := $(filter build/test/test/unit/%,$(TEST_BINS))
+UNIT_BINS := $(filter build/test/test/unit/% build/test/test/harness/%,$(TEST_BINS))
 unit-test:
 	@sh deploy/local/deps.sh unit
 	$(if $(UNIT_BINS),@$(MAKE) --no-print-directory $(UNIT_BINS))

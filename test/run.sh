@@ -41,10 +41,11 @@ services_up=0
 
 # Programs of one kind, built from a source that still exists (a stale binary of a deleted
 # test is not run).
+# (programs KIND [PREFIX]: PREFIX is test_ unless given.)
 programs()
 {
     local bin name
-    for bin in "build/test/test/$1"/test_*; do
+    for bin in "build/test/test/$1"/"${2:-test_}"*; do
         name=$(basename "$bin")
         case "$name" in
         *.o | *.d) continue ;;
@@ -60,22 +61,57 @@ count()
     sed -nE "s/^\[  $1 *\] ([0-9]+) test\(s\).*/\1/p" "$2" | awk '{ n += $1 } END { print n + 0 }'
 }
 
-run_program()
+# cmocka 1.1.5 prints "[  FAILED  ] GROUP TEARDOWN" and still exits 0, and counts neither a
+# failed group setup nor teardown in its "N test(s)" lines: each such line is one failure.
+count_group_failures()
 {
-    local bin=$1 log status p f s verdict
-    log=$log_dir/$(echo "${bin#build/test/test/}" | tr / _).log
-    echo
-    echo "==== $bin"
+    grep -cE '\[  FAILED  \] GROUP (SETUP|TEARDOWN)' "$1" || true
+}
+
+# A sanitizer's report opens with one of these (ASan, LSan, UBSan).
+sanitizer_marks='ERROR: (Address|Leak)Sanitizer|WARNING: AddressSanitizer|: runtime error: |SUMMARY: UndefinedBehaviorSanitizer'
+
+# Every app a test program starts logs to that program's own folder (APP_TEST_LOG_DIR, see
+# test/support/services.c); a sanitizer report in any of them is a failure of the program,
+# even when the test that started the app never looked at how it ended.
+scan_app_logs()
+{
+    local dir=$1 file found=0
+    for file in "$dir"/*.log; do
+        [ -f "$file" ] || continue
+        if grep -qE "$sanitizer_marks" "$file"; then
+            echo "==== sanitizer report in ${file#"$root"/}:"
+            grep -m 5 -E "$sanitizer_marks" "$file" | sed 's/^/    /'
+            found=$((found + 1))
+        fi
+    done
+    echo "$found" >"$dir/.reports"
+}
+
+# Runs one program; sets p, f, s and verdict. Its app logs go to $log_dir/NAME.apps/.
+run_one()
+{
+    local bin=$1 log=$2 status reports groups
+    local apps=${log%.log}.apps
+    mkdir -p "$apps"
     set +e
     # --foreground: Ctrl-C reaches the test itself, not only this script.
-    timeout --foreground -k 10 "$per_test_timeout" "./$bin" 2>&1 | tee "$log"
+    APP_TEST_LOG_DIR=$apps timeout --foreground -k 10 "$per_test_timeout" "./$bin" 2>&1 |
+        tee "$log"
     status=${PIPESTATUS[0]}
     set -e
     p=$(count PASSED "$log")
     f=$(count FAILED "$log")
     s=$(count SKIPPED "$log")
+    groups=$(count_group_failures "$log")
+    f=$((f + groups))
+    scan_app_logs "$apps"
+    reports=$(cat "$apps/.reports")
+    f=$((f + reports))
     if [ "$status" = 0 ]; then
         verdict=ok
+        [ "$groups" = 0 ] || verdict="a group setup or teardown failed"
+        [ "$reports" = 0 ] || verdict="sanitizer report in $reports app log(s)"
         # A program that passes without cmocka's summary counts as one test.
         [ $((p + f + s)) -gt 0 ] || p=1
     else
@@ -87,6 +123,20 @@ run_program()
         # A crash, sanitizer report or timeout fails at least one test.
         [ "$f" -gt 0 ] || f=1
     fi
+    if [ "$s" -gt 0 ] && in_ci; then
+        # CI skips nothing: a skipped test is a check that did not run.
+        verdict="$verdict; $s skipped, and CI skips nothing"
+        f=$((f + s))
+    fi
+}
+
+run_program()
+{
+    local bin=$1 log p f s verdict
+    log=$log_dir/$(echo "${bin#build/test/test/}" | tr / _).log
+    echo
+    echo "==== $bin"
+    run_one "$bin" "$log"
     names+=("$bin")
     passes+=("$p")
     fails+=("$f")
@@ -97,6 +147,33 @@ run_program()
     else
         echo "==== $bin: $verdict ($p passed, $f failed)"
     fi
+}
+
+# The harness's own checks: each test/harness/must_fail_*.c holds a failure that the lines
+# above must catch (a failing group teardown, an app that leaks at exit, a skip in CI...).
+# Such a program passes here only when this script counts it as failed.
+run_must_fail()
+{
+    local bin=$1 log p f s verdict name
+    name=$(basename "$bin")
+    log=$log_dir/harness_$name.log
+    echo
+    echo "==== $bin (must fail)"
+    # Each runs as CI would, where a skip is a failure too.
+    CI=true run_one "$bin" "$log" >"$log.out" 2>&1
+    names+=("$bin")
+    skips+=(0)
+    if [ "$f" -gt 0 ]; then
+        passes+=(1)
+        fails+=(0)
+        verdicts+=("caught: $verdict")
+    else
+        passes+=(0)
+        fails+=(1)
+        verdicts+=("NOT CAUGHT: the harness counted it as passed")
+        cat "$log.out"
+    fi
+    echo "==== $bin: ${verdicts[${#verdicts[@]} - 1]}"
 }
 
 stop_services()
@@ -210,6 +287,14 @@ trap 'stop_kafka; stop_services' EXIT
 trap 'interrupted=1' INT TERM HUP
 
 setup_failed=0
+# The harness checks itself first: they take a second, and a harness that cannot see a
+# failure makes every later verdict worthless.
+while read -r bin; do
+    [ -n "$bin" ] || continue
+    [ "$interrupted" = 0 ] || break
+    run_must_fail "$bin"
+done < <(programs harness must_fail_)
+
 for kind in $kinds; do
     mapfile -t list < <(programs "$kind")
     [ ${#list[@]} -gt 0 ] || continue
@@ -246,11 +331,10 @@ for i in "${!names[@]}"; do
 done
 [ ${#names[@]} -gt 0 ] || echo "no test programs found under build/test/test (mode: $mode)"
 echo "${#names[@]} programs; logs in ${log_dir#"$root"/}"
-[ "$total_skip" = 0 ] || echo "$total_skip skipped"
 [ -z "$kafka_note" ] || echo "$kafka_note"
 [ "$setup_failed" = 0 ] || echo "services did not start: integration and e2e tests did not run"
 [ "$interrupted" = 0 ] || echo "interrupted: not every test ran"
-echo "$total_pass passed, $total_fail failed"
+echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 
 if [ "$interrupted" = 1 ]; then
     exit 130

@@ -9,6 +9,8 @@ build_pkgs="build-essential pkg-config libevent-dev libpq-dev libhiredis-dev lib
 # The private PostgreSQL 15 and Redis of `make run` and `make test` (deploy/local/services.sh).
 server_pkgs="postgresql redis-server"
 unit_pkgs="libcmocka-dev"
+# Tools the tests check files with: promtool (in prometheus) checks the metrics exposition.
+check_pkgs="prometheus"
 lint_pkgs="clang-format clang-tidy cppcheck systemd"
 # The real Kafka broker of the tests runs on Java; kcat checks that it answers.
 kafka_pkgs="default-jre-headless maven kcat"
@@ -18,12 +20,12 @@ want=""
 for group in "$@"; do
     case "$group" in
     build) want="$want $build_pkgs" ;;
-    unit) want="$want $build_pkgs $unit_pkgs" ;;
+    unit) want="$want $build_pkgs $unit_pkgs $check_pkgs" ;;
     run) want="$want $build_pkgs $server_pkgs" ;;
-    test) want="$want $build_pkgs $unit_pkgs $server_pkgs" ;;
+    test) want="$want $build_pkgs $unit_pkgs $check_pkgs $server_pkgs" ;;
     lint) want="$want $lint_pkgs" ;;
     kafka) want="$want $kafka_pkgs" ;;
-    all) want="$want $build_pkgs $unit_pkgs $server_pkgs $lint_pkgs $kafka_pkgs" ;;
+    all) want="$want $build_pkgs $unit_pkgs $check_pkgs $server_pkgs $lint_pkgs $kafka_pkgs" ;;
     -h | --help)
         echo "usage: $0 [build|unit|run|test|lint|kafka|all]..."
         exit 0

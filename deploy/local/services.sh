@@ -6,6 +6,8 @@
 #   services.sh stop RUN_DIR                       stop both (fine if already stopped)
 #   services.sh start-redis RUN_DIR REDIS_PORT     start Redis only
 #   services.sh stop-redis RUN_DIR                 stop Redis only (tests of an outage)
+#   services.sh start-postgres RUN_DIR PG_PORT     start PostgreSQL only
+#   services.sh stop-postgres RUN_DIR              stop PostgreSQL only (tests of an outage)
 #   services.sh status RUN_DIR                     exit 0 only if both answer
 #   services.sh env RUN_DIR                        APP_POSTGRES_DSN=... and APP_REDIS_URL=...
 #   services.sh free-port [NOT_THIS_PORT]...       a free loopback port in 20000-60000
@@ -30,7 +32,7 @@ say()
 
 usage()
 {
-    sed -n '5,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,13p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -437,6 +439,20 @@ stop-redis)
     [ -d "$2" ] || exit 0
     open_run_dir "$2"
     redis_stop
+    ;;
+start-postgres)
+    [ $# -eq 3 ] || usage
+    check_port "$3"
+    open_run_dir "$2"
+    PG_PORT=$3
+    pg_start
+    write_ports
+    ;;
+stop-postgres)
+    [ $# -eq 2 ] || usage
+    [ -d "$2" ] || exit 0
+    open_run_dir "$2"
+    pg_stop
     ;;
 status)
     [ $# -eq 2 ] || usage

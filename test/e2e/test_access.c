@@ -175,7 +175,7 @@ static void test_api_keys_required(void **state)
     tc_response_free(&other);
     tc_response_free(&first);
 
-    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    ts_app_stop_clean(&app);
 }
 
 static void test_gateway_consumers(void **state)
@@ -207,7 +207,7 @@ static void test_gateway_consumers(void **state)
     expect_problem(&r, 400, "X-Consumer-Username");
     tc_response_free(&r);
 
-    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    ts_app_stop_clean(&app);
 }
 
 static int header_int(const tc_response *r, const char *name)
@@ -263,7 +263,7 @@ static void test_rate_limit(void **state)
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "status=\"429\""));
     tc_response_free(&r);
-    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    ts_app_stop_clean(&app);
 }
 
 static void test_bad_auth_config_is_refused(void **state)

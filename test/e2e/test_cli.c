@@ -130,7 +130,7 @@ static void test_systemd_notify(void **state)
     ts_app app;
     ts_app_start(&app, extra);
     expect_notification(fd, "READY=1\nSTATUS=serving on 127.0.0.1:");
-    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    ts_app_stop_clean(&app);
     expect_notification(fd, "STOPPING=1");
     close(fd);
     unlink(path);

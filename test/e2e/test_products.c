@@ -92,10 +92,20 @@ static int start_app(void **state)
     return ts_app_start(&app, NULL);
 }
 
+/* The last test stops the app and checks the stop; this only cleans up after a failure. */
 static int stop_app(void **state)
 {
     (void)state;
-    return ts_app_stop(&app, SIGTERM) == 0 ? 0 : -1;
+    ts_app_kill(&app);
+    return 0;
+}
+
+/* Runs last: SIGTERM, exit status 0 within the grace, and no sanitizer report in the log,
+ * for the instance the tests ended with (restarted ones included). */
+static void test_stops_cleanly(void **state)
+{
+    (void)state;
+    ts_app_stop_clean(&app);
 }
 
 static void test_create_read_and_add_stock(void **state)
@@ -354,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_concurrent_stock_additions),
         cmocka_unit_test(test_idempotent_retries),
+        cmocka_unit_test(test_stops_cleanly),
     };
     return cmocka_run_group_tests_name("e2e products", tests, start_app, stop_app);
 }

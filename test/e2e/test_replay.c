@@ -281,7 +281,7 @@ static void test_replay_while_serving(void **state)
     snprintf(path, sizeof path, "/v1/users/%s", str(u, "id"));
     cJSON_Delete(u);
     wait_member(path, "status", "active");
-    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    ts_app_stop_clean(&app);
 }
 
 static void test_replay_without_a_service(void **state)
@@ -290,7 +290,7 @@ static void test_replay_without_a_service(void **state)
     assert_int_equal(ts_app_start(&app, NULL), 0);
     world w;
     make_world(&w);
-    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    ts_app_stop_clean(&app);
 
     char out[16384];
     assert_int_equal(
@@ -305,7 +305,7 @@ static void test_replay_without_a_service(void **state)
 
     assert_int_equal(ts_app_start(&app, NULL), 0);
     check_world(&w, false);
-    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    ts_app_stop_clean(&app);
 
     assert_int_equal(run_app("--config config/app.yaml replay --projection nope", out, sizeof out),
                      2);
@@ -340,7 +340,7 @@ static void test_empty_read_store_is_rebuilt(void **state)
     check_world(&w, true);
     assert_int_equal(checkpoint_rows("user_ctx", "user.projection"), 1);
     assert_int_equal(checkpoint_rows("order_ctx", "order.projection"), 1);
-    assert_int_equal(ts_app_stop(&app, SIGTERM), 0);
+    ts_app_stop_clean(&app);
 }
 
 int main(void)

@@ -213,7 +213,7 @@ static void test_two_processes_then_one(void **state)
     assert_int_equal(cJSON_GetObjectItem(p, "reserved")->valueint, 15);
     assert_int_equal(cJSON_GetObjectItem(p, "available")->valueint, 0);
     cJSON_Delete(p);
-    assert_int_equal(ts_app_stop(&b, SIGTERM), 0);
+    ts_app_stop_clean(&b);
 }
 
 int main(void)

@@ -29,6 +29,8 @@
 #define TS_SERVICES_SCRIPT  "deploy/local/services.sh"
 #define TS_START_TIMEOUT_MS 20000
 #define TS_STOP_TIMEOUT_MS  20000
+/* http.shutdown_timeout_ms when neither the environment nor config/app.yaml sets it. */
+#define TS_DEFAULT_GRACE_MS 10000
 
 extern char **environ;
 
@@ -120,6 +122,42 @@ int ts_redis_start(void)
     argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
     argv[4] = (char *)(uintptr_t)ts_env("APP_TEST_REDIS_PORT");
     return run_command(argv);
+}
+
+int ts_pg_stop(void)
+{
+    char *argv[] = {"sh", TS_SERVICES_SCRIPT, "stop-postgres", NULL, NULL};
+    argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
+    return run_command(argv);
+}
+
+int ts_pg_start(void)
+{
+    char *argv[] = {"sh", TS_SERVICES_SCRIPT, "start-postgres", NULL, NULL, NULL};
+    argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
+    argv[4] = (char *)(uintptr_t)ts_env("APP_TEST_PG_PORT");
+    return run_command(argv);
+}
+
+bool ts_in_ci(void)
+{
+    const char *ci = getenv("CI");
+    return ci && (strcmp(ci, "true") == 0 || strcmp(ci, "1") == 0 || strcmp(ci, "yes") == 0);
+}
+
+void ts_require_tool(const char *tool, const char *debian_package)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "command -v '%s' >/dev/null 2>&1", tool);
+    if (system(cmd) == 0)
+        return;
+    if (ts_in_ci())
+        fail_msg("%s is missing, and CI skips nothing: install the Debian package %s "
+                 "(deploy/local/deps.sh test does)",
+                 tool, debian_package);
+    print_message("skipped: %s is missing; install it with: apt-get install -y %s\n", tool,
+                  debian_package);
+    skip();
 }
 
 void ts_app_dump_log(const ts_app *app, size_t max_bytes)
@@ -227,6 +265,42 @@ int ts_run(const char *cmd, char *out, size_t size)
     return decode_status(pclose(p));
 }
 
+/* The value of "K=V" for key K in the list, or NULL. */
+static const char *env_lookup(const char *const *list, const char *key)
+{
+    size_t n = strlen(key);
+    for (size_t i = 0; list && list[i]; i++)
+        if (strncmp(list[i], key, n) == 0 && list[i][n] == '=')
+            return list[i] + n + 1;
+    return NULL;
+}
+
+/* http.shutdown_timeout_ms as the app will see it: the environment (extra_env first), else
+ * config/app.yaml, else the built-in default. */
+static int app_grace_ms(const char *const *extra_env)
+{
+    const char *key = "APP_HTTP_SHUTDOWN_TIMEOUT_MS";
+    const char *v = env_lookup(extra_env, key);
+    if (!v)
+        v = env_lookup((const char *const *)environ, key);
+    if (v)
+        return atoi(v);
+    int grace = TS_DEFAULT_GRACE_MS;
+    FILE *f = fopen("config/app.yaml", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, "shutdown_timeout_ms:");
+        const char *hash = strchr(line, '#');
+        if (at && (!hash || hash > at)) { /* not in a comment */
+            grace = atoi(at + strlen("shutdown_timeout_ms:"));
+            break;
+        }
+    }
+    if (f)
+        fclose(f);
+    return grace;
+}
+
 int ts_app_start(ts_app *app, const char *const *extra_env)
 {
     memset(app, 0, sizeof *app);
@@ -234,7 +308,10 @@ int ts_app_start(ts_app *app, const char *const *extra_env)
     if (access(binary, X_OK) != 0)
         fail_msg("app binary %s is not executable: build it first (make build/test/app)", binary);
     app->port = ts_free_port();
-    const char *dir = getenv("APP_TEST_RUN_DIR");
+    app->grace_ms = app_grace_ms(extra_env);
+    const char *dir = getenv("APP_TEST_LOG_DIR");
+    if (!dir || !dir[0])
+        dir = getenv("APP_TEST_RUN_DIR");
     if (!dir || !dir[0])
         dir = "/tmp";
     snprintf(app->log_path, sizeof app->log_path, "%s/app-%d-%d.log", dir, (int)getpid(),
@@ -322,4 +399,77 @@ int ts_app_stop(ts_app *app, int sig)
     }
     app->pid = 0;
     return decode_status(status);
+}
+
+void ts_app_kill(ts_app *app)
+{
+    if (app->pid <= 0)
+        return;
+    kill(app->pid, SIGKILL);
+    int status;
+    while (waitpid(app->pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    app->pid = 0;
+}
+
+/* What a sanitizer writes first: "==PID==ERROR: AddressSanitizer: ...", "==PID==ERROR:
+ * LeakSanitizer: detected memory leaks", "file.c:L:C: runtime error: ..." (UBSan). */
+static const char *const sanitizer_marks[] = {
+    "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: AddressSanitizer",
+    ": runtime error: ",       "SUMMARY: UndefinedBehaviorSanitizer",
+};
+
+bool ts_log_has_sanitizer_report(const char *path, char *line, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char buf[4096];
+    bool found = false;
+    while (!found && fgets(buf, sizeof buf, f))
+        for (size_t i = 0; i < sizeof sanitizer_marks / sizeof *sanitizer_marks; i++)
+            if (strstr(buf, sanitizer_marks[i])) {
+                buf[strcspn(buf, "\n")] = '\0';
+                snprintf(line, size, "%s", buf);
+                found = true;
+                break;
+            }
+    fclose(f);
+    return found;
+}
+
+int ts_app_stop_clean(ts_app *app)
+{
+    if (app->pid <= 0)
+        fail_msg("the app is not running, so it cannot stop cleanly (log: %s)", app->log_path);
+    kill(app->pid, SIGTERM);
+    long long start = ts_now_ms();
+    int status = 0;
+    while (!app_exited(app, &status)) {
+        if (ts_now_ms() - start > app->grace_ms) {
+            kill(app->pid, SIGKILL);
+            waitpid(app->pid, &status, 0);
+            app->pid = 0;
+            ts_app_dump_log(app, 4000);
+            fail_msg("the app did not stop within its grace of %d ms after SIGTERM (log: %s)",
+                     app->grace_ms, app->log_path);
+        }
+        sleep_ms(10);
+    }
+    long long took = ts_now_ms() - start;
+    app->pid = 0;
+    int code = decode_status(status);
+    char report[512];
+    if (ts_log_has_sanitizer_report(app->log_path, report, sizeof report)) {
+        ts_app_dump_log(app, 8000);
+        fail_msg("the app's log has a sanitizer report (exit status %d): %s (log: %s)", code,
+                 report, app->log_path);
+    }
+    if (code != 0) {
+        ts_app_dump_log(app, 4000);
+        fail_msg("the app exited with status %d after SIGTERM, not 0 (log: %s)", code,
+                 app->log_path);
+    }
+    print_message("the app stopped cleanly in %lld ms (grace %d ms)\n", took, app->grace_ms);
+    return 0;
 }

@@ -16,9 +16,22 @@ const char *ts_env(const char *name);
 int ts_redis_stop(void);
 int ts_redis_start(void);
 
+/* The same for the harness's PostgreSQL (stop-postgres is a fast shutdown: sessions are
+ * disconnected, the data is kept; start-postgres brings it back on the same port). */
+int ts_pg_stop(void);
+int ts_pg_start(void);
+
+/* True when the run is CI's (CI=true, 1 or yes), where nothing may be skipped. */
+bool ts_in_ci(void);
+
+/* Makes sure the command-line tool exists (looked up in PATH). When it is missing the test
+ * is skipped, naming the Debian package to install, except in CI, where the test fails. */
+void ts_require_tool(const char *tool, const char *debian_package);
+
 typedef struct ts_app {
     pid_t pid;          /* 0 when not running */
     int port;           /* 127.0.0.1:<port> serves HTTP */
+    int grace_ms;       /* http.shutdown_timeout_ms it runs with */
     char log_path[512]; /* the app's stdout and stderr */
 } ts_app;
 
@@ -26,12 +39,29 @@ typedef struct ts_app {
  * free loopback port with APP_HTTP_LISTEN set, the environment inherited, and extra_env
  * ("K=V" sets or replaces, a bare "K" removes; NULL-terminated, or NULL) on top. Waits
  * until GET /health/live answers 200; after 20 s, or if the app exits, kills it and fails
- * the test showing the end of its log. Returns 0. */
+ * the test showing the end of its log. Returns 0.
+ * The log goes to $APP_TEST_LOG_DIR (test/run.sh gives each program its own, and scans
+ * every log there for sanitizer reports), else $APP_TEST_RUN_DIR, else /tmp. */
 int ts_app_start(ts_app *app, const char *const *extra_env);
 
 /* Sends sig and waits for the app to exit (SIGKILL after 20 s, failing the test). Returns
- * the exit code, or 128 + signal number when it died of a signal. */
+ * the exit code, or 128 + signal number when it died of a signal. Use it for a stop that
+ * is meant to be abrupt (SIGKILL); a clean stop is ts_app_stop_clean's. */
 int ts_app_stop(ts_app *app, int sig);
+
+/* The clean shutdown every started app must end with: SIGTERM, then exit status 0 within
+ * the app's grace (app->grace_ms), and no sanitizer report (a leak at exit included) in its
+ * log. Fails the test, showing the end of the log, otherwise. Returns 0. */
+int ts_app_stop_clean(ts_app *app);
+
+/* SIGKILLs the app if it still runs and reaps it, never failing: the clean-up of a group
+ * teardown after a failed test (the stop itself is checked by a test, with
+ * ts_app_stop_clean, because cmocka ignores a failing group teardown). */
+void ts_app_kill(ts_app *app);
+
+/* True when the file holds a sanitizer report (AddressSanitizer, LeakSanitizer or
+ * UndefinedBehaviorSanitizer); its first such line goes to line (size bytes). */
+bool ts_log_has_sanitizer_report(const char *path, char *line, size_t size);
 
 /* Writes the last max_bytes of the app's log to stderr (for failure messages). */
 void ts_app_dump_log(const ts_app *app, size_t max_bytes);
