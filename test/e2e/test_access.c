@@ -240,17 +240,28 @@ static void test_rate_limit(void **state)
     assert_true(retry >= 1 && retry <= 60);
     assert_int_equal(header_int(&r, "RateLimit-Remaining"), 0);
     tc_response_free(&r);
-    /* Writes are refused too, and write nothing. */
+    /* Writes are refused too, and write nothing: the log has no event of them. */
     r = call("POST", "/v1/users", NULL, "{\"email\":\"limited@access.example\",\"name\":\"L\"}");
     assert_int_equal(r.status, 429);
     tc_response_free(&r);
+    static const char *const count_sql =
+        "SELECT count(*) FROM user_ctx.events WHERE data->>'email' = '%s@access.example'";
+    char sql[256];
+    snprintf(sql, sizeof sql, count_sql, "limited");
+    assert_int_equal(ts_sql_int(sql), 0);
 
-    /* A consumer has its own bucket, apart from the anonymous callers at this address. */
+    /* A consumer has its own bucket, apart from the anonymous callers at this address; its
+     * write is let through and logged, so the count above could have seen one. */
     static const char *const alice[] = {"apikey: alice-key", NULL};
     r = call("GET", missing, alice, NULL);
     assert_int_equal(r.status, 404);
     assert_int_equal(header_int(&r, "RateLimit-Remaining"), 2);
     tc_response_free(&r);
+    r = call("POST", "/v1/users", alice, "{\"email\":\"unlimited@access.example\",\"name\":\"U\"}");
+    assert_int_equal(r.status, 201);
+    tc_response_free(&r);
+    snprintf(sql, sizeof sql, count_sql, "unlimited");
+    assert_int_equal(ts_sql_int(sql), 1);
 
     /* Probes are never limited. */
     for (int i = 0; i < 10; i++) {

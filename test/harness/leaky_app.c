@@ -73,8 +73,7 @@ int main(void)
     int lfd = listen_on(getenv("APP_HTTP_LISTEN"));
     if (lfd < 0) {
         fprintf(stderr, "leaky_app: cannot listen on APP_HTTP_LISTEN=%s: %s\n",
-                getenv("APP_HTTP_LISTEN") ? getenv("APP_HTTP_LISTEN") : "(unset)",
-                strerror(errno));
+                getenv("APP_HTTP_LISTEN") ? getenv("APP_HTTP_LISTEN") : "(unset)", strerror(errno));
         return 1;
     }
     fprintf(stderr, "leaky_app: serving; it leaks a block when it stops\n");

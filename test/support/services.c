@@ -139,6 +139,52 @@ int ts_pg_start(void)
     return run_command(argv);
 }
 
+long long ts_sql_int(const char *sql)
+{
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) < 0)
+        fail_msg("pipe: %s", strerror(errno));
+    char *const argv[] = {"psql",
+                          (char *)(uintptr_t)ts_env("APP_POSTGRES_DSN"),
+                          "-qtAX",
+                          "-v",
+                          "ON_ERROR_STOP=1",
+                          "-c",
+                          (char *)(uintptr_t)sql,
+                          NULL};
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        if (dup2(out[1], STDOUT_FILENO) < 0 || dup2(out[1], STDERR_FILENO) < 0)
+            _exit(126);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    close(out[1]);
+    char text[1024];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof text - 1) {
+        n = read(out[0], text + got, sizeof text - 1 - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(out[0]);
+    text[got] = '\0';
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    char *end = NULL;
+    long long v = strtoll(text, &end, 10);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || end == text)
+        fail_msg("psql %s: %s", sql, text);
+    return v;
+}
+
 bool ts_in_ci(void)
 {
     const char *ci = getenv("CI");
@@ -415,8 +461,11 @@ void ts_app_kill(ts_app *app)
 /* What a sanitizer writes first: "==PID==ERROR: AddressSanitizer: ...", "==PID==ERROR:
  * LeakSanitizer: detected memory leaks", "file.c:L:C: runtime error: ..." (UBSan). */
 static const char *const sanitizer_marks[] = {
-    "ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "WARNING: AddressSanitizer",
-    ": runtime error: ",       "SUMMARY: UndefinedBehaviorSanitizer",
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "WARNING: AddressSanitizer",
+    ": runtime error: ",
+    "SUMMARY: UndefinedBehaviorSanitizer",
 };
 
 bool ts_log_has_sanitizer_report(const char *path, char *line, size_t size)

@@ -21,6 +21,10 @@ int ts_redis_start(void);
 int ts_pg_stop(void);
 int ts_pg_start(void);
 
+/* Runs one SQL statement with psql against $APP_POSTGRES_DSN and returns the integer it
+ * answers (e.g. a count). Fails the test when psql fails or answers no number. */
+long long ts_sql_int(const char *sql);
+
 /* True when the run is CI's (CI=true, 1 or yes), where nothing may be skipped. */
 bool ts_in_ci(void);
 
