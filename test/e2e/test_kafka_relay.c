@@ -82,7 +82,7 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
     (void)state;
-    ts_app_kill(&app);
+    ts_app_end(&app);
     return 0;
 }
 

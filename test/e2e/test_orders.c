@@ -201,7 +201,7 @@ static int start_app(void **state)
 static int stop_app(void **state)
 {
     (void)state;
-    ts_app_kill(&app);
+    ts_app_end(&app);
     return 0;
 }
 

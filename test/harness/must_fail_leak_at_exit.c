@@ -26,7 +26,7 @@ static void test_leaky_app_stops(void **state)
 static int remove_log(void **state)
 {
     (void)state;
-    ts_app_kill(&app);
+    ts_app_end(&app);
     unlink(app.log_path);
     return 0;
 }

@@ -447,14 +447,22 @@ int ts_app_stop(ts_app *app, int sig)
     return decode_status(status);
 }
 
-void ts_app_kill(ts_app *app)
+void ts_app_end(ts_app *app)
 {
     if (app->pid <= 0)
         return;
-    kill(app->pid, SIGKILL);
+    kill(app->pid, SIGTERM);
+    long long deadline = ts_now_ms() + app->grace_ms;
     int status;
-    while (waitpid(app->pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    while (!app_exited(app, &status)) {
+        if (ts_now_ms() >= deadline) {
+            kill(app->pid, SIGKILL);
+            while (waitpid(app->pid, &status, 0) < 0 && errno == EINTR)
+                ;
+            break;
+        }
+        sleep_ms(10);
+    }
     app->pid = 0;
 }
 

@@ -58,10 +58,11 @@ int ts_app_stop(ts_app *app, int sig);
  * log. Fails the test, showing the end of the log, otherwise. Returns 0. */
 int ts_app_stop_clean(ts_app *app);
 
-/* SIGKILLs the app if it still runs and reaps it, never failing: the clean-up of a group
- * teardown after a failed test (the stop itself is checked by a test, with
- * ts_app_stop_clean, because cmocka ignores a failing group teardown). */
-void ts_app_kill(ts_app *app);
+/* Stops the app if it still runs, never failing: SIGTERM, then SIGKILL past its grace. The
+ * clean-up of a group teardown (the stop itself is checked by a test, with
+ * ts_app_stop_clean, because cmocka ignores a failing group teardown). What a sanitizer
+ * reports at exit still lands in the app's log, which test/run.sh scans. */
+void ts_app_end(ts_app *app);
 
 /* True when the file holds a sanitizer report (AddressSanitizer, LeakSanitizer or
  * UndefinedBehaviorSanitizer); its first such line goes to line (size bytes). */
