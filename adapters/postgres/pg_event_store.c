@@ -1516,6 +1516,16 @@ static void lease_drop(pg_lease *l)
     l->held = false;
 }
 
+/* The advisory lock's two keys, as text parameters. */
+static void lease_key(const pg_lease *l, char ns[16], char key[16])
+{
+    char schema[64], key_name[200];
+    pg_context_schema(l->context, schema, sizeof schema, NULL);
+    snprintf(key_name, sizeof key_name, "%s.%s", schema, l->name);
+    snprintf(ns, 16, "%d", LEAD_LOCK_NS);
+    snprintf(key, 16, "%d", (int)pg_lock_key(key_name));
+}
+
 static int pg_es_lead(void *self, const char *context, const char *name, bool *out, app_error *err)
 {
     pg_event_store *s = self;
@@ -1544,11 +1554,8 @@ static int pg_es_lead(void *self, const char *context, const char *name, bool *o
         pthread_mutex_unlock(&l->lock);
         return rc;
     }
-    char schema[64], key_name[200], ns[16], key[16];
-    pg_context_schema(context, schema, sizeof schema, NULL);
-    snprintf(key_name, sizeof key_name, "%s.%s", schema, name);
-    snprintf(ns, sizeof ns, "%d", LEAD_LOCK_NS);
-    snprintf(key, sizeof key, "%d", (int)pg_lock_key(key_name));
+    char ns[16], key[16];
+    lease_key(l, ns, key);
     const char *params[] = {ns, key};
     PGresult *res = NULL;
     rc = pg_exec(l->conn, "SELECT pg_try_advisory_lock($1::int4, $2::int4)", 2, params,
@@ -1571,7 +1578,18 @@ static void pg_es_resign(void *self, const char *context, const char *name)
     if (lease_get(s, context, name, &l, NULL) < 0)
         return;
     pthread_mutex_lock(&l->lock);
-    lease_drop(l); /* closing the session releases its locks */
+    /* Closing the session releases its locks too, but only once the server has read the
+     * goodbye, a moment after PQfinish returns; unlocking first frees the lease for the next
+     * caller by the time resign returns. */
+    if (l->held && pg_conn_alive(l->conn)) {
+        char ns[16], key[16];
+        lease_key(l, ns, key);
+        const char *params[] = {ns, key};
+        app_error e = APP_ERROR_INIT;
+        pg_exec(l->conn, "SELECT pg_advisory_unlock($1::int4, $2::int4)", 2, params,
+                PGRES_TUPLES_OK, NULL, &e); /* if it fails, closing still frees it */
+    }
+    lease_drop(l);
     pthread_mutex_unlock(&l->lock);
 }
 
