@@ -502,6 +502,24 @@ static bool dead_letters_are(void *arg)
     return ok;
 }
 
+/* True once the broker holds at least *arg messages in the dead-letter topic (one partition).
+ */
+static bool dlq_holds(void *arg)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock), errstr,
+                      sizeof errstr);
+    rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    assert_non_null(rk);
+    int64_t low = 0, high = 0;
+    rd_kafka_resp_err_t e =
+        rd_kafka_query_watermark_offsets(rk, dlq_topic, 0, &low, &high, TS_HANG_GUARD_MS);
+    rd_kafka_destroy(rk);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR && high >= *(const int64_t *)arg;
+}
+
 /* An event over the size limit and one the broker refuses for good go to the dead-letter
  * topic and table; the relay goes on; redrive sends them again once they fit. */
 static void test_permanent_failures_dead_lettered(void **state)
@@ -519,6 +537,10 @@ static void test_permanent_failures_dead_lettered(void **state)
     assert_int_equal(ts_wait_until(dead_letters_are, &want, TS_HANG_GUARD_MS), 0);
     assert_int_equal(status(r).dead_lettered, 1);
     assert_int_equal(status(r).delivered, 10);
+    /* The errors below are for the next two Produce requests, so the dead-letter topic must
+     * have taken its message first (and a refused batch would purge it while queued). */
+    int64_t in_dlq = 1;
+    assert_int_equal(ts_wait_until(dlq_holds, &in_dlq, TS_HANG_GUARD_MS), 0);
 
     /* The broker refuses a request twice: the batch, then the event alone. */
     rd_kafka_mock_push_request_errors(mock, API_PRODUCE, 2, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
@@ -533,6 +555,8 @@ static void test_permanent_failures_dead_lettered(void **state)
     kfk_relay_status st = status(r);
     assert_int_equal(st.dead_lettered, 2);
     assert_int_equal(st.delivered, 15);
+    in_dlq = 2; /* before the stop, which drops what is still queued */
+    assert_int_equal(ts_wait_until(dlq_holds, &in_dlq, TS_HANG_GUARD_MS), 0);
     relay_free(r);
 
     const char *skip[] = {log_[5].id, log_[refused].id};
