@@ -1020,12 +1020,13 @@ static void test_dead_letters(void **state)
 }
 
 /* Kills the session holding the lease (as if its process died or lost its connection) and
- * returns once it has exited, so its lock is free. Sessions of resigned leases that are still
- * on their way out may be listed too. */
+ * returns once it has exited, so its lock is free. Resigned leases were unlocked, so the
+ * holder is the only session with a lease lock. */
 static void kill_lease_holder(void)
 {
-    assert_true(terminate_backends("pg_locks WHERE locktype = 'advisory'"
-                                   " AND classid = 1818583396 AND objsubid = 2 AND granted") >= 1);
+    assert_int_equal(terminate_backends("pg_locks WHERE locktype = 'advisory'"
+                                        " AND classid = 1818583396 AND objsubid = 2 AND granted"),
+                     1);
 }
 
 /* One leader per (context, name) across stores; the lease moves on when its holder dies or
