@@ -271,15 +271,17 @@ static void count(kfk_worker *w, const char *metric, uint64_t *field)
 /* ---- failures --------------------------------------------------------------------------- */
 
 /* Stops everything in flight so that it can be produced again, in order, from the first
- * event not acknowledged. Purged messages report back with _PURGE_* errors. */
+ * event not acknowledged. Purged messages report back with _PURGE_* errors. The purge
+ * blocks until librdkafka's broker threads have done it: left to finish in the background,
+ * it could purge an event produced after the rewind ended, whose report then marks it failed
+ * with no rewind left to produce it again, and the relay would stall on it for good. */
 static void start_rewind(kfk_worker *w)
 {
     if (w->rewind)
         return;
     w->rewind = true;
     if (w->rk)
-        rd_kafka_purge(w->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT |
-                                  RD_KAFKA_PURGE_F_NON_BLOCKING);
+        rd_kafka_purge(w->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 }
 
 /* A transient failure (Kafka unreachable, not acknowledging): one per episode counts against

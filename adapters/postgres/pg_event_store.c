@@ -76,7 +76,7 @@ typedef struct pg_ctx {
     app_error connect_err;
     append_job **batch;
 
-    bool listening; /* owned by the listener thread */
+    bool listening; /* written by the listener thread, under the store's lock */
     struct pg_ctx *next;
 } pg_ctx;
 
@@ -98,7 +98,7 @@ struct pg_event_store {
     int max_batch;
     atomic_bool stopping;
 
-    pthread_mutex_t lock; /* guards ctxs, stats */
+    pthread_mutex_t lock; /* guards ctxs, stats, listener_pid and each ctx's listening */
     pg_ctx *ctxs;         /* pushed at the head, never removed before free */
     pg_lease *leases;     /* likewise */
     uint64_t batches;
@@ -106,6 +106,7 @@ struct pg_event_store {
 
     pthread_t listener;
     bool listener_started;
+    int listener_pid; /* backend pid of the listener's session; 0 while it has none */
     int wake_pipe[2];
 };
 
@@ -1060,9 +1061,23 @@ static int listen_new_channels(pg_event_store *s, PGconn *conn)
         PQclear(res);
         if (!ok)
             return -1;
+        pthread_mutex_lock(&s->lock);
         c->listening = true;
+        pthread_mutex_unlock(&s->lock);
     }
     return 0;
+}
+
+/* The listener's session is over: nothing listens until it reconnects. */
+static void listener_drop(pg_event_store *s, PGconn **conn)
+{
+    PQfinish(*conn);
+    *conn = NULL;
+    pthread_mutex_lock(&s->lock);
+    s->listener_pid = 0;
+    for (pg_ctx *c = s->ctxs; c; c = c->next)
+        c->listening = false;
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void listener_dispatch(pg_event_store *s, const PGnotify *nt)
@@ -1111,16 +1126,14 @@ static void *listener_main(void *arg)
             warned = false;
             backoff = LISTEN_BACKOFF_MIN_MS;
             pthread_mutex_lock(&s->lock);
+            s->listener_pid = PQbackendPID(conn);
             pg_ctx *first = s->ctxs;
             pthread_mutex_unlock(&s->lock);
-            for (pg_ctx *c = first; c; c = c->next) {
-                c->listening = false;
+            for (pg_ctx *c = first; c; c = c->next)
                 ctx_announce(c, 0); /* notifications sent while we were away are lost */
-            }
         }
         if (listen_new_channels(s, conn) < 0) {
-            PQfinish(conn);
-            conn = NULL;
+            listener_drop(s, &conn);
             continue;
         }
         struct pollfd fds[2] = {{.fd = PQsocket(conn), .events = POLLIN},
@@ -1134,8 +1147,7 @@ static void *listener_main(void *arg)
         if (pr > 0 && fds[0].revents) {
             if (!PQconsumeInput(conn)) {
                 log_warn("event store listener lost its connection");
-                PQfinish(conn);
-                conn = NULL;
+                listener_drop(s, &conn);
                 continue;
             }
             PGnotify *nt;
@@ -1144,13 +1156,11 @@ static void *listener_main(void *arg)
                 PQfreemem(nt);
             }
         }
-        if (PQstatus(conn) != CONNECTION_OK) {
-            PQfinish(conn);
-            conn = NULL;
-        }
+        if (PQstatus(conn) != CONNECTION_OK)
+            listener_drop(s, &conn);
     }
     if (conn)
-        PQfinish(conn);
+        listener_drop(s, &conn);
     return NULL;
 }
 
@@ -1506,6 +1516,16 @@ static void lease_drop(pg_lease *l)
     l->held = false;
 }
 
+/* The advisory lock's two keys, as text parameters. */
+static void lease_key(const pg_lease *l, char ns[16], char key[16])
+{
+    char schema[64], key_name[200];
+    pg_context_schema(l->context, schema, sizeof schema, NULL);
+    snprintf(key_name, sizeof key_name, "%s.%s", schema, l->name);
+    snprintf(ns, 16, "%d", LEAD_LOCK_NS);
+    snprintf(key, 16, "%d", (int)pg_lock_key(key_name));
+}
+
 static int pg_es_lead(void *self, const char *context, const char *name, bool *out, app_error *err)
 {
     pg_event_store *s = self;
@@ -1534,11 +1554,8 @@ static int pg_es_lead(void *self, const char *context, const char *name, bool *o
         pthread_mutex_unlock(&l->lock);
         return rc;
     }
-    char schema[64], key_name[200], ns[16], key[16];
-    pg_context_schema(context, schema, sizeof schema, NULL);
-    snprintf(key_name, sizeof key_name, "%s.%s", schema, name);
-    snprintf(ns, sizeof ns, "%d", LEAD_LOCK_NS);
-    snprintf(key, sizeof key, "%d", (int)pg_lock_key(key_name));
+    char ns[16], key[16];
+    lease_key(l, ns, key);
     const char *params[] = {ns, key};
     PGresult *res = NULL;
     rc = pg_exec(l->conn, "SELECT pg_try_advisory_lock($1::int4, $2::int4)", 2, params,
@@ -1561,7 +1578,18 @@ static void pg_es_resign(void *self, const char *context, const char *name)
     if (lease_get(s, context, name, &l, NULL) < 0)
         return;
     pthread_mutex_lock(&l->lock);
-    lease_drop(l); /* closing the session releases its locks */
+    /* Closing the session releases its locks too, but only once the server has read the
+     * goodbye, a moment after PQfinish returns; unlocking first frees the lease for the next
+     * caller by the time resign returns. */
+    if (l->held && pg_conn_alive(l->conn)) {
+        char ns[16], key[16];
+        lease_key(l, ns, key);
+        const char *params[] = {ns, key};
+        app_error e = APP_ERROR_INIT;
+        pg_exec(l->conn, "SELECT pg_advisory_unlock($1::int4, $2::int4)", 2, params,
+                PGRES_TUPLES_OK, NULL, &e); /* if it fails, closing still frees it */
+    }
+    lease_drop(l);
     pthread_mutex_unlock(&l->lock);
 }
 
@@ -1599,6 +1627,17 @@ es_store pg_event_store_port(pg_event_store *s)
 pg_pool *pg_event_store_pool(pg_event_store *s)
 {
     return s->pool;
+}
+
+int pg_event_store_listener_pid(pg_event_store *s, const char *context)
+{
+    int pid = 0;
+    pthread_mutex_lock(&s->lock);
+    for (pg_ctx *c = s->ctxs; c; c = c->next)
+        if (strcmp(c->name, context) == 0 && c->listening)
+            pid = s->listener_pid;
+    pthread_mutex_unlock(&s->lock);
+    return pid;
 }
 
 void pg_event_store_stats(pg_event_store *s, uint64_t *batches, uint64_t *commands)

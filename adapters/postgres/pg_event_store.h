@@ -35,6 +35,14 @@ es_store pg_event_store_port(pg_event_store *s);
 /* The store's connection pool, borrowed (e.g. for pg_migrate_context). */
 pg_pool *pg_event_store_pool(pg_event_store *s);
 
+/* The backend pid of the session on which the store LISTENs for commits to context by other
+ * processes, or 0 while there is none: not connected yet, reconnecting after losing it, or
+ * context not used by this store yet (its first append or wait_for_append starts that).
+ * While it is 0, waiters hear of other processes' commits only at their timeouts. For health
+ * reports, for finding the session in pg_stat_activity, and for tests that must know a
+ * NOTIFY will be heard. Thread-safe. */
+int pg_event_store_listener_pid(pg_event_store *s, const char *context);
+
 /* Transactions written by committers and the appends they carried (tests, metrics). */
 void pg_event_store_stats(pg_event_store *s, uint64_t *batches, uint64_t *commands);
 

@@ -771,7 +771,7 @@ int rds_store_new(rds_store **out, const rds_store_options *opts, app_error *err
     pthread_condattr_destroy(&attr);
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->breaker_mu, NULL);
-    breaker_init(&s->breaker, NULL, RDS_BREAKER_FAILURES, RDS_BREAKER_OPEN_MS);
+    breaker_init(&s->breaker, opts->clock, RDS_BREAKER_FAILURES, RDS_BREAKER_OPEN_MS);
     *out = s;
     return 0;
 }

@@ -115,6 +115,14 @@ int workers_submit(workers *w, workers_fn fn, void *arg, app_error *err)
     return 0;
 }
 
+size_t workers_queued(workers *w)
+{
+    pthread_mutex_lock(&w->lock);
+    size_t n = w->len;
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
 void workers_free(workers *w)
 {
     if (!w)

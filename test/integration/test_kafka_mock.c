@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,9 +213,10 @@ static bool caught_up(void *arg)
     return checkpoint() == head();
 }
 
-static void wait_caught_up(int timeout_ms)
+/* The relay's pace is not the test's business: the bound only guards against a hang. */
+static void wait_caught_up(void)
 {
-    if (ts_wait_until(caught_up, NULL, timeout_ms) != 0)
+    if (ts_wait_until(caught_up, NULL, TS_HANG_GUARD_MS) != 0)
         fail_msg("relay did not catch up: checkpoint %lld, head %lld", (long long)checkpoint(),
                  (long long)head());
 }
@@ -245,8 +247,10 @@ static bool header(rd_kafka_headers_t *h, const char *name, char *out, size_t si
     return true;
 }
 
-/* Reads every message of topic t from the start until none comes for idle_ms. */
-static void consume_all(const char *t, int idle_ms)
+/* Reads every message of topic t: from the start of each partition to the end it had when
+ * the reading began. Tests stop their relays first, so that end is all there is, and no
+ * message is missed for arriving late. */
+static void consume_all(const char *t)
 {
     char errstr[256], group[64];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -259,16 +263,31 @@ static void consume_all(const char *t, int idle_ms)
     rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     assert_non_null(c);
     rd_kafka_poll_set_consumer(c);
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(PARTITIONS);
     int n_parts = strcmp(t, dlq_topic) == 0 ? 1 : PARTITIONS;
+    int64_t next[PARTITIONS], end[PARTITIONS]; /* the offset to read next, and where to stop */
+    for (int p = 0; p < n_parts; p++) {
+        rd_kafka_resp_err_t e =
+            rd_kafka_query_watermark_offsets(c, t, p, &next[p], &end[p], TS_HANG_GUARD_MS);
+        if (e)
+            fail_msg("watermarks of %s [%d]: %s", t, p, rd_kafka_err2str(e));
+    }
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(PARTITIONS);
     for (int p = 0; p < n_parts; p++)
         rd_kafka_topic_partition_list_add(parts, t, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
     assert_int_equal(rd_kafka_assign(c, parts), 0);
     rd_kafka_topic_partition_list_destroy(parts);
 
     n_got = 0;
-    long long last = ts_now_ms();
-    while (ts_now_ms() - last < idle_ms) {
+    long long deadline = ts_now_ms() + TS_HANG_GUARD_MS;
+    for (;;) {
+        int p = 0;
+        while (p < n_parts && next[p] >= end[p])
+            p++;
+        if (p == n_parts)
+            break;
+        if (ts_now_ms() > deadline)
+            fail_msg("%s [%d]: read up to offset %lld of %lld in %d ms", t, p, (long long)next[p],
+                     (long long)end[p], TS_HANG_GUARD_MS);
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (!m)
             continue;
@@ -276,7 +295,8 @@ static void consume_all(const char *t, int idle_ms)
             rd_kafka_message_destroy(m);
             continue;
         }
-        last = ts_now_ms();
+        assert_true(m->partition >= 0 && m->partition < n_parts);
+        next[m->partition] = m->offset + 1;
         assert_true(n_got < sizeof got / sizeof got[0]);
         consumed *g = &got[n_got++];
         memset(g, 0, sizeof *g);
@@ -366,9 +386,9 @@ static void test_relays_in_order(void **state)
     append_many(60, 7);
     kfk_relay_options o = relay_options();
     kfk_relay *r = relay_start(&o);
-    wait_caught_up(15000);
+    wait_caught_up();
     append_many(40, 7); /* live, after catching up */
-    wait_caught_up(15000);
+    wait_caught_up();
     kfk_relay_status st = status(r);
     assert_true(st.leader);
     assert_false(st.degraded);
@@ -379,11 +399,11 @@ static void test_relays_in_order(void **state)
     /* A new relay starts at the checkpoint: nothing is produced twice. */
     append_many(10, 3);
     r = relay_start(&o);
-    wait_caught_up(15000);
+    wait_caught_up();
     assert_int_equal(status(r).delivered, 10);
     relay_free(r);
 
-    consume_all(topic, 1500);
+    consume_all(topic);
     assert_int_equal(n_got, 110);
     assert_int_equal(check_every_event(NULL, 0), 0);
     /* Same key, same partition. */
@@ -439,11 +459,11 @@ static void test_relays_upcast_events(void **state)
     append_many(5, 2);
     kfk_relay_options o = relay_options();
     kfk_relay *r = relay_start(&o);
-    wait_caught_up(15000);
+    wait_caught_up();
     assert_int_equal(status(r).delivered, 20);
     relay_free(r);
 
-    consume_all(topic, 1500);
+    consume_all(topic);
     assert_int_equal(n_got, 20);
     assert_int_equal(check_every_event(NULL, 0), 0);
     for (size_t j = 0; j < n_got; j++)
@@ -462,10 +482,10 @@ static void test_transient_errors_retried(void **state)
                                       RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND);
     kfk_relay_options o = relay_options();
     kfk_relay *r = relay_start(&o);
-    wait_caught_up(20000);
+    wait_caught_up();
     assert_int_equal(status(r).delivered, 30);
     relay_free(r);
-    consume_all(topic, 1500);
+    consume_all(topic);
     assert_int_equal(n_got, 30);
     assert_int_equal(check_every_event(NULL, 0), 0);
 }
@@ -482,6 +502,24 @@ static bool dead_letters_are(void *arg)
     return ok;
 }
 
+/* True once the broker holds at least *arg messages in the dead-letter topic (one partition).
+ */
+static bool dlq_holds(void *arg)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", rd_kafka_mock_cluster_bootstraps(mock), errstr,
+                      sizeof errstr);
+    rd_kafka_conf_set(conf, "log_level", "0", errstr, sizeof errstr);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    assert_non_null(rk);
+    int64_t low = 0, high = 0;
+    rd_kafka_resp_err_t e =
+        rd_kafka_query_watermark_offsets(rk, dlq_topic, 0, &low, &high, TS_HANG_GUARD_MS);
+    rd_kafka_destroy(rk);
+    return e == RD_KAFKA_RESP_ERR_NO_ERROR && high >= *(const int64_t *)arg;
+}
+
 /* An event over the size limit and one the broker refuses for good go to the dead-letter
  * topic and table; the relay goes on; redrive sends them again once they fit. */
 static void test_permanent_failures_dead_lettered(void **state)
@@ -494,33 +532,39 @@ static void test_permanent_failures_dead_lettered(void **state)
     kfk_relay_options o = relay_options();
     o.kafka.max_message_bytes = 4000;
     kfk_relay *r = relay_start(&o);
-    wait_caught_up(15000);
+    wait_caught_up();
     size_t want = 1;
-    assert_int_equal(ts_wait_until(dead_letters_are, &want, 5000), 0);
+    assert_int_equal(ts_wait_until(dead_letters_are, &want, TS_HANG_GUARD_MS), 0);
     assert_int_equal(status(r).dead_lettered, 1);
     assert_int_equal(status(r).delivered, 10);
+    /* The errors below are for the next two Produce requests, so the dead-letter topic must
+     * have taken its message first (and a refused batch would purge it while queued). */
+    int64_t in_dlq = 1;
+    assert_int_equal(ts_wait_until(dlq_holds, &in_dlq, TS_HANG_GUARD_MS), 0);
 
     /* The broker refuses a request twice: the batch, then the event alone. */
     rd_kafka_mock_push_request_errors(mock, API_PRODUCE, 2, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,
                                       RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
     append("thing-refused", 16);
     size_t refused = n_log - 1;
-    wait_caught_up(15000);
+    wait_caught_up();
     append_many(5, 2); /* and the relay goes on */
-    wait_caught_up(15000);
+    wait_caught_up();
     want = 2;
-    assert_int_equal(ts_wait_until(dead_letters_are, &want, 5000), 0);
+    assert_int_equal(ts_wait_until(dead_letters_are, &want, TS_HANG_GUARD_MS), 0);
     kfk_relay_status st = status(r);
     assert_int_equal(st.dead_lettered, 2);
     assert_int_equal(st.delivered, 15);
+    in_dlq = 2; /* before the stop, which drops what is still queued */
+    assert_int_equal(ts_wait_until(dlq_holds, &in_dlq, TS_HANG_GUARD_MS), 0);
     relay_free(r);
 
     const char *skip[] = {log_[5].id, log_[refused].id};
-    consume_all(topic, 1500);
+    consume_all(topic);
     assert_int_equal(n_got, 15);
     check_every_event(skip, 2);
 
-    consume_all(dlq_topic, 1500);
+    consume_all(dlq_topic);
     assert_int_equal(n_got, 2);
     assert_string_equal(got[0].event_id, log_[5].id);
     assert_true(got[0].truncated); /* too large for the dead-letter topic too: a stub */
@@ -573,7 +617,7 @@ static void test_permanent_failures_dead_lettered(void **state)
     assert_int_equal(failed, 0);
     want = 0;
     assert_true(dead_letters_are(&want));
-    consume_all(topic, 1500);
+    consume_all(topic);
     assert_int_equal(n_got, 17);
     check_every_event(NULL, 0);
 
@@ -587,10 +631,18 @@ static void test_permanent_failures_dead_lettered(void **state)
     free(text);
 }
 
-static bool is_degraded(void *arg)
+typedef struct backlog {
+    kfk_relay *relay;
+    int64_t head; /* of the log once the backlog was appended */
+} backlog;
+
+/* Degraded with the breaker not closed, and the status has looked at the log since the
+ * backlog was appended (it reads the head once a second). */
+static bool degraded_with_backlog(void *arg)
 {
-    kfk_relay_status st = status(arg);
-    return st.degraded && strcmp(st.breaker, "closed") != 0;
+    const backlog *b = arg;
+    kfk_relay_status st = status(b->relay);
+    return st.degraded && strcmp(st.breaker, "closed") != 0 && st.head >= b->head;
 }
 
 static bool is_healthy(void *arg)
@@ -607,14 +659,15 @@ static void test_broker_outage(void **state)
     append_many(20, 4);
     kfk_relay_options o = relay_options();
     kfk_relay *r = relay_start(&o);
-    wait_caught_up(15000);
+    wait_caught_up();
 
     rd_kafka_mock_broker_set_down(mock, 1);
     int64_t held = checkpoint();
     long long t0 = ts_now_ms();
     append_many(50, 4); /* appends succeed: they never go through Kafka */
     print_message("50 appends with the broker down took %lld ms\n", ts_now_ms() - t0);
-    assert_int_equal(ts_wait_until(is_degraded, r, 20000), 0);
+    backlog b = {r, head()};
+    assert_int_equal(ts_wait_until(degraded_with_backlog, &b, TS_HANG_GUARD_MS), 0);
     kfk_relay_status st = status(r);
     print_message("degraded: %s\n", st.detail);
     assert_int_equal(checkpoint(), held);
@@ -622,16 +675,36 @@ static void test_broker_outage(void **state)
 
     rd_kafka_mock_broker_set_up(mock, 1);
     t0 = ts_now_ms();
-    wait_caught_up(30000);
+    wait_caught_up();
     print_message("backlog drained %lld ms after the broker returned\n", ts_now_ms() - t0);
-    assert_int_equal(ts_wait_until(is_healthy, r, 5000), 0); /* status is refreshed each second */
+    assert_int_equal(ts_wait_until(is_healthy, r, TS_HANG_GUARD_MS), 0); /* refreshed each second */
     assert_string_equal(status(r).breaker, "closed");
     relay_free(r);
 
-    consume_all(topic, 1500);
+    consume_all(topic);
     size_t dups = check_every_event(NULL, 0);
     print_message("%zu messages, %zu duplicates (at least once)\n", n_got, dups);
     assert_true(n_got >= 70);
+}
+
+/* The second relay's view of its store: the real one, counting the times it asked for the
+ * relay lease and was refused. */
+static const es_store_ops *lease_real_ops;
+static atomic_int lease_refusals;
+
+static int lease_counting_lead(void *self, const char *context, const char *name, bool *out,
+                               app_error *err)
+{
+    int rc = lease_real_ops->lead(self, context, name, out, err);
+    if (rc == 0 && !*out)
+        atomic_fetch_add(&lease_refusals, 1);
+    return rc;
+}
+
+static bool refused_twice(void *arg)
+{
+    (void)arg;
+    return atomic_load(&lease_refusals) >= 2;
 }
 
 /* Two relays on one database: one relays, the other waits; when the first stops, the second
@@ -645,32 +718,38 @@ static void test_one_relay_per_context(void **state)
     pg_event_store *other = NULL;
     app_error err = APP_ERROR_INIT;
     assert_int_equal(pg_event_store_new(&other, &po, &err), 0);
-    es_store other_port = pg_event_store_port(other);
+    es_store real_port = pg_event_store_port(other);
+    static es_store_ops counting_ops;
+    lease_real_ops = real_port.ops;
+    counting_ops = *real_port.ops;
+    counting_ops.lead = lease_counting_lead;
+    atomic_store(&lease_refusals, 0);
+    es_store other_port = {&counting_ops, real_port.self};
 
     kfk_relay_options o = relay_options();
     kfk_relay *a = relay_start(&o);
     append_many(10, 2);
-    wait_caught_up(15000);
+    wait_caught_up();
     kfk_relay_options o2 = o;
     o2.events = &other_port;
     kfk_relay *b = relay_start(&o2);
     append_many(10, 2);
-    wait_caught_up(15000);
-    struct timespec pause = {0, 500 * 1000000L};
-    nanosleep(&pause, NULL);
+    wait_caught_up();
+    /* b asked for the lease and was refused twice, so its status shows the first answer. */
+    assert_int_equal(ts_wait_until(refused_twice, NULL, TS_HANG_GUARD_MS), 0);
     assert_true(status(a).leader);
     assert_false(status(b).leader);
     assert_int_equal(status(b).delivered, 0);
 
     relay_free(a); /* resigns */
     append_many(10, 2);
-    wait_caught_up(15000);
+    wait_caught_up();
     assert_true(status(b).leader);
     assert_int_equal(status(b).delivered, 10);
     relay_free(b);
     pg_event_store_free(other);
 
-    consume_all(topic, 1500);
+    consume_all(topic);
     assert_int_equal(n_got, 30);
     assert_int_equal(check_every_event(NULL, 0), 0);
 }

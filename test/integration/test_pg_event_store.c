@@ -18,6 +18,7 @@
 #include "adapters/postgres/pg_migrate.h"
 #include "adapters/postgres/pg_pool.h"
 #include "core/uuid.h"
+#include "test/support/services.h"
 
 #define CTX     "pgtest_es"  /* schema pgtest_es_ctx */
 #define LOG_CTX "pgtest_log" /* a log only the tailing test writes */
@@ -36,6 +37,36 @@ static void exec_sql(const char *sql)
     PQclear(res);
     PQfinish(conn);
     assert_true(st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+/* Runs a query that answers one integer. */
+static long long query_int(const char *sql)
+{
+    PGconn *conn = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(pg_connect(dsn, 5, &conn, &err), 0);
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        fail_msg("%s: %s", sql, PQerrorMessage(conn));
+    long long n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    PQfinish(conn);
+    return n;
+}
+
+/* Terminates the other sessions that "SELECT pid FROM <from_where>" lists and returns once
+ * each of them has exited. With a timeout, pg_terminate_backend (PostgreSQL 14+) waits until
+ * the process is gone, not just signalled, so its socket is closed and a client's next look
+ * at the connection sees the end; the timeout only guards against a hang. Returns how many
+ * it saw exit. */
+static long long terminate_backends(const char *from_where)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, %d)) FROM %s"
+             " AND pid <> pg_backend_pid()",
+             TS_HANG_GUARD_MS, from_where);
+    return query_int(sql);
 }
 
 static int setup(void **state)
@@ -770,8 +801,6 @@ typedef struct other_writer {
 static void *other_main(void *p)
 {
     other_writer *o = p;
-    struct timespec pause = {0, 300 * 1000000L};
-    nanosleep(&pause, NULL);
     es_store other = pg_event_store_port(o->other);
     char id[UUID_STR_LEN], stream[64];
     uuid_v4(id);
@@ -782,6 +811,12 @@ static void *other_main(void *p)
     app_error err = APP_ERROR_INIT;
     o->rc = other.ops->append(other.self, &req, &res, &err);
     return NULL;
+}
+
+static bool listening(void *arg)
+{
+    (void)arg;
+    return pg_event_store_listener_pid(store, CTX) != 0;
 }
 
 /* A commit by another store (as if another process) wakes a waiter through NOTIFY. */
@@ -795,18 +830,25 @@ static void test_wakeup_across_stores(void **state)
     assert_int_equal(pg_event_store_new(&o.other, &opts, &err), 0);
     int64_t head = 0;
     assert_int_equal(port.ops->head_position(port.self, CTX, &head, &err), 0);
-    /* Give the listener time to LISTEN on the test channel. */
-    port.ops->wait_for_append(port.self, CTX, INT64_MAX, 300);
+    /* A wait registers the context with the store (a no-op if an append did already); once
+     * the listener says it LISTENs on it, a NOTIFY cannot be missed. */
+    port.ops->wait_for_append(port.self, CTX, INT64_MAX, 0);
+    if (ts_wait_until(listening, NULL, TS_HANG_GUARD_MS) != 0)
+        fail_msg("the listener did not LISTEN on " CTX "_ctx_events");
 
+    /* Whether the commit lands before the wait starts or during it, only its NOTIFY can end
+     * the wait before the timeout: this store appends nothing meanwhile. The timeout is only
+     * a hang guard. */
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, other_main, &o), 0);
     double started = now_ms();
-    port.ops->wait_for_append(port.self, CTX, head, 5000);
+    port.ops->wait_for_append(port.self, CTX, head, TS_HANG_GUARD_MS);
     double waited = now_ms() - started;
     pthread_join(th, NULL);
     assert_int_equal(o.rc, 0);
     print_message("woken after %.0f ms\n", waited);
-    assert_true(waited < 4000);
+    if (waited >= TS_HANG_GUARD_MS)
+        fail_msg("no NOTIFY woke the waiter in %d ms", TS_HANG_GUARD_MS);
     pg_event_store_free(o.other);
 }
 
@@ -841,12 +883,9 @@ static void test_committer_reconnects(void **state)
     char stream[64];
     new_stream(stream, sizeof stream);
     assert_int_equal(append_one(CTX, stream, ES_NO_STREAM, NULL, 0, NULL, 0, NULL, &err), 0);
-    exec_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-             " WHERE pid <> pg_backend_pid() AND datname = current_database()");
-    /* Give the backends time to send their goodbye; the store notices it before using the
-     * connection, so no request fails. */
-    struct timespec pause = {0, 100 * 1000000L};
-    nanosleep(&pause, NULL);
+    assert_true(terminate_backends("pg_stat_activity WHERE datname = current_database()") > 0);
+    /* The backends are gone: the store notices before using a connection, so no request
+     * fails. */
     int rc = append_one(CTX, stream, 1, NULL, 0, NULL, 0, NULL, &err);
     if (rc != 0)
         fail_msg("%s: %s", err.message, err.detail);
@@ -857,11 +896,23 @@ static void test_committer_reconnects(void **state)
     es_event_list_free(&list);
 }
 
+static bool listening_anew(void *arg)
+{
+    int pid = pg_event_store_listener_pid(store, CTX);
+    return pid != 0 && pid != *(const int *)arg;
+}
+
 /* Every backend killed (as in a server restart): the listener reconnects and LISTENs again. */
 static void test_wakeup_after_listener_loss(void **state)
 {
-    exec_sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-             " WHERE pid <> pg_backend_pid() AND datname = current_database()");
+    port.ops->wait_for_append(port.self, CTX, INT64_MAX, 0); /* registers CTX, see above */
+    if (ts_wait_until(listening, NULL, TS_HANG_GUARD_MS) != 0)
+        fail_msg("the listener did not LISTEN on " CTX "_ctx_events");
+    int lost = pg_event_store_listener_pid(store, CTX);
+    assert_true(terminate_backends("pg_stat_activity WHERE datname = current_database()") > 0);
+    /* Its old session is gone; a new one must take its place before a NOTIFY can be heard. */
+    if (ts_wait_until(listening_anew, &lost, TS_HANG_GUARD_MS) != 0)
+        fail_msg("the listener did not LISTEN again after losing session %d", lost);
     test_wakeup_across_stores(state);
 }
 
@@ -968,12 +1019,14 @@ static void test_dead_letters(void **state)
                      APP_EINVAL);
 }
 
-/* Kills the session holding the lease (as if its process died or lost its connection). */
+/* Kills the session holding the lease (as if its process died or lost its connection) and
+ * returns once it has exited, so its lock is free. Resigned leases were unlocked, so the
+ * holder is the only session with a lease lock. */
 static void kill_lease_holder(void)
 {
-    exec_sql("SELECT pg_terminate_backend(pid) FROM pg_locks"
-             " WHERE locktype = 'advisory' AND classid = 1818583396 AND objsubid = 2"
-             " AND granted AND pid <> pg_backend_pid()");
+    assert_int_equal(terminate_backends("pg_locks WHERE locktype = 'advisory'"
+                                        " AND classid = 1818583396 AND objsubid = 2 AND granted"),
+                     1);
 }
 
 /* One leader per (context, name) across stores; the lease moves on when its holder dies or
@@ -1005,8 +1058,6 @@ static void test_leadership(void **state)
 
     /* The holder's session dies: it notices, and the other store takes over. */
     kill_lease_holder();
-    struct timespec pause = {0, 100 * 1000000L};
-    nanosleep(&pause, NULL);
     assert_int_equal(b.ops->lead(b.self, CTX, "kafka.relay", &b_leads, &err), 0);
     assert_true(b_leads);
     assert_int_equal(port.ops->lead(port.self, CTX, "kafka.relay", &a_leads, &err), 0);

@@ -19,7 +19,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "adapters/redis/rds_store.h"
@@ -30,18 +29,32 @@
 
 static char run_prefix[64];
 
-static rds_store *open_store(const char *url, const char *prefix, int pool, int timeout_ms)
+/* clock NULL: the system clock. */
+static rds_store *open_store_clocked(const char *url, const char *prefix, int pool, int timeout_ms,
+                                     const app_clock *clock)
 {
     rds_store_options opts = RDS_STORE_OPTIONS_INIT;
     opts.url = url;
     opts.key_prefix = prefix;
     opts.pool_size = pool;
     opts.timeout_ms = timeout_ms;
+    opts.clock = clock;
     rds_store *s = NULL;
     app_error err = APP_ERROR_INIT;
     if (rds_store_new(&s, &opts, &err) != 0)
         fail_msg("rds_store_new(%s): %s: %s", url, err.message, err.detail);
     return s;
+}
+
+static rds_store *open_store(const char *url, const char *prefix, int pool, int timeout_ms)
+{
+    return open_store_clocked(url, prefix, pool, timeout_ms, NULL);
+}
+
+/* A clock that moves only when the test moves it: self points at its milliseconds. */
+static int64_t test_clock_now(void *self)
+{
+    return *(const int64_t *)self;
 }
 
 static rds_store *open_harness_store(const char *suffix)
@@ -358,7 +371,7 @@ static void own_redis_start(own_redis *r, const char *password)
         _exit(127);
     }
     r->pid = pid;
-    if (ts_wait_until(raw_ping_ok, r, 10000) != 0)
+    if (ts_wait_until(raw_ping_ok, r, TS_HANG_GUARD_MS) != 0)
         fail_msg("redis-server on port %d did not start (is redis-server installed?)", r->port);
 }
 
@@ -425,14 +438,16 @@ static void test_down_up_down_up(void **state)
 }
 
 /* Five calls in a row that cannot reach Redis open the breaker: the next callers get their
- * 503 at once, without trying; a second later one probe goes through and, Redis being back,
- * closes it. */
+ * 503 at once, without trying; a second later on the store's clock (which the test moves)
+ * one probe goes through and, Redis being back, closes it. */
 static void test_breaker_opens_and_closes(void **state)
 {
     (void)state;
     if (own.pid > 0)
         own_redis_stop(&own);
-    rds_store *s = open_store(own.url, "t:", 2, 500);
+    int64_t now_ms = 1000000;
+    app_clock clock = {test_clock_now, &now_ms};
+    rds_store *s = open_store_clocked(own.url, "t:", 2, 500, &clock);
     rs_store rs = rds_store_port(s);
     app_error err = APP_ERROR_INIT;
     for (int i = 0; i < 5; i++) {
@@ -442,11 +457,16 @@ static void test_breaker_opens_and_closes(void **state)
     assert_int_equal(rs.ops->ping(rs.self, &err), APP_EUNAVAIL);
     assert_string_equal(err.message, "redis is unavailable");
     assert_non_null(strstr(err.detail, "circuit breaker open"));
+    assert_non_null(strstr(err.detail, "next attempt in 1000 ms"));
 
+    /* However long Redis takes to start, no time passes for the breaker: still open. */
     own_redis_start(&own, NULL);
-    assert_int_equal(rs.ops->ping(rs.self, &err), APP_EUNAVAIL); /* still open */
-    struct timespec pause = {1, 100000000L};
-    nanosleep(&pause, NULL);
+    assert_int_equal(rs.ops->ping(rs.self, &err), APP_EUNAVAIL);
+    assert_non_null(strstr(err.detail, "circuit breaker open"));
+    now_ms += 999;
+    assert_int_equal(rs.ops->ping(rs.self, &err), APP_EUNAVAIL);
+    assert_non_null(strstr(err.detail, "next attempt in 1 ms"));
+    now_ms += 1;
     expect_ok(rs.ops->ping(rs.self, &err), &err, "the probe after the open time");
     expect_ok(rs.ops->set(rs.self, "k", "closed", &err), &err, "set once closed");
     rds_store_free(s);

@@ -82,6 +82,12 @@ int ts_run(const char *cmd, char *out, size_t size);
 /* A loopback TCP port that was free a moment ago. */
 int ts_free_port(void);
 
+/* The longest a test waits for something that is bound to happen (a thread to start, a
+ * backend to exit, a relay to catch up): a guard against hangs, generous enough for a loaded
+ * machine. Tests order events by waiting for them, so on a working system this never decides
+ * the verdict; it only turns a hang into a failure. */
+#define TS_HANG_GUARD_MS 60000
+
 /* Polls pred(arg) every 20 ms until it returns true (0) or timeout_ms passes (-1). */
 int ts_wait_until(bool (*pred)(void *), void *arg, int timeout_ms);
 
