@@ -20,9 +20,6 @@
 #include "test/support/http_client.h"
 #include "test/support/services.h"
 
-/* Long enough for anything that is going to happen; only a guard against hanging. */
-#define HANG_GUARD_MS 60000
-
 static ts_app app;
 static const char *const json_headers[] = {"Content-Type: application/json", NULL};
 
@@ -111,7 +108,7 @@ static bool answers(void *arg)
 static void wait_answer(const char *path, int status, const char *email)
 {
     want w = {path, status, email};
-    if (ts_wait_until(answers, &w, HANG_GUARD_MS) != 0)
+    if (ts_wait_until(answers, &w, TS_HANG_GUARD_MS) != 0)
         fail_msg("GET %s never answered %d", path, status);
 }
 
@@ -143,7 +140,7 @@ static bool subscriber_is(void *arg)
 static void wait_subscriber(const char *name, const char *status)
 {
     sub_want w = {name, status};
-    if (ts_wait_until(subscriber_is, &w, HANG_GUARD_MS) != 0) {
+    if (ts_wait_until(subscriber_is, &w, TS_HANG_GUARD_MS) != 0) {
         char now[32];
         subscriber_status(name, now, sizeof now);
         fail_msg("subscriber %s never became %s (it is %s)", name, status, now);
@@ -220,7 +217,7 @@ static void test_postgres_down(void **state)
      * attempts, but never anything else), projections and trails. */
     wait_answer("/health/ready", 200, NULL);
     registration after;
-    if (ts_wait_until(registers, &after, HANG_GUARD_MS) != 0)
+    if (ts_wait_until(registers, &after, TS_HANG_GUARD_MS) != 0)
         fail_msg("registrations kept answering 503 after PostgreSQL came back");
     char after_path[160];
     snprintf(after_path, sizeof after_path, "/v1/users/%s", after.id);
@@ -310,7 +307,7 @@ static void test_redis_back_empty(void **state)
     snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d, %d);\n", LEASE_NS,
              (int)pg_lock_key("user_ctx.user.projection"));
     lease_holder = psql_begin(sql);
-    assert_int_equal(ts_wait_until(lease_held_by_test, NULL, HANG_GUARD_MS), 0);
+    assert_int_equal(ts_wait_until(lease_held_by_test, NULL, TS_HANG_GUARD_MS), 0);
     assert_int_equal(ts_app_start(&app, NULL), 0);
     wait_subscriber("user.projection", "standby");
 
@@ -322,7 +319,7 @@ static void test_redis_back_empty(void **state)
     assert_int_equal(ts_redis_start(), 0);
 
     log_locker = psql_begin("BEGIN;\nLOCK TABLE user_ctx.events IN ACCESS EXCLUSIVE MODE;\n");
-    assert_int_equal(ts_wait_until(user_log_locked, NULL, HANG_GUARD_MS), 0);
+    assert_int_equal(ts_wait_until(user_log_locked, NULL, TS_HANG_GUARD_MS), 0);
     psql_end(&lease_holder);
 
     /* Until it has caught up, readiness says so and its queries are 503 with Retry-After: 1,
