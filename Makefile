@@ -34,7 +34,7 @@ TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC) $(
 # Generated sources are kept, not removed as intermediates between the two builds.
 .SECONDARY: $(GEN_SRC)
 
-.PHONY: all test unit-test lint format clean run bench migrations
+.PHONY: all test unit-test test-stress lint format clean run bench migrations
 all: app
 
 app: build/release/src/main.o $(REL_OBJ)
@@ -76,6 +76,14 @@ test:
 	@[ -d test/tools/node_modules ] || npm ci --prefix test/tools --no-audit --no-fund
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
 	sh test/run.sh
+
+# The whole suite RUNS times (default 5) under stress-ng on every core.
+RUNS ?= 5
+test-stress:
+	@sh deploy/local/deps.sh test
+	@[ -d test/tools/node_modules ] || npm ci --prefix test/tools --no-audit --no-fund
+	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
+	bash test/stress.sh $(RUNS)
 
 UNIT_BINS := $(filter build/test/test/unit/% build/test/test/harness/%,$(TEST_BINS))
 unit-test:

@@ -1019,6 +1019,25 @@ static int pg_es_remove_checkpoint(void *self, const char *context, const char *
     return pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_COMMAND_OK, NULL, err);
 }
 
+static int pg_es_remove_checkpoints(void *self, const char *context, const char *subscriber,
+                                    app_error *err)
+{
+    char schema[64], sql[256];
+    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = check_text(subscriber, "subscriber", err)) < 0)
+        return rc;
+    /* A prefix compared as text: LIKE would read the '_' of names such as placement_saga as
+     * a wildcard. */
+    snprintf(sql, sizeof sql,
+             "DELETE FROM %s.checkpoints WHERE subscriber = $1"
+             " OR left(subscriber, length($1) + 1) = $1 || '@'",
+             schema);
+    const char *params[] = {subscriber};
+    return pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_COMMAND_OK, NULL, err);
+}
+
 static int pg_es_wait_for_append(void *self, const char *context, int64_t after_position,
                                  int timeout_ms)
 {
@@ -1603,6 +1622,7 @@ static const es_store_ops pg_es_ops = {
     .load_checkpoint = pg_es_load_checkpoint,
     .save_checkpoint = pg_es_save_checkpoint,
     .remove_checkpoint = pg_es_remove_checkpoint,
+    .remove_checkpoints = pg_es_remove_checkpoints,
     .wait_for_append = pg_es_wait_for_append,
     .ping = pg_es_ping,
     .due_processes = pg_es_due_processes,

@@ -147,6 +147,15 @@ void rm_forget_checkpoint(es_store *es, const char *context, const char *project
                  err.message);
 }
 
+void rm_forget_checkpoints(es_store *es, const char *context, const char *projection)
+{
+    app_error err = APP_ERROR_INIT;
+    if (es && es->ops->remove_checkpoints &&
+        es->ops->remove_checkpoints(es->self, context, projection, &err) != 0)
+        log_warn("read model %s: could not delete the checkpoints of its lost generations: %s",
+                 projection, err.message);
+}
+
 int64_t rm_new_generation(int64_t after)
 {
     struct timespec ts;

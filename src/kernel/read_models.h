@@ -76,6 +76,10 @@ int rm_drop_unversioned(rm_models *m, const char *projection, size_t *deleted, a
 void rm_forget_checkpoint(es_store *es, const char *context, const char *projection,
                           int64_t generation);
 
+/* Deletes the checkpoints of every generation of a projection, whichever they were: the read
+ * store lost them all. Best effort, as above. */
+void rm_forget_checkpoints(es_store *es, const char *context, const char *projection);
+
 /* A fresh generation number greater than after (milliseconds since the epoch). */
 int64_t rm_new_generation(int64_t after);
 /* The checkpoint a generation is built under: "<projection>@<generation>". */

@@ -310,8 +310,9 @@ static int sub_sync_model(sub_worker *w, int64_t *checkpoint, app_error *err)
             return rc;
         if (stale > 0)
             log_info("read model %s: %zu keys from before generations deleted", name, stale);
-        /* The generation it had (or the one from before generations) is gone with them. */
-        rm_forget_checkpoint(w->runner->opts.events, w->owner, name, w->generation);
+        /* Every generation it had is gone with them, whichever this process knew of (none,
+         * when it started after the read store was emptied). */
+        rm_forget_checkpoints(w->runner->opts.events, w->owner, name);
         live.generation = rm_new_generation(w->generation);
         live.building = true;
         rc = rm_control_save(m, name, &live, err);

@@ -165,6 +165,13 @@ static int ups_remove_checkpoint(void *self, const char *context, const char *su
     return in->ops->remove_checkpoint(in->self, context, subscriber, err);
 }
 
+static int ups_remove_checkpoints(void *self, const char *context, const char *subscriber,
+                                  app_error *err)
+{
+    es_store *in = INNER(self);
+    return in->ops->remove_checkpoints(in->self, context, subscriber, err);
+}
+
 static int ups_lead(void *self, const char *context, const char *name, bool *out, app_error *err)
 {
     es_store *in = INNER(self);
@@ -227,6 +234,7 @@ static void ups_fill_ops(upcast_store *u)
     UPS_OP(load_checkpoint);
     UPS_OP(save_checkpoint);
     UPS_OP(remove_checkpoint);
+    UPS_OP(remove_checkpoints);
     UPS_OP(wait_for_append);
     UPS_OP(ping);
     UPS_OP(due_processes);

@@ -170,6 +170,11 @@ typedef struct es_store_ops {
      * one that does not exist is fine. */
     int (*remove_checkpoint)(void *self, const char *context, const char *subscriber,
                              app_error *err);
+    /* Forgets the checkpoints of subscriber and of every generation of it
+     * ("<subscriber>@<generation>"): what a read model that the read store lost was built
+     * under, whichever generation that was. */
+    int (*remove_checkpoints)(void *self, const char *context, const char *subscriber,
+                              app_error *err);
     /* Blocks up to timeout_ms until an append to context commits (in this process or, where
      * the adapter listens, in another). Returns 0 on wake-up or timeout alike. */
     int (*wait_for_append)(void *self, const char *context, int64_t after_position, int timeout_ms);

@@ -777,6 +777,23 @@ static void test_checkpoints(void **state)
     assert_int_equal(pos, 43);
     assert_int_equal(port.ops->load_checkpoint(port.self, CTX, "test.other", &pos, &err), 0);
     assert_int_equal(pos, 0);
+
+    /* Forgetting a projection's generations takes "<name>" and "<name>@<n>", and nothing of
+     * a name that only starts the same, nor one that a LIKE pattern's '_' would match. */
+    static const char *const names[] = {"test.projection@17", "test.projection@18",
+                                        "test.projection2",   "test.projection_x",
+                                        "test_projection@1",  "test.projection"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        assert_int_equal(port.ops->save_checkpoint(port.self, CTX, names[i], 5, &err), 0);
+    assert_int_equal(port.ops->remove_checkpoints(port.self, CTX, "test.projection", &err), 0);
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        assert_int_equal(port.ops->load_checkpoint(port.self, CTX, names[i], &pos, &err), 0);
+        bool gone = strcmp(names[i], "test.projection") == 0 ||
+                    strncmp(names[i], "test.projection@", 16) == 0;
+        if (pos != (gone ? 0 : 5))
+            fail_msg("checkpoint %s: %lld after forgetting test.projection's", names[i],
+                     (long long)pos);
+    }
 }
 
 static void test_ping(void **state)

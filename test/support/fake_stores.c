@@ -387,6 +387,28 @@ static int fk_save_checkpoint(void *self, const char *context, const char *subsc
     return rc;
 }
 
+static int fk_remove_checkpoints(void *self, const char *context, const char *subscriber,
+                                 app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc != 0)
+        return rc;
+    size_t n = strlen(subscriber);
+    pthread_mutex_lock(&f->lock);
+    for (size_t i = 0; i < f->n_checkpoints;) {
+        const char *name = f->checkpoints[i].subscriber;
+        if (strncmp(name, subscriber, n) == 0 && (name[n] == '\0' || name[n] == '@')) {
+            free(f->checkpoints[i].subscriber);
+            f->checkpoints[i] = f->checkpoints[--f->n_checkpoints];
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&f->lock);
+    return 0;
+}
+
 static int fk_remove_checkpoint(void *self, const char *context, const char *subscriber,
                                 app_error *err)
 {
@@ -566,6 +588,7 @@ static const es_store_ops fake_es_ops = {
     .load_checkpoint = fk_load_checkpoint,
     .save_checkpoint = fk_save_checkpoint,
     .remove_checkpoint = fk_remove_checkpoint,
+    .remove_checkpoints = fk_remove_checkpoints,
     .ping = fk_ping,
     .due_processes = fk_due_processes,
     .load_snapshot = fk_load_snapshot,
