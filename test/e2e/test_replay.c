@@ -115,6 +115,59 @@ static double handled(const char *subscriber)
     return n;
 }
 
+/* ---- the log and what reads it ---------------------------------------------------- */
+
+/* Only a hang fails on it: every step waits for a state, none for a time. */
+#define HANG_GUARD_MS 60000
+
+/* Runs query with psql (from a here-document, so quotes need no escaping); the first line
+ * of its output, unaligned and without headers, goes to out. */
+static void sql(const char *query, char *out, size_t size)
+{
+    char cmd[3800];
+    int n = snprintf(cmd, sizeof cmd, "{ psql '%s' -qtAX -v ON_ERROR_STOP=1 <<'SQL'\n%s;\nSQL\n}",
+                     ts_env("APP_POSTGRES_DSN"), query);
+    assert_true(n > 0 && (size_t)n < sizeof cmd);
+    if (ts_run(cmd, out, size) != 0)
+        fail_msg("psql failed: %s\n%s", out, query);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static long long sql_number(const char *query)
+{
+    char out[64];
+    sql(query, out, sizeof out);
+    char *end;
+    long long n = strtoll(out, &end, 10);
+    if (end == out || *end)
+        fail_msg("expected a number from %s, got \"%s\"", query, out);
+    return n;
+}
+
+typedef struct subscriber {
+    const char *name;   /* as /health/ready names it */
+    const char *schema; /* of the context whose log it reads */
+} subscriber;
+
+/* True when the app runs the subscriber, caught up with the head of its log. */
+static bool caught_up(void *arg)
+{
+    const subscriber *sub = arg;
+    cJSON *j = NULL;
+    bool ok = false;
+    if (status_of("GET", "/health/ready", NULL, &j) == 200) {
+        const cJSON *s = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "subscriptions"), sub->name);
+        const cJSON *checkpoint = cJSON_GetObjectItem(s, "checkpoint");
+        char q[128];
+        snprintf(q, sizeof q, "SELECT coalesce(max(global_position), 0) FROM %s.events",
+                 sub->schema);
+        ok = strcmp(str(s, "status"), "running") == 0 && cJSON_IsNumber(checkpoint) &&
+             (long long)checkpoint->valuedouble == sql_number(q);
+    }
+    cJSON_Delete(j);
+    return ok;
+}
+
 /* A world to replay: users, a product, confirmed orders of one customer. */
 typedef struct world {
     char tag[UUID_STR_LEN];
@@ -233,6 +286,9 @@ static void test_replay_while_serving(void **state)
     world w;
     make_world(&w);
     char path[160];
+    /* The saga handles the confirmations it wrote too: read its count once it has. */
+    static subscriber saga = {"order.placement_saga", "order_ctx"};
+    assert_int_equal(ts_wait_until(caught_up, &saga, HANG_GUARD_MS), 0);
     double saga_before = handled("order.placement_saga");
     assert_true(saga_before >= 8); /* placed + confirmed of each order, at least */
 
@@ -343,12 +399,21 @@ static void test_empty_read_store_is_rebuilt(void **state)
     ts_app_stop_clean(&app);
 }
 
+/* Each test stops what it started and checks the stop; this only cleans up after a failed
+ * one, so that what it left running cannot disturb the next. */
+static int kill_leftovers(void **state)
+{
+    (void)state;
+    ts_app_kill(&app);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_replay_while_serving),
-        cmocka_unit_test(test_replay_without_a_service),
-        cmocka_unit_test(test_empty_read_store_is_rebuilt),
+        cmocka_unit_test_teardown(test_replay_while_serving, kill_leftovers),
+        cmocka_unit_test_teardown(test_replay_without_a_service, kill_leftovers),
+        cmocka_unit_test_teardown(test_empty_read_store_is_rebuilt, kill_leftovers),
     };
     return cmocka_run_group_tests_name("e2e replay", tests, NULL, NULL);
 }
