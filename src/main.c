@@ -276,30 +276,50 @@ static void app_stop_relay(app *a)
     if (!a->relay)
         return;
     ops_set_soft_check("kafka", NULL, NULL);
+    /* The subscribers' report reads the relay's status too. */
+    ops_set_report("subscriptions", NULL, NULL);
     kfk_relay_free(a->relay); /* saves the checkpoints and gives the leases up */
     a->relay = NULL;
 }
 
-/* The readiness section of the subscribers: where each runs and how far behind it is. */
+static void app_report_subscriber(cJSON *o, const char *name, const char *status,
+                                  int64_t checkpoint, int64_t head, double lag_seconds)
+{
+    cJSON *s = cJSON_AddObjectToObject(o, name);
+    if (!s)
+        return;
+    cJSON_AddStringToObject(s, "status", status);
+    cJSON_AddNumberToObject(s, "checkpoint", (double)checkpoint);
+    cJSON_AddNumberToObject(s, "lagEvents", (double)(head > checkpoint ? head - checkpoint : 0));
+    cJSON_AddNumberToObject(s, "lagSeconds", lag_seconds);
+}
+
+/* The readiness section of the subscribers: where each runs and how far behind it is. The
+ * Kafka relay of a context is one of them, under "<context>.kafka_relay". */
 static cJSON *app_subscriptions_report(void *arg)
 {
-    sub_runner *r = arg;
+    app *a = arg;
     cJSON *o = cJSON_CreateObject();
-    for (size_t i = 0; o && i < sub_runner_count(r); i++) {
+    for (size_t i = 0; o && i < sub_runner_count(a->subs); i++) {
         sub_status st;
-        sub_runner_status(r, i, &st);
-        cJSON *s = cJSON_AddObjectToObject(o, st.name);
-        if (!s)
-            break;
-        cJSON_AddStringToObject(s, "status",
-                                st.standby      ? "standby"
-                                : st.failing    ? "failing"
-                                : st.rebuilding ? "rebuilding"
-                                                : "running");
-        cJSON_AddNumberToObject(s, "checkpoint", (double)st.checkpoint);
-        cJSON_AddNumberToObject(s, "lagEvents",
-                                (double)(st.head > st.checkpoint ? st.head - st.checkpoint : 0));
-        cJSON_AddNumberToObject(s, "lagSeconds", st.lag_seconds);
+        sub_runner_status(a->subs, i, &st);
+        app_report_subscriber(o, st.name,
+                              st.standby      ? "standby"
+                              : st.failing    ? "failing"
+                              : st.rebuilding ? "rebuilding"
+                                              : "running",
+                              st.checkpoint, st.head, st.lag_seconds);
+    }
+    for (size_t i = 0; o && a->relay && i < kfk_relay_count(a->relay); i++) {
+        kfk_relay_status st;
+        kfk_relay_status_of(a->relay, i, &st);
+        char name[64];
+        snprintf(name, sizeof name, "%s.kafka_relay", st.context);
+        app_report_subscriber(o, name,
+                              !st.leader    ? "standby"
+                              : st.degraded ? "failing"
+                                            : "running",
+                              st.checkpoint, st.head, st.lag_seconds);
     }
     return o;
 }
@@ -342,9 +362,9 @@ static int app_serve(app *a)
     if (rc == 0)
         rc = sub_runner_start(a->subs, &err);
     if (rc == 0)
-        ops_set_report("subscriptions", app_subscriptions_report, a->subs);
-    if (rc == 0)
         rc = app_start_relay(a, &err);
+    if (rc == 0)
+        ops_set_report("subscriptions", app_subscriptions_report, a);
     if (rc == 0)
         rc = http_server_start(a->http, &err);
     if (rc) {

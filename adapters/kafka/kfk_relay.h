@@ -49,6 +49,7 @@ typedef struct kfk_relay_status {
     const char *breaker; /* "closed", "half-open" or "open" (static) */
     int64_t checkpoint;  /* everything at or below it is acknowledged or dead-lettered */
     int64_t head;        /* head of the context's log when last looked at */
+    double lag_seconds;  /* age of the oldest event not acknowledged yet (0 unless leader) */
     uint64_t delivered, retried, dead_lettered;
 } kfk_relay_status;
 

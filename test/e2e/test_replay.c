@@ -1,8 +1,13 @@
 /* `app replay` while the service serves: read models are rebuilt into a new generation and
  * switched to at once (queries never see a half-built one), nothing but the projections
- * runs again; a replay with no service running switches by itself; and a read store that
- * comes back empty is noticed and rebuilt without anyone asking. */
+ * runs again; a replay with no service running switches by itself; a read store that
+ * comes back empty is noticed and rebuilt without anyone asking; a generation a replay
+ * announced but nobody switched to is taken over by the next process that runs the
+ * projection, or by the next replay; and a replay killed half-way leaves a generation the
+ * next replay deletes. */
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -11,6 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -113,6 +122,206 @@ static double handled(const char *subscriber)
     double n = at ? atof(at + strlen(needle)) : 0;
     tc_response_free(&r);
     return n;
+}
+
+/* ---- the read store and the log, as a replay leaves them ----------------------------- */
+
+/* Only a hang fails on it: every step waits for a state, none for a time. */
+#define HANG_GUARD_MS 60000
+
+static ts_app replay; /* a replay run in the background, to be killed */
+
+/* The prefix of every read-store key (redis.key_prefix). */
+static const char *key_prefix(void)
+{
+    const char *p = getenv("APP_REDIS_KEY_PREFIX");
+    return p ? p : "app:";
+}
+
+/* Runs query with psql (from a here-document, so quotes need no escaping); the first line
+ * of its output, unaligned and without headers, goes to out. */
+static void sql(const char *query, char *out, size_t size)
+{
+    char cmd[3800];
+    int n = snprintf(cmd, sizeof cmd, "{ psql '%s' -qtAX -v ON_ERROR_STOP=1 <<'SQL'\n%s;\nSQL\n}",
+                     ts_env("APP_POSTGRES_DSN"), query);
+    assert_true(n > 0 && (size_t)n < sizeof cmd);
+    if (ts_run(cmd, out, size) != 0)
+        fail_msg("psql failed: %s\n%s", out, query);
+    out[strcspn(out, "\n")] = '\0';
+}
+
+static long long sql_number(const char *query)
+{
+    char out[64];
+    sql(query, out, sizeof out);
+    char *end;
+    long long n = strtoll(out, &end, 10);
+    if (end == out || *end)
+        fail_msg("expected a number from %s, got \"%s\"", query, out);
+    return n;
+}
+
+/* The position in the checkpoint of one generation of user.projection, -1 when it has none. */
+static long long checkpoint_of(long long generation)
+{
+    char q[256];
+    snprintf(q, sizeof q,
+             "SELECT coalesce((SELECT position FROM user_ctx.checkpoints"
+             " WHERE subscriber = 'user.projection@%lld'), -1)",
+             generation);
+    return sql_number(q);
+}
+
+static long long user_log_head(void)
+{
+    return sql_number("SELECT coalesce(max(global_position), 0) FROM user_ctx.events");
+}
+
+/* Writes a user's registration straight into the user log, as a command served meanwhile by
+ * a process that does not run the projection would; id gets the new user's id. */
+static void register_in_log(char id[UUID_STR_LEN])
+{
+    uuid_v4(id);
+    char q[512], out[64];
+    snprintf(
+        q, sizeof q,
+        "INSERT INTO user_ctx.events (stream_id, stream_version, event_id, event_type,"
+        " schema_version, data, metadata)"
+        " VALUES ('user-%s', 1, gen_random_uuid(), 'user.user.registered', 1,"
+        " jsonb_build_object('userId', '%s', 'email', 'late.%.8s@example.com', 'name', 'Late'),"
+        " jsonb_build_object('correlationId', 'test-replay'))",
+        id, id, id);
+    sql(q, out, sizeof out);
+}
+
+/* What redis-cli prints for args (an integer reply, with --raw); fails on anything else. */
+static long long redis_number(const char *args)
+{
+    char cmd[512], out[256];
+    snprintf(cmd, sizeof cmd, "redis-cli -u '%s' --raw %s", ts_env("APP_REDIS_URL"), args);
+    int status = ts_run(cmd, out, sizeof out);
+    char *end;
+    long long n = strtoll(out, &end, 10);
+    if (status != 0 || end == out || (*end && *end != '\n'))
+        fail_msg("redis-cli %s: status %d: %s", args, status, out);
+    return n;
+}
+
+/* Keys of one generation of user.projection in the read store. */
+static long long keys_of(long long generation)
+{
+    char args[256];
+    snprintf(args, sizeof args,
+             "EVAL \"return #redis.call('KEYS', ARGV[1])\" 0 '%suser.projection@%lld:*'",
+             key_prefix(), generation);
+    return redis_number(args);
+}
+
+/* A control record of user.projection: "" the live one, ":next" the one a replay announced.
+ * Returns the generation it names, 0 when it is missing; *flag is its state being "active",
+ * or for ":next" its being ready. */
+static long long control_record(const char *suffix, bool *flag)
+{
+    char cmd[512], out[256];
+    snprintf(cmd, sizeof cmd, "redis-cli -u '%s' --raw GET '%sread-model:user.projection%s'",
+             ts_env("APP_REDIS_URL"), key_prefix(), suffix);
+    if (ts_run(cmd, out, sizeof out) != 0)
+        fail_msg("redis-cli GET: %s", out);
+    *flag = false;
+    if (out[strspn(out, "\n")] == '\0')
+        return 0;
+    cJSON *o = cJSON_Parse(out);
+    const cJSON *g = cJSON_GetObjectItem(o, "generation");
+    if (!cJSON_IsNumber(g))
+        fail_msg("read-model:user.projection%s is not a control record: %s", suffix, out);
+    long long generation = (long long)g->valuedouble;
+    *flag = suffix[0] ? cJSON_IsTrue(cJSON_GetObjectItem(o, "ready"))
+                      : strcmp(str(o, "state"), "active") == 0;
+    cJSON_Delete(o);
+    return generation;
+}
+
+static long long live_generation(bool *active)
+{
+    return control_record("", active);
+}
+
+static long long announced_generation(bool *ready)
+{
+    return control_record(":next", ready);
+}
+
+/* Starts `app replay --projection user.projection` in the background (in `replay`), its
+ * output to a log of its own next to the apps' logs. */
+static void replay_start(void)
+{
+    memset(&replay, 0, sizeof replay);
+    const char *dir = getenv("APP_TEST_LOG_DIR");
+    if (!dir || !dir[0])
+        dir = getenv("APP_TEST_RUN_DIR");
+    if (!dir || !dir[0])
+        dir = "/tmp";
+    snprintf(replay.log_path, sizeof replay.log_path, "%s/replay-%d-%lld.log", dir, (int)getpid(),
+             ts_now_ms());
+    char binary[512], config[] = "--config", file[] = "config/app.yaml", cmd[] = "replay",
+                      opt[] = "--projection", name[] = "user.projection";
+    snprintf(binary, sizeof binary, "%s", ts_app_binary());
+    char *const argv[] = {binary, config, file, cmd, opt, name, NULL};
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        /* A test that dies must not leave the replay running. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int log = open(replay.log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (log < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log, STDOUT_FILENO) < 0 ||
+            dup2(log, STDERR_FILENO) < 0)
+            _exit(126);
+        execv(binary, argv);
+        _exit(127);
+    }
+    replay.pid = pid;
+}
+
+/* SIGKILLs the background replay, which must still be running. */
+static void replay_kill(void)
+{
+    int status = ts_app_stop(&replay, SIGKILL);
+    if (status != 128 + SIGKILL) {
+        ts_app_dump_log(&replay, 4000);
+        fail_msg("the replay had ended by itself (status %d) before it could be killed", status);
+    }
+}
+
+typedef struct subscriber {
+    const char *name;   /* as /health/ready names it */
+    const char *schema; /* of the context whose log it reads */
+} subscriber;
+
+static subscriber user_projection = {"user.projection", "user_ctx"};
+
+/* True when the app runs the subscriber, caught up with the head of its log. */
+static bool caught_up(void *arg)
+{
+    const subscriber *sub = arg;
+    cJSON *j = NULL;
+    bool ok = false;
+    if (status_of("GET", "/health/ready", NULL, &j) == 200) {
+        const cJSON *s = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "subscriptions"), sub->name);
+        const cJSON *checkpoint = cJSON_GetObjectItem(s, "checkpoint");
+        char q[128];
+        snprintf(q, sizeof q, "SELECT coalesce(max(global_position), 0) FROM %s.events",
+                 sub->schema);
+        ok = strcmp(str(s, "status"), "running") == 0 && cJSON_IsNumber(checkpoint) &&
+             (long long)checkpoint->valuedouble == sql_number(q);
+    }
+    cJSON_Delete(j);
+    return ok;
 }
 
 /* A world to replay: users, a product, confirmed orders of one customer. */
@@ -233,6 +442,9 @@ static void test_replay_while_serving(void **state)
     world w;
     make_world(&w);
     char path[160];
+    /* The saga handles the confirmations it wrote too: read its count once it has. */
+    static subscriber saga = {"order.placement_saga", "order_ctx"};
+    assert_int_equal(ts_wait_until(caught_up, &saga, HANG_GUARD_MS), 0);
     double saga_before = handled("order.placement_saga");
     assert_true(saga_before >= 8); /* placed + confirmed of each order, at least */
 
@@ -343,12 +555,285 @@ static void test_empty_read_store_is_rebuilt(void **state)
     ts_app_stop_clean(&app);
 }
 
+typedef struct generation_watch {
+    long long live;       /* the generation serving when the replay started */
+    long long generation; /* the one the replay builds, once seen */
+} generation_watch;
+
+/* The replay has announced a generation, not ready yet, and saved a checkpoint of it: it
+ * has written part of it and goes on. */
+static bool building(void *arg)
+{
+    generation_watch *g = arg;
+    bool ready;
+    long long next = announced_generation(&ready);
+    if (next == 0 || next == g->live || ready)
+        return false;
+    g->generation = next;
+    return checkpoint_of(next) > 0;
+}
+
+/* The replay has built a generation and announced it ready. */
+static bool announced_ready(void *arg)
+{
+    generation_watch *g = arg;
+    bool ready;
+    long long next = announced_generation(&ready);
+    g->generation = next;
+    return next != 0 && next != g->live && ready;
+}
+
+/* Leaves a generation of user.projection built and announced ready by a replay but not
+ * switched to, as a replay killed while it waited for the switch leaves it. The process that
+ * runs the projection is frozen (SIGSTOP): it keeps the lease and cannot switch, so the
+ * replay waits for it; the replay is killed, then the frozen process. *live is the
+ * generation still serving, *built the announced one. */
+static void announce_unswitched(world *w, long long *live, long long *built)
+{
+    assert_int_equal(ts_app_start(&app, NULL), 0);
+    make_world(w);
+    if (ts_wait_until(caught_up, &user_projection, HANG_GUARD_MS) != 0)
+        fail_msg("user.projection never ran caught up in the app");
+    bool active;
+    *live = live_generation(&active);
+    assert_true(*live > 0 && active);
+    assert_int_equal(kill(app.pid, SIGSTOP), 0);
+
+    replay_start();
+    generation_watch g = {*live, 0};
+    if (ts_wait_until(announced_ready, &g, HANG_GUARD_MS) != 0) {
+        ts_app_dump_log(&replay, 4000);
+        fail_msg("the replay never announced a generation ready");
+    }
+    replay_kill();
+    assert_int_equal(ts_app_stop(&app, SIGKILL), 128 + SIGKILL);
+    *built = g.generation;
+
+    /* Announced, built up to the head of the log under its own checkpoint, not live. */
+    bool ready;
+    assert_true(announced_generation(&ready) == *built && ready);
+    assert_true(live_generation(&active) == *live && active);
+    assert_true(keys_of(*built) > 0);
+    assert_true(checkpoint_of(*built) == user_log_head());
+    assert_true(checkpoint_of(*live) >= 0);
+    print_message("generation %lld built and announced, %lld still live\n", *built, *live);
+}
+
+typedef struct takeover {
+    long long old, built;
+} takeover;
+
+/* The announced generation is live and no longer announced. */
+static bool switched(void *arg)
+{
+    takeover *t = arg;
+    bool active, ready;
+    return live_generation(&active) == t->built && active && announced_generation(&ready) == 0;
+}
+
+/* The replaced generation is gone, with its checkpoint. */
+static bool old_deleted(void *arg)
+{
+    takeover *t = arg;
+    return keys_of(t->old) == 0 && checkpoint_of(t->old) < 0;
+}
+
+static void test_announced_generation_taken_over_by_the_next_process(void **state)
+{
+    (void)state;
+    world w;
+    takeover t;
+    announce_unswitched(&w, &t.old, &t.built);
+    char late[UUID_STR_LEN], path[160];
+    register_in_log(late); /* after the build: whoever takes it over catches it up */
+
+    /* The next process that runs the projection switches to it... */
+    assert_int_equal(ts_app_start(&app, NULL), 0);
+    if (ts_wait_until(switched, &t, HANG_GUARD_MS) != 0) {
+        ts_app_dump_log(&app, 4000);
+        fail_msg("the app never switched to the announced generation %lld", t.built);
+    }
+    /* ...and deletes the generation it replaced, with its checkpoint. */
+    if (ts_wait_until(old_deleted, &t, HANG_GUARD_MS) != 0) {
+        ts_app_dump_log(&app, 4000);
+        fail_msg("generation %lld (%lld keys, checkpoint %lld) outlived the switch", t.old,
+                 keys_of(t.old), checkpoint_of(t.old));
+    }
+    assert_int_equal(checkpoint_rows("user_ctx", "user.projection"), 1);
+    snprintf(path, sizeof path, "/v1/users/%s", late);
+    wait_member(path, "status", "active");
+    check_world(&w, false);
+    assert_int_equal(ts_wait_until(caught_up, &user_projection, HANG_GUARD_MS), 0);
+    assert_true(checkpoint_of(t.built) == user_log_head());
+    ts_app_stop_clean(&app);
+}
+
+/* Where needle is in out, failing when it is not. */
+static const char *expect_line(const char *out, const char *needle)
+{
+    const char *at = strstr(out, needle);
+    if (!at)
+        fail_msg("no \"%s\" in the replay's output:\n%s", needle, out);
+    return at;
+}
+
+static void test_announced_generation_taken_over_by_the_next_replay(void **state)
+{
+    (void)state;
+    world w;
+    takeover t;
+    announce_unswitched(&w, &t.old, &t.built);
+    char late[UUID_STR_LEN], path[160], line[160], out[16384];
+    register_in_log(late);
+
+    /* No process runs the projection: the next replay completes the switch to the announced
+     * generation first (it deletes the generation it replaced), then replays as asked. */
+    assert_int_equal(
+        run_app("--config config/app.yaml replay --projection user.projection", out, sizeof out),
+        0);
+    print_message("%s", out);
+    snprintf(line, sizeof line,
+             "user.projection: no running process has it; switched to generation %lld", t.built);
+    const char *adopted = expect_line(out, line);
+    snprintf(line, sizeof line, "user.projection: generation %lld deleted", t.old);
+    assert_true(expect_line(out, line) > adopted);
+    bool active, ready;
+    long long now = live_generation(&active);
+    assert_true(now > t.built && active);
+    snprintf(line, sizeof line, "user.projection: building generation %lld", now);
+    assert_true(expect_line(out, line) > adopted);
+    snprintf(line, sizeof line, "user.projection: generation %lld deleted", t.built);
+    expect_line(out, line);
+    assert_int_equal(announced_generation(&ready), 0);
+    assert_int_equal(keys_of(t.old), 0);
+    assert_int_equal(keys_of(t.built), 0);
+    assert_true(checkpoint_of(t.old) < 0 && checkpoint_of(t.built) < 0);
+    assert_int_equal(checkpoint_rows("user_ctx", "user.projection"), 1);
+
+    assert_int_equal(ts_app_start(&app, NULL), 0);
+    snprintf(path, sizeof path, "/v1/users/%s", late);
+    wait_member(path, "status", "active");
+    check_world(&w, false);
+    ts_app_stop_clean(&app);
+}
+
+/* Writes users * per_user events straight into the user log (each user registered, then
+ * changing its email): a log long enough that a replay of it is still running when it is
+ * seen writing. Emails are <tag>.<user>.<version>@example.com. */
+static void write_user_log(const char *tag, int users, int per_user)
+{
+    char q[1536], out[64];
+    snprintf(q, sizeof q,
+             "INSERT INTO user_ctx.events (stream_id, stream_version, event_id, event_type,"
+             " schema_version, data, metadata)"
+             " SELECT 'user-' || u.id, v, gen_random_uuid(),"
+             " CASE WHEN v = 1 THEN 'user.user.registered' ELSE 'user.user.email_changed' END, 1,"
+             " CASE WHEN v = 1 THEN jsonb_build_object('userId', u.id, 'email',"
+             "   '%.8s.' || u.i || '.1@example.com', 'name', 'Bulk ' || u.i)"
+             " ELSE jsonb_build_object('userId', u.id,"
+             "   'email', '%.8s.' || u.i || '.' || v || '@example.com',"
+             "   'previousEmail', '%.8s.' || u.i || '.' || (v - 1) || '@example.com') END,"
+             " jsonb_build_object('correlationId', 'test-replay')"
+             " FROM (SELECT i, gen_random_uuid()::text AS id FROM generate_series(1, %d) i) u,"
+             " generate_series(1, %d) v ORDER BY u.i, v",
+             tag, tag, tag, users, per_user);
+    sql(q, out, sizeof out);
+}
+
+static void test_replay_killed_half_way(void **state)
+{
+    (void)state;
+    enum { USERS = 2000, PER_USER = 50 };
+    assert_int_equal(ts_app_start(&app, NULL), 0);
+    world w;
+    make_world(&w);
+    ts_app_stop_clean(&app);
+    char tag[UUID_STR_LEN], q[256], id[UUID_STR_LEN], path[160], email[96];
+    uuid_v4(tag);
+    write_user_log(tag, USERS, PER_USER);
+    bool active, ready;
+    long long live = live_generation(&active);
+    assert_true(live > 0 && active);
+    long long head = user_log_head();
+
+    /* Killed once it has written part of its generation. */
+    replay_start();
+    generation_watch g = {live, 0};
+    if (ts_wait_until(building, &g, HANG_GUARD_MS) != 0) {
+        ts_app_dump_log(&replay, 4000);
+        fail_msg("the replay was never seen writing its generation");
+    }
+    replay_kill();
+    long long dead = g.generation, reached = checkpoint_of(dead), dead_keys = keys_of(dead);
+    print_message("replay killed at position %lld of %lld, %lld keys of generation %lld written\n",
+                  reached, head, dead_keys, dead);
+    /* Half-way indeed: announced but not ready, not live, part of it written. */
+    assert_true(announced_generation(&ready) == dead && !ready);
+    assert_true(live_generation(&active) == live && active);
+    assert_true(reached > 0 && reached < head);
+    assert_true(dead_keys > 0);
+
+    /* The next replay deletes it, builds its own, and switches (no process runs it). */
+    char out[16384], line[160];
+    assert_int_equal(
+        run_app("--config config/app.yaml replay --projection user.projection", out, sizeof out),
+        0);
+    print_message("%s", out);
+    snprintf(line, sizeof line,
+             "user.projection: removed generation %lld of an unfinished replay (%lld keys)", dead,
+             dead_keys);
+    expect_line(out, line);
+    long long now = live_generation(&active);
+    assert_true(now > dead && active);
+    snprintf(line, sizeof line,
+             "user.projection: no running process has it; switched to generation %lld", now);
+    expect_line(out, line);
+    assert_int_equal(announced_generation(&ready), 0);
+    assert_int_equal(keys_of(dead), 0);
+    assert_true(checkpoint_of(dead) < 0);
+    assert_int_equal(keys_of(live), 0);
+    assert_int_equal(checkpoint_rows("user_ctx", "user.projection"), 1);
+    assert_true(checkpoint_of(now) == user_log_head());
+    /* Whole: one key per registered user, the last email of each. */
+    assert_true(keys_of(now) == sql_number("SELECT count(*) FROM user_ctx.events"
+                                           " WHERE event_type = 'user.user.registered'"));
+    assert_int_equal(ts_app_start(&app, NULL), 0);
+    check_world(&w, false);
+    snprintf(q, sizeof q,
+             "SELECT substr(stream_id, 6) FROM user_ctx.events WHERE data->>'email' = "
+             "'%.8s.%d.1@example.com'",
+             tag, USERS);
+    sql(q, id, sizeof id);
+    snprintf(path, sizeof path, "/v1/users/%s", id);
+    snprintf(email, sizeof email, "%.8s.%d.%d@example.com", tag, USERS, PER_USER);
+    cJSON *u = call("GET", path, NULL, 200);
+    assert_string_equal(str(u, "email"), email);
+    cJSON_Delete(u);
+    ts_app_stop_clean(&app);
+}
+
+/* Each test stops what it started and checks the stop; this only cleans up after a failed
+ * one, so that what it left running cannot disturb the next. */
+static int kill_leftovers(void **state)
+{
+    (void)state;
+    ts_app_kill(&replay);
+    ts_app_kill(&app);
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_replay_while_serving),
-        cmocka_unit_test(test_replay_without_a_service),
-        cmocka_unit_test(test_empty_read_store_is_rebuilt),
+        cmocka_unit_test_teardown(test_replay_while_serving, kill_leftovers),
+        cmocka_unit_test_teardown(test_replay_without_a_service, kill_leftovers),
+        cmocka_unit_test_teardown(test_empty_read_store_is_rebuilt, kill_leftovers),
+        cmocka_unit_test_teardown(test_announced_generation_taken_over_by_the_next_process,
+                                  kill_leftovers),
+        cmocka_unit_test_teardown(test_announced_generation_taken_over_by_the_next_replay,
+                                  kill_leftovers),
+        /* Last: it makes the user log long. */
+        cmocka_unit_test_teardown(test_replay_killed_half_way, kill_leftovers),
     };
     return cmocka_run_group_tests_name("e2e replay", tests, NULL, NULL);
 }
