@@ -27,11 +27,8 @@
 #include "test/support/http_client.h"
 #include "test/support/services.h"
 
-/* Only a hang fails on it. A clean stop hands over at once; even a process that dies hands
- * over within a second or two (README, "Several processes, one database"). */
-#define HANG_GUARD_MS 30000
-#define MAX_SUBS      16
-#define MAX_IDS       16
+#define MAX_SUBS 16
+#define MAX_IDS  16
 
 static const char *const contexts[] = {"user", "order", "inventory"};
 #define N_CONTEXTS (sizeof contexts / sizeof contexts[0])
@@ -109,7 +106,7 @@ static bool all_have_status(void *arg)
 static void wait_all(const ts_app *app, const char *status, size_t n, const char *who)
 {
     all_in w = {app, status, n, {0}};
-    if (ts_wait_until(all_have_status, &w, HANG_GUARD_MS) == 0)
+    if (ts_wait_until(all_have_status, &w, TS_HANG_GUARD_MS) == 0)
         return;
     for (size_t i = 0; i < w.seen.n; i++)
         print_message("  %s: %s\n", w.seen.name[i], w.seen.status[i]);
@@ -165,7 +162,7 @@ static bool leader_gauges_agree(void *arg)
 static void wait_leader_gauges(const ts_app *app, const roles *r, bool kafka, int leader)
 {
     gauges g = {app, r, kafka, leader, ""};
-    if (ts_wait_until(leader_gauges_agree, &g, HANG_GUARD_MS) != 0)
+    if (ts_wait_until(leader_gauges_agree, &g, TS_HANG_GUARD_MS) != 0)
         fail_msg("%s is %g on :%d, not %d", g.wrong, metric(app, g.wrong), app->port, leader);
 }
 
@@ -210,7 +207,7 @@ static bool has(void *arg)
 static void wait_member(const ts_app *app, const char *path, const char *member, const char *value)
 {
     want w = {app, path, member, value};
-    if (ts_wait_until(has, &w, HANG_GUARD_MS) != 0) {
+    if (ts_wait_until(has, &w, TS_HANG_GUARD_MS) != 0) {
         ts_app_dump_log(app, 4000);
         fail_msg("%s never had %s = %s on :%d", path, member, value, app->port);
     }
@@ -360,7 +357,7 @@ static void wait_arrived(const served *s)
 {
     for (size_t ctx = 0; ctx < N_CONTEXTS; ctx++) {
         arrival w = {s, ctx, 0};
-        if (ts_wait_until(arrived, &w, HANG_GUARD_MS) != 0)
+        if (ts_wait_until(arrived, &w, TS_HANG_GUARD_MS) != 0)
             fail_msg("%zu of %zu %s events never reached %s%s.events", w.missing, s->n_ids[ctx],
                      contexts[ctx], prefix, contexts[ctx]);
     }
@@ -450,8 +447,8 @@ static void test_sigterm_hands_the_kafka_relay_over(void **state)
 static int kill_leftovers(void **state)
 {
     (void)state;
-    ts_app_kill(&a);
-    ts_app_kill(&b);
+    ts_app_end(&a);
+    ts_app_end(&b);
     return 0;
 }
 

@@ -126,9 +126,6 @@ static double handled(const char *subscriber)
 
 /* ---- the read store and the log, as a replay leaves them ----------------------------- */
 
-/* Only a hang fails on it: every step waits for a state, none for a time. */
-#define HANG_GUARD_MS 60000
-
 static ts_app replay; /* a replay run in the background, to be killed */
 
 /* The prefix of every read-store key (redis.key_prefix). */
@@ -444,7 +441,7 @@ static void test_replay_while_serving(void **state)
     char path[160];
     /* The saga handles the confirmations it wrote too: read its count once it has. */
     static subscriber saga = {"order.placement_saga", "order_ctx"};
-    assert_int_equal(ts_wait_until(caught_up, &saga, HANG_GUARD_MS), 0);
+    assert_int_equal(ts_wait_until(caught_up, &saga, TS_HANG_GUARD_MS), 0);
     double saga_before = handled("order.placement_saga");
     assert_true(saga_before >= 8); /* placed + confirmed of each order, at least */
 
@@ -592,7 +589,7 @@ static void announce_unswitched(world *w, long long *live, long long *built)
 {
     assert_int_equal(ts_app_start(&app, NULL), 0);
     make_world(w);
-    if (ts_wait_until(caught_up, &user_projection, HANG_GUARD_MS) != 0)
+    if (ts_wait_until(caught_up, &user_projection, TS_HANG_GUARD_MS) != 0)
         fail_msg("user.projection never ran caught up in the app");
     bool active;
     *live = live_generation(&active);
@@ -601,7 +598,7 @@ static void announce_unswitched(world *w, long long *live, long long *built)
 
     replay_start();
     generation_watch g = {*live, 0};
-    if (ts_wait_until(announced_ready, &g, HANG_GUARD_MS) != 0) {
+    if (ts_wait_until(announced_ready, &g, TS_HANG_GUARD_MS) != 0) {
         ts_app_dump_log(&replay, 4000);
         fail_msg("the replay never announced a generation ready");
     }
@@ -649,12 +646,12 @@ static void test_announced_generation_taken_over_by_the_next_process(void **stat
 
     /* The next process that runs the projection switches to it... */
     assert_int_equal(ts_app_start(&app, NULL), 0);
-    if (ts_wait_until(switched, &t, HANG_GUARD_MS) != 0) {
+    if (ts_wait_until(switched, &t, TS_HANG_GUARD_MS) != 0) {
         ts_app_dump_log(&app, 4000);
         fail_msg("the app never switched to the announced generation %lld", t.built);
     }
     /* ...and deletes the generation it replaced, with its checkpoint. */
-    if (ts_wait_until(old_deleted, &t, HANG_GUARD_MS) != 0) {
+    if (ts_wait_until(old_deleted, &t, TS_HANG_GUARD_MS) != 0) {
         ts_app_dump_log(&app, 4000);
         fail_msg("generation %lld (%lld keys, checkpoint %lld) outlived the switch", t.old,
                  keys_of(t.old), checkpoint_of(t.old));
@@ -663,7 +660,7 @@ static void test_announced_generation_taken_over_by_the_next_process(void **stat
     snprintf(path, sizeof path, "/v1/users/%s", late);
     wait_member(path, "status", "active");
     check_world(&w, false);
-    assert_int_equal(ts_wait_until(caught_up, &user_projection, HANG_GUARD_MS), 0);
+    assert_int_equal(ts_wait_until(caught_up, &user_projection, TS_HANG_GUARD_MS), 0);
     assert_true(checkpoint_of(t.built) == user_log_head());
     ts_app_stop_clean(&app);
 }
@@ -759,7 +756,7 @@ static void test_replay_killed_half_way(void **state)
     /* Killed once it has written part of its generation. */
     replay_start();
     generation_watch g = {live, 0};
-    if (ts_wait_until(building, &g, HANG_GUARD_MS) != 0) {
+    if (ts_wait_until(building, &g, TS_HANG_GUARD_MS) != 0) {
         ts_app_dump_log(&replay, 4000);
         fail_msg("the replay was never seen writing its generation");
     }
@@ -817,8 +814,8 @@ static void test_replay_killed_half_way(void **state)
 static int kill_leftovers(void **state)
 {
     (void)state;
-    ts_app_kill(&replay);
-    ts_app_kill(&app);
+    ts_app_end(&replay);
+    ts_app_end(&app);
     return 0;
 }
 
