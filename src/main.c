@@ -77,7 +77,7 @@ static int app_select_modules(app *a, app_error *err)
         return app_error_set(err, APP_ECONFIG,
                              "contexts: none of the configured contexts is "
                              "part of this build");
-    return 0;
+    return mod_check_contracts(a->modules, a->n_modules, app_modules, err);
 }
 
 /* Phase 1: every loaded context's schema is brought up to date. */

@@ -34,6 +34,15 @@ static const mod_subscription ord_subscriptions[] = {
     {NULL, NULL, NULL, 0, NULL},
 };
 
+/* Its contract with the other contexts: what the saga and the placement ask of them. */
+static const char *const ord_sends[] = {
+    ORD_ASK_DESCRIBE_CUSTOMER,
+    ORD_ASK_DESCRIBE_PRODUCT,
+    ORD_ASK_RESERVE_STOCK,
+    ORD_ASK_RELEASE_STOCK,
+    NULL,
+};
+
 static const mod_task ord_tasks[] = {
     {"order.placement_deadlines", 1000, ord_deadlines_run},
     {NULL, 0, NULL},
@@ -50,4 +59,5 @@ const app_module order_module = {
     .subscriptions = ord_subscriptions,
     .tasks = ord_tasks,
     .configure = ord_configure,
+    .sends = ord_sends,
 };

@@ -9,7 +9,7 @@
 #include "kernel/http_types.h"
 #include "ports/event_store.h"
 
-#define APP_MODULE_ABI 2
+#define APP_MODULE_ABI 3
 
 /* One migration: applied once, in name order, inside the context's schema. */
 typedef struct mod_migration {
@@ -81,6 +81,12 @@ typedef struct app_module {
     const mod_task *tasks;                 /* {NULL} terminated, or NULL */
     const mod_upcaster *upcasters;         /* {NULL} terminated, or NULL */
     mod_configure_fn configure;            /* or NULL */
+    /* Its contract with the other contexts: the commands and queries of theirs it sends
+     * through the bus, {NULL} terminated, or NULL for none. The logs of theirs it reads are
+     * its subscriptions' source_context. The kernel checks both at start-up
+     * (mod_check_contracts), so that a misspelt name stops the start instead of leaving work
+     * waiting for an answer that never comes. */
+    const char *const *sends;
 } app_module;
 
 /* The kernel's array of every context compiled into the binary, NULL terminated. */
@@ -88,5 +94,14 @@ extern const app_module *const app_modules[];
 
 /* The module named name among app_modules, or NULL. */
 const app_module *app_module_find(const char *name);
+
+/* Checks the contracts of the n loaded contexts against all, every context compiled in
+ * ({NULL} terminated): each message a context sends belongs to a context of all (the one
+ * named before its first '.') that handles it as a command or a query, and each log a
+ * subscription reads is a context's of all. On failure APP_ECONFIG, naming the message (or
+ * subscription) and the context it comes from. Whether the owner runs here or elsewhere is
+ * not its concern. */
+int mod_check_contracts(const app_module *const *loaded, size_t n, const app_module *const *all,
+                        app_error *err);
 
 #endif

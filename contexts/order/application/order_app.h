@@ -18,6 +18,12 @@
 #define ORD_PRODUCT_COPY    "order:product:"   /* local copy of a product's price */
 #define ORD_CUSTOMER_COPY   "order:customer:"  /* local copy of a customer's status */
 
+/* What the order context asks of the others (its contract, order_module.c's sends). */
+#define ORD_ASK_DESCRIBE_CUSTOMER "user.describe_customer"     /* query {"id"} */
+#define ORD_ASK_DESCRIBE_PRODUCT  "inventory.describe_product" /* query {"sku"} */
+#define ORD_ASK_RESERVE_STOCK     "inventory.reserve_stock"    /* {"sku","orderId","quantity"} */
+#define ORD_ASK_RELEASE_STOCK     "inventory.release_stock"    /* {"sku","orderId"} */
+
 /* Keeps order.placement_timeout_ms. */
 int ord_configure(const app_config *cfg, app_error *err);
 

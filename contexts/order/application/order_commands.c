@@ -106,7 +106,7 @@ static int ord_lookup_price(const bus_ctx *ctx, const char *sku, bool *found, mo
         return app_error_set(err, APP_ENOMEM, "out of memory");
     }
     app_error qerr = APP_ERROR_INIT;
-    int rc = bus_ask(ctx->bus, "inventory.describe_product", q, ctx->meta, &product, &qerr);
+    int rc = bus_ask(ctx->bus, ORD_ASK_DESCRIBE_PRODUCT, q, ctx->meta, &product, &qerr);
     cJSON_Delete(q);
     if (rc == APP_ENOTFOUND)
         return 0;

@@ -55,7 +55,7 @@ static int saga_check_customer(const bus_ctx *ctx, const char *customer, ord_rea
         /* A customer registered a moment ago may not be in the copy yet. */
         cJSON_Delete(answer);
         answer = NULL;
-        int rc = saga_call(ctx, false, "user.describe_customer", "id", customer, NULL, NULL, 0,
+        int rc = saga_call(ctx, false, ORD_ASK_DESCRIBE_CUSTOMER, "id", customer, NULL, NULL, 0,
                            &answer, err);
         if (rc == APP_ENOTFOUND) {
             *reason = ORD_REASON_UNKNOWN_CUSTOMER;
@@ -76,7 +76,7 @@ static int saga_release_all(const bus_ctx *ctx, const ord_order *o, app_error *e
 {
     for (size_t i = 0; i < o->n_lines; i++) {
         cJSON *reply = NULL;
-        int rc = saga_call(ctx, true, "inventory.release_stock", "sku", o->lines[i].sku, "orderId",
+        int rc = saga_call(ctx, true, ORD_ASK_RELEASE_STOCK, "sku", o->lines[i].sku, "orderId",
                            o->id, 0, &reply, err);
         cJSON_Delete(reply);
         if (rc == APP_ENOTFOUND) {
@@ -101,8 +101,8 @@ static int saga_check_products(const bus_ctx *ctx, const ord_order *o, ord_reaso
         if (o->lines[i].priced)
             continue;
         cJSON *product = NULL;
-        int rc = saga_call(ctx, false, "inventory.describe_product", "sku", o->lines[i].sku, NULL,
-                           NULL, 0, &product, err);
+        int rc = saga_call(ctx, false, ORD_ASK_DESCRIBE_PRODUCT, "sku", o->lines[i].sku, NULL, NULL,
+                           0, &product, err);
         cJSON_Delete(product);
         if (rc == APP_ENOTFOUND) {
             app_error_clear(err);
@@ -121,7 +121,7 @@ static int saga_reserve_all(const bus_ctx *ctx, const ord_order *o, ord_reason *
     *reason = ORD_REASON_NONE;
     for (size_t i = 0; i < o->n_lines && *reason == ORD_REASON_NONE; i++) {
         cJSON *reply = NULL;
-        int rc = saga_call(ctx, true, "inventory.reserve_stock", "sku", o->lines[i].sku, "orderId",
+        int rc = saga_call(ctx, true, ORD_ASK_RESERVE_STOCK, "sku", o->lines[i].sku, "orderId",
                            o->id, o->lines[i].quantity, &reply, err);
         if (rc == APP_ENOTFOUND) {
             app_error_clear(err);
