@@ -228,6 +228,7 @@ static void status_update(kfk_worker *w, int64_t head)
             break;
         }
     }
+    double lag_s = (double)lag_ms / 1000.0;
     pthread_mutex_lock(&w->lock);
     kfk_relay_status *st = &w->st;
     st->leader = w->leader;
@@ -245,6 +246,7 @@ static void status_update(kfk_worker *w, int64_t head)
         st->checkpoint = w->done_pos;
     if (head >= 0)
         st->head = head;
+    st->lag_seconds = w->leader ? lag_s : 0;
     int64_t lag = st->head > st->checkpoint ? st->head - st->checkpoint : 0;
     pthread_mutex_unlock(&w->lock);
 
@@ -253,7 +255,7 @@ static void status_update(kfk_worker *w, int64_t head)
     if (w->leader) {
         metrics_gauge_set(M_CHECKPOINT, w->labels, (double)w->done_pos);
         metrics_gauge_set(M_LAG_EVENTS, w->labels, (double)lag);
-        metrics_gauge_set(M_LAG_SECONDS, w->labels, (double)lag_ms / 1000.0);
+        metrics_gauge_set(M_LAG_SECONDS, w->labels, lag_s);
     } else {
         metrics_gauge_set(M_LAG_EVENTS, w->labels, 0);
         metrics_gauge_set(M_LAG_SECONDS, w->labels, 0);
