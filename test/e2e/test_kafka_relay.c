@@ -308,6 +308,26 @@ static bool kafka_is(void *arg)
     return strcmp(st, arg) == 0;
 }
 
+/* Readiness shows the user relay failing, with its backlog's events and age (the broker is
+ * down: what it holds is not acknowledged and grows older). */
+static bool user_relay_behind(void *unused)
+{
+    (void)unused;
+    tc_response r = call("GET", "/health/ready", NULL, NULL);
+    cJSON *j = tc_json(&r);
+    const cJSON *relay =
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "subscriptions"), "user.kafka_relay");
+    const cJSON *status = cJSON_GetObjectItem(relay, "status");
+    const cJSON *events = cJSON_GetObjectItem(relay, "lagEvents");
+    const cJSON *seconds = cJSON_GetObjectItem(relay, "lagSeconds");
+    bool behind = cJSON_IsString(status) && strcmp(status->valuestring, "failing") == 0 &&
+                  cJSON_IsNumber(events) && events->valuedouble >= 40 && cJSON_IsNumber(seconds) &&
+                  seconds->valuedouble > 0;
+    cJSON_Delete(j);
+    tc_response_free(&r);
+    return behind;
+}
+
 /* ---- tests ------------------------------------------------------------------------ */
 
 static void test_event_reaches_topic_with_headers(void **state)
@@ -404,6 +424,8 @@ static void test_broker_outage(void **state)
     tc_response r = call("GET", "/metrics", NULL, NULL);
     assert_non_null(strstr(r.body, "kafka_relay_lag_seconds{context=\"user\"}"));
     tc_response_free(&r);
+    if (ts_wait_until(user_relay_behind, NULL, TS_HANG_GUARD_MS) != 0)
+        fail_msg("readiness never showed user.kafka_relay failing with a backlog and its age");
 
     assert_int_equal(broker_ctl("start-broker"), 0);
     t0 = ts_now_ms();
