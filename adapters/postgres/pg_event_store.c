@@ -1005,8 +1005,9 @@ static int pg_es_save_checkpoint(void *self, const char *context, const char *su
     return pool_query(self, READ_ACQUIRE_MS, sql, 2, params, PGRES_COMMAND_OK, NULL, err);
 }
 
-static int pg_es_remove_checkpoint(void *self, const char *context, const char *subscriber,
-                                   app_error *err)
+/* Deletes subscriber's checkpoint, and with generations those of "<subscriber>@<n>" too. */
+static int delete_checkpoints(void *self, const char *context, const char *subscriber,
+                              bool generations, app_error *err)
 {
     char schema[64], sql[256];
     int rc = pg_context_schema(context, schema, sizeof schema, err);
@@ -1014,28 +1015,24 @@ static int pg_es_remove_checkpoint(void *self, const char *context, const char *
         return rc;
     if ((rc = check_text(subscriber, "subscriber", err)) < 0)
         return rc;
-    snprintf(sql, sizeof sql, "DELETE FROM %s.checkpoints WHERE subscriber = $1", schema);
+    /* The generations by a prefix compared as text: LIKE would read the '_' of names such as
+     * placement_saga as a wildcard. */
+    snprintf(sql, sizeof sql, "DELETE FROM %s.checkpoints WHERE subscriber = $1%s", schema,
+             generations ? " OR left(subscriber, length($1) + 1) = $1 || '@'" : "");
     const char *params[] = {subscriber};
     return pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_COMMAND_OK, NULL, err);
+}
+
+static int pg_es_remove_checkpoint(void *self, const char *context, const char *subscriber,
+                                   app_error *err)
+{
+    return delete_checkpoints(self, context, subscriber, false, err);
 }
 
 static int pg_es_remove_checkpoints(void *self, const char *context, const char *subscriber,
                                     app_error *err)
 {
-    char schema[64], sql[256];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
-    if (rc < 0)
-        return rc;
-    if ((rc = check_text(subscriber, "subscriber", err)) < 0)
-        return rc;
-    /* A prefix compared as text: LIKE would read the '_' of names such as placement_saga as
-     * a wildcard. */
-    snprintf(sql, sizeof sql,
-             "DELETE FROM %s.checkpoints WHERE subscriber = $1"
-             " OR left(subscriber, length($1) + 1) = $1 || '@'",
-             schema);
-    const char *params[] = {subscriber};
-    return pool_query(self, READ_ACQUIRE_MS, sql, 1, params, PGRES_COMMAND_OK, NULL, err);
+    return delete_checkpoints(self, context, subscriber, true, err);
 }
 
 static int pg_es_wait_for_append(void *self, const char *context, int64_t after_position,
@@ -1535,14 +1532,22 @@ static void lease_drop(pg_lease *l)
     l->held = false;
 }
 
+void pg_event_store_lease_lock(const char *context, const char *name, int32_t *ns, int32_t *key)
+{
+    char schema[64], key_name[200];
+    pg_context_schema(context, schema, sizeof schema, NULL);
+    snprintf(key_name, sizeof key_name, "%s.%s", schema, name);
+    *ns = LEAD_LOCK_NS;
+    *key = pg_lock_key(key_name);
+}
+
 /* The advisory lock's two keys, as text parameters. */
 static void lease_key(const pg_lease *l, char ns[16], char key[16])
 {
-    char schema[64], key_name[200];
-    pg_context_schema(l->context, schema, sizeof schema, NULL);
-    snprintf(key_name, sizeof key_name, "%s.%s", schema, l->name);
-    snprintf(ns, 16, "%d", LEAD_LOCK_NS);
-    snprintf(key, 16, "%d", (int)pg_lock_key(key_name));
+    int32_t n, k;
+    pg_event_store_lease_lock(l->context, l->name, &n, &k);
+    snprintf(ns, 16, "%d", (int)n);
+    snprintf(key, 16, "%d", (int)k);
 }
 
 static int pg_es_lead(void *self, const char *context, const char *name, bool *out, app_error *err)

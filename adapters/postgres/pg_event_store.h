@@ -46,6 +46,11 @@ int pg_event_store_listener_pid(pg_event_store *s, const char *context);
 /* Transactions written by committers and the appends they carried (tests, metrics). */
 void pg_event_store_stats(pg_event_store *s, uint64_t *batches, uint64_t *commands);
 
+/* The session advisory lock that holds the lease of subscriber name in context: the two
+ * int4 keys of pg_advisory_lock(ns, key). For operators and tests that look for a lease in
+ * pg_locks (classid = ns, objid = key as unsigned, objsubid = 2) or hold one themselves. */
+void pg_event_store_lease_lock(const char *context, const char *name, int32_t *ns, int32_t *key);
+
 /* "user" -> "user_ctx" into out; APP_EINVAL unless context matches [a-z_]+ and fits. */
 int pg_context_schema(const char *context, char *out, size_t size, app_error *err);
 

@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "adapters/postgres/pg_pool.h"
+#include "adapters/postgres/pg_event_store.h"
 #include "core/uuid.h"
 #include "test/support/http_client.h"
 #include "test/support/services.h"
@@ -263,20 +263,18 @@ static void psql_end(FILE **psql)
     *psql = NULL;
 }
 
-/* The lease of user.projection as the app takes it (adapters/postgres/pg_event_store.c: a
- * session advisory lock in the "lead" namespace, keyed by "<schema>.<subscriber>"). */
-#define LEASE_NS 0x6c656164
-
 static FILE *lease_holder, *log_locker;
 
 static bool lease_held_by_test(void *unused)
 {
     (void)unused;
+    int32_t ns, key;
+    pg_event_store_lease_lock("user", "user.projection", &ns, &key);
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
              " AND classid = %u AND objid = %u AND objsubid = 2",
-             (unsigned)LEASE_NS, (uint32_t)pg_lock_key("user_ctx.user.projection"));
+             (unsigned)ns, (uint32_t)key);
     return ts_sql_int(sql) == 1;
 }
 
@@ -303,9 +301,11 @@ static void test_redis_back_empty(void **state)
     wait_answer(path, 200, email);
 
     ts_app_stop_clean(&app);
+    /* The lease of user.projection, held as the app would hold it. */
+    int32_t ns, key;
+    pg_event_store_lease_lock("user", "user.projection", &ns, &key);
     char sql[256];
-    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d, %d);\n", LEASE_NS,
-             (int)pg_lock_key("user_ctx.user.projection"));
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%d, %d);\n", (int)ns, (int)key);
     lease_holder = psql_begin(sql);
     assert_int_equal(ts_wait_until(lease_held_by_test, NULL, TS_HANG_GUARD_MS), 0);
     assert_int_equal(ts_app_start(&app, NULL), 0);
