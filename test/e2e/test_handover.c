@@ -25,6 +25,7 @@
 
 #include "core/uuid.h"
 #include "test/support/http_client.h"
+#include "test/support/kafka_reader.h"
 #include "test/support/services.h"
 
 #define MAX_SUBS 16
@@ -292,63 +293,30 @@ typedef struct arrival {
 static bool arrived(void *arg)
 {
     arrival *w = arg;
-    char topic[160], errstr[256], group[64];
+    char topic[160];
     snprintf(topic, sizeof topic, "%s%s.events", prefix, contexts[w->ctx]);
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    snprintf(group, sizeof group, "handover-%d-%lld", (int)getpid(), ts_now_ms());
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof errstr);
-    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    assert_non_null(c);
-    rd_kafka_poll_set_consumer(c);
-
     bool seen[MAX_IDS] = {false};
     size_t n = w->s->n_ids[w->ctx];
     w->missing = n;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    bool exists = false;
-    if (rd_kafka_metadata(c, 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        exists = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-                 md->topics[0].partition_cnt > 0;
-        if (exists) {
-            rd_kafka_topic_partition_list_t *parts =
-                rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-            for (int p = 0; p < md->topics[0].partition_cnt; p++)
-                rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[p].id)
-                    ->offset = RD_KAFKA_OFFSET_BEGINNING;
-            assert_int_equal(rd_kafka_assign(c, parts), 0);
-            rd_kafka_topic_partition_list_destroy(parts);
-        }
-        rd_kafka_metadata_destroy(md);
-    }
-    rd_kafka_topic_destroy(rkt);
-
+    rd_kafka_t *c = tk_reader_new(brokers, topic);
     long long last = ts_now_ms();
-    while (exists && w->missing > 0 && ts_now_ms() - last < 1500) {
+    while (c && w->missing > 0 && ts_now_ms() - last < 1500) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (!m)
             continue;
         if (!m->err) {
             last = ts_now_ms();
-            rd_kafka_headers_t *h = NULL;
-            const void *v = NULL;
-            size_t len = 0;
-            if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-                rd_kafka_header_get_last(h, "event-id", &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR)
-                for (size_t i = 0; i < n; i++)
-                    if (!seen[i] && len == strlen(w->s->ids[w->ctx][i]) &&
-                        memcmp(v, w->s->ids[w->ctx][i], len) == 0) {
-                        seen[i] = true;
-                        w->missing--;
-                    }
+            char id[64];
+            tk_header(m, "event-id", id, sizeof id);
+            for (size_t i = 0; i < n; i++)
+                if (!seen[i] && strcmp(id, w->s->ids[w->ctx][i]) == 0) {
+                    seen[i] = true;
+                    w->missing--;
+                }
         }
         rd_kafka_message_destroy(m);
     }
-    rd_kafka_consumer_close(c);
-    rd_kafka_destroy(c);
+    tk_reader_free(c);
     return w->missing == 0;
 }
 

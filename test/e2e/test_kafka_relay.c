@@ -25,6 +25,7 @@
 
 #include "core/uuid.h"
 #include "test/support/http_client.h"
+#include "test/support/kafka_reader.h"
 #include "test/support/services.h"
 
 #define MAX_MSGS 20000
@@ -168,52 +169,14 @@ typedef struct msg {
 static msg msgs[MAX_MSGS];
 static size_t n_msgs;
 
-static void header(rd_kafka_headers_t *h, const char *name, char *out, size_t size)
-{
-    const void *v = NULL;
-    size_t len = 0;
-    out[0] = '\0';
-    if (h && rd_kafka_header_get_last(h, name, &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR)
-        snprintf(out, size, "%.*s", (int)len, (const char *)v);
-}
-
 /* Reads the whole topic from the beginning (every partition) until nothing new comes for
  * idle_ms; false when the topic does not exist yet. */
 static bool consume_topic(const char *topic, int idle_ms)
 {
-    char errstr[256], group[64];
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    snprintf(group, sizeof group, "e2e-%d-%ld", (int)getpid(), (long)ts_now_ms());
-    rd_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr);
-    rd_kafka_conf_set(conf, "log_level", "3", errstr, sizeof errstr);
-    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    assert_non_null(c);
-    rd_kafka_poll_set_consumer(c);
     n_msgs = 0;
-
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(c, topic, NULL);
-    const struct rd_kafka_metadata *md = NULL;
-    bool exists = false;
-    if (rd_kafka_metadata(c, 0, rkt, &md, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        exists = md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-                 md->topics[0].partition_cnt > 0;
-        if (exists) {
-            rd_kafka_topic_partition_list_t *parts =
-                rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
-            for (int p = 0; p < md->topics[0].partition_cnt; p++)
-                rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[p].id)
-                    ->offset = RD_KAFKA_OFFSET_BEGINNING;
-            assert_int_equal(rd_kafka_assign(c, parts), 0);
-            rd_kafka_topic_partition_list_destroy(parts);
-        }
-        rd_kafka_metadata_destroy(md);
-    }
-    rd_kafka_topic_destroy(rkt);
-
+    rd_kafka_t *c = tk_reader_new(brokers, topic);
     long long last = ts_now_ms();
-    while (exists && ts_now_ms() - last < idle_ms) {
+    while (c && ts_now_ms() - last < idle_ms) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
         if (!m)
             continue;
@@ -227,15 +190,13 @@ static bool consume_topic(const char *topic, int idle_ms)
         g->partition = m->partition;
         g->offset = m->offset;
         snprintf(g->key, sizeof g->key, "%.*s", (int)m->key_len, (const char *)m->key);
-        rd_kafka_headers_t *h = NULL;
-        rd_kafka_message_headers(m, &h);
-        header(h, "event-id", g->event_id, sizeof g->event_id);
-        header(h, "event-type", g->type, sizeof g->type);
-        header(h, "schema-version", g->schema_version, sizeof g->schema_version);
-        header(h, "correlation-id", g->correlation, sizeof g->correlation);
-        header(h, "causation-id", g->causation, sizeof g->causation);
-        header(h, "traceparent", g->traceparent, sizeof g->traceparent);
-        header(h, "content-type", g->content_type, sizeof g->content_type);
+        tk_header(m, "event-id", g->event_id, sizeof g->event_id);
+        tk_header(m, "event-type", g->type, sizeof g->type);
+        tk_header(m, "schema-version", g->schema_version, sizeof g->schema_version);
+        tk_header(m, "correlation-id", g->correlation, sizeof g->correlation);
+        tk_header(m, "causation-id", g->causation, sizeof g->causation);
+        tk_header(m, "traceparent", g->traceparent, sizeof g->traceparent);
+        tk_header(m, "content-type", g->content_type, sizeof g->content_type);
         cJSON *j = cJSON_ParseWithLength(m->payload, m->len);
         if (j) {
             const cJSON *e = cJSON_GetObjectItem(j, "eventId");
@@ -246,8 +207,8 @@ static bool consume_topic(const char *topic, int idle_ms)
         cJSON_Delete(j);
         rd_kafka_message_destroy(m);
     }
-    rd_kafka_consumer_close(c);
-    rd_kafka_destroy(c);
+    bool exists = c != NULL;
+    tk_reader_free(c);
     return exists;
 }
 

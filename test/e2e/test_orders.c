@@ -191,28 +191,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int start_app(void **state)
-{
-    (void)state;
-    return ts_app_start(&app, NULL);
-}
-
-/* The last test stops the app and checks the stop; this only cleans up after a failure. */
-static int stop_app(void **state)
-{
-    (void)state;
-    ts_app_end(&app);
-    return 0;
-}
-
-/* Runs last: SIGTERM, exit status 0 within the grace, and no sanitizer report in the log,
- * for the instance the tests ended with (restarted ones included). */
-static void test_stops_cleanly(void **state)
-{
-    (void)state;
-    ts_app_stop_clean(&app);
-}
-
 /* Stock 5, an order of 3 -> confirmed, reserved 3; a second order of 3 -> out_of_stock,
  * and nothing stays reserved for it. */
 static void test_confirm_then_out_of_stock(void **state)
@@ -668,8 +646,9 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_kill_while_pending),
         cmocka_unit_test(test_timeout_while_inventory_is_away),
-        cmocka_unit_test(test_stops_cleanly),
+        cmocka_unit_test(ts_test_app_stops_cleanly),
     };
-    return cmocka_run_group_tests_name("e2e orders and the placement saga", tests, start_app,
-                                       stop_app);
+    ts_app_share(&app);
+    return cmocka_run_group_tests_name("e2e orders and the placement saga", tests,
+                                       ts_app_group_start, ts_app_group_end);
 }

@@ -161,20 +161,6 @@ static int ready_check(const char *check, char *out, size_t size)
     return status;
 }
 
-static int start_app(void **state)
-{
-    (void)state;
-    return ts_app_start(&app, NULL);
-}
-
-/* The last test stops the app and checks the stop; this only cleans up after a failure. */
-static int stop_app(void **state)
-{
-    (void)state;
-    ts_app_end(&app);
-    return 0;
-}
-
 /* ---- PostgreSQL down ---------------------------------------------------------------- */
 
 static void test_postgres_down(void **state)
@@ -353,19 +339,13 @@ static int release_locks(void **state)
     return 0;
 }
 
-/* Runs last: SIGTERM, exit status 0 within the grace, and no sanitizer report in the log. */
-static void test_stops_cleanly(void **state)
-{
-    (void)state;
-    ts_app_stop_clean(&app);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_postgres_down),
         cmocka_unit_test_teardown(test_redis_back_empty, release_locks),
-        cmocka_unit_test(test_stops_cleanly),
+        cmocka_unit_test(ts_test_app_stops_cleanly),
     };
-    return cmocka_run_group_tests_name("e2e outages", tests, start_app, stop_app);
+    ts_app_share(&app);
+    return cmocka_run_group_tests_name("e2e outages", tests, ts_app_group_start, ts_app_group_end);
 }

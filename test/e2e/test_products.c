@@ -86,28 +86,6 @@ static void assert_problem(tc_response *r, int status)
     assert_non_null(strstr(tc_header(r, "Content-Type"), "application/problem+json"));
 }
 
-static int start_app(void **state)
-{
-    (void)state;
-    return ts_app_start(&app, NULL);
-}
-
-/* The last test stops the app and checks the stop; this only cleans up after a failure. */
-static int stop_app(void **state)
-{
-    (void)state;
-    ts_app_end(&app);
-    return 0;
-}
-
-/* Runs last: SIGTERM, exit status 0 within the grace, and no sanitizer report in the log,
- * for the instance the tests ended with (restarted ones included). */
-static void test_stops_cleanly(void **state)
-{
-    (void)state;
-    ts_app_stop_clean(&app);
-}
-
 static void test_create_read_and_add_stock(void **state)
 {
     (void)state;
@@ -364,7 +342,8 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_concurrent_stock_additions),
         cmocka_unit_test(test_idempotent_retries),
-        cmocka_unit_test(test_stops_cleanly),
+        cmocka_unit_test(ts_test_app_stops_cleanly),
     };
-    return cmocka_run_group_tests_name("e2e products", tests, start_app, stop_app);
+    ts_app_share(&app);
+    return cmocka_run_group_tests_name("e2e products", tests, ts_app_group_start, ts_app_group_end);
 }

@@ -6,8 +6,6 @@
  * projection, or by the next replay; and a replay killed half-way leaves a generation the
  * next replay deletes. */
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -16,10 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/types.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -253,36 +247,9 @@ static long long announced_generation(bool *ready)
  * output to a log of its own next to the apps' logs. */
 static void replay_start(void)
 {
-    memset(&replay, 0, sizeof replay);
-    const char *dir = getenv("APP_TEST_LOG_DIR");
-    if (!dir || !dir[0])
-        dir = getenv("APP_TEST_RUN_DIR");
-    if (!dir || !dir[0])
-        dir = "/tmp";
-    snprintf(replay.log_path, sizeof replay.log_path, "%s/replay-%d-%lld.log", dir, (int)getpid(),
-             ts_now_ms());
-    char binary[512], config[] = "--config", file[] = "config/app.yaml", cmd[] = "replay",
-                      opt[] = "--projection", name[] = "user.projection";
-    snprintf(binary, sizeof binary, "%s", ts_app_binary());
-    char *const argv[] = {binary, config, file, cmd, opt, name, NULL};
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
-    if (pid == 0) {
-        /* A test that dies must not leave the replay running. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(127);
-        int log = open(replay.log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (log < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log, STDOUT_FILENO) < 0 ||
-            dup2(log, STDERR_FILENO) < 0)
-            _exit(126);
-        execv(binary, argv);
-        _exit(127);
-    }
-    replay.pid = pid;
+    static const char *const args[] = {"--config",     "config/app.yaml", "replay",
+                                       "--projection", "user.projection", NULL};
+    ts_app_spawn(&replay, args, NULL);
 }
 
 /* SIGKILLs the background replay, which must still be running. */

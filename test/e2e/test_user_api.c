@@ -103,28 +103,6 @@ static void assert_problem(const tc_response *r, int status)
 
 /* ---- fixtures --------------------------------------------------------------------- */
 
-static int start_app(void **state)
-{
-    (void)state;
-    return ts_app_start(&app, NULL);
-}
-
-/* The last test stops the app and checks the stop; this only cleans up after a failure. */
-static int stop_app(void **state)
-{
-    (void)state;
-    ts_app_end(&app);
-    return 0;
-}
-
-/* Runs last: SIGTERM, exit status 0 within the grace, and no sanitizer report in the log,
- * for the instance the tests ended with (restarted ones included). */
-static void test_stops_cleanly(void **state)
-{
-    (void)state;
-    ts_app_stop_clean(&app);
-}
-
 /* ---- tests ------------------------------------------------------------------------ */
 
 static void test_register_read_and_audit_trail(void **state)
@@ -668,7 +646,8 @@ int main(void)
         cmocka_unit_test(test_restart_keeps_data),
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_idempotent_put),
-        cmocka_unit_test(test_stops_cleanly),
+        cmocka_unit_test(ts_test_app_stops_cleanly),
     };
-    return cmocka_run_group_tests_name("e2e user api", tests, start_app, stop_app);
+    ts_app_share(&app);
+    return cmocka_run_group_tests_name("e2e user api", tests, ts_app_group_start, ts_app_group_end);
 }

@@ -387,10 +387,10 @@ static int fk_save_checkpoint(void *self, const char *context, const char *subsc
     return rc;
 }
 
-static int fk_remove_checkpoints(void *self, const char *context, const char *subscriber,
-                                 app_error *err)
+/* Deletes subscriber's checkpoint, and with generations those of "<subscriber>@<n>" too. */
+static int fk_delete_checkpoints(fake_es *f, const char *context, const char *subscriber,
+                                 bool generations, app_error *err)
 {
-    fake_es *f = self;
     int rc = fk_context(f, context, err);
     if (rc != 0)
         return rc;
@@ -398,7 +398,8 @@ static int fk_remove_checkpoints(void *self, const char *context, const char *su
     pthread_mutex_lock(&f->lock);
     for (size_t i = 0; i < f->n_checkpoints;) {
         const char *name = f->checkpoints[i].subscriber;
-        if (strncmp(name, subscriber, n) == 0 && (name[n] == '\0' || name[n] == '@')) {
+        if (strncmp(name, subscriber, n) == 0 &&
+            (name[n] == '\0' || (generations && name[n] == '@'))) {
             free(f->checkpoints[i].subscriber);
             f->checkpoints[i] = f->checkpoints[--f->n_checkpoints];
         } else {
@@ -409,21 +410,16 @@ static int fk_remove_checkpoints(void *self, const char *context, const char *su
     return 0;
 }
 
+static int fk_remove_checkpoints(void *self, const char *context, const char *subscriber,
+                                 app_error *err)
+{
+    return fk_delete_checkpoints(self, context, subscriber, true, err);
+}
+
 static int fk_remove_checkpoint(void *self, const char *context, const char *subscriber,
                                 app_error *err)
 {
-    fake_es *f = self;
-    int rc = fk_context(f, context, err);
-    if (rc != 0)
-        return rc;
-    pthread_mutex_lock(&f->lock);
-    fake_checkpoint *c = fk_checkpoint(f, subscriber);
-    if (c) {
-        free(c->subscriber);
-        *c = f->checkpoints[--f->n_checkpoints];
-    }
-    pthread_mutex_unlock(&f->lock);
-    return 0;
+    return fk_delete_checkpoints(self, context, subscriber, false, err);
 }
 
 static int fk_ping(void *self, app_error *err)

@@ -109,34 +109,37 @@ static int run_command(char *const argv[])
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/* sh deploy/local/services.sh COMMAND $APP_TEST_RUN_DIR [$port_env]: one service of the
+ * harness stopped or started. */
+static int services_script(const char *command, const char *port_env)
+{
+    char *argv[] = {"sh",
+                    TS_SERVICES_SCRIPT,
+                    (char *)(uintptr_t)command,
+                    (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR"),
+                    port_env ? (char *)(uintptr_t)ts_env(port_env) : NULL,
+                    NULL};
+    return run_command(argv);
+}
+
 int ts_redis_stop(void)
 {
-    char *argv[] = {"sh", TS_SERVICES_SCRIPT, "stop-redis", NULL, NULL};
-    argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
-    return run_command(argv);
+    return services_script("stop-redis", NULL);
 }
 
 int ts_redis_start(void)
 {
-    char *argv[] = {"sh", TS_SERVICES_SCRIPT, "start-redis", NULL, NULL, NULL};
-    argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
-    argv[4] = (char *)(uintptr_t)ts_env("APP_TEST_REDIS_PORT");
-    return run_command(argv);
+    return services_script("start-redis", "APP_TEST_REDIS_PORT");
 }
 
 int ts_pg_stop(void)
 {
-    char *argv[] = {"sh", TS_SERVICES_SCRIPT, "stop-postgres", NULL, NULL};
-    argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
-    return run_command(argv);
+    return services_script("stop-postgres", NULL);
 }
 
 int ts_pg_start(void)
 {
-    char *argv[] = {"sh", TS_SERVICES_SCRIPT, "start-postgres", NULL, NULL, NULL};
-    argv[3] = (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR");
-    argv[4] = (char *)(uintptr_t)ts_env("APP_TEST_PG_PORT");
-    return run_command(argv);
+    return services_script("start-postgres", "APP_TEST_PG_PORT");
 }
 
 long long ts_sql_int(const char *sql)
@@ -347,7 +350,7 @@ static int app_grace_ms(const char *const *extra_env)
     return grace;
 }
 
-int ts_app_start(ts_app *app, const char *const *extra_env)
+void ts_app_spawn(ts_app *app, const char *const *args, const char *const *extra_env)
 {
     memset(app, 0, sizeof *app);
     const char *binary = ts_app_binary();
@@ -365,11 +368,16 @@ int ts_app_start(ts_app *app, const char *const *extra_env)
 
     char *listen = NULL;
     char **env = build_env(extra_env, app->port, &listen);
-    if (!env) {
+    if (!env)
         fail_msg("out of memory");
-        return -1;
-    }
-    char *const argv[] = {(char *)(uintptr_t)binary, "--config", "config/app.yaml", NULL};
+    static const char *const serve[] = {"--config", "config/app.yaml", NULL};
+    if (!args)
+        args = serve;
+    const char *argv[16] = {binary};
+    size_t argc = 1;
+    for (size_t i = 0; args[i] && argc + 1 < sizeof argv / sizeof *argv; i++)
+        argv[argc++] = args[i];
+    argv[argc] = NULL;
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
@@ -377,7 +385,6 @@ int ts_app_start(ts_app *app, const char *const *extra_env)
         free(listen);
         free(env);
         fail_msg("fork: %s", strerror(e));
-        return -1;
     }
     if (pid == 0) {
         /* A crashed test must not leave the app running. */
@@ -389,8 +396,8 @@ int ts_app_start(ts_app *app, const char *const *extra_env)
         if (log < 0 || null < 0 || dup2(null, STDIN_FILENO) < 0 || dup2(log, STDOUT_FILENO) < 0 ||
             dup2(log, STDERR_FILENO) < 0)
             _exit(126);
-        execve(binary, argv, env);
-        static const char msg[] = "ts_app_start: execve failed\n";
+        execve(binary, (char *const *)(uintptr_t)argv, env);
+        static const char msg[] = "ts_app_spawn: execve failed\n";
         if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
             _exit(127);
         _exit(127);
@@ -398,7 +405,11 @@ int ts_app_start(ts_app *app, const char *const *extra_env)
     free(listen);
     free(env);
     app->pid = pid;
+}
 
+int ts_app_start(ts_app *app, const char *const *extra_env)
+{
+    ts_app_spawn(app, NULL, extra_env);
     long long deadline = ts_now_ms() + TS_START_TIMEOUT_MS;
     for (;;) {
         int status = 0;
@@ -464,6 +475,32 @@ void ts_app_end(ts_app *app)
         sleep_ms(10);
     }
     app->pid = 0;
+}
+
+static ts_app *shared_app;
+
+void ts_app_share(ts_app *app)
+{
+    shared_app = app;
+}
+
+int ts_app_group_start(void **state)
+{
+    (void)state;
+    return ts_app_start(shared_app, NULL);
+}
+
+int ts_app_group_end(void **state)
+{
+    (void)state;
+    ts_app_end(shared_app);
+    return 0;
+}
+
+void ts_test_app_stops_cleanly(void **state)
+{
+    (void)state;
+    ts_app_stop_clean(shared_app);
 }
 
 /* What a sanitizer writes first: "==PID==ERROR: AddressSanitizer: ...", "==PID==ERROR:

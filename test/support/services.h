@@ -48,6 +48,11 @@ typedef struct ts_app {
  * every log there for sanitizer reports), else $APP_TEST_RUN_DIR, else /tmp. */
 int ts_app_start(ts_app *app, const char *const *extra_env);
 
+/* The start without the wait: forks the app binary with args after it (NULL: "--config
+ * config/app.yaml", which serves; e.g. {"--config", "config/app.yaml", "replay", NULL}) and
+ * the environment and log of ts_app_start, and returns at once. At most 14 args. */
+void ts_app_spawn(ts_app *app, const char *const *args, const char *const *extra_env);
+
 /* Sends sig and waits for the app to exit (SIGKILL after 20 s, failing the test). Returns
  * the exit code, or 128 + signal number when it died of a signal. Use it for a stop that
  * is meant to be abrupt (SIGKILL); a clean stop is ts_app_stop_clean's. */
@@ -63,6 +68,15 @@ int ts_app_stop_clean(ts_app *app);
  * ts_app_stop_clean, because cmocka ignores a failing group teardown). What a sanitizer
  * reports at exit still lands in the app's log, which test/run.sh scans. */
 void ts_app_end(ts_app *app);
+
+/* One app shared by all the tests of a program. main names it with ts_app_share(&app) and
+ * passes ts_app_group_start and ts_app_group_end as the group setup and teardown; the last
+ * test is ts_test_app_stops_cleanly, so that the stop is checked in a test (the teardown
+ * only ends what a failed test left running). */
+void ts_app_share(ts_app *app);
+int ts_app_group_start(void **state);         /* ts_app_start with no extra environment */
+int ts_app_group_end(void **state);           /* ts_app_end; never fails */
+void ts_test_app_stops_cleanly(void **state); /* ts_app_stop_clean */
 
 /* True when the file holds a sanitizer report (AddressSanitizer, LeakSanitizer or
  * UndefinedBehaviorSanitizer); its first such line goes to line (size bytes). */
