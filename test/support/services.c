@@ -437,44 +437,47 @@ int ts_app_start(ts_app *app, const char *const *extra_env)
     }
 }
 
+/* Sends sig to the running app and reaps it, SIGKILLing it past timeout_ms. Fills *status
+ * (waitpid's) and *took_ms; false when it had to be killed. app->pid is 0 afterwards. */
+static bool signal_and_reap(ts_app *app, int sig, int timeout_ms, int *status, long long *took_ms)
+{
+    kill(app->pid, sig);
+    long long start = ts_now_ms();
+    bool in_time = true;
+    while (!app_exited(app, status)) {
+        if (ts_now_ms() - start > timeout_ms) {
+            kill(app->pid, SIGKILL);
+            while (waitpid(app->pid, status, 0) < 0 && errno == EINTR)
+                ;
+            in_time = false;
+            break;
+        }
+        sleep_ms(10);
+    }
+    *took_ms = ts_now_ms() - start;
+    app->pid = 0;
+    return in_time;
+}
+
 int ts_app_stop(ts_app *app, int sig)
 {
     if (app->pid <= 0)
         return -1;
-    kill(app->pid, sig);
-    long long deadline = ts_now_ms() + TS_STOP_TIMEOUT_MS;
     int status = 0;
-    while (!app_exited(app, &status)) {
-        if (ts_now_ms() >= deadline) {
-            kill(app->pid, SIGKILL);
-            waitpid(app->pid, &status, 0);
-            app->pid = 0;
-            ts_app_dump_log(app, 4000);
-            fail_msg("app did not exit within %d ms of signal %d", TS_STOP_TIMEOUT_MS, sig);
-        }
-        sleep_ms(20);
+    long long took;
+    if (!signal_and_reap(app, sig, TS_STOP_TIMEOUT_MS, &status, &took)) {
+        ts_app_dump_log(app, 4000);
+        fail_msg("app did not exit within %d ms of signal %d", TS_STOP_TIMEOUT_MS, sig);
     }
-    app->pid = 0;
     return decode_status(status);
 }
 
 void ts_app_end(ts_app *app)
 {
-    if (app->pid <= 0)
-        return;
-    kill(app->pid, SIGTERM);
-    long long deadline = ts_now_ms() + app->grace_ms;
     int status;
-    while (!app_exited(app, &status)) {
-        if (ts_now_ms() >= deadline) {
-            kill(app->pid, SIGKILL);
-            while (waitpid(app->pid, &status, 0) < 0 && errno == EINTR)
-                ;
-            break;
-        }
-        sleep_ms(10);
-    }
-    app->pid = 0;
+    long long took;
+    if (app->pid > 0)
+        signal_and_reap(app, SIGTERM, app->grace_ms, &status, &took);
 }
 
 static ts_app *shared_app;
@@ -536,22 +539,13 @@ int ts_app_stop_clean(ts_app *app)
 {
     if (app->pid <= 0)
         fail_msg("the app is not running, so it cannot stop cleanly (log: %s)", app->log_path);
-    kill(app->pid, SIGTERM);
-    long long start = ts_now_ms();
     int status = 0;
-    while (!app_exited(app, &status)) {
-        if (ts_now_ms() - start > app->grace_ms) {
-            kill(app->pid, SIGKILL);
-            waitpid(app->pid, &status, 0);
-            app->pid = 0;
-            ts_app_dump_log(app, 4000);
-            fail_msg("the app did not stop within its grace of %d ms after SIGTERM (log: %s)",
-                     app->grace_ms, app->log_path);
-        }
-        sleep_ms(10);
+    long long took;
+    if (!signal_and_reap(app, SIGTERM, app->grace_ms, &status, &took)) {
+        ts_app_dump_log(app, 4000);
+        fail_msg("the app did not stop within its grace of %d ms after SIGTERM (log: %s)",
+                 app->grace_ms, app->log_path);
     }
-    long long took = ts_now_ms() - start;
-    app->pid = 0;
     int code = decode_status(status);
     char report[512];
     if (ts_log_has_sanitizer_report(app->log_path, report, sizeof report)) {
