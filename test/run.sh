@@ -83,19 +83,20 @@ sanitizer_marks='ERROR: (Address|Leak)Sanitizer|WARNING: AddressSanitizer|: runt
 
 # Every app a test program starts logs to that program's own folder (APP_TEST_LOG_DIR, see
 # test/support/services.c); a sanitizer report in any of them is a failure of the program,
-# even when the test that started the app never looked at how it ended.
+# even when the test that started the app never looked at how it ended. Sets reports to the
+# number of logs with one.
 scan_app_logs()
 {
-    local dir=$1 file found=0
+    local dir=$1 file
+    reports=0
     for file in "$dir"/*.log; do
         [ -f "$file" ] || continue
         if grep -qE "$sanitizer_marks" "$file"; then
             echo "==== sanitizer report in ${file#"$root"/}:"
             grep -m 5 -E "$sanitizer_marks" "$file" | sed 's/^/    /'
-            found=$((found + 1))
+            reports=$((reports + 1))
         fi
     done
-    echo "$found" >"$dir/.reports"
 }
 
 # Runs one program; sets p, f, s and verdict. Its app logs go to $log_dir/NAME.apps/.
@@ -116,7 +117,6 @@ run_one()
     groups=$(count_group_failures "$log")
     f=$((f + groups))
     scan_app_logs "$apps"
-    reports=$(cat "$apps/.reports")
     f=$((f + reports))
     if [ "$status" = 0 ]; then
         verdict=ok
