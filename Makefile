@@ -34,7 +34,7 @@ TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC) $(
 # Generated sources are kept, not removed as intermediates between the two builds.
 .SECONDARY: $(GEN_SRC)
 
-.PHONY: all test unit-test test-stress lint format clean run bench migrations
+.PHONY: all test test-build unit-test test-stress lint format clean run bench migrations
 all: app
 
 app: build/release/src/main.o $(REL_OBJ)
@@ -71,18 +71,18 @@ build/gen/pg_store_migrations.c: src/tools/embed_migrations.sh $(wildcard adapte
 
 # deps.sh installs missing Debian packages as root (or prints the apt-get line) before the
 # build starts; recursive make keeps -j from compiling before the headers are there.
-test:
+test: test-build
+	sh test/run.sh
+
+# What the tests need: packages, the PromQL check's Node.js tool, every test program.
+test-build:
 	@sh deploy/local/deps.sh test
 	@[ -d test/tools/node_modules ] || npm ci --prefix test/tools --no-audit --no-fund
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
-	sh test/run.sh
 
 # The whole suite RUNS times (default 5) under stress-ng on every core.
 RUNS ?= 5
-test-stress:
-	@sh deploy/local/deps.sh test
-	@[ -d test/tools/node_modules ] || npm ci --prefix test/tools --no-audit --no-fund
-	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
+test-stress: test-build
 	bash test/stress.sh $(RUNS)
 
 UNIT_BINS := $(filter build/test/test/unit/% build/test/test/harness/%,$(TEST_BINS))
