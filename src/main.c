@@ -24,6 +24,7 @@
 #include "kernel/module.h"
 #include "kernel/ops.h"
 #include "kernel/read_models.h"
+#include "kernel/remote.h"
 #include "kernel/replay.h"
 #include "kernel/subscriptions.h"
 #include "kernel/upcast.h"
@@ -44,6 +45,7 @@ typedef struct app {
     rm_models *models;    /* read-model generations over it */
     rs_store reads;       /* what queries and subscribers read through */
     bus *bus;
+    remote *remote; /* NULL unless a context not loaded here has a remote */
     workers *pool;
     http_access *access; /* API keys, gateway consumers, rate limits */
     http_server *http;
@@ -55,6 +57,43 @@ static void app_report(const char *what, const app_error *err)
 {
     fprintf(stderr, "app: %s: %s%s%s\n", what, err->message, err->detail[0] ? ": " : "",
             err->detail);
+}
+
+static bool app_loaded(const app *a, const app_module *m)
+{
+    for (size_t i = 0; i < a->n_modules; i++)
+        if (a->modules[i] == m)
+            return true;
+    return false;
+}
+
+/* The contexts compiled in but not loaded here that have a remote.<context>: their messages
+ * go there. */
+static int app_add_remotes(app *a, app_error *err)
+{
+    remote_options ro = {
+        .timeout_ms = a->cfg.remote.timeout_ms,
+        .pool_size = a->cfg.remote.pool_size,
+        .retry_backoff_ms = a->cfg.remote.retry_backoff_ms,
+        .retry_backoff_max_ms = a->cfg.remote.retry_backoff_max_ms,
+        .breaker_failure_threshold = a->cfg.remote.breaker_failure_threshold,
+        .breaker_open_ms = a->cfg.remote.breaker_open_ms,
+        .token = a->cfg.remote.token,
+        .clock = &app_system_clock,
+    };
+    for (size_t i = 0; app_modules[i]; i++) {
+        const app_module *m = app_modules[i];
+        const char *url = config_remote_url(&a->cfg, m->name);
+        if (!url || app_loaded(a, m))
+            continue;
+        int rc = a->remote ? 0 : remote_new(&a->remote, &ro, err);
+        if (rc == 0)
+            rc = remote_add(a->remote, a->bus, m->name, url, m->commands, m->queries, err);
+        if (rc)
+            return rc;
+        log_info("context %s is served by %s", m->name, url);
+    }
+    return 0;
 }
 
 static int app_select_modules(app *a, app_error *err)
@@ -77,7 +116,18 @@ static int app_select_modules(app *a, app_error *err)
         return app_error_set(err, APP_ECONFIG,
                              "contexts: none of the configured contexts is "
                              "part of this build");
-    return mod_check_contracts(a->modules, a->n_modules, app_modules, err);
+    const char *remotes[CONFIG_MAX_CONTEXTS];
+    size_t n_remotes = 0;
+    for (size_t i = 0; app_modules[i] && n_remotes < CONFIG_MAX_CONTEXTS; i++) {
+        if (!config_remote_url(&a->cfg, app_modules[i]->name))
+            continue;
+        if (app_loaded(a, app_modules[i]))
+            log_warn("remote.%s is ignored: context %s is loaded in this process",
+                     app_modules[i]->name, app_modules[i]->name);
+        else
+            remotes[n_remotes++] = app_modules[i]->name;
+    }
+    return mod_check_contracts(a->modules, a->n_modules, app_modules, remotes, n_remotes, err);
 }
 
 /* Phase 1: every loaded context's schema is brought up to date. */
@@ -175,7 +225,11 @@ static int app_register(app *a, app_error *err)
         .n_gateways = a->cfg.auth.n_trusted_gateways,
         .requests_per_minute = a->cfg.rate_limit.requests_per_minute,
         .burst = a->cfg.rate_limit.burst,
+        .internal_peers = a->cfg.internal.trusted_peers,
+        .n_internal_peers = a->cfg.internal.n_trusted_peers,
+        .has_token = a->cfg.internal.has_token,
     };
+    memcpy(ao.token_sha256, a->cfg.internal.token_sha256, sizeof ao.token_sha256);
     rc = http_access_new(&a->access, &ao, err);
     if (rc)
         return rc;
@@ -192,6 +246,10 @@ static int app_register(app *a, app_error *err)
     rc = http_server_new(&a->http, &ho, err);
     if (rc == 0)
         rc = http_server_add_routes(a->http, ops_routes, err);
+    if (rc == 0)
+        rc = http_server_add_routes(a->http, remote_routes, err);
+    if (rc == 0)
+        rc = app_add_remotes(a, err);
 
     sub_runner_options so = {
         .events = &a->events,
@@ -333,6 +391,8 @@ static void app_close(app *a)
     ops_set_report("subscriptions", NULL, NULL);
     sub_runner_free(a->subs);
     workers_free(a->pool);
+    remote_free(a->remote); /* nothing dispatches any more */
+    a->remote = NULL;
     bus_free(a->bus);
     upcast_store_free(a->upcast);
     a->upcast = NULL;

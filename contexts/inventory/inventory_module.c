@@ -11,9 +11,9 @@ static const bus_handler_def inv_commands[] = {
     /* {"sku","quantity"} -> product */
     {"inventory.add_stock", inv_add_stock, BUS_RETRY_ON_CONFLICT},
     /* {"sku","orderId","quantity"} -> {"outcome":"reserved"|"out_of_stock",...}; idempotent */
-    {"inventory.reserve_stock", inv_reserve_stock, BUS_RETRY_ON_CONFLICT},
+    {"inventory.reserve_stock", inv_reserve_stock, BUS_RETRY_ON_CONFLICT | BUS_IDEMPOTENT},
     /* {"sku","orderId"} -> {"outcome":"released"|"nothing_reserved",...}; idempotent */
-    {"inventory.release_stock", inv_release_stock, BUS_RETRY_ON_CONFLICT},
+    {"inventory.release_stock", inv_release_stock, BUS_RETRY_ON_CONFLICT | BUS_IDEMPOTENT},
     {NULL, NULL, 0},
 };
 

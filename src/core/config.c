@@ -26,6 +26,7 @@ typedef enum cfg_type {
     CFG_LISTEN,    /* "host:port" into listen_host (offset) and listen_port (offset2) */
     CFG_LOG_LEVEL, /* int log_level */
     CFG_LIST,      /* a list, each item checked and stored by the key's list operations */
+    CFG_SHA256,    /* "" or 64 hex digits into unsigned char[32]; the bool at offset2 says set */
 } cfg_type;
 
 typedef struct cfg_where cfg_where;
@@ -51,7 +52,7 @@ typedef struct cfg_key {
     const cfg_list *list; /* CFG_LIST: its operations; min is the fewest items allowed */
 } cfg_key;
 
-static const cfg_list cfg_contexts_list, cfg_api_keys_list, cfg_gateways_list;
+static const cfg_list cfg_contexts_list, cfg_api_keys_list, cfg_gateways_list, cfg_peers_list;
 
 #define CFG_FIELD(m) offsetof(app_config, m), sizeof(((app_config *)0)->m)
 
@@ -119,6 +120,25 @@ static const cfg_key cfg_keys[] = {
     {"rate_limit.requests_per_minute", CFG_INT, CFG_FIELD(rate_limit.requests_per_minute), 0, 0,
      60000000, NULL, "0", NULL},
     {"rate_limit.burst", CFG_INT, CFG_FIELD(rate_limit.burst), 0, 1, 1000000, NULL, "100", NULL},
+    {"remote.user", CFG_STRING, CFG_FIELD(remote.user), 0, 0, 255, "http://", "", NULL},
+    {"remote.order", CFG_STRING, CFG_FIELD(remote.order), 0, 0, 255, "http://", "", NULL},
+    {"remote.inventory", CFG_STRING, CFG_FIELD(remote.inventory), 0, 0, 255, "http://", "", NULL},
+    {"remote.timeout_ms", CFG_INT, CFG_FIELD(remote.timeout_ms), 0, 10, 600000, NULL, "5000", NULL},
+    {"remote.pool_size", CFG_INT, CFG_FIELD(remote.pool_size), 0, 1, 256, NULL, "16", NULL},
+    {"remote.retry_backoff_ms", CFG_INT, CFG_FIELD(remote.retry_backoff_ms), 0, 1, 60000, NULL,
+     "50", NULL},
+    {"remote.retry_backoff_max_ms", CFG_INT, CFG_FIELD(remote.retry_backoff_max_ms), 0, 1, 600000,
+     NULL, "1000", NULL},
+    {"remote.breaker_failure_threshold", CFG_INT, CFG_FIELD(remote.breaker_failure_threshold), 0, 1,
+     1000, NULL, "5", NULL},
+    {"remote.breaker_open_ms", CFG_INT, CFG_FIELD(remote.breaker_open_ms), 0, 10, 3600000, NULL,
+     "2000", NULL},
+    {"remote.token", CFG_STRING, CFG_FIELD(remote.token), 0, 0, 255, NULL, "", NULL},
+    {"internal.trusted_peers", CFG_LIST, CFG_FIELD(internal.trusted_peers),
+     offsetof(app_config, internal.n_trusted_peers), 0, CONFIG_MAX_GATEWAYS, NULL,
+     "127.0.0.0/8,::1", &cfg_peers_list},
+    {"internal.token_sha256", CFG_SHA256, CFG_FIELD(internal.token_sha256),
+     offsetof(app_config, internal.has_token), 0, 0, NULL, "", NULL},
     {"contexts", CFG_LIST, CFG_FIELD(contexts), offsetof(app_config, n_contexts), 1,
      CONFIG_MAX_CONTEXTS, NULL, "user,order,inventory", &cfg_contexts_list},
 };
@@ -244,7 +264,8 @@ static int cfg_set_string(const cfg_key *k, app_config *cfg, const char *text, s
         snprintf(what, sizeof what, "value is too long (at most %lld characters)", k->max);
         return cfg_fail(err, w, text, len, what);
     }
-    if (k->prefix && (len < strlen(k->prefix) || memcmp(text, k->prefix, strlen(k->prefix)))) {
+    if (k->prefix && len > 0 &&
+        (len < strlen(k->prefix) || memcmp(text, k->prefix, strlen(k->prefix)))) {
         char what[96];
         snprintf(what, sizeof what, "must start with %s", k->prefix);
         return cfg_fail(err, w, text, len, what);
@@ -401,8 +422,8 @@ static int cfg_api_key_add(app_config *cfg, const char *text, size_t len, const 
 static const cfg_list cfg_api_keys_list = {cfg_api_key_add, "\"consumer:sha256-of-the-key\"", NULL};
 
 /* A numeric address, optionally "/prefix": "10.0.0.7", "10.0.0.0/8", "::1", "fd00::/8". */
-static int cfg_gateway_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
-                           app_error *err)
+static int cfg_network_parse(const char *text, size_t len, const cfg_where *w, config_network *out,
+                             app_error *err)
 {
     char buf[INET6_ADDRSTRLEN + 8];
     const char *what = "expected an IP address or network (\"10.0.0.7\", \"10.0.0.0/8\", "
@@ -435,6 +456,17 @@ static int cfg_gateway_add(app_config *cfg, const char *text, size_t len, const 
                                                   : "the prefix length must be 0..128");
         net.prefix = (int)bits;
     }
+    *out = net;
+    return 0;
+}
+
+static int cfg_gateway_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
+                           app_error *err)
+{
+    config_network net;
+    int rc = cfg_network_parse(text, len, w, &net, err);
+    if (rc)
+        return rc;
     if (cfg->auth.n_trusted_gateways >= CONFIG_MAX_GATEWAYS)
         return cfg_fail(err, w, NULL, 0, "too many trusted gateways");
     cfg->auth.trusted_gateways[cfg->auth.n_trusted_gateways++] = net;
@@ -442,6 +474,46 @@ static int cfg_gateway_add(app_config *cfg, const char *text, size_t len, const 
 }
 
 static const cfg_list cfg_gateways_list = {cfg_gateway_add, "an IP address or network", NULL};
+
+static int cfg_peer_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
+                        app_error *err)
+{
+    config_network net;
+    int rc = cfg_network_parse(text, len, w, &net, err);
+    if (rc)
+        return rc;
+    if (cfg->internal.n_trusted_peers >= CONFIG_MAX_GATEWAYS)
+        return cfg_fail(err, w, NULL, 0, "too many trusted peers");
+    cfg->internal.trusted_peers[cfg->internal.n_trusted_peers++] = net;
+    return 0;
+}
+
+static const cfg_list cfg_peers_list = {cfg_peer_add, "an IP address or network", NULL};
+
+/* A token's SHA-256, so that the file holds no secret: "" (none) or 64 hex digits. */
+static int cfg_set_sha256(const cfg_key *k, app_config *cfg, const char *text, size_t len,
+                          const cfg_where *w, app_error *err)
+{
+    unsigned char digest[32];
+    bool *set = cfg_at(cfg, k->offset2);
+    if (len == 0) {
+        memset(cfg_at(cfg, k->offset), 0, k->size);
+        *set = false;
+        return 0;
+    }
+    const char *what = "expected the token's SHA-256 as 64 hex digits (printf %s TOKEN | sha256sum)";
+    if (len != 64)
+        return cfg_fail(err, w, NULL, 0, what);
+    for (size_t i = 0; i < 32; i++) {
+        int hi = text_hex_digit(text[2 * i]), lo = text_hex_digit(text[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return cfg_fail(err, w, NULL, 0, what);
+        digest[i] = (unsigned char)(hi << 4 | lo);
+    }
+    memcpy(cfg_at(cfg, k->offset), digest, sizeof digest);
+    *set = true;
+    return 0;
+}
 
 static void cfg_list_clear(const cfg_key *k, app_config *cfg)
 {
@@ -498,8 +570,20 @@ static int cfg_set_scalar(const cfg_key *k, app_config *cfg, const char *text, s
         return cfg_set_log_level(k, cfg, text, len, w, err);
     case CFG_LIST:
         return cfg_set_list(k, cfg, text, len, w, err);
+    case CFG_SHA256:
+        return cfg_set_sha256(k, cfg, text, len, w, err);
     }
     return app_error_set(err, APP_EINTERNAL, "%s: unhandled configuration type", k->path);
+}
+
+const char *config_remote_url(const app_config *cfg, const char *context)
+{
+    const char *url = !context                           ? NULL
+                      : strcmp(context, "user") == 0      ? cfg->remote.user
+                      : strcmp(context, "order") == 0     ? cfg->remote.order
+                      : strcmp(context, "inventory") == 0 ? cfg->remote.inventory
+                                                          : NULL;
+    return url && url[0] ? url : NULL;
 }
 
 void config_defaults(app_config *cfg)
@@ -582,6 +666,7 @@ static const char *cfg_type_expect(cfg_type type)
     case CFG_STRING:
     case CFG_LISTEN:
     case CFG_LOG_LEVEL:
+    case CFG_SHA256:
         break;
     }
     return "expected a string";

@@ -97,9 +97,34 @@ typedef struct app_config {
         int requests_per_minute; /* rate_limit.requests_per_minute: per consumer, 0 = off */
         int burst;               /* rate_limit.burst: requests allowed at once */
     } rate_limit;
+    /* Where each context that is not loaded here is served, "" when nowhere (its messages are
+     * then unavailable), and how calls there behave. See kernel/remote.h. */
+    struct {
+        char user[256];                /* remote.user: "http://host:port" */
+        char order[256];               /* remote.order */
+        char inventory[256];           /* remote.inventory */
+        int timeout_ms;                /* remote.timeout_ms: a call with no caller's deadline */
+        int pool_size;                 /* remote.pool_size: keep-alive connections per remote */
+        int retry_backoff_ms;          /* remote.retry_backoff_ms: first retry delay */
+        int retry_backoff_max_ms;      /* remote.retry_backoff_max_ms: longest retry delay */
+        int breaker_failure_threshold; /* remote.breaker_failure_threshold: failures to open */
+        int breaker_open_ms;           /* remote.breaker_open_ms: open before a probe */
+        char token[256]; /* remote.token: the bearer token sent (best from APP_REMOTE_TOKEN) */
+    } remote;
+    /* Who may call this process's internal endpoints (/internal/v1/...): the bus of another
+     * service, never a client. */
+    struct {
+        config_network trusted_peers[CONFIG_MAX_GATEWAYS]; /* internal.trusted_peers */
+        size_t n_trusted_peers;
+        bool has_token;               /* internal.token_sha256 is set */
+        unsigned char token_sha256[32]; /* internal.token_sha256: SHA-256 of the bearer token */
+    } internal;
     char contexts[CONFIG_MAX_CONTEXTS][32]; /* contexts: [user, ...] */
     size_t n_contexts;
 } app_config;
+
+/* The remote.<context> URL of context, or NULL when it has none (or is no known context). */
+const char *config_remote_url(const app_config *cfg, const char *context);
 
 /* Defaults for every key (the values documented in the README). */
 void config_defaults(app_config *cfg);

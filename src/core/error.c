@@ -53,6 +53,7 @@ static const struct {
 } error_table[] = {
     {APP_EBADREQ, 400, "bad-request", "Bad Request"},
     {APP_EUNAUTH, 401, "unauthorized", "Unauthorized"},
+    {APP_EFORBIDDEN, 403, "forbidden", "Forbidden"},
     {APP_ENOTFOUND, 404, "not-found", "Not Found"},
     {APP_EMETHOD, 405, "method-not-allowed", "Method Not Allowed"},
     {APP_ECONFLICT, 409, "conflict", "Conflict"},
@@ -90,4 +91,15 @@ const char *app_error_title(int code)
 const char *app_error_slug(int code)
 {
     return error_table[error_index(code)].slug;
+}
+
+int app_error_code_of_slug(const char *slug)
+{
+    /* Several codes that never leave a process share it; what arrives is a plain 500. */
+    if (slug && strcmp(slug, "internal-error") == 0)
+        return APP_EINTERNAL;
+    for (size_t i = 0; slug && i < sizeof error_table / sizeof error_table[0]; i++)
+        if (strcmp(error_table[i].slug, slug) == 0)
+            return error_table[i].code;
+    return 0;
 }

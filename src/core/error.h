@@ -23,6 +23,7 @@ typedef enum app_err_code {
     APP_EVERSION = -14,    /* stream version conflict; the bus retries or maps it to 409/412 */
     APP_ECONFIG = -15,     /* configuration error (exit status 2) */
     APP_EIDEMPOTENT = -16, /* an Idempotency-Key has a record already; the bus answers from it */
+    APP_EFORBIDDEN = -17,  /* 403 a caller that may not use this endpoint at all */
 } app_err_code;
 
 #define APP_ERROR_MAX_FIELDS 8
@@ -60,5 +61,8 @@ int app_error_http_status(int code);
 const char *app_error_title(int code);
 /* Stable slug for problem "type" and logs, e.g. "conflict". */
 const char *app_error_slug(int code);
+/* The code a slug stands for ("conflict" is APP_ECONFLICT, "internal-error" APP_EINTERNAL),
+ * or 0 when no code has that slug. */
+int app_error_code_of_slug(const char *slug);
 
 #endif

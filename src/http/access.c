@@ -37,6 +37,10 @@ struct http_access {
     size_t n_keys;
     config_network *gateways;
     size_t n_gateways;
+    config_network *peers; /* of the internal endpoints */
+    size_t n_peers;
+    bool has_token;
+    unsigned char token_sha256[32];
     double rate; /* tokens per second; 0: no limit */
     double burst;
     size_t max_per_shard;
@@ -67,9 +71,14 @@ int http_access_new(http_access **out, const http_access_options *o, app_error *
     a->n_keys = o->n_keys;
     a->gateways = access_copy(o->gateways, o->n_gateways, sizeof *a->gateways, &failed);
     a->n_gateways = o->n_gateways;
+    a->peers = access_copy(o->internal_peers, o->n_internal_peers, sizeof *a->peers, &failed);
+    a->n_peers = o->n_internal_peers;
+    a->has_token = o->has_token;
+    memcpy(a->token_sha256, o->token_sha256, sizeof a->token_sha256);
     if (failed) {
         free(a->keys);
         free(a->gateways);
+        free(a->peers);
         free(a);
         return app_error_set(err, APP_ENOMEM, "out of memory");
     }
@@ -101,16 +110,18 @@ void http_access_free(http_access *a)
     }
     free(a->keys);
     free(a->gateways);
+    free(a->peers);
     free(a);
 }
 
 /* ---- who is calling ---------------------------------------------------------------------- */
 
-static bool access_from_gateway(const http_access *a, const char *peer)
+/* Whether the numeric address peer lies in one of the n networks. */
+static bool access_peer_in(const config_network *nets, size_t n, const char *peer)
 {
     unsigned char addr[16];
     int family;
-    if (!peer || a->n_gateways == 0)
+    if (!peer || n == 0)
         return false;
     if (inet_pton(AF_INET, peer, addr) == 1) {
         family = AF_INET;
@@ -125,21 +136,26 @@ static bool access_from_gateway(const http_access *a, const char *peer)
     } else {
         return false;
     }
-    for (size_t i = 0; i < a->n_gateways; i++) {
-        const config_network *n = &a->gateways[i];
-        if (n->family != family)
+    for (size_t i = 0; i < n; i++) {
+        const config_network *net = &nets[i];
+        if (net->family != family)
             continue;
-        int whole = n->prefix / 8, rest = n->prefix % 8;
-        if (memcmp(addr, n->addr, (size_t)whole) != 0)
+        int whole = net->prefix / 8, rest = net->prefix % 8;
+        if (memcmp(addr, net->addr, (size_t)whole) != 0)
             continue;
         if (rest) {
             unsigned char mask = (unsigned char)(0xff << (8 - rest));
-            if ((addr[whole] & mask) != (n->addr[whole] & mask))
+            if ((addr[whole] & mask) != (net->addr[whole] & mask))
                 continue;
         }
         return true;
     }
     return false;
+}
+
+static bool access_from_gateway(const http_access *a, const char *peer)
+{
+    return access_peer_in(a->gateways, a->n_gateways, peer);
 }
 
 static bool access_printable(const char *s, size_t max)
@@ -200,6 +216,33 @@ int http_access_identify(const http_access *a, const http_caller *c, char *actor
     }
     if (a->required)
         return app_error_set(err, APP_EUNAUTH, "an API key is required in the apikey header");
+    return 0;
+}
+
+int http_access_internal(const http_access *a, const char *peer, const char *authorization,
+                         app_error *err)
+{
+    if (!access_peer_in(a->peers, a->n_peers, peer)) {
+        app_error_set(err, APP_EFORBIDDEN, "internal endpoints answer trusted peers only");
+        app_error_detail(err, "%s is not in internal.trusted_peers", peer ? peer : "the caller");
+        return APP_EFORBIDDEN;
+    }
+    if (!a->has_token)
+        return 0;
+    static const char bearer[] = "Bearer ";
+    if (!authorization || strncmp(authorization, bearer, sizeof bearer - 1) != 0)
+        return app_error_set(err, APP_EFORBIDDEN, "internal endpoints need the internal token");
+    uint8_t digest[SHA256_DIGEST_LEN];
+    sha256_ctx c;
+    sha256_init(&c);
+    const char *token = authorization + sizeof bearer - 1;
+    sha256_update(&c, token, strlen(token));
+    sha256_final(&c, digest);
+    unsigned char diff = 0;
+    for (size_t j = 0; j < SHA256_DIGEST_LEN; j++)
+        diff |= (unsigned char)(digest[j] ^ a->token_sha256[j]);
+    if (diff != 0)
+        return app_error_set(err, APP_EFORBIDDEN, "the internal token is not valid");
     return 0;
 }
 

@@ -23,6 +23,12 @@ typedef struct http_access_options {
     int requests_per_minute; /* per caller; 0 turns the rate limit off */
     int burst;               /* requests a caller may send at once (the bucket's size) */
     size_t max_callers;      /* buckets kept at most; 0 means 100,000 */
+    /* Who may call the internal endpoints: these peers, with a bearer token of this SHA-256
+     * when has_token. */
+    const config_network *internal_peers;
+    size_t n_internal_peers;
+    bool has_token;
+    unsigned char token_sha256[32];
 } http_access_options;
 
 /* What a request says about its caller: header values or NULL, and the connection's peer. */
@@ -44,6 +50,12 @@ void http_access_free(http_access *a); /* accepts NULL */
  * consumer header that is not 1..128 printable characters. Headers of a gateway are
  * ignored unless the peer is one of the trusted gateways. */
 int http_access_identify(const http_access *a, const http_caller *c, char *actor, size_t size,
+                         app_error *err);
+
+/* Whether a caller may use the internal endpoints: its peer address is one of the internal
+ * peers and, when a token is configured, authorization is "Bearer <token>" with that token.
+ * 0, or APP_EFORBIDDEN saying which of the two failed. */
+int http_access_internal(const http_access *a, const char *peer, const char *authorization,
                          app_error *err);
 
 /* The rate-limit bucket of a request: its consumer ("c:alice") when it has one, else its

@@ -310,6 +310,21 @@ static int http_admit(http_job *job, const struct evkeyvalq *h)
                              &job->quota, &job->err);
 }
 
+/* Another service's bus, from a trusted peer with the internal token; nobody when the server
+ * has no access rules at all. */
+static int http_admit_internal(http_job *job, const struct evkeyvalq *h)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(job->ereq);
+    char *peer = NULL;
+    ev_uint16_t peer_port = 0;
+    if (conn)
+        evhttp_connection_get_peer(conn, &peer, &peer_port);
+    if (!job->srv->opts.access)
+        return app_error_set(&job->err, APP_EFORBIDDEN, "internal endpoints are closed");
+    return http_access_internal(job->srv->opts.access, peer, evhttp_find_header(h, "Authorization"),
+                                &job->err);
+}
+
 /* Fills job from the request; on failure returns the code with job->err set. */
 static int http_prepare(http_job *job)
 {
@@ -335,6 +350,9 @@ static int http_prepare(http_job *job)
             snprintf(correlation, sizeof correlation, "%s", job->request_id);
     }
     bus_meta_init(&job->req.meta, correlation, NULL);
+    /* The client gives up after the request timeout: so does every call made for it. */
+    job->req.meta.deadline_ms = (int64_t)job->started.tv_sec * 1000 + job->started.tv_nsec / 1000000 +
+                                s->opts.request_timeout_ms;
     job->req.meta.replayed = &job->replayed;
     if (tp_ok)
         snprintf(job->req.meta.traceparent, sizeof job->req.meta.traceparent, "%.*s",
@@ -380,7 +398,11 @@ static int http_prepare(http_job *job)
         job->req.param_values[i] = m.param_values[i];
     }
 
-    if (s->opts.access && !(m.route->flags & HTTP_ROUTE_OPEN)) {
+    if (m.route->flags & HTTP_ROUTE_INTERNAL) {
+        rc = http_admit_internal(job, h);
+        if (rc)
+            return rc;
+    } else if (s->opts.access && !(m.route->flags & HTTP_ROUTE_OPEN)) {
         rc = http_admit(job, h);
         if (rc)
             return rc;
@@ -402,7 +424,7 @@ static int http_prepare(http_job *job)
 
 static bool http_known_code(int rc)
 {
-    return rc <= APP_EBADREQ && rc >= APP_ECONFIG;
+    return rc <= APP_EBADREQ && rc >= APP_EFORBIDDEN;
 }
 
 static void http_run(http_job *job)
@@ -499,6 +521,8 @@ static void http_respond(http_job *job)
             evhttp_add_header(out, "ETag", job->res.etag);
         if (job->rc == 0 && job->replayed)
             evhttp_add_header(out, "Idempotent-Replayed", "true");
+        if (job->rc == 0 && job->route && (job->route->flags & HTTP_ROUTE_INTERNAL))
+            evhttp_add_header(out, HTTP_INTERNAL_REPLY_HEADER, "1");
         if (status == 503)
             evhttp_add_header(out, "Retry-After", "1");
         if (job->quota.limited) {

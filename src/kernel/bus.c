@@ -17,6 +17,7 @@
 typedef struct bus_entry {
     bus_kind kind;
     const bus_handler_def *def;
+    const bus_transport *via; /* NULL: handled here */
 } bus_entry;
 
 struct bus {
@@ -74,10 +75,11 @@ static const bus_entry *bus_lookup(const bus *b, bus_kind kind, const char *name
     return NULL;
 }
 
-int bus_register(bus *b, bus_kind kind, const bus_handler_def *table, app_error *err)
+static int bus_add(bus *b, bus_kind kind, const bus_handler_def *table, const bus_transport *via,
+                   app_error *err)
 {
     for (const bus_handler_def *d = table; d && d->name; d++) {
-        if (!d->fn)
+        if (!d->fn && !via)
             return app_error_set(err, APP_EINTERNAL, "handler %s has no function", d->name);
         if (bus_lookup(b, kind, d->name))
             return app_error_set(err, APP_EINTERNAL, "%s %s is registered twice",
@@ -90,9 +92,20 @@ int bus_register(bus *b, bus_kind kind, const bus_handler_def *table, app_error 
             b->entries = grown;
             b->cap_entries = cap;
         }
-        b->entries[b->n_entries++] = (bus_entry){kind, d};
+        b->entries[b->n_entries++] = (bus_entry){kind, d, via};
     }
     return 0;
+}
+
+int bus_register(bus *b, bus_kind kind, const bus_handler_def *table, app_error *err)
+{
+    return bus_add(b, kind, table, NULL, err);
+}
+
+int bus_register_remote(bus *b, bus_kind kind, const bus_handler_def *table,
+                        const bus_transport *via, app_error *err)
+{
+    return bus_add(b, kind, table, via, err);
 }
 
 int bus_use(bus *b, bus_middleware_fn fn, app_error *err)
@@ -110,17 +123,18 @@ int bus_call_next(bus_call *call)
         return b->middleware[call->next_middleware++](call);
     if (call->next_middleware == b->n_middleware) {
         call->next_middleware++;
-        return bus_mw_retry(call);
+        /* A remote owner retries conflicts itself, as it would for a caller in its process. */
+        return call->via ? call->via->call(call->via->self, call) : bus_mw_retry(call);
     }
     return call->def->fn(call->ctx, call->payload, call->out, call->err);
 }
 
 static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *payload,
-                        const bus_meta *meta, cJSON **out, app_error *err)
+                        const bus_meta *meta, bool local_only, cJSON **out, app_error *err)
 {
     *out = NULL;
     const bus_entry *e = bus_lookup(b, kind, name);
-    if (!e)
+    if (!e || (local_only && e->via))
         return app_error_set(err, APP_EUNAVAIL, "no handler for %s %s in this process",
                              kind == BUS_COMMAND ? "command" : "query", name);
     /* How deep in handlers this thread is: a message a handler sends is not the request. */
@@ -134,7 +148,7 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
         .meta = meta,
         .depth = depth,
     };
-    bus_call call = {kind, e->def, &ctx, payload, out, err, 0};
+    bus_call call = {kind, e->def, e->via, &ctx, payload, out, err, 0};
     int rc = bus_call_next(&call);
     depth--;
     if (rc != 0 && *out) {
@@ -147,13 +161,19 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
 int bus_send(bus *b, const char *command, const cJSON *payload, const bus_meta *meta, cJSON **out,
              app_error *err)
 {
-    return bus_dispatch(b, BUS_COMMAND, command, payload, meta, out, err);
+    return bus_dispatch(b, BUS_COMMAND, command, payload, meta, false, out, err);
 }
 
 int bus_ask(bus *b, const char *query, const cJSON *payload, const bus_meta *meta, cJSON **out,
             app_error *err)
 {
-    return bus_dispatch(b, BUS_QUERY, query, payload, meta, out, err);
+    return bus_dispatch(b, BUS_QUERY, query, payload, meta, false, out, err);
+}
+
+int bus_call_local(bus *b, bus_kind kind, const char *name, const cJSON *payload,
+                   const bus_meta *meta, cJSON **out, app_error *err)
+{
+    return bus_dispatch(b, kind, name, payload, meta, true, out, err);
 }
 
 void bus_meta_init(bus_meta *meta, const char *correlation_id, const char *causation_id)

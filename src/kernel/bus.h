@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/error.h"
 #include "ports/clock.h"
@@ -22,6 +23,9 @@ typedef struct bus_meta {
     char actor[129];
     char traceparent[64];
     char idempotency_key[129];
+    /* When the caller stops waiting, in CLOCK_MONOTONIC ms (0: no deadline of its own). A
+     * call to a context in another process gets the time left, no more. */
+    int64_t deadline_ms;
     /* The caller's flag, set when the answer came from an Idempotency-Key record instead of
      * running the command (NULL: not wanted). Not part of what events record. */
     bool *replayed;
@@ -55,6 +59,10 @@ typedef int (*bus_handler_fn)(const bus_ctx *ctx, const cJSON *payload, cJSON **
 enum bus_flags {
     /* The handler re-reads its aggregate, so the bus may run it again after APP_EVERSION. */
     BUS_RETRY_ON_CONFLICT = 1u << 0,
+    /* Running the command again with the same payload changes nothing more (e.g. a
+     * reservation per order): a caller in another process may send it again after a failure
+     * that left the outcome unknown. Queries are always safe to repeat. */
+    BUS_IDEMPOTENT = 1u << 1,
 };
 
 /* A row of a context's command or query table; tables end with a {NULL} sentinel. */
@@ -66,16 +74,26 @@ typedef struct bus_handler_def {
 
 typedef enum bus_kind { BUS_COMMAND, BUS_QUERY } bus_kind;
 
+typedef struct bus_call bus_call;
+
+/* Where the messages of a context that runs in another process go (kernel/remote.h): call
+ * sends call->payload there and fills *call->out or call->err as the handler would have. */
+typedef struct bus_transport {
+    int (*call)(void *self, bus_call *call);
+    void *self;
+} bus_transport;
+
 /* One call travelling through the middleware chain. */
-typedef struct bus_call {
+struct bus_call {
     bus_kind kind;
-    const bus_handler_def *def;
+    const bus_handler_def *def; /* the owner's row; for a remote owner, fn is not called */
+    const bus_transport *via;   /* NULL: the handler runs here */
     const bus_ctx *ctx;
     const cJSON *payload;
     cJSON **out;
     app_error *err;
     size_t next_middleware; /* private to the bus */
-} bus_call;
+};
 
 /* A middleware does its work around bus_call_next(call), whose result it returns. */
 typedef int (*bus_middleware_fn)(bus_call *call);
@@ -96,6 +114,11 @@ void bus_free(bus *b); /* accepts NULL */
 /* Registration happens during start-up only (not thread-safe against dispatch). A name
  * registered twice is APP_EINTERNAL. The table must outlive the bus. */
 int bus_register(bus *b, bus_kind kind, const bus_handler_def *table, app_error *err);
+/* Registers the messages of table (a context compiled in but not loaded here) as served by
+ * via: dispatch runs the middleware, then via->call instead of the handler. A name registered
+ * locally or remotely already is APP_EINTERNAL. table and via must outlive the bus. */
+int bus_register_remote(bus *b, bus_kind kind, const bus_handler_def *table,
+                        const bus_transport *via, app_error *err);
 /* Middleware run in the order added, outermost first. */
 int bus_use(bus *b, bus_middleware_fn fn, app_error *err);
 
@@ -106,6 +129,12 @@ int bus_send(bus *b, const char *command, const cJSON *payload, const bus_meta *
              app_error *err);
 int bus_ask(bus *b, const char *query, const cJSON *payload, const bus_meta *meta, cJSON **out,
             app_error *err);
+
+/* Like bus_send and bus_ask, but only to a handler in this process: a message whose owner
+ * is elsewhere is APP_EUNAVAIL here too, so a call from another process is never passed on
+ * (no loops between two misconfigured services). */
+int bus_call_local(bus *b, bus_kind kind, const char *name, const cJSON *payload,
+                   const bus_meta *meta, cJSON **out, app_error *err);
 
 /* Fills meta with a fresh message id and the given correlation/causation (NULL -> new id). */
 void bus_meta_init(bus_meta *meta, const char *correlation_id, const char *causation_id);

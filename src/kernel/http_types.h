@@ -52,10 +52,18 @@ int http_res_versioned(http_res *res, int status, cJSON *body, app_error *err);
  * returns its code; the server answers problem+json from err. */
 typedef int (*http_route_fn)(bus *b, const http_req *req, http_res *res, app_error *err);
 
+/* On every answer of an internal route, so that a caller never takes a reply from anything
+ * else on the way (a proxy, a wrong address, the server's own refusal) for the route's. */
+#define HTTP_INTERNAL_REPLY_HEADER "X-App-Bus-Reply"
+
 enum http_route_flags {
     HTTP_ROUTE_JSON_BODY = 1u << 0, /* requires a JSON object body (415/400 otherwise) */
     HTTP_ROUTE_INLINE = 1u << 1,    /* never blocks: runs on the loop thread, not a worker */
     HTTP_ROUTE_OPEN = 1u << 2,      /* no API key and no rate limit (probes, scrapes) */
+    /* For other services, not clients: only trusted peers with the internal token (403 for
+     * anyone else, before anything runs), no API key, no rate limit; every answer the route
+     * gives carries HTTP_INTERNAL_REPLY_HEADER. */
+    HTTP_ROUTE_INTERNAL = 1u << 3,
 };
 
 /* A row of a context's route table; tables end with a {0} sentinel. */

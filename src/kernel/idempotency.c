@@ -131,7 +131,9 @@ int bus_mw_idempotency(bus_call *call)
     const bus_ctx *ctx = call->ctx;
     const bus_meta *meta = ctx->meta;
     es_store *es = ctx->events;
-    if (call->kind != BUS_COMMAND || !meta || !meta->idempotency_key[0] || ctx->depth > 1 || !es ||
+    /* A command whose owner runs elsewhere takes its key along; the owner records it. */
+    if (call->kind != BUS_COMMAND || call->via || !meta || !meta->idempotency_key[0] ||
+        ctx->depth > 1 || !es ||
         !es->ops->idempotency_lookup || !es->ops->idempotency_save)
         return bus_call_next(call);
 

@@ -97,11 +97,11 @@ const app_module *app_module_find(const char *name);
 
 /* Checks the contracts of the n loaded contexts against all, every context compiled in
  * ({NULL} terminated): each message a context sends belongs to a context of all (the one
- * named before its first '.') that handles it as a command or a query, and each log a
+ * named before its first '.') that handles it as a command or a query, and that context is
+ * loaded or among the n_remotes contexts served elsewhere (remotes, by name); each log a
  * subscription reads is a context's of all. On failure APP_ECONFIG, naming the message (or
- * subscription) and the context it comes from. Whether the owner runs here or elsewhere is
- * not its concern. */
+ * subscription) and the context it comes from. */
 int mod_check_contracts(const app_module *const *loaded, size_t n, const app_module *const *all,
-                        app_error *err);
+                        const char *const *remotes, size_t n_remotes, app_error *err);
 
 #endif

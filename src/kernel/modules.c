@@ -30,8 +30,20 @@ static bool handles(const bus_handler_def *table, const char *name)
     return false;
 }
 
+static bool served(const app_module *owner, const app_module *const *loaded, size_t n,
+                   const char *const *remotes, size_t n_remotes)
+{
+    for (size_t i = 0; i < n; i++)
+        if (loaded[i] == owner)
+            return true;
+    for (size_t i = 0; i < n_remotes; i++)
+        if (strcmp(remotes[i], owner->name) == 0)
+            return true;
+    return false;
+}
+
 int mod_check_contracts(const app_module *const *loaded, size_t n, const app_module *const *all,
-                        app_error *err)
+                        const char *const *remotes, size_t n_remotes, app_error *err)
 {
     for (size_t i = 0; i < n; i++) {
         const app_module *m = loaded[i];
@@ -48,6 +60,11 @@ int mod_check_contracts(const app_module *const *loaded, size_t n, const app_mod
                 return app_error_set(err, APP_ECONFIG,
                                      "context %s sends \"%s\", which context %s does not handle",
                                      m->name, name, owner->name);
+            if (!served(owner, loaded, n, remotes, n_remotes))
+                return app_error_set(err, APP_ECONFIG,
+                                     "context %s sends \"%s\", but context %s is not loaded here "
+                                     "and has no remote.%s",
+                                     m->name, name, owner->name, owner->name);
         }
         for (const mod_subscription *s = m->subscriptions; s && s->name; s++)
             if (!find_in(all, s->source_context, strlen(s->source_context)))

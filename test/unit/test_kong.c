@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "kernel/module.h"
+#include "kernel/remote.h"
 #include "kernel/ops.h"
 #include "test/support/yaml_doc.h"
 
@@ -218,6 +219,32 @@ static void test_no_route_leads_nowhere(void **state)
                     fail_msg("route %s exposes %s", routes[k].name, r->pattern);
 }
 
+/* The internal endpoints (one service's bus calling another's) are not the public API: no
+ * Kong route reaches them, whatever the message name or method. */
+static void test_internal_endpoints_not_routed(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"inventory.reserve_stock", "user.describe_customer",
+                                        "order.place_order", "x"};
+    size_t tried = 0;
+    for (const http_route_def *r = remote_routes; r->pattern; r++) {
+        assert_true(r->flags & HTTP_ROUTE_INTERNAL);
+        assert_int_equal(strncmp(r->pattern, "/internal/", 10), 0);
+        for (size_t n = 0; n < sizeof names / sizeof names[0]; n++) {
+            char path[256];
+            snprintf(path, sizeof path, "%.*s%s", (int)(strchr(r->pattern, '{') - r->pattern),
+                     r->pattern, names[n]);
+            for (size_t k = 0; k < n_routes; k++)
+                for (size_t m = 0; m < sizeof methods / sizeof methods[0]; m++)
+                    if (route_matches(&routes[k], methods[m].name, path))
+                        fail_msg("Kong route %s exposes %s %s", routes[k].name, methods[m].name,
+                                 path);
+            tried++;
+        }
+    }
+    assert_int_equal(tried, 8);
+}
+
 static yaml_node_t *plugin(const char *name)
 {
     yaml_node_t *p;
@@ -266,6 +293,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_route_reaches_its_context),
         cmocka_unit_test(test_no_route_leads_nowhere),
+        cmocka_unit_test(test_internal_endpoints_not_routed),
         cmocka_unit_test(test_services_plugins_upstreams),
     };
     return cmocka_run_group_tests_name("kong routes", tests, load, unload);
