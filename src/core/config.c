@@ -501,7 +501,8 @@ static int cfg_set_sha256(const cfg_key *k, app_config *cfg, const char *text, s
         *set = false;
         return 0;
     }
-    const char *what = "expected the token's SHA-256 as 64 hex digits (printf %s TOKEN | sha256sum)";
+    const char *what =
+        "expected the token's SHA-256 as 64 hex digits (printf %s TOKEN | sha256sum)";
     if (len != 64)
         return cfg_fail(err, w, NULL, 0, what);
     for (size_t i = 0; i < 32; i++) {
@@ -578,7 +579,7 @@ static int cfg_set_scalar(const cfg_key *k, app_config *cfg, const char *text, s
 
 const char *config_remote_url(const app_config *cfg, const char *context)
 {
-    const char *url = !context                           ? NULL
+    const char *url = !context                            ? NULL
                       : strcmp(context, "user") == 0      ? cfg->remote.user
                       : strcmp(context, "order") == 0     ? cfg->remote.order
                       : strcmp(context, "inventory") == 0 ? cfg->remote.inventory

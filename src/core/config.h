@@ -116,7 +116,7 @@ typedef struct app_config {
     struct {
         config_network trusted_peers[CONFIG_MAX_GATEWAYS]; /* internal.trusted_peers */
         size_t n_trusted_peers;
-        bool has_token;               /* internal.token_sha256 is set */
+        bool has_token;                 /* internal.token_sha256 is set */
         unsigned char token_sha256[32]; /* internal.token_sha256: SHA-256 of the bearer token */
     } internal;
     char contexts[CONFIG_MAX_CONTEXTS][32]; /* contexts: [user, ...] */

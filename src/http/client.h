@@ -19,10 +19,10 @@ typedef struct http_client_options {
 
 /* What came back. Strings owned; http_client_reply_free frees them. */
 typedef struct http_client_reply {
-    int status;     /* the HTTP status */
-    char *body;     /* NUL terminated, body_len bytes before the NUL; never NULL on success */
+    int status; /* the HTTP status */
+    char *body; /* NUL terminated, body_len bytes before the NUL; never NULL on success */
     size_t body_len;
-    char *header;   /* the value of the header the call asked for, or NULL */
+    char *header; /* the value of the header the call asked for, or NULL */
 } http_client_reply;
 
 void http_client_reply_free(http_client_reply *r); /* frees what r owns, not r; accepts NULL */
@@ -30,9 +30,9 @@ void http_client_reply_free(http_client_reply *r); /* frees what r owns, not r; 
 /* Why a call got no reply. */
 typedef enum http_client_failure {
     HTTP_CLIENT_REPLIED = 0,
-    HTTP_CLIENT_UNSENT,   /* no connection: the request never left (refused, unreachable) */
-    HTTP_CLIENT_TIMEOUT,  /* the deadline passed; the request may have been handled */
-    HTTP_CLIENT_BROKEN,   /* the connection failed after the request went out */
+    HTTP_CLIENT_UNSENT,  /* no connection: the request never left (refused, unreachable) */
+    HTTP_CLIENT_TIMEOUT, /* the deadline passed; the request may have been handled */
+    HTTP_CLIENT_BROKEN,  /* the connection failed after the request went out */
 } http_client_failure;
 
 /* Parses the URL (APP_ECONFIG naming what is wrong with it); no connection is made yet.

@@ -351,8 +351,8 @@ static int http_prepare(http_job *job)
     }
     bus_meta_init(&job->req.meta, correlation, NULL);
     /* The client gives up after the request timeout: so does every call made for it. */
-    job->req.meta.deadline_ms = (int64_t)job->started.tv_sec * 1000 + job->started.tv_nsec / 1000000 +
-                                s->opts.request_timeout_ms;
+    job->req.meta.deadline_ms = (int64_t)job->started.tv_sec * 1000 +
+                                job->started.tv_nsec / 1000000 + s->opts.request_timeout_ms;
     job->req.meta.replayed = &job->replayed;
     if (tp_ok)
         snprintf(job->req.meta.traceparent, sizeof job->req.meta.traceparent, "%.*s",

@@ -133,8 +133,7 @@ int bus_mw_idempotency(bus_call *call)
     es_store *es = ctx->events;
     /* A command whose owner runs elsewhere takes its key along; the owner records it. */
     if (call->kind != BUS_COMMAND || call->via || !meta || !meta->idempotency_key[0] ||
-        ctx->depth > 1 || !es ||
-        !es->ops->idempotency_lookup || !es->ops->idempotency_save)
+        ctx->depth > 1 || !es || !es->ops->idempotency_lookup || !es->ops->idempotency_save)
         return bus_call_next(call);
 
     char context[64], hash[SHA256_HEX_LEN];

@@ -109,8 +109,7 @@ static int remote_envelope_string(const cJSON *body, const char *name, char *out
     return 0;
 }
 
-int remote_envelope_parse(const cJSON *body, bus_meta *meta, const cJSON **payload,
-                          app_error *err)
+int remote_envelope_parse(const cJSON *body, bus_meta *meta, const cJSON **payload, app_error *err)
 {
     bus_meta_init(meta, NULL, NULL);
     *payload = cJSON_GetObjectItemCaseSensitive(body, "payload");
@@ -364,8 +363,9 @@ static int remote_try(remote_peer *p, bus_call *call, const char *path, int64_t 
     const char *headers[] = {r->authorization[0] ? r->authorization : NULL, NULL};
     http_client_reply reply;
     app_error terr = APP_ERROR_INIT;
-    int rc = http_client_call(p->client, "POST", path, headers, "application/json", body,
-                              strlen(body), HTTP_INTERNAL_REPLY_HEADER, (int)left, &reply, failure, &terr);
+    int rc =
+        http_client_call(p->client, "POST", path, headers, "application/json", body, strlen(body),
+                         HTTP_INTERNAL_REPLY_HEADER, (int)left, &reply, failure, &terr);
     free(body);
     if (rc == 0 && reply.header && strcmp(reply.header, "1") == 0) {
         *answered = true;

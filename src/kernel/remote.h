@@ -69,8 +69,7 @@ char *remote_envelope_text(const bus_call *call, int64_t timeout_ms);
 
 /* Reads an envelope: fills meta (a fresh message id, the deadline from its timeout) and
  * points *payload into body. APP_EBADREQ with a field error when it is not one. */
-int remote_envelope_parse(const cJSON *body, bus_meta *meta, const cJSON **payload,
-                          app_error *err);
+int remote_envelope_parse(const cJSON *body, bus_meta *meta, const cJSON **payload, app_error *err);
 
 /* The answer to a call: {"result": out} for rc 0, else a problem (RFC 9457) with err's
  * message as an extension. Owned by the caller; NULL out of memory. *status is its HTTP

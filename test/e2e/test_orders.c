@@ -607,9 +607,9 @@ static void test_timeout_while_inventory_is_away(void **state)
     expect_outcome(id, "confirmed", "");
 
     ts_app_stop_clean(&app);
-    const char *const split[] = {"APP_CONTEXTS=user,order", "APP_REMOTE_INVENTORY=http://127.0.0.1:1",
-                                 "APP_ORDER_PLACEMENT_TIMEOUT_MS=1500",
-                                 NULL};
+    const char *const split[] = {"APP_CONTEXTS=user,order",
+                                 "APP_REMOTE_INVENTORY=http://127.0.0.1:1",
+                                 "APP_ORDER_PLACEMENT_TIMEOUT_MS=1500", NULL};
     assert_int_equal(ts_app_start(&app, split), 0);
     char late[UUID_STR_LEN];
     place(customer, skus, one, 1, late);

@@ -350,21 +350,24 @@ static int app_grace_ms(const char *const *extra_env)
     return grace;
 }
 
-void ts_app_spawn(ts_app *app, const char *const *args, const char *const *extra_env)
+/* ts_app_spawn on port (0: a free one). */
+static void app_spawn_on(ts_app *app, int port, const char *const *args,
+                         const char *const *extra_env)
 {
+    static int started; /* each start logs to a file of its own, also on the same port */
     memset(app, 0, sizeof *app);
     const char *binary = ts_app_binary();
     if (access(binary, X_OK) != 0)
         fail_msg("app binary %s is not executable: build it first (make build/test/app)", binary);
-    app->port = ts_free_port();
+    app->port = port > 0 ? port : ts_free_port();
     app->grace_ms = app_grace_ms(extra_env);
     const char *dir = getenv("APP_TEST_LOG_DIR");
     if (!dir || !dir[0])
         dir = getenv("APP_TEST_RUN_DIR");
     if (!dir || !dir[0])
         dir = "/tmp";
-    snprintf(app->log_path, sizeof app->log_path, "%s/app-%d-%d.log", dir, (int)getpid(),
-             app->port);
+    snprintf(app->log_path, sizeof app->log_path, "%s/app-%d-%d-%d.log", dir, (int)getpid(),
+             app->port, ++started);
 
     char *listen = NULL;
     char **env = build_env(extra_env, app->port, &listen);
@@ -407,9 +410,14 @@ void ts_app_spawn(ts_app *app, const char *const *args, const char *const *extra
     app->pid = pid;
 }
 
-int ts_app_start(ts_app *app, const char *const *extra_env)
+void ts_app_spawn(ts_app *app, const char *const *args, const char *const *extra_env)
 {
-    ts_app_spawn(app, NULL, extra_env);
+    app_spawn_on(app, 0, args, extra_env);
+}
+
+static int app_start_on(ts_app *app, int port, const char *const *extra_env)
+{
+    app_spawn_on(app, port, NULL, extra_env);
     long long deadline = ts_now_ms() + TS_START_TIMEOUT_MS;
     for (;;) {
         int status = 0;
@@ -435,6 +443,20 @@ int ts_app_start(ts_app *app, const char *const *extra_env)
         }
         sleep_ms(50);
     }
+}
+
+int ts_app_start(ts_app *app, const char *const *extra_env)
+{
+    return app_start_on(app, 0, extra_env);
+}
+
+int ts_app_restart(ts_app *app, const char *const *extra_env)
+{
+    if (app->pid != 0)
+        fail_msg("ts_app_restart: the app on port %d still runs", app->port);
+    if (app->port <= 0)
+        fail_msg("ts_app_restart: the app never had a port");
+    return app_start_on(app, app->port, extra_env);
 }
 
 /* Sends sig to the running app and reaps it, SIGKILLing it past timeout_ms. Fills *status

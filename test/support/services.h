@@ -48,6 +48,10 @@ typedef struct ts_app {
  * every log there for sanitizer reports), else $APP_TEST_RUN_DIR, else /tmp. */
 int ts_app_start(ts_app *app, const char *const *extra_env);
 
+/* ts_app_start again, after a stop, on the port the app had: for an app that other
+ * processes call at its address. Fails the test when it still runs. */
+int ts_app_restart(ts_app *app, const char *const *extra_env);
+
 /* The start without the wait: forks the app binary with args after it (NULL: "--config
  * config/app.yaml", which serves; e.g. {"--config", "config/app.yaml", "replay", NULL}) and
  * the environment and log of ts_app_start, and returns at once. At most 14 args. */

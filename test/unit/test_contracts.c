@@ -1,7 +1,7 @@
 /* The contexts' contracts with each other, checked at start-up: every message a context sends
  * is handled by the context its name belongs to, which runs here or has a remote, and every
- * log a subscription reads is a context's. A misspelt name stops the start (exit status 2) instead of leaving orders
- * pending until their deadline. */
+ * log a subscription reads is a context's. A misspelt name stops the start (exit status 2) instead
+ * of leaving orders pending until their deadline. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -17,8 +17,8 @@
 #include <cmocka.h>
 
 #include "kernel/module.h"
-#include "kernel/remote.h"
 #include "kernel/ops.h"
+#include "kernel/remote.h"
 #include "test/support/yaml_doc.h"
 
 #define MAX_ROUTES 64

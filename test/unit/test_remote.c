@@ -165,8 +165,7 @@ static void test_non_answers_are_unavailable(void **state)
         cJSON *out = NULL;
         app_error err = APP_ERROR_INIT;
         if (remote_reply_parse(cases[i].status, cases[i].body, &out, &err) != APP_EUNAVAIL)
-            fail_msg("case %zu (%d %s) was taken for an answer", i, cases[i].status,
-                     cases[i].body);
+            fail_msg("case %zu (%d %s) was taken for an answer", i, cases[i].status, cases[i].body);
         assert_null(out);
     }
 }
