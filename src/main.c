@@ -250,6 +250,8 @@ static int app_register(app *a, app_error *err)
         rc = http_server_add_routes(a->http, remote_routes, err);
     if (rc == 0)
         rc = app_add_remotes(a, err);
+    if (rc == 0)
+        remote_set_checks(a->remote, true);
 
     sub_runner_options so = {
         .events = &a->events,
@@ -391,6 +393,7 @@ static void app_close(app *a)
     ops_set_report("subscriptions", NULL, NULL);
     sub_runner_free(a->subs);
     workers_free(a->pool);
+    remote_set_checks(a->remote, false);
     remote_free(a->remote); /* nothing dispatches any more */
     a->remote = NULL;
     bus_free(a->bus);

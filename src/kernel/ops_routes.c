@@ -20,7 +20,7 @@ static void ops_add_check(cJSON *checks, const char *name, int rc, const app_err
     }
 }
 
-#define OPS_MAX_SOFT_CHECKS 4
+#define OPS_MAX_SOFT_CHECKS 12
 
 typedef struct ops_soft_check {
     const char *name;

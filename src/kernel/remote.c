@@ -13,8 +13,8 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
-#include "core/uuid.h"
 #include "http/client.h"
+#include "kernel/ops.h"
 
 #define REMOTE_MAX            8
 #define REMOTE_TIMEOUT_MAX_MS 600000
@@ -24,7 +24,8 @@ typedef struct remote_peer {
     remote *owner;
     char context[32];
     char url[256];
-    char label[64]; /* the context, escaped for metric labels */
+    char label[64];      /* the context, escaped for metric labels */
+    char check_name[48]; /* its readiness check, "remote.<context>" */
     http_client *client;
     pthread_mutex_t lock; /* the breaker is not thread-safe */
     breaker br;
@@ -286,20 +287,30 @@ void remote_free(remote *r)
     free(r);
 }
 
-size_t remote_count(const remote *r)
+/* A remote whose breaker is not closed degrades readiness without failing it: this process
+ * still serves what does not need the remote. */
+static bool remote_check(void *arg, char *detail, size_t size)
 {
-    return r ? r->n_peers : 0;
-}
-
-void remote_status_of(remote *r, size_t i, remote_status *out)
-{
-    remote_peer *p = r->peers[i];
+    remote_peer *p = arg;
     pthread_mutex_lock(&p->lock);
     breaker_state st = breaker_current(&p->br);
+    int64_t wait = breaker_wait_ms(&p->br);
     pthread_mutex_unlock(&p->lock);
-    out->context = p->context;
-    out->url = p->url;
-    out->breaker = breaker_state_name(st);
+    if (st == BREAKER_CLOSED)
+        return true;
+    if (st == BREAKER_OPEN)
+        snprintf(detail, size,
+                 "%s: circuit breaker open after repeated failures; next try in %lld ms", p->url,
+                 (long long)wait);
+    else
+        snprintf(detail, size, "%s: circuit breaker half-open; the next call probes it", p->url);
+    return false;
+}
+
+void remote_set_checks(remote *r, bool on)
+{
+    for (size_t i = 0; r && i < r->n_peers; i++)
+        ops_set_soft_check(r->peers[i]->check_name, on ? remote_check : NULL, r->peers[i]);
 }
 
 static void remote_breaker_gauge(remote_peer *p, breaker_state st)
@@ -464,6 +475,7 @@ int remote_add(remote *r, bus *b, const char *context, const char *url,
     snprintf(p->context, sizeof p->context, "%s", context);
     snprintf(p->url, sizeof p->url, "%s", url);
     metrics_escape_label(context, p->label, sizeof p->label);
+    snprintf(p->check_name, sizeof p->check_name, "remote.%s", context);
     http_client_options co = {.url = url, .pool_size = r->o.pool_size};
     int rc = http_client_new(&p->client, &co, err);
     if (rc) {

@@ -49,14 +49,9 @@ void remote_free(remote *r);
 int remote_add(remote *r, bus *b, const char *context, const char *url,
                const bus_handler_def *commands, const bus_handler_def *queries, app_error *err);
 
-/* Remotes added, and one's state for readiness. */
-size_t remote_count(const remote *r);
-typedef struct remote_status {
-    const char *context;
-    const char *url;
-    const char *breaker; /* "closed", "half_open" or "open" */
-} remote_status;
-void remote_status_of(remote *r, size_t i, remote_status *out);
+/* Adds (on) or removes a readiness check "remote.<context>" per remote: "degraded" until its
+ * breaker is closed again. Remove them before remote_free. */
+void remote_set_checks(remote *r, bool on);
 
 /* The internal endpoints that answer other processes' calls, run through b (only to
  * handlers in this process: bus_call_local). */

@@ -356,6 +356,23 @@ static bool remote_call_failed(void *arg)
            a->before;
 }
 
+typedef struct check_arg {
+    const char *name;
+    const char *want;
+} check_arg;
+
+static bool readiness_check_is(void *arg)
+{
+    check_arg *a = arg;
+    tc_response r = call_h(&order_svc, "GET", "/health/ready", NULL, NULL);
+    cJSON *j = tc_json(&r);
+    const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "checks"), a->name);
+    bool ok = strcmp(str(c, "status"), a->want) == 0 && r.status == 200;
+    cJSON_Delete(j);
+    tc_response_free(&r);
+    return ok;
+}
+
 /* With the user service stopped, an order stays pending: the saga cannot check the customer,
  * its calls fail as unavailable and it decides nothing. Once user is back on its address, the
  * order confirms, and its stock is reserved once. */
@@ -378,10 +395,17 @@ static void test_user_away(void **state)
     read_order(&s);
     assert_string_equal(s.status, "pending");
     expect_stock(sku, 6, 0);
+    /* The order service stays ready (it serves what needs no user service) and says which
+     * remote fails once its breaker opens. */
+    check_arg degraded = {"remote.user", "degraded"}, up = {"remote.user", "up"};
+    if (ts_wait_until(readiness_check_is, &degraded, TS_HANG_GUARD_MS) != 0)
+        fail_msg("readiness never showed remote.user degraded");
 
     start_owner(&user_svc, "user");
     expect_outcome(id, "confirmed", "");
     expect_stock(sku, 6, 2);
+    if (ts_wait_until(readiness_check_is, &up, TS_HANG_GUARD_MS) != 0)
+        fail_msg("readiness never showed remote.user up again");
 }
 
 /* The internal endpoints answer only trusted peers with the token: anything else is 403
