@@ -18,6 +18,7 @@
 #include "adapters/postgres/pg_pool.h"
 #include "core/uuid.h"
 #include "kernel/module.h"
+#include "test/support/services.h"
 
 /* A database of its own: the roles get grants on it, and it is dropped at the end. */
 #define DB      "pgtest_roles"
@@ -39,37 +40,6 @@ static const mod_migration probe_migrations[] = {
     {NULL, NULL},
 };
 
-/* dsn with dbname and, unless NULL, user replaced: libpq's own parse, so that any form of
- * the harness's connection string works. Values are single-quoted as libpq wants. */
-static void dsn_with(const char *dsn, const char *dbname, const char *user, char *out, size_t size)
-{
-    char *msg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
-    if (!opts)
-        fail_msg("cannot parse %s: %s", dsn, msg ? msg : "out of memory");
-    size_t n = 0;
-    out[0] = '\0';
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        const char *v = o->val;
-        if (strcmp(o->keyword, "dbname") == 0)
-            v = dbname;
-        else if (user && strcmp(o->keyword, "user") == 0)
-            v = user;
-        if (!v)
-            continue;
-        n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%s='", n ? " " : "", o->keyword);
-        for (const char *p = v; *p; p++)
-            n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%c",
-                                  *p == '\'' || *p == '\\' ? "\\" : "", *p);
-        n += (size_t)snprintf(out + n, n < size ? size - n : 0, "'");
-    }
-    if (user && !strstr(out, "user='")) /* the harness's DSN named no user */
-        n += (size_t)snprintf(out + n, n < size ? size - n : 0, " user='%s'", user);
-    PQconninfoFree(opts);
-    if (n >= size)
-        fail_msg("connection string too long");
-}
-
 static PGconn *connect_as(const char *dsn)
 {
     PGconn *conn = NULL;
@@ -85,7 +55,7 @@ static void role_dsn(const char *context, char *out, size_t size)
     char role[64];
     app_error err = APP_ERROR_INIT;
     assert_int_equal(pg_context_role(context, role, sizeof role, &err), 0);
-    dsn_with(admin_dsn, DB, role, out, size);
+    ts_dsn_with(admin_dsn, DB, role, out, size);
 }
 
 static PGconn *connect_role(const char *context)
@@ -195,7 +165,7 @@ static int group_setup(void **state)
     admin_dsn = getenv("APP_POSTGRES_DSN");
     if (!admin_dsn || !*admin_dsn)
         return -1;
-    dsn_with(admin_dsn, DB, NULL, db_admin, sizeof db_admin);
+    ts_dsn_with(admin_dsn, DB, NULL, db_admin, sizeof db_admin);
     exec_on(admin_dsn, "DROP DATABASE IF EXISTS " DB " WITH (FORCE)");
     /* Roles are the cluster's: none of an earlier run may stay, so that migrate creates them. */
     exec_on(admin_dsn, "DROP ROLE IF EXISTS user_service, order_service, inventory_service");
@@ -475,7 +445,7 @@ static void test_concurrent_role_creation(void **state)
 {
     (void)state;
     char race_db[1024];
-    dsn_with(admin_dsn, RACE_DB, NULL, race_db, sizeof race_db);
+    ts_dsn_with(admin_dsn, RACE_DB, NULL, race_db, sizeof race_db);
     for (int round = 0; round < 3; round++) {
         exec_on(admin_dsn, "DROP DATABASE IF EXISTS " RACE_DB " WITH (FORCE)");
         drop_race_role();
