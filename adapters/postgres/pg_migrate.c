@@ -233,7 +233,7 @@ static int own_schema(PGconn *conn, const char *schema, const char *role, app_er
         const char *lock_params[] = {ns, key};
         rc = pg_exec(conn, "SELECT pg_advisory_xact_lock($1::int4, $2::int4)", 2, lock_params,
                      PGRES_TUPLES_OK, NULL, err);
-        snprintf(what, sizeof what, "creating role %s", role);
+        snprintf(what, sizeof what, "setting up role %s", role);
         if (rc == 0)
             rc = exec_script(conn, role_sql, what, err);
         if (rc < 0)

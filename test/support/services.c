@@ -193,11 +193,13 @@ long long ts_sql_int(const char *sql)
 /* Appends "key='value'" to out at *n, escaping as libpq wants; *n counts what did not fit. */
 static void dsn_put(char *out, size_t size, size_t *n, const char *key, const char *value)
 {
-    *n += (size_t)snprintf(out + *n, *n < size ? size - *n : 0, "%s%s='", *n ? " " : "", key);
+    /* Past the end, snprintf only counts (NULL, 0): no pointer beyond out is formed. */
+#define DSN_AT out + (*n < size ? *n : 0), *n < size ? size - *n : 0
+    *n += (size_t)snprintf(DSN_AT, "%s%s='", *n ? " " : "", key);
     for (const char *p = value; *p; p++)
-        *n += (size_t)snprintf(out + *n, *n < size ? size - *n : 0, "%s%c",
-                               *p == '\'' || *p == '\\' ? "\\" : "", *p);
-    *n += (size_t)snprintf(out + *n, *n < size ? size - *n : 0, "'");
+        *n += (size_t)snprintf(DSN_AT, "%s%c", *p == '\'' || *p == '\\' ? "\\" : "", *p);
+    *n += (size_t)snprintf(DSN_AT, "'");
+#undef DSN_AT
 }
 
 void ts_dsn_with(const char *dsn, const char *dbname, const char *user, char *out, size_t size)
