@@ -130,18 +130,30 @@ static int app_select_modules(app *a, app_error *err)
     return mod_check_contracts(a->modules, a->n_modules, app_modules, remotes, n_remotes, err);
 }
 
-/* Phase 1: every loaded context's schema is brought up to date. */
+/* Phase 1: every loaded context's schema is brought up to date. With postgres.context_roles,
+ * each schema also belongs to its context's role (see pg_migrate_context_owned), so that a
+ * service connecting as that role can touch its own schema only. */
 static int app_migrate(app *a, app_error *err)
 {
     pg_pool *pool = NULL;
     int rc = pg_pool_new(&pool, a->cfg.postgres.dsn, 1, a->cfg.postgres.connect_timeout_s, err);
     for (size_t i = 0; rc == 0 && i < a->n_modules; i++) {
+        const app_module *m = a->modules[i];
         int applied = 0;
-        rc = pg_migrate_context(pool, a->modules[i]->schema, pg_store_migrations,
-                                a->modules[i]->migrations, &applied, err);
+        char role[64] = "";
+        if (a->cfg.postgres.context_roles) {
+            rc = pg_context_role(m->name, role, sizeof role, err);
+            if (rc == 0)
+                rc = pg_migrate_context_owned(pool, m->schema, role, pg_store_migrations,
+                                              m->migrations, &applied, err);
+        } else {
+            rc = pg_migrate_context(pool, m->schema, pg_store_migrations, m->migrations, &applied,
+                                    err);
+        }
         if (rc == 0)
-            log_info("context %s: schema %s up to date (%d migration%s applied)",
-                     a->modules[i]->name, a->modules[i]->schema, applied, applied == 1 ? "" : "s");
+            log_info("context %s: schema %s up to date (%d migration%s applied)%s%s", m->name,
+                     m->schema, applied, applied == 1 ? "" : "s", role[0] ? ", owned by role " : "",
+                     role);
     }
     pg_pool_free(pool);
     return rc;

@@ -283,9 +283,13 @@ pg_start()
         fi
         sleep 1
     done
-    # The application's role owns its database; it needs no superuser rights.
+    # The application's role owns its database; it needs no superuser rights. CREATEROLE lets
+    # `app migrate` with postgres.context_roles create a role per context (an older run
+    # directory's app gets it too).
     if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'app'")" != 1 ]; then
-        psql_admin -c "CREATE ROLE app LOGIN CREATEDB" || die "cannot create role app"
+        psql_admin -c "CREATE ROLE app LOGIN CREATEDB CREATEROLE" || die "cannot create role app"
+    elif [ "$(psql_admin -c "SELECT rolcreaterole FROM pg_roles WHERE rolname = 'app'")" != t ]; then
+        psql_admin -c "ALTER ROLE app CREATEROLE" || die "cannot give role app CREATEROLE"
     fi
     if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'app'")" != 1 ]; then
         psql_admin -c "CREATE DATABASE app OWNER app" || die "cannot create database app"

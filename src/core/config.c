@@ -75,6 +75,8 @@ static const cfg_key cfg_keys[] = {
     {"postgres.connect_timeout_s", CFG_INT, CFG_FIELD(postgres.connect_timeout_s), 0, 1, 600, NULL,
      "5", NULL},
     {"postgres.max_batch", CFG_INT, CFG_FIELD(postgres.max_batch), 0, 1, 10000, NULL, "256", NULL},
+    {"postgres.context_roles", CFG_BOOL, CFG_FIELD(postgres.context_roles), 0, 0, 0, NULL, "false",
+     NULL},
     {"redis.url", CFG_STRING, CFG_FIELD(redis.url), 0, 1, 511, "redis://",
      "redis://127.0.0.1:56379/0", NULL},
     {"redis.key_prefix", CFG_STRING, CFG_FIELD(redis.key_prefix), 0, 0, 63, NULL, "app:", NULL},

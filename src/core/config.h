@@ -44,6 +44,7 @@ typedef struct app_config {
         int pool_size;         /* postgres.pool_size */
         int connect_timeout_s; /* postgres.connect_timeout_s */
         int max_batch;         /* postgres.max_batch: commands per group commit */
+        bool context_roles;    /* postgres.context_roles: migrate gives each context a role */
     } postgres;
     struct {
         char url[512];       /* redis.url: redis://host:port/db */

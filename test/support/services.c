@@ -24,6 +24,8 @@
 
 #include <cmocka.h>
 
+#include <postgresql/libpq-fe.h>
+
 #include "test/support/http_client.h"
 
 #define TS_SERVICES_SCRIPT  "deploy/local/services.sh"
@@ -186,6 +188,50 @@ long long ts_sql_int(const char *sql)
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || end == text)
         fail_msg("psql %s: %s", sql, text);
     return v;
+}
+
+/* Appends "key='value'" to out at *n, escaping as libpq wants; *n counts what did not fit. */
+static void dsn_put(char *out, size_t size, size_t *n, const char *key, const char *value)
+{
+    /* Past the end, snprintf only counts (NULL, 0): no pointer beyond out is formed. */
+#define DSN_AT out + (*n < size ? *n : 0), *n < size ? size - *n : 0
+    *n += (size_t)snprintf(DSN_AT, "%s%s='", *n ? " " : "", key);
+    for (const char *p = value; *p; p++)
+        *n += (size_t)snprintf(DSN_AT, "%s%c", *p == '\'' || *p == '\\' ? "\\" : "", *p);
+    *n += (size_t)snprintf(DSN_AT, "'");
+#undef DSN_AT
+}
+
+void ts_dsn_with(const char *dsn, const char *dbname, const char *user, char *out, size_t size)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
+    if (!opts) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", msg ? msg : "out of memory");
+        PQfreemem(msg);
+        fail_msg("cannot parse the connection string %s: %s", dsn, why);
+    }
+    size_t n = 0;
+    bool user_done = false;
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        const char *v = o->val;
+        if (strcmp(o->keyword, "dbname") == 0) {
+            continue; /* written last, below */
+        } else if (user && strcmp(o->keyword, "user") == 0) {
+            v = user;
+            user_done = true;
+        }
+        if (v)
+            dsn_put(out, size, &n, o->keyword, v);
+    }
+    PQconninfoFree(opts);
+    if (user && !user_done)
+        dsn_put(out, size, &n, "user", user);
+    dsn_put(out, size, &n, "dbname", dbname);
+    if (n >= size)
+        fail_msg("the connection string for database %s is too long", dbname);
 }
 
 bool ts_in_ci(void)
@@ -490,6 +536,20 @@ int ts_app_stop(ts_app *app, int sig)
     if (!signal_and_reap(app, sig, TS_STOP_TIMEOUT_MS, &status, &took)) {
         ts_app_dump_log(app, 4000);
         fail_msg("app did not exit within %d ms of signal %d", TS_STOP_TIMEOUT_MS, sig);
+    }
+    return decode_status(status);
+}
+
+int ts_app_wait(ts_app *app, int timeout_ms)
+{
+    if (app->pid <= 0)
+        return -1;
+    int status = 0;
+    long long took;
+    /* Signal 0 sends nothing: this only reaps, and kills only past the timeout. */
+    if (!signal_and_reap(app, 0, timeout_ms, &status, &took)) {
+        ts_app_dump_log(app, 4000);
+        fail_msg("app did not exit by itself within %d ms", timeout_ms);
     }
     return decode_status(status);
 }

@@ -25,6 +25,11 @@ int ts_pg_start(void);
  * answers (e.g. a count). Fails the test when psql fails or answers no number. */
 long long ts_sql_int(const char *sql);
 
+/* dsn (a libpq connection string or URI, e.g. $APP_POSTGRES_DSN) with dbname, and user
+ * unless NULL, replaced: the same server, another database or role. Written to out (size
+ * bytes) as key='value' pairs. Fails the test when dsn does not parse or out is too small. */
+void ts_dsn_with(const char *dsn, const char *dbname, const char *user, char *out, size_t size);
+
 /* True when the run is CI's (CI=true, 1 or yes), where nothing may be skipped. */
 bool ts_in_ci(void);
 
@@ -56,6 +61,11 @@ int ts_app_restart(ts_app *app, const char *const *extra_env);
  * config/app.yaml", which serves; e.g. {"--config", "config/app.yaml", "replay", NULL}) and
  * the environment and log of ts_app_start, and returns at once. At most 14 args. */
 void ts_app_spawn(ts_app *app, const char *const *args, const char *const *extra_env);
+
+/* Waits for an app spawned with a command that ends by itself (e.g. "migrate") to exit,
+ * and returns its status as ts_app_stop does. Past timeout_ms it is killed and the test
+ * fails, showing the end of its log. */
+int ts_app_wait(ts_app *app, int timeout_ms);
 
 /* Sends sig and waits for the app to exit (SIGKILL after 20 s, failing the test). Returns
  * the exit code, or 128 + signal number when it died of a signal. Use it for a stop that

@@ -90,6 +90,7 @@ static void assert_defaults(const app_config *cfg)
     assert_int_equal(cfg->postgres.pool_size, 8);
     assert_int_equal(cfg->postgres.connect_timeout_s, 5);
     assert_int_equal(cfg->postgres.max_batch, 256);
+    assert_false(cfg->postgres.context_roles);
     assert_string_equal(cfg->redis.url, "redis://127.0.0.1:56379/0");
     assert_string_equal(cfg->redis.key_prefix, "app:");
     assert_int_equal(cfg->redis.pool_size, 8);
@@ -171,6 +172,7 @@ static void test_every_key_from_file(void **state)
                        "  pool_size: 1\n"
                        "  connect_timeout_s: 600\n"
                        "  max_batch: 10000\n"
+                       "  context_roles: true\n"
                        "redis:\n"
                        "  url: redis://cache:6379/2\n"
                        "  key_prefix: ''\n"
@@ -199,6 +201,7 @@ static void test_every_key_from_file(void **state)
     assert_int_equal(cfg.postgres.pool_size, 1);
     assert_int_equal(cfg.postgres.connect_timeout_s, 600);
     assert_int_equal(cfg.postgres.max_batch, 10000);
+    assert_true(cfg.postgres.context_roles);
     assert_string_equal(cfg.redis.url, "redis://cache:6379/2");
     assert_string_equal(cfg.redis.key_prefix, "");
     assert_int_equal(cfg.redis.pool_size, 256);
@@ -225,6 +228,8 @@ static void test_wrong_type(void **state)
     expect_error("http:\n  threads: \"4\"\n", "http.threads: expected an integer at line 2");
     expect_error("http:\n  threads: [1, 2]\n", "http.threads: expected an integer at line 2");
     expect_error("postgres:\n  dsn:\n    a: b\n", "postgres.dsn: expected a string at line 3");
+    expect_error("postgres:\n  context_roles: \"true\"\n",
+                 "postgres.context_roles: expected true or false at line 2");
     expect_error("http: 5\n", "http: expected a mapping at line 1");
     expect_error("http:\n  - threads\n", "http: expected a mapping at line 2");
     expect_error("contexts: user\n", "contexts: expected a list at line 1");
@@ -558,6 +563,7 @@ static void test_env_overrides_every_key(void **state)
         {"APP_POSTGRES_POOL_SIZE", "2"},
         {"APP_POSTGRES_CONNECT_TIMEOUT_S", "7"},
         {"APP_POSTGRES_MAX_BATCH", "64"},
+        {"APP_POSTGRES_CONTEXT_ROLES", "true"},
         {"APP_REDIS_URL", "redis://r:1/3"},
         {"APP_REDIS_KEY_PREFIX", ""},
         {"APP_REDIS_POOL_SIZE", "3"},
@@ -588,6 +594,7 @@ static void test_env_overrides_every_key(void **state)
     assert_int_equal(cfg.postgres.pool_size, 2);
     assert_int_equal(cfg.postgres.connect_timeout_s, 7);
     assert_int_equal(cfg.postgres.max_batch, 64);
+    assert_true(cfg.postgres.context_roles);
     assert_string_equal(cfg.redis.url, "redis://r:1/3");
     assert_string_equal(cfg.redis.key_prefix, "");
     assert_int_equal(cfg.redis.pool_size, 3);
@@ -630,6 +637,8 @@ static void test_env_errors(void **state)
     expect_env_error("APP_SNAPSHOTS_ORDER", "often",
                      "APP_SNAPSHOTS_ORDER: expected an integer, got \"often\"");
     expect_env_error("APP_POSTGRES_DSN", "", "APP_POSTGRES_DSN: missing required value");
+    expect_env_error("APP_POSTGRES_CONTEXT_ROLES", "yes",
+                     "APP_POSTGRES_CONTEXT_ROLES: expected true or false, got \"yes\"");
     expect_env_error("APP_REDIS_URL", "tcp://x",
                      "APP_REDIS_URL: must start with redis://, got \"tcp://x\"");
     expect_env_error("APP_HTTP_LISTEN", "nope",
