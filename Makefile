@@ -34,7 +34,7 @@ TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC) $(
 # Generated sources are kept, not removed as intermediates between the two builds.
 .SECONDARY: $(GEN_SRC)
 
-.PHONY: all test test-build unit-test test-stress lint format clean run bench migrations
+.PHONY: all test test-build unit-test test-stress lint format clean run run-split bench migrations
 all: app
 
 app: build/release/src/main.o $(REL_OBJ)
@@ -95,6 +95,13 @@ run:
 	@sh deploy/local/deps.sh run
 	@$(MAKE) --no-print-directory app
 	sh deploy/local/run.sh
+
+# The same binary as three services, one context and one database each, with Kafka between
+# them (deploy/local/run-split.sh; README, "Split deployment").
+run-split:
+	@sh deploy/local/deps.sh run kafka
+	@$(MAKE) --no-print-directory app
+	bash deploy/local/run-split.sh
 
 bench: app
 	bash test/bench/run.sh

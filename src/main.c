@@ -18,6 +18,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/sd_notify.h"
+#include "http/router.h"
 #include "http/server.h"
 #include "kernel/bus.h"
 #include "kernel/idempotency.h"
@@ -561,6 +562,25 @@ static int app_replay(app *a, const cli_args *args)
     return rc ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 
+static void app_print_routes(const char *owner, const http_route_def *routes)
+{
+    for (const http_route_def *r = routes; r && r->pattern; r++) {
+        char methods[64];
+        http_methods_format(r->methods, methods, sizeof methods);
+        printf("%-18s %-40s %s\n", methods, r->pattern, owner);
+    }
+}
+
+/* `routes`: what this configuration serves, by owner: a context, ops or internal. */
+static int app_routes(const app *a)
+{
+    for (size_t i = 0; i < a->n_modules; i++)
+        app_print_routes(a->modules[i]->name, a->modules[i]->routes);
+    app_print_routes("ops", ops_routes);
+    app_print_routes("internal (other services)", remote_routes);
+    return EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv)
 {
     cli_args args;
@@ -607,6 +627,8 @@ int main(int argc, char **argv)
         return app_dlq(&a, &args);
     case CLI_REPLAY:
         return app_replay(&a, &args);
+    case CLI_ROUTES:
+        return app_routes(&a);
     default:
         fprintf(stderr, "app: command not available in this build\n");
         return EXIT_CONFIG;

@@ -27,10 +27,8 @@ static int cli_command_word(cli_args *out, const char *word, int *positional, ap
         const char *name;
         cli_command command;
     } commands[] = {
-        {"serve", CLI_SERVE},
-        {"migrate", CLI_MIGRATE},
-        {"check-config", CLI_CHECK_CONFIG},
-        {"replay", CLI_REPLAY},
+        {"serve", CLI_SERVE},   {"migrate", CLI_MIGRATE}, {"check-config", CLI_CHECK_CONFIG},
+        {"replay", CLI_REPLAY}, {"routes", CLI_ROUTES},
     };
     int pos = (*positional)++;
     if (pos == 0) {
@@ -119,6 +117,7 @@ void cli_usage(FILE *f, const char *prog)
             "  replay [--projection NAME] rebuild read models from the event log\n"
             "  dlq list                   list dead letters\n"
             "  dlq redrive [ID]           deliver dead letters again (all, or one by id)\n"
+            "  routes                     list the HTTP routes the loaded contexts serve\n"
             "\n"
             "options:\n"
             "  -c, --config FILE          configuration file (default %s)\n"
@@ -135,6 +134,8 @@ void cli_usage(FILE *f, const char *prog)
             "  APP_REDIS_KEY_PREFIX       prefix of every Redis key\n"
             "  APP_LOG_LEVEL              debug, info, warn or error\n"
             "  APP_CONTEXTS               comma-separated contexts to load, e.g. user,order\n"
+            "  APP_REMOTE_<CONTEXT>       where a context not loaded here is served, e.g.\n"
+            "                             APP_REMOTE_INVENTORY=http://127.0.0.1:8082\n"
             "\n"
             "exit status: 0 success, 1 runtime failure, 2 bad command line or configuration\n"
             "version %s\n",

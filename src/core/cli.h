@@ -21,6 +21,7 @@ typedef enum cli_command {
     CLI_REPLAY, /* projection: NULL for every projection */
     CLI_DLQ_LIST,
     CLI_DLQ_REDRIVE, /* dlq_id: NULL for every dead letter */
+    CLI_ROUTES,      /* the HTTP routes this configuration serves */
 } cli_command;
 
 typedef struct cli_args {

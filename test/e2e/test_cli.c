@@ -50,6 +50,26 @@ static void test_help_and_version(void **state)
     assert_int_equal(run_app("--bogus", out, sizeof out), 2);
 }
 
+/* `routes` lists what a configuration serves: a service of one context lists its own routes,
+ * the operations endpoints and the internal ones, and no other context's. */
+static void test_routes(void **state)
+{
+    (void)state;
+    char out[8192];
+    assert_int_equal(run_app("--config config/app.yaml routes", out, sizeof out), 0);
+    assert_non_null(strstr(out, "/v1/users/{id}/orders"));
+    assert_non_null(strstr(out, "/v1/products"));
+    const char *env = "APP_CONTEXTS=inventory";
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s %s --config config/app.yaml routes", env, ts_app_binary());
+    assert_int_equal(ts_run(cmd, out, sizeof out), 0);
+    assert_non_null(strstr(out, "/v1/products/{sku}"));
+    assert_non_null(strstr(out, "/health/ready"));
+    assert_non_null(strstr(out, "/internal/v1/commands/{name}"));
+    assert_null(strstr(out, "/v1/orders"));
+    assert_null(strstr(out, "/v1/users"));
+}
+
 static void test_check_config(void **state)
 {
     (void)state;
@@ -139,11 +159,9 @@ static void test_systemd_notify(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_help_and_version),
-        cmocka_unit_test(test_check_config),
-        cmocka_unit_test(test_env_override_is_validated),
-        cmocka_unit_test(test_migrate_twice),
-        cmocka_unit_test(test_systemd_notify),
+        cmocka_unit_test(test_help_and_version), cmocka_unit_test(test_check_config),
+        cmocka_unit_test(test_routes),           cmocka_unit_test(test_env_override_is_validated),
+        cmocka_unit_test(test_migrate_twice),    cmocka_unit_test(test_systemd_notify),
     };
     return cmocka_run_group_tests_name("e2e command line", tests, NULL, NULL);
 }
