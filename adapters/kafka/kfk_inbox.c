@@ -26,12 +26,12 @@
 #define M_INGESTED      "kafka_inbox_events_total"
 #define M_DEAD_LETTERED "kafka_inbox_dead_lettered_total"
 
-#define POLL_MS         200    /* longest wait for a message, so stop is quick */
-#define STATUS_EVERY_MS 1000   /* lag gauges and readiness */
-#define WATERMARK_MS    500    /* a high watermark asked of the broker when none is cached */
-#define REPEAT_LOG_MS   60000  /* the same trouble is logged again at most this often */
-#define METADATA_MS     "5000" /* how soon a topic created later is noticed */
-#define CLOSE_GRACE_MS  5000
+#define POLL_MS          200    /* longest wait for a message, so stop is quick */
+#define STATUS_EVERY_MS  1000   /* lag gauges and readiness */
+#define METADATA_WAIT_MS 1000   /* a probe of the brokers while they seem away */
+#define REPEAT_LOG_MS    60000  /* the same trouble is logged again at most this often */
+#define METADATA_MS      "5000" /* how soon a topic created later is noticed */
+#define CLOSE_GRACE_MS   3000
 
 /* One message read and not stored yet. */
 typedef struct inbox_entry {
@@ -69,7 +69,10 @@ typedef struct inbox_worker {
     size_t n_batch;
     int64_t retry_at; /* monotonic ms before which a pending assignment is not tried */
     int64_t next_status_ms;
-    char trouble[200]; /* the current trouble, "" when none */
+    /* The current trouble: its kind (NULL when none: the broker, the topic, the inbox...),
+     * which decides what ends it and when it is logged again, and its detail. */
+    const char *trouble_kind;
+    char trouble[200];
     int64_t trouble_logged_ms;
     backoff bo;
 
@@ -283,48 +286,75 @@ static bool inbox_stopping(const kfk_inbox *ib)
     return atomic_load(&ib->stopping);
 }
 
-/* Logs a trouble when it starts, changes, or has lasted another REPEAT_LOG_MS: never once
- * per poll. */
-static void trouble(inbox_worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The kinds of trouble (compared by address). */
+static const char T_BROKER[] = "no broker answers";
+static const char T_TOPIC[] = "no topic";
+static const char T_KAFKA[] = "kafka";
+static const char T_INBOX[] = "inbox"; /* loading or storing in PostgreSQL */
+static const char T_MEMORY[] = "out of memory";
 
-static void trouble(inbox_worker *w, const char *fmt, ...)
+/* Logs a trouble when its kind starts or changes, or every REPEAT_LOG_MS while it lasts:
+ * never once per poll, nor once per librdkafka reconnect. */
+static void trouble(inbox_worker *w, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void trouble(inbox_worker *w, const char *kind, const char *fmt, ...)
 {
-    char now_text[sizeof w->trouble];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(now_text, sizeof now_text, fmt, ap);
+    vsnprintf(w->trouble, sizeof w->trouble, fmt, ap);
     va_end(ap);
     int64_t now = mono_ms();
-    if (strcmp(now_text, w->trouble) != 0 || now - w->trouble_logged_ms >= REPEAT_LOG_MS) {
-        log_warn("kafka inbox %s: %s; waiting and retrying", w->source, now_text);
+    if (kind != w->trouble_kind || now - w->trouble_logged_ms >= REPEAT_LOG_MS) {
+        log_warn("kafka inbox %s: %s; waiting and retrying", w->source, w->trouble);
         w->trouble_logged_ms = now;
     }
-    snprintf(w->trouble, sizeof w->trouble, "%s", now_text);
+    w->trouble_kind = kind;
 }
 
-static void trouble_over(inbox_worker *w)
+/* Ends a trouble of kind (NULL: of any kind). */
+static void trouble_over(inbox_worker *w, const char *kind)
 {
-    if (w->trouble[0])
-        log_info("kafka inbox %s: consuming %s again", w->source, w->topic);
+    if (!w->trouble_kind || (kind && kind != w->trouble_kind))
+        return;
+    log_info("kafka inbox %s: consuming %s again", w->source, w->topic);
+    w->trouble_kind = NULL;
     w->trouble[0] = '\0';
     backoff_reset(&w->bo);
 }
 
+/* A broker or topic trouble is over once a metadata request answers (naming the topic,
+ * for a missing one), even when no message comes to say so. A metadata request keeps to its
+ * timeout; a ListOffsets request (rd_kafka_query_watermark_offsets) waits for the socket
+ * timeout while the broker is away, so it is never used here. */
+static void probe_trouble(inbox_worker *w)
+{
+    if (w->trouble_kind != T_BROKER && w->trouble_kind != T_TOPIC && w->trouble_kind != T_KAFKA)
+        return;
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(w->rk, 0, NULL, &md, METADATA_WAIT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    bool topic = false;
+    for (int i = 0; i < md->topic_cnt; i++)
+        topic = topic || (strcmp(md->topics[i].topic, w->topic) == 0 && !md->topics[i].err &&
+                          md->topics[i].partition_cnt > 0);
+    rd_kafka_metadata_destroy(md);
+    if (topic || w->trouble_kind != T_TOPIC)
+        trouble_over(w, NULL);
+}
+
 static void status_update(inbox_worker *w)
 {
+    probe_trouble(w);
     int64_t stored = 0, high = 0;
     for (size_t i = 0; i < w->n_parts; i++) {
         inbox_part *p = &w->parts[i];
+        /* What the last fetch said (nothing before the first one): asking the broker
+         * could block for the socket timeout while it is away (see probe_trouble). */
         int64_t lo = -1, hi = -1;
         if (rd_kafka_get_watermark_offsets(w->rk, w->topic, p->partition, &lo, &hi) !=
-                RD_KAFKA_RESP_ERR_NO_ERROR ||
-            hi < 0) {
-            /* Nothing fetched yet: ask, briefly, unless the broker is known to be away. */
-            if (w->trouble[0] ||
-                rd_kafka_query_watermark_offsets(w->rk, w->topic, p->partition, &lo, &hi,
-                                                 WATERMARK_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
-                lo = hi = -1;
-        }
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+            lo = hi = -1;
         if (hi >= 0)
             p->high = hi;
         if (lo >= 0)
@@ -337,7 +367,7 @@ static void status_update(inbox_worker *w)
     metrics_gauge_set(M_LAG_EVENTS, w->labels, (double)lag);
     pthread_mutex_lock(&w->lock);
     w->st.assigned = w->n_parts > 0;
-    w->st.failing = w->trouble[0] != '\0';
+    w->st.failing = w->trouble_kind != NULL;
     snprintf(w->st.detail, sizeof w->st.detail, "%s", w->trouble);
     w->st.stored = stored;
     w->st.high = high;
@@ -422,7 +452,7 @@ static int batch_store(inbox_worker *w)
         return 0;
     inbox_message *msgs = calloc(w->n_batch, sizeof *msgs);
     if (!msgs) {
-        trouble(w, "out of memory");
+        trouble(w, T_MEMORY, "out of memory");
         rewind_to_stored(w);
         return -1;
     }
@@ -467,7 +497,7 @@ static int batch_store(inbox_worker *w)
         }
         inbox_entry *bad = failed_at < w->n_batch ? &w->batch[failed_at] : NULL;
         if (rc == APP_EUNAVAIL || !bad || !bad->is_event) {
-            trouble(w, "could not store in the inbox: %s: %s", err.message, err.detail);
+            trouble(w, T_INBOX, "could not store in the inbox: %s: %s", err.message, err.detail);
             rewind_to_stored(w);
             break;
         }
@@ -482,8 +512,8 @@ static int batch_store(inbox_worker *w)
     free(msgs);
     if (rc == 0) {
         batch_clear(w);
-        if (w->trouble[0] && strncmp(w->trouble, "could not store", 15) == 0)
-            trouble_over(w);
+        trouble_over(w, T_INBOX);
+        trouble_over(w, T_MEMORY);
     }
     return rc == 0 ? 0 : -1;
 }
@@ -501,7 +531,7 @@ static void try_assign(inbox_worker *w)
     if (!pos || !parts) {
         free(pos);
         free(parts);
-        trouble(w, "out of memory");
+        trouble(w, T_MEMORY, "out of memory");
         w->retry_at = mono_ms() + backoff_next(&w->bo);
         return;
     }
@@ -511,7 +541,7 @@ static void try_assign(inbox_worker *w)
     inbox_store *st = w->ib->inbox;
     if (st->ops->load_offsets(st->self, w->source, w->group, w->topic, pos, (size_t)l->cnt, &err) <
         0) {
-        trouble(w, "could not load the stored offsets: %s: %s", err.message, err.detail);
+        trouble(w, T_INBOX, "could not load the stored offsets: %s: %s", err.message, err.detail);
         w->retry_at = mono_ms() + backoff_next(&w->bo);
         free(pos);
         free(parts);
@@ -525,7 +555,7 @@ static void try_assign(inbox_worker *w)
     free(pos);
     rd_kafka_resp_err_t e = rd_kafka_assign(w->rk, l);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        trouble(w, "could not assign the partitions: %s", rd_kafka_err2str(e));
+        trouble(w, T_KAFKA, "could not assign the partitions: %s", rd_kafka_err2str(e));
         w->retry_at = mono_ms() + backoff_next(&w->bo);
         free(parts);
         return;
@@ -537,8 +567,8 @@ static void try_assign(inbox_worker *w)
     w->pending = NULL;
     log_info("kafka inbox %s: consuming %zu partition%s of %s from the stored offsets", w->source,
              w->n_parts, w->n_parts == 1 ? "" : "s", w->topic);
-    if (w->trouble[0] && strncmp(w->trouble, "could not", 9) == 0)
-        trouble_over(w);
+    trouble_over(w, T_INBOX);
+    trouble_over(w, T_TOPIC); /* partitions: the topic is there */
 }
 
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -550,7 +580,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_topic_partition_list_destroy(w->pending);
         w->pending = rd_kafka_topic_partition_list_copy(parts);
         if (!w->pending) {
-            trouble(w, "out of memory");
+            trouble(w, T_MEMORY, "out of memory");
             rd_kafka_assign(rk, NULL);
             return;
         }
@@ -575,7 +605,7 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     inbox_worker *w = opaque;
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT ||
         err == RD_KAFKA_RESP_ERR__RESOLVE)
-        trouble(w, "no broker answers: %s", reason);
+        trouble(w, T_BROKER, "no broker answers: %s", reason);
     else
         log_debug("kafka inbox %s: %s: %s", w->source, rd_kafka_err2name(err), reason);
 }
@@ -601,6 +631,8 @@ static int consumer_open(inbox_worker *w)
         rc = kfk_set(conf, "enable.auto.offset.store", "false", &err);
     if (rc == 0)
         rc = kfk_set(conf, "auto.offset.reset", "earliest", &err);
+    if (rc == 0) /* a consumer that died is replaced within this, not the default 45 s */
+        rc = kfk_set(conf, "session.timeout.ms", "10000", &err);
     if (rc == 0) /* a topic created after the start is found this soon */
         rc = kfk_set(conf, "topic.metadata.refresh.interval.ms", METADATA_MS, &err);
     char backoff_text[24];
@@ -609,7 +641,7 @@ static int consumer_open(inbox_worker *w)
         rc = kfk_set(conf, "reconnect.backoff.max.ms", backoff_text, &err);
     if (rc) {
         rd_kafka_conf_destroy(conf);
-        trouble(w, "%s: %s", err.message, err.detail);
+        trouble(w, T_KAFKA, "%s: %s", err.message, err.detail);
         return -1;
     }
     rd_kafka_conf_set_log_cb(conf, kfk_log);
@@ -620,7 +652,7 @@ static int consumer_open(inbox_worker *w)
     w->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why);
     if (!w->rk) {
         rd_kafka_conf_destroy(conf);
-        trouble(w, "could not make a consumer: %s", why);
+        trouble(w, T_KAFKA, "could not make a consumer: %s", why);
         return -1;
     }
     rd_kafka_poll_set_consumer(w->rk);
@@ -634,7 +666,7 @@ static int consumer_open(inbox_worker *w)
     rd_kafka_resp_err_t e = rd_kafka_subscribe(w->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        trouble(w, "could not subscribe to %s: %s", w->topic, rd_kafka_err2str(e));
+        trouble(w, T_KAFKA, "could not subscribe to %s: %s", w->topic, rd_kafka_err2str(e));
         rd_kafka_destroy(w->rk);
         w->rk = NULL;
         return -1;
@@ -646,14 +678,28 @@ static void consumer_close(inbox_worker *w)
 {
     if (!w->rk)
         return;
-    /* Revokes through on_rebalance (which stores the batch) and leaves the group. */
-    rd_kafka_consumer_close(w->rk);
+    /* Revokes through on_rebalance (which stores the batch) and leaves the group, for at
+     * most CLOSE_GRACE_MS (none while no broker answers): rd_kafka_consumer_close would wait
+     * for an absent broker, and the stop must end within its grace. Left without leaving,
+     * the group notices within session.timeout.ms. */
+    bool closed = false;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(w->rk);
+    rd_kafka_error_t *e = q ? rd_kafka_consumer_close_queue(w->rk, q) : NULL;
+    if (q && !e) {
+        int64_t until = mono_ms() + (w->trouble_kind == T_BROKER ? 0 : CLOSE_GRACE_MS);
+        while (!(closed = rd_kafka_consumer_closed(w->rk)) && mono_ms() < until)
+            rd_kafka_queue_poll_callback(q, 100);
+    }
+    if (e)
+        rd_kafka_error_destroy(e);
+    if (q)
+        rd_kafka_queue_destroy(q);
     batch_clear(w);
     if (w->pending)
         rd_kafka_topic_partition_list_destroy(w->pending);
     w->pending = NULL;
     w->n_parts = 0;
-    rd_kafka_destroy(w->rk);
+    rd_kafka_destroy_flags(w->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     w->rk = NULL;
 }
 
@@ -664,9 +710,9 @@ static void message_error(inbox_worker *w, const rd_kafka_message_t *m)
         return;
     if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
         m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC)
-        trouble(w, "topic %s does not exist yet", w->topic);
+        trouble(w, T_TOPIC, "topic %s does not exist yet", w->topic);
     else
-        trouble(w, "%s", rd_kafka_message_errstr(m));
+        trouble(w, T_KAFKA, "%s", rd_kafka_message_errstr(m));
 }
 
 /* Reads up to a batch (the first read waits up to POLL_MS, the rest only take what is
@@ -684,12 +730,14 @@ static void inbox_step(inbox_worker *w)
         } else if (w->n_parts > 0 && part_find(w, m->partition)) {
             if (!batch_add(w, m)) {
                 rd_kafka_message_destroy(m);
-                trouble(w, "out of memory");
+                trouble(w, T_MEMORY, "out of memory");
                 rewind_to_stored(w);
                 return;
             }
-            if (w->trouble[0] && strncmp(w->trouble, "could not", 9) != 0)
-                trouble_over(w); /* messages flow: the broker and the topic are there */
+            /* Messages flow: the broker and the topic are there. */
+            trouble_over(w, T_BROKER);
+            trouble_over(w, T_TOPIC);
+            trouble_over(w, T_KAFKA);
         }
         rd_kafka_message_destroy(m);
     }
