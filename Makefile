@@ -18,7 +18,8 @@ CFLAGS_TEST    := $(STD) $(WARN) $(INC) -O1 -g -fno-omit-frame-pointer \
 LDFLAGS_TEST   := -fsanitize=address,undefined
 
 CONTEXTS   := $(notdir $(wildcard contexts/*))
-GEN_SRC    := $(foreach c,$(CONTEXTS),build/gen/$(c)_migrations.c) build/gen/pg_store_migrations.c
+GEN_SRC    := $(foreach c,$(CONTEXTS),build/gen/$(c)_migrations.c) build/gen/pg_store_migrations.c \
+              build/gen/pg_inbox_migrations.c
 LIB_SRC    := $(filter-out src/main.c,$(shell find src adapters contexts -name '*.c' | sort)) $(GEN_SRC)
 SUPPORT_SRC:= $(shell find test/support -name '*.c' 2>/dev/null | sort)
 UNIT_SRC   := $(wildcard test/unit/test_*.c)
@@ -68,6 +69,10 @@ build/gen/%_migrations.c: src/tools/embed_migrations.sh $(wildcard contexts/*/mi
 build/gen/pg_store_migrations.c: src/tools/embed_migrations.sh $(wildcard adapters/postgres/migrations/*.sql)
 	@mkdir -p build/gen
 	sh src/tools/embed_migrations.sh pg_store adapters/postgres/migrations > $@
+
+build/gen/pg_inbox_migrations.c: src/tools/embed_migrations.sh $(wildcard adapters/postgres/inbox_migrations/*.sql)
+	@mkdir -p build/gen
+	sh src/tools/embed_migrations.sh pg_inbox adapters/postgres/inbox_migrations > $@
 
 # deps.sh installs missing Debian packages as root (or prints the apt-get line) before the
 # build starts; recursive make keeps -j from compiling before the headers are there.

@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include "adapters/kafka/kfk_dlq.h"
+#include "adapters/kafka/kfk_inbox.h"
 #include "adapters/kafka/kfk_relay.h"
 #include "adapters/postgres/pg_event_store.h"
+#include "adapters/postgres/pg_inbox.h"
 #include "adapters/postgres/pg_migrate.h"
 #include "adapters/postgres/pg_pool.h"
 #include "adapters/redis/rds_store.h"
@@ -52,6 +54,13 @@ typedef struct app {
     http_server *http;
     sub_runner *subs;
     kfk_relay *relay; /* NULL unless kafka.enabled */
+    /* Contexts a loaded subscription reads that run elsewhere, their logs mirrored from
+     * Kafka into <context>_inbox (kafka.enabled and kafka.inbox; else none). Borrowed from
+     * the modules. */
+    const char *mirrored[CONFIG_MAX_CONTEXTS];
+    size_t n_mirrored;
+    inbox_store inbox_port;
+    kfk_inbox *inbox; /* NULL unless some context is mirrored */
 } app;
 
 static void app_report(const char *what, const app_error *err)
@@ -60,10 +69,10 @@ static void app_report(const char *what, const app_error *err)
             err->detail);
 }
 
-static bool app_loaded(const app *a, const app_module *m)
+static bool app_loads(const app *a, const char *context)
 {
     for (size_t i = 0; i < a->n_modules; i++)
-        if (a->modules[i] == m)
+        if (strcmp(a->modules[i]->name, context) == 0)
             return true;
     return false;
 }
@@ -85,7 +94,7 @@ static int app_add_remotes(app *a, app_error *err)
     for (size_t i = 0; app_modules[i]; i++) {
         const app_module *m = app_modules[i];
         const char *url = config_remote_url(&a->cfg, m->name);
-        if (!url || app_loaded(a, m))
+        if (!url || app_loads(a, m->name))
             continue;
         int rc = a->remote ? 0 : remote_new(&a->remote, &ro, err);
         if (rc == 0)
@@ -122,7 +131,7 @@ static int app_select_modules(app *a, app_error *err)
     for (size_t i = 0; app_modules[i] && n_remotes < CONFIG_MAX_CONTEXTS; i++) {
         if (!config_remote_url(&a->cfg, app_modules[i]->name))
             continue;
-        if (app_loaded(a, app_modules[i]))
+        if (app_loads(a, app_modules[i]->name))
             log_warn("remote.%s is ignored: context %s is loaded in this process",
                      app_modules[i]->name, app_modules[i]->name);
         else
@@ -131,9 +140,55 @@ static int app_select_modules(app *a, app_error *err)
     return mod_check_contracts(a->modules, a->n_modules, app_modules, remotes, n_remotes, err);
 }
 
-/* Phase 1: every loaded context's schema is brought up to date. With postgres.context_roles,
- * each schema also belongs to its context's role (see pg_migrate_context_owned), so that a
- * service connecting as that role can touch its own schema only. */
+/* With kafka.inbox, every log a loaded subscription reads whose context is not loaded here
+ * comes from Kafka; without it, such logs are read from this database as always. */
+static void app_find_mirrored(app *a)
+{
+    a->n_mirrored = 0;
+    if (a->cfg.kafka.inbox && !a->cfg.kafka.enabled)
+        log_warn("kafka.inbox is true but kafka.enabled is false: no log is mirrored");
+    if (!a->cfg.kafka.enabled || !a->cfg.kafka.inbox)
+        return;
+    for (size_t i = 0; i < a->n_modules; i++) {
+        for (const mod_subscription *s = a->modules[i]->subscriptions; s && s->name; s++) {
+            bool known = app_loads(a, s->source_context);
+            for (size_t j = 0; !known && j < a->n_mirrored; j++)
+                known = strcmp(a->mirrored[j], s->source_context) == 0;
+            if (!known && a->n_mirrored < CONFIG_MAX_CONTEXTS)
+                a->mirrored[a->n_mirrored++] = s->source_context;
+        }
+    }
+}
+
+/* A log a subscription of m reads comes from a context loaded here, from Kafka (the inbox),
+ * or from this database, which must then hold it: a split service without kafka.inbox would
+ * otherwise wait forever for events that never arrive. */
+static int app_check_logs(const app *a, pg_pool *pool, const app_module *m, app_error *err)
+{
+    for (const mod_subscription *s = m->subscriptions; s && s->name; s++) {
+        bool mirrored = false, here = false;
+        for (size_t j = 0; j < a->n_mirrored; j++)
+            mirrored = mirrored || strcmp(a->mirrored[j], s->source_context) == 0;
+        if (mirrored || app_loads(a, s->source_context))
+            continue;
+        const app_module *source = app_module_find(s->source_context);
+        int rc = source ? pg_schema_has_log(pool, source->schema, &here, err) : 0;
+        if (rc)
+            return rc;
+        if (!here)
+            return app_error_set(err, APP_ECONFIG,
+                                 "subscription %s of context %s reads the log of %s, which is "
+                                 "not loaded here and not in this database; set kafka.enabled "
+                                 "and kafka.inbox to read it from Kafka",
+                                 s->name, m->name, s->source_context);
+    }
+    return 0;
+}
+
+/* Phase 1: every loaded context's schema is brought up to date, and every inbox. With
+ * postgres.context_roles, each schema also belongs to its context's role (see
+ * pg_migrate_context_owned), so that a service connecting as that role can touch its own
+ * schema only; the inboxes belong to the role of the first context loaded. */
 static int app_migrate(app *a, app_error *err)
 {
     pg_pool *pool = NULL;
@@ -156,6 +211,20 @@ static int app_migrate(app *a, app_error *err)
                      m->schema, applied, applied == 1 ? "" : "s", role[0] ? ", owned by role " : "",
                      role);
     }
+    char inbox_role[64] = "";
+    if (rc == 0 && a->cfg.postgres.context_roles && a->n_mirrored > 0)
+        rc = pg_context_role(a->modules[0]->name, inbox_role, sizeof inbox_role, err);
+    for (size_t i = 0; rc == 0 && i < a->n_mirrored; i++) {
+        int applied = 0;
+        rc = pg_inbox_migrate(pool, a->mirrored[i], inbox_role[0] ? inbox_role : NULL, &applied,
+                              err);
+        if (rc == 0)
+            log_info("context %s: mirrored from kafka into schema %s_inbox (%d migration%s "
+                     "applied)",
+                     a->mirrored[i], a->mirrored[i], applied, applied == 1 ? "" : "s");
+    }
+    for (size_t i = 0; rc == 0 && i < a->n_modules; i++)
+        rc = app_check_logs(a, pool, a->modules[i], err);
     pg_pool_free(pool);
     return rc;
 }
@@ -178,6 +247,8 @@ static int app_open_adapters(app *a, app_error *err)
         .pool_size = a->cfg.postgres.pool_size,
         .connect_timeout_s = a->cfg.postgres.connect_timeout_s,
         .max_batch = a->cfg.postgres.max_batch,
+        .mirrored = a->mirrored,
+        .n_mirrored = a->n_mirrored,
     };
     int rc = pg_event_store_new(&a->pg, &po, err);
     if (rc == 0)
@@ -306,6 +377,16 @@ static void app_context_names(const app *a, const char **out)
         out[i] = a->modules[i]->name;
 }
 
+/* The loaded contexts and then the mirrored ones: every context whose dead letters are in
+ * this database. out holds CONFIG_MAX_CONTEXTS * 2; returns the count. */
+static size_t app_dead_letter_contexts(const app *a, const char **out)
+{
+    app_context_names(a, out);
+    for (size_t i = 0; i < a->n_mirrored; i++)
+        out[a->n_modules + i] = a->mirrored[i];
+    return a->n_modules + a->n_mirrored;
+}
+
 /* Topic names come from the prefix and the contexts: refuse illegal ones at start-up. */
 static int app_check_kafka(const app *a, app_error *err)
 {
@@ -333,6 +414,7 @@ static int app_start_relay(app *a, app_error *err)
     app_context_names(a, names);
     kfk_relay_options ro = {.events = &a->events, .contexts = names, .n_contexts = a->n_modules};
     kfk_options_from_config(&ro.kafka, &a->cfg);
+    kfk_inbox_declare_metrics(); /* named in /metrics whether or not a context is mirrored */
     int rc = kfk_relay_new(&a->relay, &ro, err);
     if (rc == 0)
         rc = kfk_relay_start(a->relay, err);
@@ -342,6 +424,38 @@ static int app_start_relay(app *a, app_error *err)
                  a->cfg.kafka.topic_prefix);
     }
     return rc;
+}
+
+/* The inbox consumers, only for mirrored contexts: their own threads, like the relay. */
+static int app_start_inbox(app *a, app_error *err)
+{
+    if (a->n_mirrored == 0)
+        return 0;
+    const char *names[CONFIG_MAX_CONTEXTS];
+    app_context_names(a, names);
+    a->inbox_port = pg_inbox_port(pg_event_store_pool(a->pg));
+    kfk_inbox_options io = {
+        .inbox = &a->inbox_port,
+        .sources = a->mirrored,
+        .n_sources = a->n_mirrored,
+        .loaded = names,
+        .n_loaded = a->n_modules,
+    };
+    kfk_options_from_config(&io.kafka, &a->cfg);
+    int rc = kfk_inbox_new(&a->inbox, &io, err);
+    if (rc == 0)
+        rc = kfk_inbox_start(a->inbox, err);
+    return rc;
+}
+
+static void app_stop_inbox(app *a)
+{
+    if (!a->inbox)
+        return;
+    /* The subscribers' report reads the inbox's status too. */
+    ops_set_report("subscriptions", NULL, NULL);
+    kfk_inbox_free(a->inbox); /* stores what it read and leaves the groups */
+    a->inbox = NULL;
 }
 
 static void app_stop_relay(app *a)
@@ -394,11 +508,25 @@ static cJSON *app_subscriptions_report(void *arg)
                                             : "running",
                               st.checkpoint, st.head, st.lag_seconds);
     }
+    for (size_t i = 0; o && a->inbox && i < kfk_inbox_count(a->inbox); i++) {
+        kfk_inbox_status st;
+        kfk_inbox_status_of(a->inbox, i, &st);
+        char name[64];
+        snprintf(name, sizeof name, "%s.kafka_inbox", st.source);
+        /* Offsets, not positions: checkpoint is the stored next offsets, and lagEvents the
+         * messages of the topic not yet in the inbox. */
+        app_report_subscriber(o, name,
+                              st.failing    ? "failing"
+                              : st.assigned ? "running"
+                                            : "standby",
+                              st.stored, st.high, 0);
+    }
     return o;
 }
 
 static void app_close(app *a)
 {
+    app_stop_inbox(a);
     app_stop_relay(a);
     http_server_free(a->http);
     http_access_free(a->access);
@@ -440,13 +568,15 @@ static int app_serve(app *a)
     if (rc == 0)
         rc = app_start_relay(a, &err);
     if (rc == 0)
+        rc = app_start_inbox(a, &err);
+    if (rc == 0)
         ops_set_report("subscriptions", app_subscriptions_report, a);
     if (rc == 0)
         rc = http_server_start(a->http, &err);
     if (rc) {
         app_report("could not start", &err);
         app_close(a);
-        return EXIT_FAILURE;
+        return rc == APP_ECONFIG ? EXIT_CONFIG : EXIT_FAILURE;
     }
     log_info("serving on %s:%d with %d loop threads, %d workers, contexts:%s%s%s",
              a->cfg.http.listen_host, http_server_port(a->http), a->cfg.http.threads,
@@ -466,6 +596,7 @@ static int app_serve(app *a)
     sd_notify_state("STOPPING=1\nSTATUS=stopping: finishing requests in flight");
     http_server_stop(a->http, a->cfg.http.shutdown_timeout_ms);
     sub_runner_stop(a->subs);
+    app_stop_inbox(a);
     app_stop_relay(a);
     app_close(a);
     log_info("stopped");
@@ -481,6 +612,8 @@ static int app_dlq(app *a, const cli_args *args)
         .pool_size = 1,
         .connect_timeout_s = a->cfg.postgres.connect_timeout_s,
         .max_batch = 1,
+        .mirrored = a->mirrored,
+        .n_mirrored = a->n_mirrored,
     };
     int rc = pg_event_store_new(&a->pg, &po, &err);
     if (rc == 0)
@@ -490,16 +623,16 @@ static int app_dlq(app *a, const cli_args *args)
         pg_event_store_free(a->pg);
         return EXIT_FAILURE;
     }
-    const char *names[CONFIG_MAX_CONTEXTS];
-    app_context_names(a, names);
+    const char *names[CONFIG_MAX_CONTEXTS * 2];
+    size_t n_names = app_dead_letter_contexts(a, names);
     size_t sent = 0, failed = 0;
     if (args->command == CLI_DLQ_LIST) {
-        rc = kfk_dlq_list(&a->events, names, a->n_modules, stdout, NULL, &err);
+        rc = kfk_dlq_list(&a->events, names, n_names, stdout, NULL, &err);
     } else {
         kfk_options ko;
         kfk_options_from_config(&ko, &a->cfg);
-        rc = kfk_dlq_redrive(&a->events, &ko, names, a->n_modules, args->dlq_id, stdout, &sent,
-                             &failed, &err);
+        rc = kfk_dlq_redrive(&a->events, &ko, names, n_names, args->dlq_id, stdout, &sent, &failed,
+                             &err);
         if (rc == 0)
             printf("%zu sent, %zu failed\n", sent, failed);
     }
@@ -609,6 +742,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "app: config error: %s\n", err.message);
         return EXIT_CONFIG;
     }
+    app_find_mirrored(&a);
 
     switch (args.command) {
     case CLI_CHECK_CONFIG:

@@ -10,6 +10,7 @@
 
 #include "adapters/kafka/kfk_producer.h"
 #include "adapters/kafka/kfk_relay.h"
+#include "ports/inbox_store.h"
 
 #define DLQ_PAGE 500
 
@@ -179,6 +180,17 @@ int kfk_dlq_redrive(es_store *events, const kfk_options *o, const char *const *c
             const es_dead_letter *d = &todo[c].items[i];
             char reason[256];
             app_error derr = APP_ERROR_INIT;
+            if (strncmp(d->subscriber, INBOX_DEAD_LETTER_PREFIX,
+                        strlen(INBOX_DEAD_LETTER_PREFIX)) == 0) {
+                /* Received from the topic, not produced from this log: there is nothing to
+                 * send, and the source's topic is its own service's to write. */
+                fprintf(out,
+                        "%s:%" PRId64 "  cannot be sent again: it came from kafka and is not an "
+                        "event (%s)\n",
+                        contexts[c], d->id, d->error);
+                (*failed)++;
+                continue;
+            }
             if (redrive_one(rk, events, o, contexts[c], topic, d, reason, sizeof reason) == 0) {
                 if (events->ops->remove_dead_letter(events->self, contexts[c], d->id, &derr) < 0)
                     fprintf(out, "%s:%" PRId64 "  sent, but could not be removed: %s\n",

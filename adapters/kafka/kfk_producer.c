@@ -9,7 +9,7 @@
 #include "core/log.h"
 #include "kernel/event_json.h"
 
-static void kfk_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+void kfk_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
     /* librdkafka repeats connection failures on every reconnect; the relay reports the
@@ -20,7 +20,7 @@ static void kfk_log(const rd_kafka_t *rk, int level, const char *fac, const char
         log_debug("kafka: %s: %s", fac, buf);
 }
 
-static int kfk_set(rd_kafka_conf_t *conf, const char *name, const char *value, app_error *err)
+int kfk_set(rd_kafka_conf_t *conf, const char *name, const char *value, app_error *err)
 {
     char why[256];
     if (rd_kafka_conf_set(conf, name, value, why, sizeof why) != RD_KAFKA_CONF_OK) {

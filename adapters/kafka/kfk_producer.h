@@ -24,6 +24,13 @@
 typedef void (*kfk_dr_fn)(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
 typedef void (*kfk_error_fn)(rd_kafka_t *rk, int err, const char *reason, void *opaque);
 
+/* librdkafka's log lines into ours: its critical ones as warnings, the rest as debug (the
+ * relay and the inbox report outages themselves, once). Set with rd_kafka_conf_set_log_cb. */
+void kfk_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+/* rd_kafka_conf_set, or APP_ECONFIG naming the setting (err detail says why). */
+int kfk_set(rd_kafka_conf_t *conf, const char *name, const char *value, app_error *err);
+
 /* A producer for o (idempotent, acks=all, no message timeout of its own: the caller decides
  * when an unacknowledged message has failed). dr and on_error may be NULL; opaque is passed to
  * both. *out owned by the caller (rd_kafka_destroy). APP_ECONFIG when librdkafka refuses a

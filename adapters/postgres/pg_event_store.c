@@ -56,6 +56,7 @@ typedef struct pg_ctx {
     char schema[64];
     char channel[80];
     char lock_key[16];
+    bool mirrored; /* schema is the inbox: the log is read here, never appended to */
     char metric_labels[96];
     char append_sql[192];
     char append_keyed_sql[224];
@@ -96,6 +97,8 @@ struct pg_event_store {
     char *dsn;
     int connect_timeout_s;
     int max_batch;
+    char **mirrored; /* contexts whose log is the inbox <context>_inbox, fed from Kafka */
+    size_t n_mirrored;
     atomic_bool stopping;
 
     pthread_mutex_t lock; /* guards ctxs, stats, listener_pid and each ctx's listening */
@@ -242,6 +245,46 @@ int pg_context_schema(const char *context, char *out, size_t size, app_error *er
     return 0;
 }
 
+int pg_inbox_schema(const char *context, char *out, size_t size, app_error *err)
+{
+    char ctx_schema[64];
+    int rc = pg_context_schema(context, ctx_schema, sizeof ctx_schema, err);
+    if (rc < 0)
+        return rc;
+    if ((size_t)snprintf(out, size, "%s_inbox", context) >= size)
+        return app_error_set(err, APP_EINVAL, "invalid context name");
+    return 0;
+}
+
+void pg_log_channel(const char *schema, char *out, size_t size)
+{
+    snprintf(out, size, "%s_events", schema);
+}
+
+void pg_event_store_append_lock(const char *schema, int32_t *ns, int32_t *key)
+{
+    *ns = APPEND_LOCK_NS;
+    *key = pg_lock_key(schema);
+}
+
+static bool store_mirrors(const pg_event_store *s, const char *context)
+{
+    for (size_t i = 0; i < s->n_mirrored; i++)
+        if (strcmp(s->mirrored[i], context) == 0)
+            return true;
+    return false;
+}
+
+/* Where context's tables are in this database: its own schema, or the inbox of a context
+ * mirrored from Kafka (same tables, so every read goes through the same SQL). */
+static int store_schema(const pg_event_store *s, const char *context, char *out, size_t size,
+                        app_error *err)
+{
+    if (context && store_mirrors(s, context))
+        return pg_inbox_schema(context, out, size, err);
+    return pg_context_schema(context, out, size, err);
+}
+
 static void wake_listener(pg_event_store *s)
 {
     if (s->wake_pipe[1] >= 0) {
@@ -253,7 +296,7 @@ static void wake_listener(pg_event_store *s)
 static int ctx_get(pg_event_store *s, const char *context, pg_ctx **out, app_error *err)
 {
     char schema[64];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(s, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     pthread_mutex_lock(&s->lock);
@@ -276,7 +319,8 @@ static int ctx_get(pg_event_store *s, const char *context, pg_ctx **out, app_err
     c->store = s;
     snprintf(c->name, sizeof c->name, "%s", context);
     snprintf(c->schema, sizeof c->schema, "%s", schema);
-    snprintf(c->channel, sizeof c->channel, "%s_events", schema);
+    c->mirrored = store_mirrors(s, context);
+    pg_log_channel(schema, c->channel, sizeof c->channel);
     snprintf(c->lock_key, sizeof c->lock_key, "%d", (int)pg_lock_key(schema));
     snprintf(c->metric_labels, sizeof c->metric_labels, "context=\"%s\"", context);
     snprintf(
@@ -767,6 +811,15 @@ static int pg_es_append(void *self, const es_append_req *req, es_append_result *
     int rc = ctx_get(s, req->context, &c, err);
     if (rc < 0)
         return rc;
+    if (c->mirrored) {
+        /* Its own service owns the log; a copy written here would fork it. */
+        app_error_set(err, APP_EINVAL,
+                      "context %s is mirrored from kafka here: only its own service appends",
+                      req->context);
+        if (err)
+            app_error_field(err, "context", "is mirrored from kafka (kafka.inbox)");
+        return APP_EINVAL;
+    }
     if ((rc = check_text(req->stream_id, "stream_id", err)) < 0)
         return rc;
     if (req->expected_version < ES_ANY_VERSION || (req->n_events && !req->events) ||
@@ -907,7 +960,7 @@ static int pg_es_load_stream(void *self, const char *context, const char *stream
     out->items = NULL;
     out->len = 0;
     char schema[64], sql[512], after[32];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if (!stream_id)
@@ -936,7 +989,7 @@ static int pg_es_read_log(void *self, const char *context, int64_t after_positio
     out->items = NULL;
     out->len = 0;
     char schema[64], sql[512], after[32], lim[32];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0 || limit == 0)
         return rc;
     snprintf(sql, sizeof sql,
@@ -964,7 +1017,7 @@ static int query_int64(pg_event_store *s, int acquire_ms, const char *sql, int n
 static int pg_es_head_position(void *self, const char *context, int64_t *out, app_error *err)
 {
     char schema[64], sql[256];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     snprintf(sql, sizeof sql, "SELECT coalesce(max(global_position), 0) FROM %s.events", schema);
@@ -975,7 +1028,7 @@ static int pg_es_load_checkpoint(void *self, const char *context, const char *su
                                  int64_t *out, app_error *err)
 {
     char schema[64], sql[256];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if ((rc = check_text(subscriber, "subscriber", err)) < 0)
@@ -989,7 +1042,7 @@ static int pg_es_save_checkpoint(void *self, const char *context, const char *su
                                  int64_t position, app_error *err)
 {
     char schema[64], sql[512], pos[32];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if ((rc = check_text(subscriber, "subscriber", err)) < 0)
@@ -1010,7 +1063,7 @@ static int delete_checkpoints(void *self, const char *context, const char *subsc
                               bool generations, app_error *err)
 {
     char schema[64], sql[256];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if ((rc = check_text(subscriber, "subscriber", err)) < 0)
@@ -1186,7 +1239,7 @@ static int pg_es_due_processes(void *self, const char *context, const char *name
     out->items = NULL;
     out->len = 0;
     char schema[64], sql[512], now[32], lim[32];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if ((rc = check_text(name, "name", err)) < 0)
@@ -1234,7 +1287,7 @@ static int pg_es_add_dead_letter(void *self, const char *context, const char *su
                                  app_error *err)
 {
     char schema[64], sql[640], pos[32];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if ((rc = check_text(subscriber, "subscriber", err)) < 0 ||
@@ -1265,7 +1318,7 @@ static int pg_es_list_dead_letters(void *self, const char *context, const char *
     out->items = NULL;
     out->len = 0;
     char schema[64], sql[640], after[32], lim[32];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0 || limit == 0)
         return rc;
     if (subscriber && (rc = check_text(subscriber, "subscriber", err)) < 0)
@@ -1310,7 +1363,7 @@ static int pg_es_list_dead_letters(void *self, const char *context, const char *
 static int pg_es_remove_dead_letter(void *self, const char *context, int64_t id, app_error *err)
 {
     char schema[64], sql[256], idtext[32];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     snprintf(sql, sizeof sql, "DELETE FROM %s.dead_letters WHERE id = $1::bigint", schema);
@@ -1334,7 +1387,7 @@ static int pg_es_load_snapshot(void *self, const char *context, const char *stre
 {
     memset(out, 0, sizeof *out);
     char schema[64], sql[256];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if (!stream_id)
@@ -1366,7 +1419,7 @@ static int pg_es_save_snapshot(void *self, const char *context, const char *stre
                                const es_snapshot *snap, app_error *err)
 {
     char schema[64], sql[1024], version[32], schema_version[16];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if ((rc = check_text(stream_id, "stream_id", err)) < 0 ||
@@ -1410,7 +1463,7 @@ static int pg_es_idempotency_lookup(void *self, const char *context, const char 
     memset(out, 0, sizeof *out);
     *found = false;
     char schema[64], sql[384], ttl[16];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc == 0)
         rc = check_text(actor, "actor", err);
     if (rc == 0)
@@ -1446,7 +1499,7 @@ static int pg_es_idempotency_save(void *self, const char *context, const es_idem
                                   app_error *err)
 {
     char schema[64], sql[160], *json = NULL;
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc == 0)
         rc = idem_json(rec, &json, err);
     if (rc < 0)
@@ -1470,7 +1523,7 @@ static int pg_es_idempotency_purge(void *self, const char *context, int ttl_seco
 {
     *deleted = 0;
     char schema[64], sql[256], ttl[16];
-    int rc = pg_context_schema(context, schema, sizeof schema, err);
+    int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     snprintf(sql, sizeof sql,
@@ -1689,7 +1742,14 @@ int pg_event_store_new(pg_event_store **out, const pg_event_store_options *opts,
     s->max_batch = opts->max_batch > 0 ? opts->max_batch : 128;
     int rc;
     s->dsn = strdup(opts->dsn);
-    if (!s->dsn) {
+    if (opts->n_mirrored > 0)
+        s->mirrored = calloc(opts->n_mirrored, sizeof *s->mirrored);
+    for (size_t i = 0; s->mirrored && i < opts->n_mirrored; i++) {
+        if (!(s->mirrored[s->n_mirrored] = strdup(opts->mirrored[i])))
+            break;
+        s->n_mirrored++;
+    }
+    if (!s->dsn || s->n_mirrored < opts->n_mirrored) {
         rc = app_error_set(err, APP_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1768,6 +1828,9 @@ void pg_event_store_free(pg_event_store *s)
     if (s->wake_pipe[1] >= 0)
         close(s->wake_pipe[1]);
     pthread_mutex_destroy(&s->lock);
+    for (size_t i = 0; i < s->n_mirrored; i++)
+        free(s->mirrored[i]);
+    free(s->mirrored);
     free(s->dsn);
     free(s);
 }

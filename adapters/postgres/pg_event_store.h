@@ -16,11 +16,16 @@ typedef struct pg_event_store_options {
     int pool_size;   /* connections for reads, checkpoints and ping */
     int connect_timeout_s;
     int max_batch; /* most appends written in one transaction */
+    /* Contexts not loaded here whose log comes from Kafka into the inbox <context>_inbox
+     * (kafka.inbox): every operation on such a context uses that schema, and appends to it
+     * are refused (APP_EINVAL). Copied; may be NULL when n_mirrored is 0. */
+    const char *const *mirrored;
+    size_t n_mirrored;
 } pg_event_store_options;
 
 #define PG_EVENT_STORE_OPTIONS_INIT                                                                \
     {                                                                                              \
-        NULL, 4, 5, 128                                                                            \
+        NULL, 4, 5, 128, NULL, 0                                                                   \
     }
 
 /* Creates the store and its LISTEN thread. Connects lazily: succeeds while PostgreSQL is
@@ -50,6 +55,18 @@ void pg_event_store_stats(pg_event_store *s, uint64_t *batches, uint64_t *comman
  * int4 keys of pg_advisory_lock(ns, key). For operators and tests that look for a lease in
  * pg_locks (classid = ns, objid = key as unsigned, objsubid = 2) or hold one themselves. */
 void pg_event_store_lease_lock(const char *context, const char *name, int32_t *ns, int32_t *key);
+
+/* "user" -> "user_inbox" into out: the schema that holds a mirrored context's log (the event
+ * store's tables, plus the Kafka offsets). APP_EINVAL as pg_context_schema. */
+int pg_inbox_schema(const char *context, char *out, size_t size, app_error *err);
+
+/* The NOTIFY channel that wakes readers of the log in schema ("<schema>_events"). */
+void pg_log_channel(const char *schema, char *out, size_t size);
+
+/* The transaction-level advisory lock every writer of the log in schema takes before it
+ * draws positions, so that positions are handed out in commit order (see read_log): the two
+ * int4 keys of pg_advisory_xact_lock(ns, key). */
+void pg_event_store_append_lock(const char *schema, int32_t *ns, int32_t *key);
 
 /* "user" -> "user_ctx" into out; APP_EINVAL unless context matches [a-z_]+ and fits. */
 int pg_context_schema(const char *context, char *out, size_t size, app_error *err);

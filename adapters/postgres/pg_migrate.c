@@ -355,3 +355,22 @@ int pg_context_role(const char *context, char *out, size_t size, app_error *err)
     snprintf(out, size, "%s%s", context, suffix);
     return 0;
 }
+
+int pg_schema_has_log(pg_pool *pool, const char *schema, bool *out, app_error *err)
+{
+    *out = false;
+    char table[96];
+    snprintf(table, sizeof table, "%s.events", schema);
+    const char *params[] = {table};
+    PGconn *conn = NULL;
+    int rc = pg_pool_acquire(pool, 5000, &conn, err);
+    if (rc)
+        return rc;
+    PGresult *res = NULL;
+    rc = pg_exec(conn, "SELECT to_regclass($1) IS NOT NULL", 1, params, PGRES_TUPLES_OK, &res, err);
+    if (rc == 0)
+        *out = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    pg_pool_release(pool, conn);
+    return rc;
+}

@@ -2,6 +2,8 @@
 #ifndef ADAPTERS_POSTGRES_PG_MIGRATE_H
 #define ADAPTERS_POSTGRES_PG_MIGRATE_H
 
+#include <stdbool.h>
+
 #include "adapters/postgres/pg_pool.h"
 #include "core/error.h"
 #include "kernel/module.h"
@@ -18,6 +20,9 @@ extern const mod_migration pg_store_migrations[];
  * Errors name the migration and carry the server message in detail; nothing is applied. */
 int pg_migrate_context(pg_pool *pool, const char *schema, const mod_migration *store_migrations,
                        const mod_migration *context_migrations, int *applied_out, app_error *err);
+
+/* Whether schema holds an event log (schema.events) in the connected database. */
+int pg_schema_has_log(pg_pool *pool, const char *schema, bool *out, app_error *err);
 
 /* The role a context's service connects as when postgres.context_roles is on:
  * "<context>_service". APP_EINVAL unless context matches [a-z_]+ and the name fits size. */

@@ -96,6 +96,7 @@ static const cfg_key cfg_keys[] = {
     {"idempotency.ttl_seconds", CFG_INT, CFG_FIELD(idempotency.ttl_seconds), 0, 1, 2592000, NULL,
      "86400", NULL},
     {"kafka.enabled", CFG_BOOL, CFG_FIELD(kafka.enabled), 0, 0, 0, NULL, "false", NULL},
+    {"kafka.inbox", CFG_BOOL, CFG_FIELD(kafka.inbox), 0, 0, 0, NULL, "false", NULL},
     {"kafka.brokers", CFG_STRING, CFG_FIELD(kafka.brokers), 0, 1, 511, NULL, "127.0.0.1:9092",
      NULL},
     {"kafka.topic_prefix", CFG_STRING, CFG_FIELD(kafka.topic_prefix), 0, 0, 127, NULL, "", NULL},

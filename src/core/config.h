@@ -76,6 +76,7 @@ typedef struct app_config {
     } idempotency;
     struct {
         bool enabled;                  /* kafka.enabled: run the outbound relay */
+        bool inbox;                    /* kafka.inbox: mirror logs of contexts not loaded here */
         char brokers[512];             /* kafka.brokers: "host:port[,host:port...]" */
         char topic_prefix[128];        /* kafka.topic_prefix: topics are <prefix><context>.events */
         char client_id[128];           /* kafka.client_id */

@@ -87,24 +87,6 @@ static int group_teardown(void **state)
     return 0;
 }
 
-static void need_kafka(void)
-{
-    if (!brokers || !*brokers) {
-        print_message("skipped: APP_TEST_KAFKA_BROKERS is not set (test/run.sh sets it when it "
-                      "can start a Kafka broker)\n");
-        skip();
-    }
-}
-
-static int broker_ctl(const char *what)
-{
-    const char *dir = ts_env("APP_TEST_KAFKA_RUN_DIR");
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "sh deploy/local/kafka.sh %s '%s'", what, dir);
-    int rc = system(cmd);
-    return rc == -1 ? -1 : WEXITSTATUS(rc);
-}
-
 /* Registers a user; returns its id. */
 static void register_user(char id[UUID_STR_LEN], const char *request_id, const char *traceparent)
 {
@@ -294,7 +276,7 @@ static bool user_relay_behind(void *unused)
 static void test_event_reaches_topic_with_headers(void **state)
 {
     (void)state;
-    need_kafka();
+    ts_need_kafka();
     char id[UUID_STR_LEN], ev[1][UUID_STR_LEN], stream[96];
     const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     register_user(id, "req-kafka-e2e-1", tp);
@@ -328,7 +310,7 @@ static void test_event_reaches_topic_with_headers(void **state)
 static void test_aggregate_events_in_order(void **state)
 {
     (void)state;
-    need_kafka();
+    ts_need_kafka();
     char id[UUID_STR_LEN], ev[8][UUID_STR_LEN], stream[96];
     register_user(id, NULL, NULL);
     for (int i = 0; i < 4; i++) {
@@ -368,10 +350,10 @@ static void test_aggregate_events_in_order(void **state)
 static void test_broker_outage(void **state)
 {
     (void)state;
-    need_kafka();
+    ts_need_kafka();
     static char ids[40][UUID_STR_LEN];
     char users[40][UUID_STR_LEN];
-    assert_int_equal(broker_ctl("stop-broker"), 0);
+    assert_int_equal(ts_kafka_ctl("stop-broker"), 0);
     long long t0 = ts_now_ms();
     for (int i = 0; i < 40; i++)
         register_user(users[i], NULL, NULL); /* commands do not wait for Kafka */
@@ -388,7 +370,7 @@ static void test_broker_outage(void **state)
     if (ts_wait_until(user_relay_behind, NULL, TS_HANG_GUARD_MS) != 0)
         fail_msg("readiness never showed user.kafka_relay failing with a backlog and its age");
 
-    assert_int_equal(broker_ctl("start-broker"), 0);
+    assert_int_equal(ts_kafka_ctl("start-broker"), 0);
     t0 = ts_now_ms();
     for (int i = 0; i < 40; i++)
         assert_int_equal(user_events(users[i], &ids[i], 1, NULL, 0), 1);
@@ -418,7 +400,7 @@ static bool order_settled(void *arg)
 static void test_order_events(void **state)
 {
     (void)state;
-    need_kafka();
+    ts_need_kafka();
     char user[UUID_STR_LEN], sku[40], body[512], u[UUID_STR_LEN];
     register_user(user, NULL, NULL);
     uuid_v4(u);
@@ -516,7 +498,7 @@ static void *writer_main(void *p)
 static void test_sigkill_loses_nothing(void **state)
 {
     (void)state;
-    need_kafka();
+    ts_need_kafka();
     static writer w;
     atomic_init(&w.stop, false);
     atomic_init(&w.n, 0);
@@ -568,7 +550,7 @@ static bool dlq_lists(void *arg)
 static void test_dead_letter_commands(void **state)
 {
     (void)state;
-    need_kafka();
+    ts_need_kafka();
     ts_app_stop_clean(&app);
     const char *small[9];
     memcpy(small, app_env_list, sizeof small);
@@ -666,7 +648,7 @@ static bool delivered_at_least(void *arg)
 static void test_relay_throughput(void **state)
 {
     (void)state;
-    need_kafka();
+    ts_need_kafka();
     enum { BACKLOG = 2000 };
     ts_app_stop_clean(&app);
     const char *env[] = {"APP_KAFKA_ENABLED=false", NULL};
@@ -693,7 +675,7 @@ static void test_relay_throughput(void **state)
 static void test_stops_cleanly(void **state)
 {
     (void)state;
-    need_kafka();
+    ts_need_kafka();
     ts_app_stop_clean(&app);
 }
 

@@ -1,15 +1,20 @@
 /* The split deployment end to end: three processes of the same binary, one context each, each
- * with a database of its own, and every request sent to the service that owns its route, as
- * deploy/kong/kong.yml routes it. The order service reaches user and inventory only through
- * their internal endpoints (commands and queries over HTTP, kernel/remote.h). */
+ * with a database of its own that it reaches as its context's role, the real Kafka broker
+ * between them, and every request sent to the service that owns its route, as
+ * deploy/kong/kong.yml routes it. The order service sends user and inventory commands and
+ * queries over HTTP (their internal endpoints, kernel/remote.h) and reads their events from
+ * Kafka into its inbox (adapters/kafka/kfk_inbox.h). */
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -22,6 +27,8 @@
 
 static ts_app user_svc, inventory_svc, order_svc;
 static char token_sha256[SHA256_HEX_LEN];
+static const char *brokers; /* NULL: no broker, every test skips */
+static char prefix[64];     /* of this run's topics, consumer groups and Redis keys */
 static const char *const json_headers[] = {"Content-Type: application/json", NULL};
 
 /* ---- calls ------------------------------------------------------------------------------ */
@@ -66,12 +73,6 @@ static int64_t num(const cJSON *o, const char *name)
 
 /* ---- the three services ------------------------------------------------------------------ */
 
-/* "<the harness's DSN> dbname=<name>": libpq takes the last of a repeated keyword. */
-static void service_dsn(const char *db, char *out, size_t size)
-{
-    snprintf(out, size, "%s dbname=%s", ts_env("APP_POSTGRES_DSN"), db);
-}
-
 static void fresh_database(const char *db)
 {
     char cmd[1024], out[2048];
@@ -83,67 +84,102 @@ static void fresh_database(const char *db)
         fail_msg("cannot create database %s: %s", db, out);
 }
 
-static void start_owner(ts_app *svc, const char *context)
+/* Everything a service of context runs with; as_admin: the harness's user (the migrations),
+ * else the context's role. */
+typedef struct svc_env {
+    char kv[20][320];
+    const char *list[21];
+    size_t n;
+} svc_env;
+
+static void env_add(svc_env *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void env_add(svc_env *e, const char *fmt, ...)
 {
-    char contexts[64], dsn[1024], prefix[64], token[128];
-    snprintf(contexts, sizeof contexts, "APP_CONTEXTS=%s", context);
-    char db[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->kv[e->n], sizeof e->kv[e->n], fmt, ap);
+    va_end(ap);
+    e->list[e->n] = e->kv[e->n];
+    e->n++;
+    e->list[e->n] = NULL;
+}
+
+static void service_env(svc_env *e, const char *context, bool as_admin)
+{
+    e->n = 0;
+    char db[64], role[64], dsn[512];
     snprintf(db, sizeof db, "split_%s", context);
-    service_dsn(db, dsn + snprintf(dsn, sizeof dsn, "APP_POSTGRES_DSN="), sizeof dsn - 17);
-    snprintf(prefix, sizeof prefix, "APP_REDIS_KEY_PREFIX=split-%s:", context);
-    snprintf(token, sizeof token, "APP_INTERNAL_TOKEN_SHA256=%s", token_sha256);
-    const char *const env[] = {contexts, dsn, prefix, token, NULL};
+    snprintf(role, sizeof role, "%s_service", context);
+    ts_dsn_with(ts_env("APP_POSTGRES_DSN"), db, as_admin ? NULL : role, dsn, sizeof dsn);
+    env_add(e, "APP_CONTEXTS=%s", context);
+    env_add(e, "APP_POSTGRES_DSN=%s", dsn);
+    env_add(e, "APP_POSTGRES_CONTEXT_ROLES=%s", as_admin ? "true" : "false");
+    env_add(e, "APP_REDIS_KEY_PREFIX=%s%s:", prefix, context);
+    env_add(e, "APP_KAFKA_ENABLED=true");
+    env_add(e, "APP_KAFKA_BROKERS=%s", brokers);
+    env_add(e, "APP_KAFKA_TOPIC_PREFIX=%s", prefix);
+    env_add(e, "APP_KAFKA_RETRY_BACKOFF_MAX_MS=1000");
+    env_add(e, "APP_KAFKA_MESSAGE_TIMEOUT_MS=3000");
+    env_add(e, "APP_INTERNAL_TOKEN_SHA256=%s", token_sha256);
+    if (strcmp(context, "order") != 0)
+        return;
+    env_add(e, "APP_KAFKA_INBOX=true");
+    env_add(e, "APP_REMOTE_USER=http://127.0.0.1:%d", user_svc.port > 0 ? user_svc.port : 1);
+    env_add(e, "APP_REMOTE_INVENTORY=http://127.0.0.1:%d",
+            inventory_svc.port > 0 ? inventory_svc.port : 1);
+    env_add(e, "APP_REMOTE_TOKEN=" TOKEN);
+    /* Long enough that nothing here settles by the deadline: every outcome is the saga's
+     * own. A short breaker keeps the recovery after an outage quick. */
+    env_add(e, "APP_ORDER_PLACEMENT_TIMEOUT_MS=300000");
+    env_add(e, "APP_REMOTE_BREAKER_OPEN_MS=200");
+}
+
+/* The administrator's migrate: the context's schema (and the order service's inboxes) then
+ * belong to its role, which the service connects as. */
+static void migrate_as_admin(const char *context)
+{
+    svc_env e;
+    service_env(&e, context, true);
+    ts_app m;
+    static const char *const args[] = {"--config", "config/app.yaml", "migrate", NULL};
+    ts_app_spawn(&m, args, e.list);
+    if (ts_app_wait(&m, TS_HANG_GUARD_MS) != 0) {
+        ts_app_dump_log(&m, 4000);
+        fail_msg("migrate of %s failed", context);
+    }
+}
+
+static void start_service(ts_app *svc, const char *context)
+{
+    svc_env e;
+    service_env(&e, context, false);
     if (svc->port > 0 && svc->pid == 0)
-        assert_int_equal(ts_app_restart(svc, env), 0);
+        assert_int_equal(ts_app_restart(svc, e.list), 0);
     else
-        assert_int_equal(ts_app_start(svc, env), 0);
-}
-
-static void order_env(char dsn[1024], char remote_user[64], char remote_inventory[64],
-                      const char **env)
-{
-    snprintf(dsn, 1024, "APP_POSTGRES_DSN=");
-    service_dsn("split_order", dsn + strlen(dsn), 1024 - strlen(dsn));
-    snprintf(remote_user, 64, "APP_REMOTE_USER=http://127.0.0.1:%d", user_svc.port);
-    snprintf(remote_inventory, 64, "APP_REMOTE_INVENTORY=http://127.0.0.1:%d", inventory_svc.port);
-    size_t n = 0;
-    env[n++] = "APP_CONTEXTS=order";
-    env[n++] = dsn;
-    env[n++] = "APP_REDIS_KEY_PREFIX=split-order:";
-    env[n++] = remote_user;
-    env[n++] = remote_inventory;
-    env[n++] = "APP_REMOTE_TOKEN=" TOKEN;
-    /* Long enough that nothing in these tests settles by the deadline: every outcome is the
-     * saga's own. A short breaker keeps the recovery after an outage quick. */
-    env[n++] = "APP_ORDER_PLACEMENT_TIMEOUT_MS=300000";
-    env[n++] = "APP_REMOTE_BREAKER_OPEN_MS=200";
-    env[n] = NULL;
-}
-
-static void start_order(void)
-{
-    char dsn[1024], ru[64], ri[64];
-    const char *env[12];
-    order_env(dsn, ru, ri, env);
-    if (order_svc.port > 0 && order_svc.pid == 0)
-        assert_int_equal(ts_app_restart(&order_svc, env), 0);
-    else
-        assert_int_equal(ts_app_start(&order_svc, env), 0);
+        assert_int_equal(ts_app_start(svc, e.list), 0);
 }
 
 static int group_start(void **state)
 {
     (void)state;
+    brokers = getenv("APP_TEST_KAFKA_BROKERS");
+    if (!brokers || !*brokers)
+        return 0; /* each test skips, saying why */
+    snprintf(prefix, sizeof prefix, "split-%ld-%d.", (long)time(NULL), (int)getpid());
     sha256_ctx c;
     sha256_init(&c);
     sha256_update(&c, TOKEN, strlen(TOKEN));
     sha256_final_hex(&c, token_sha256);
-    fresh_database("split_user");
-    fresh_database("split_inventory");
-    fresh_database("split_order");
-    start_owner(&user_svc, "user");
-    start_owner(&inventory_svc, "inventory");
-    start_order();
+    static const char *const contexts[] = {"user", "inventory", "order"};
+    for (size_t i = 0; i < 3; i++) {
+        char db[64];
+        snprintf(db, sizeof db, "split_%s", contexts[i]);
+        fresh_database(db);
+        migrate_as_admin(contexts[i]);
+    }
+    start_service(&user_svc, "user");
+    start_service(&inventory_svc, "inventory");
+    start_service(&order_svc, "order");
     return 0;
 }
 
@@ -154,6 +190,17 @@ static int group_end(void **state)
     ts_app_end(&inventory_svc);
     ts_app_end(&user_svc);
     return 0;
+}
+
+/* The order service's database answers sql with a number. */
+static long long order_db_int(const char *sql)
+{
+    char dsn[512], cmd[2048], out[512];
+    ts_dsn_with(ts_env("APP_POSTGRES_DSN"), "split_order", NULL, dsn, sizeof dsn);
+    snprintf(cmd, sizeof cmd, "psql \"%s\" -qtAX -v ON_ERROR_STOP=1 -c \"%s\"", dsn, sql);
+    if (ts_run(cmd, out, sizeof out) != 0)
+        fail_msg("%s: %s", sql, out);
+    return strtoll(out, NULL, 10);
 }
 
 /* ---- the domain, through each owner's public routes ---------------------------------------- */
@@ -284,76 +331,46 @@ static double metric(const ts_app *svc, const char *name, const char *part1, con
     return sum;
 }
 
-/* ---- the tests ----------------------------------------------------------------------------- */
-
-/* Users on user, products on inventory, orders on order: the order service asks for the
- * customer and the products and reserves the stock over the internal endpoints. */
-static void test_orders_confirm(void **state)
+/* The checkpoint of subscriber name in the order service's readiness (-1: not listed). */
+static long long order_checkpoint(const char *name)
 {
-    (void)state;
-    char customer[UUID_STR_LEN], a[32], b[32], id[UUID_STR_LEN];
-    new_customer(customer);
-    new_sku(a, sizeof a, 10);
-    new_sku(b, sizeof b, 4);
-    const char *skus[] = {a, b};
-    int qty[] = {3, 4};
-    place(customer, skus, qty, 2, id);
-    expect_outcome(id, "confirmed", "");
-    expect_stock(a, 10, 3);
-    expect_stock(b, 4, 4);
-    /* The calls went to the other services, and came back answered. */
-    assert_true(
-        metric(&order_svc, "remote_calls_total", "remote=\"inventory\"", "outcome=\"ok\"") >= 2);
-    assert_true(metric(&order_svc, "remote_calls_total", "remote=\"user\"", "outcome=\"ok\"") >= 1);
-    /* Each service runs its own context only. */
-    tc_response r = call_h(&order_svc, "GET", "/v1/products/whatever", NULL, NULL);
-    assert_int_equal(r.status, 404);
+    tc_response r = call_h(&order_svc, "GET", "/health/ready", NULL, NULL);
+    cJSON *j = tc_json(&r);
+    const cJSON *cp = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "subscriptions"), name), "checkpoint");
+    long long v = cJSON_IsNumber(cp) ? (long long)cp->valuedouble : -1;
+    cJSON_Delete(j);
     tc_response_free(&r);
+    return v;
 }
 
-/* A line short of stock cancels the order as out_of_stock, and the line reserved before it
- * is released on the inventory service. */
-static void test_out_of_stock_releases(void **state)
+typedef struct mirrored_arg {
+    const char *inbox;      /* "user_inbox" */
+    const char *stream;     /* "user-<id>" */
+    const char *type;       /* event type, or NULL for any */
+    const char *subscriber; /* the copy that must have read it, or NULL */
+} mirrored_arg;
+
+/* The event is in the inbox (it came through Kafka) and the subscriber read past it. */
+static bool mirrored(void *arg)
 {
-    (void)state;
-    char customer[UUID_STR_LEN], a[32], b[32], id[UUID_STR_LEN];
-    new_customer(customer);
-    new_sku(a, sizeof a, 10);
-    new_sku(b, sizeof b, 1);
-    const char *skus[] = {a, b};
-    int qty[] = {2, 5};
-    place(customer, skus, qty, 2, id);
-    expect_outcome(id, "cancelled", "out_of_stock");
-    expect_stock(a, 10, 0);
-    expect_stock(b, 1, 0);
+    mirrored_arg *a = arg;
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT coalesce(max(global_position), 0) FROM %s.events WHERE stream_id = '%s'%s%s%s",
+             a->inbox, a->stream, a->type ? " AND event_type = '" : "", a->type ? a->type : "",
+             a->type ? "'" : "");
+    long long pos = order_db_int(sql);
+    return pos > 0 && (!a->subscriber || order_checkpoint(a->subscriber) >= pos);
 }
 
-/* The user service's answer decides: a deactivated customer's order is cancelled. */
-static void test_deactivated_customer(void **state)
+static void expect_mirrored(const char *inbox, const char *stream, const char *type,
+                            const char *subscriber)
 {
-    (void)state;
-    char customer[UUID_STR_LEN], sku[32], id[UUID_STR_LEN], path[96];
-    new_customer(customer);
-    new_sku(sku, sizeof sku, 5);
-    snprintf(path, sizeof path, "/v1/users/%s/deactivate", customer);
-    cJSON_Delete(call_json(&user_svc, "POST", path, NULL, 200));
-    const char *skus[] = {sku};
-    int one[] = {1};
-    place(customer, skus, one, 1, id);
-    expect_outcome(id, "cancelled", "customer_deactivated");
-    expect_stock(sku, 5, 0);
-}
-
-typedef struct failed_arg {
-    const char *remote; /* a remote="..." label */
-    double before;
-} failed_arg;
-
-static bool remote_call_failed(void *arg)
-{
-    failed_arg *a = arg;
-    return metric(&order_svc, "remote_calls_total", a->remote, "outcome=\"service-unavailable\"") >
-           a->before;
+    mirrored_arg a = {inbox, stream, type, subscriber};
+    if (ts_wait_until(mirrored, &a, TS_HANG_GUARD_MS) != 0)
+        fail_msg("%s %s never reached %s%s%s", stream, type ? type : "", inbox,
+                 subscriber ? " and " : "", subscriber ? subscriber : "");
 }
 
 typedef struct check_arg {
@@ -373,39 +390,338 @@ static bool readiness_check_is(void *arg)
     return ok;
 }
 
-/* With the user service stopped, an order stays pending: the saga cannot check the customer,
- * its calls fail as unavailable and it decides nothing. Once user is back on its address, the
- * order confirms, and its stock is reserved once. */
-static void test_user_away(void **state)
+typedef struct failed_arg {
+    const char *remote; /* a remote="..." label */
+    double before;
+} failed_arg;
+
+static bool remote_call_failed(void *arg)
+{
+    failed_arg *a = arg;
+    return metric(&order_svc, "remote_calls_total", a->remote, "outcome=\"service-unavailable\"") >
+           a->before;
+}
+
+/* ---- the tests ----------------------------------------------------------------------------- */
+
+/* Users on user, products on inventory, orders on order: the order service asks for the
+ * customer and the products and reserves the stock over the internal endpoints. */
+static void test_orders_confirm(void **state)
 {
     (void)state;
-    char customer[UUID_STR_LEN], sku[32], id[UUID_STR_LEN];
+    ts_need_kafka();
+    char customer[UUID_STR_LEN], a[32], b[32], id[UUID_STR_LEN];
+    new_customer(customer);
+    new_sku(a, sizeof a, 10);
+    new_sku(b, sizeof b, 4);
+    const char *skus[] = {a, b};
+    int qty[] = {3, 4};
+    place(customer, skus, qty, 2, id);
+    expect_outcome(id, "confirmed", "");
+    expect_stock(a, 10, 3);
+    expect_stock(b, 4, 4);
+    /* The calls went to the other services, and came back answered. */
+    assert_true(
+        metric(&order_svc, "remote_calls_total", "remote=\"inventory\"", "outcome=\"ok\"") >= 2);
+    /* Each service runs its own context only. */
+    tc_response r = call_h(&order_svc, "GET", "/v1/products/whatever", NULL, NULL);
+    assert_int_equal(r.status, 404);
+    tc_response_free(&r);
+}
+
+/* A line short of stock cancels the order as out_of_stock, and the line reserved before it
+ * is released on the inventory service. */
+static void test_out_of_stock_releases(void **state)
+{
+    (void)state;
+    ts_need_kafka();
+    char customer[UUID_STR_LEN], a[32], b[32], id[UUID_STR_LEN];
+    new_customer(customer);
+    new_sku(a, sizeof a, 10);
+    new_sku(b, sizeof b, 1);
+    const char *skus[] = {a, b};
+    int qty[] = {2, 5};
+    place(customer, skus, qty, 2, id);
+    expect_outcome(id, "cancelled", "out_of_stock");
+    expect_stock(a, 10, 0);
+    expect_stock(b, 1, 0);
+}
+
+/* The deactivation reaches the order service through Kafka: once it is in the inbox and the
+ * customer directory read it, the next order is cancelled as customer_deactivated even with
+ * the user service stopped, so the copy decided, not a query. */
+static void test_deactivated_customer_via_kafka(void **state)
+{
+    (void)state;
+    ts_need_kafka();
+    char customer[UUID_STR_LEN], sku[32], id[UUID_STR_LEN], path[96], stream[64];
+    new_customer(customer);
+    new_sku(sku, sizeof sku, 5);
+    snprintf(path, sizeof path, "/v1/users/%s/deactivate", customer);
+    cJSON_Delete(call_json(&user_svc, "POST", path, NULL, 200));
+    snprintf(stream, sizeof stream, "user-%s", customer);
+    expect_mirrored("user_inbox", stream, "user.user.deactivated", "order.customer_directory");
+
+    ts_app_stop_clean(&user_svc);
+    const char *skus[] = {sku};
+    int one[] = {1};
+    place(customer, skus, one, 1, id);
+    expect_outcome(id, "cancelled", "customer_deactivated");
+    expect_stock(sku, 5, 0);
+    start_service(&user_svc, "user");
+}
+
+/* With inventory stopped, an order is still accepted (the price is in the order service's
+ * copy, from Kafka) and stays pending: the saga's reservations fail as unavailable and it
+ * decides nothing, and readiness shows the remote degraded. Once inventory is back on its
+ * address, the order confirms and its stock is reserved once. */
+static void test_inventory_away(void **state)
+{
+    (void)state;
+    ts_need_kafka();
+    char customer[UUID_STR_LEN], sku[32], id[UUID_STR_LEN], stream[64];
     new_customer(customer);
     new_sku(sku, sizeof sku, 6);
-    ts_app_stop_clean(&user_svc);
-    failed_arg f = {"remote=\"user\"", 0};
+    snprintf(stream, sizeof stream, "product-%s", sku);
+    expect_mirrored("inventory_inbox", stream, NULL, "order.product_catalog");
+    snprintf(stream, sizeof stream, "user-%s", customer);
+    expect_mirrored("user_inbox", stream, NULL, "order.customer_directory");
+
+    ts_app_stop_clean(&inventory_svc);
+    failed_arg f = {"remote=\"inventory\"", 0};
     f.before =
         metric(&order_svc, "remote_calls_total", f.remote, "outcome=\"service-unavailable\"");
     const char *skus[] = {sku};
     int two[] = {2};
     place(customer, skus, two, 1, id);
     if (ts_wait_until(remote_call_failed, &f, TS_HANG_GUARD_MS) != 0)
-        fail_msg("the saga never tried the stopped user service");
+        fail_msg("the saga never tried the stopped inventory service");
+    check_arg degraded = {"remote.inventory", "degraded"}, up = {"remote.inventory", "up"};
+    if (ts_wait_until(readiness_check_is, &degraded, TS_HANG_GUARD_MS) != 0)
+        fail_msg("readiness never showed remote.inventory degraded");
     order_state s = {.id = id};
     read_order(&s);
     assert_string_equal(s.status, "pending");
-    expect_stock(sku, 6, 0);
-    /* The order service stays ready (it serves what needs no user service) and says which
-     * remote fails once its breaker opens. */
-    check_arg degraded = {"remote.user", "degraded"}, up = {"remote.user", "up"};
-    if (ts_wait_until(readiness_check_is, &degraded, TS_HANG_GUARD_MS) != 0)
-        fail_msg("readiness never showed remote.user degraded");
 
-    start_owner(&user_svc, "user");
+    start_service(&inventory_svc, "inventory");
     expect_outcome(id, "confirmed", "");
     expect_stock(sku, 6, 2);
     if (ts_wait_until(readiness_check_is, &up, TS_HANG_GUARD_MS) != 0)
-        fail_msg("readiness never showed remote.user up again");
+        fail_msg("readiness never showed remote.inventory up again");
+}
+
+/* With the broker stopped, placement still works: the customer and the product are in no
+ * copy yet, so the saga asks their owners over HTTP. The inbox catches up once the broker
+ * is back. */
+static void test_broker_stopped(void **state)
+{
+    (void)state;
+    ts_need_kafka();
+    assert_int_equal(ts_kafka_ctl("stop-broker"), 0);
+    char customer[UUID_STR_LEN], sku[32], id[UUID_STR_LEN], stream[64];
+    new_customer(customer);
+    new_sku(sku, sizeof sku, 3);
+    const char *skus[] = {sku};
+    int one[] = {1};
+    place(customer, skus, one, 1, id);
+    expect_outcome(id, "confirmed", "");
+    expect_stock(sku, 3, 1);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM user_inbox.events WHERE stream_id = 'user-%s'",
+             customer);
+    assert_int_equal(order_db_int(sql), 0); /* nothing came through Kafka meanwhile */
+
+    assert_int_equal(ts_kafka_ctl("start-broker"), 0);
+    snprintf(stream, sizeof stream, "user-%s", customer);
+    expect_mirrored("user_inbox", stream, "user.user.registered", "order.customer_directory");
+    snprintf(stream, sizeof stream, "product-%s", sku);
+    expect_mirrored("inventory_inbox", stream, NULL, "order.product_catalog");
+}
+
+/* ---- SIGKILL under load ---- */
+
+#define LOAD_CUSTOMERS 4
+#define LOAD_SKUS      3
+#define LOAD_STOCK     12
+
+static struct {
+    pthread_mutex_t lock;
+    bool stop;
+    int accepted; /* 202s */
+    char customers[LOAD_CUSTOMERS][UUID_STR_LEN];
+    char skus[LOAD_SKUS][32];
+} load = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Places orders one after another on the order service, whatever answers: while it is
+ * killed, requests fail, and the loop goes on until told to stop. */
+static void *load_run(void *arg)
+{
+    (void)arg;
+    for (unsigned n = 0;; n++) {
+        pthread_mutex_lock(&load.lock);
+        bool stop = load.stop;
+        pthread_mutex_unlock(&load.lock);
+        if (stop)
+            break;
+        char body[512];
+        snprintf(body, sizeof body,
+                 "{\"customerId\":\"%s\",\"lines\":[{\"sku\":\"%s\",\"quantity\":%u},"
+                 "{\"sku\":\"%s\",\"quantity\":1}]}",
+                 load.customers[n % LOAD_CUSTOMERS], load.skus[n % LOAD_SKUS], 1 + n % 2,
+                 load.skus[(n + 1) % LOAD_SKUS]);
+        tc_response r;
+        memset(&r, 0, sizeof r);
+        int rc = tc_http("127.0.0.1", order_svc.port, "POST", "/v1/orders", json_headers, body,
+                         strlen(body), &r);
+        pthread_mutex_lock(&load.lock);
+        if (rc == 0 && r.status == 202)
+            load.accepted++;
+        pthread_mutex_unlock(&load.lock);
+        tc_response_free(&r);
+        if (rc != 0) {
+            struct timespec pause = {0, 20 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    return NULL;
+}
+
+static bool accepted_at_least(void *arg)
+{
+    int want = *(int *)arg;
+    pthread_mutex_lock(&load.lock);
+    bool ok = load.accepted >= want;
+    pthread_mutex_unlock(&load.lock);
+    return ok;
+}
+
+typedef struct settled_all {
+    int orders, confirmed;
+    int64_t reserved[LOAD_SKUS]; /* by the confirmed orders, per sku */
+    char bad[256];
+} settled_all;
+
+/* Reads every order of the load's customers; true when none is pending. Each settled order
+ * must have exactly one settling event in its trail. */
+static bool caught_up(const char *subscriber)
+{
+    tc_response r = call_h(&order_svc, "GET", "/health/ready", NULL, NULL);
+    cJSON *j = tc_json(&r);
+    const cJSON *sub = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "subscriptions"), subscriber);
+    const cJSON *lag = cJSON_GetObjectItem(sub, "lagEvents");
+    bool ok =
+        strcmp(str(sub, "status"), "running") == 0 && cJSON_IsNumber(lag) && lag->valuedouble == 0;
+    cJSON_Delete(j);
+    tc_response_free(&r);
+    return ok;
+}
+
+static bool all_settled(void *arg)
+{
+    settled_all *t = arg;
+    memset(t, 0, sizeof *t);
+    /* The lists are the projection's: complete once it has read the whole order log. */
+    if (!caught_up("order.placement_saga") || !caught_up("order.projection"))
+        return false;
+    for (int c = 0; c < LOAD_CUSTOMERS; c++) {
+        char path[128];
+        snprintf(path, sizeof path, "/v1/users/%s/orders", load.customers[c]);
+        tc_response r = call_h(&order_svc, "GET", path, NULL, NULL);
+        cJSON *j = r.status == 200 ? tc_json(&r) : NULL;
+        tc_response_free(&r);
+        if (!j)
+            return false;
+        const cJSON *o;
+        cJSON_ArrayForEach(o, cJSON_GetObjectItem(j, "items"))
+        {
+            t->orders++;
+            if (strcmp(str(o, "status"), "pending") == 0) {
+                cJSON_Delete(j);
+                return false;
+            }
+            if (strcmp(str(o, "status"), "confirmed") != 0)
+                continue;
+            t->confirmed++;
+            const cJSON *line;
+            cJSON_ArrayForEach(line, cJSON_GetObjectItem(o, "lines"))
+            {
+                for (int k = 0; k < LOAD_SKUS; k++)
+                    if (strcmp(str(line, "sku"), load.skus[k]) == 0)
+                        t->reserved[k] += num(line, "quantity");
+            }
+        }
+        cJSON_Delete(j);
+    }
+    return true;
+}
+
+static int settling_events(const char *id)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/orders/%s/events", id);
+    cJSON *j = call_json(&order_svc, "GET", path, NULL, 200);
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(j, "items"))
+    {
+        const char *type = str(e, "type");
+        n += strcmp(type, "order.order.confirmed") == 0 ||
+             strcmp(type, "order.order.cancelled") == 0;
+    }
+    cJSON_Delete(j);
+    return n;
+}
+
+/* The order service is killed with SIGKILL while orders pour in, and started again: every
+ * order it accepted settles exactly once, and no unit of stock is reserved twice or oversold. */
+static void test_order_killed_under_load(void **state)
+{
+    (void)state;
+    ts_need_kafka();
+    for (int c = 0; c < LOAD_CUSTOMERS; c++)
+        new_customer(load.customers[c]);
+    for (int k = 0; k < LOAD_SKUS; k++)
+        new_sku(load.skus[k], sizeof load.skus[k], LOAD_STOCK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, load_run, NULL), 0);
+    int want = 8;
+    if (ts_wait_until(accepted_at_least, &want, TS_HANG_GUARD_MS) != 0)
+        fail_msg("the load never got 8 orders accepted");
+    assert_int_equal(ts_app_stop(&order_svc, SIGKILL), 128 + SIGKILL);
+    start_service(&order_svc, "order");
+    pthread_mutex_lock(&load.lock);
+    want = load.accepted + 8;
+    pthread_mutex_unlock(&load.lock);
+    if (ts_wait_until(accepted_at_least, &want, TS_HANG_GUARD_MS) != 0)
+        fail_msg("the restarted order service accepted no more orders");
+    pthread_mutex_lock(&load.lock);
+    load.stop = true;
+    pthread_mutex_unlock(&load.lock);
+    pthread_join(t, NULL);
+
+    settled_all all;
+    if (ts_wait_until(all_settled, &all, TS_HANG_GUARD_MS) != 0)
+        fail_msg("orders stayed pending after the restart");
+    assert_true(all.orders >= load.accepted);
+    assert_true(all.confirmed > 0);
+    print_message("SIGKILL under load: %d orders accepted, %d in the lists, %d confirmed\n",
+                  load.accepted, all.orders, all.confirmed);
+    for (int k = 0; k < LOAD_SKUS; k++) {
+        assert_true(all.reserved[k] <= LOAD_STOCK);
+        expect_stock(load.skus[k], LOAD_STOCK, all.reserved[k]);
+    }
+    for (int c = 0; c < LOAD_CUSTOMERS; c++) {
+        char path[128];
+        snprintf(path, sizeof path, "/v1/users/%s/orders", load.customers[c]);
+        cJSON *j = call_json(&order_svc, "GET", path, NULL, 200);
+        const cJSON *o;
+        cJSON_ArrayForEach(o, cJSON_GetObjectItem(j, "items"))
+        {
+            if (settling_events(str(o, "id")) != 1)
+                fail_msg("order %s settled %d times", str(o, "id"), settling_events(str(o, "id")));
+        }
+        cJSON_Delete(j);
+    }
 }
 
 /* The internal endpoints answer only trusted peers with the token: anything else is 403
@@ -413,6 +729,7 @@ static void test_user_away(void **state)
 static void test_internal_endpoints_closed(void **state)
 {
     (void)state;
+    ts_need_kafka();
     char sku[32], id[UUID_STR_LEN], body[512], path[160];
     uuid_v4(id);
     snprintf(sku, sizeof sku, "I-%.8s", id);
@@ -497,6 +814,7 @@ static void test_owner_nowhere_refuses_the_start(void **state)
 static void test_services_stop_cleanly(void **state)
 {
     (void)state;
+    ts_need_kafka();
     ts_app_stop_clean(&order_svc);
     ts_app_stop_clean(&inventory_svc);
     ts_app_stop_clean(&user_svc);
@@ -507,8 +825,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_orders_confirm),
         cmocka_unit_test(test_out_of_stock_releases),
-        cmocka_unit_test(test_deactivated_customer),
-        cmocka_unit_test(test_user_away),
+        cmocka_unit_test(test_deactivated_customer_via_kafka),
+        cmocka_unit_test(test_inventory_away),
+        cmocka_unit_test(test_broker_stopped),
+        cmocka_unit_test(test_order_killed_under_load),
         cmocka_unit_test(test_internal_endpoints_closed),
         cmocka_unit_test(test_owner_nowhere_refuses_the_start),
         cmocka_unit_test(test_services_stop_cleanly),

@@ -234,6 +234,28 @@ void ts_dsn_with(const char *dsn, const char *dbname, const char *user, char *ou
         fail_msg("the connection string for database %s is too long", dbname);
 }
 
+const char *ts_need_kafka(void)
+{
+    const char *brokers = getenv("APP_TEST_KAFKA_BROKERS");
+    if (!brokers || !*brokers) {
+        print_message("skipped: APP_TEST_KAFKA_BROKERS is not set (test/run.sh sets it when it "
+                      "can start a Kafka broker)\n");
+        skip();
+    }
+    return brokers;
+}
+
+int ts_kafka_ctl(const char *what)
+{
+    char cmd[1024], out[4096];
+    snprintf(cmd, sizeof cmd, "sh deploy/local/kafka.sh %s '%s'", what,
+             ts_env("APP_TEST_KAFKA_RUN_DIR"));
+    int rc = ts_run(cmd, out, sizeof out);
+    if (rc != 0)
+        fprintf(stderr, "%s: %s\n", cmd, out);
+    return rc;
+}
+
 bool ts_in_ci(void)
 {
     const char *ci = getenv("CI");

@@ -30,6 +30,14 @@ long long ts_sql_int(const char *sql);
  * bytes) as key='value' pairs. Fails the test when dsn does not parse or out is too small. */
 void ts_dsn_with(const char *dsn, const char *dbname, const char *user, char *out, size_t size);
 
+/* The brokers of the real Kafka broker test/run.sh started ($APP_TEST_KAFKA_BROKERS). When
+ * there is none the test is skipped, saying why (test/run.sh fails a skip in CI). */
+const char *ts_need_kafka(void);
+
+/* Stops (what "stop-broker") or starts again ("start-broker") that broker, keeping its port
+ * and data: sh deploy/local/kafka.sh WHAT $APP_TEST_KAFKA_RUN_DIR. Returns its exit status. */
+int ts_kafka_ctl(const char *what);
+
 /* True when the run is CI's (CI=true, 1 or yes), where nothing may be skipped. */
 bool ts_in_ci(void);
 

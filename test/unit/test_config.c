@@ -102,6 +102,8 @@ static void assert_defaults(const app_config *cfg)
     assert_int_equal(cfg->snapshots.order, 0);
     assert_int_equal(cfg->snapshots.product, 100);
     assert_false(cfg->auth.enabled);
+    assert_false(cfg->kafka.enabled);
+    assert_false(cfg->kafka.inbox);
     assert_int_equal(cfg->auth.n_api_keys, 0);
     assert_int_equal(cfg->auth.n_trusted_gateways, 0);
     assert_int_equal(cfg->rate_limit.requests_per_minute, 0);
@@ -548,6 +550,41 @@ static void test_auth_and_rate_limit(void **state)
     assert_int_equal(cfg.rate_limit.burst, 5);
 }
 
+/* kafka.inbox: off unless asked for, from the file or APP_KAFKA_INBOX, checked as a boolean
+ * naming the key. */
+static void test_kafka_inbox(void **state)
+{
+    (void)state;
+    app_config cfg;
+    app_error err = APP_ERROR_INIT;
+    int rc = load_text("kafka:\n"
+                       "  enabled: true\n"
+                       "  inbox: true\n",
+                       &cfg, &err);
+    if (rc)
+        fail_msg("%s", err.message);
+    assert_true(cfg.kafka.enabled);
+    assert_true(cfg.kafka.inbox);
+    rc = load_text("kafka: {enabled: true}\n", &cfg, &err);
+    assert_int_equal(rc, 0);
+    assert_false(cfg.kafka.inbox);
+    expect_error_part("kafka:\n  inbox: sometimes\n", "kafka.inbox");
+
+    static const env_var on[] = {{"APP_KAFKA_INBOX", "true"}, {NULL, NULL}};
+    rc = apply(on, &cfg, &err);
+    if (rc)
+        fail_msg("%s", err.message);
+    assert_true(cfg.kafka.inbox);
+    app_config before;
+    config_defaults(&before);
+    static const env_var bad[] = {{"APP_KAFKA_INBOX", "maybe"}, {NULL, NULL}};
+    fake_env = bad;
+    cfg = before;
+    assert_int_equal(config_apply_env(&cfg, fake_lookup, &err), APP_ECONFIG);
+    if (!strstr(err.message, "APP_KAFKA_INBOX"))
+        fail_msg("message \"%s\" does not name APP_KAFKA_INBOX", err.message);
+}
+
 static void test_env_overrides_every_key(void **state)
 {
     (void)state;
@@ -802,6 +839,7 @@ int main(void)
         cmocka_unit_test(test_auth_and_rate_limit),
         cmocka_unit_test(test_redis_url_and_log_level),
         cmocka_unit_test(test_contexts),
+        cmocka_unit_test(test_kafka_inbox),
         cmocka_unit_test(test_env_overrides_every_key),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_env_applies_over_file),
