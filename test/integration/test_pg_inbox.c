@@ -53,7 +53,8 @@ static int setup(void **state)
     PQclear(res);
     pg_pool_release(pg_event_store_pool(store), conn);
     int applied = 0;
-    if (pg_inbox_migrate(pg_event_store_pool(store), SRC, NULL, &applied, &err) != 0 || applied < 2) {
+    if (pg_inbox_migrate(pg_event_store_pool(store), SRC, NULL, &applied, &err) != 0 ||
+        applied < 2) {
         fprintf(stderr, "pg_inbox_migrate: %s: %s\n", err.message, err.detail);
         return -1;
     }
