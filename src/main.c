@@ -332,6 +332,7 @@ static int app_register(app *a, app_error *err)
         rc = http_server_add_routes(a->http, ops_routes, err);
     if (rc == 0)
         rc = http_server_add_routes(a->http, remote_routes, err);
+    remote_declare_metrics();
     if (rc == 0)
         rc = app_add_remotes(a, err);
     if (rc == 0)

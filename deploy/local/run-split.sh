@@ -58,14 +58,21 @@ bash "$services" start "$run_dir" "$pg_port" "$redis_port"
 bash "$kafka" start "$run_dir" "$kafka_port"
 
 admin="host=127.0.0.1 port=$pg_port user=app"
+# Where the order service finds the other two.
+remotes=(APP_REMOTE_USER=http://127.0.0.1:${port[user]}
+    APP_REMOTE_INVENTORY=http://127.0.0.1:${port[inventory]})
 for c in "${contexts[@]}"; do
     db=app_$c
     if [ "$(psql -X -tA -d "$admin dbname=app" \
         -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
         psql -X -q -d "$admin dbname=app" -c "CREATE DATABASE $db" >/dev/null
     fi
-    # The administrator migrates; the service then connects as its context's role.
-    APP_CONTEXTS=$c APP_POSTGRES_DSN="$admin dbname=$db" APP_POSTGRES_CONTEXT_ROLES=true \
+    # The administrator migrates (the order service's inboxes too); the service then
+    # connects as its context's role, which owns what was made.
+    extra=()
+    [ "$c" != order ] || extra=("${remotes[@]}")
+    env APP_CONTEXTS="$c" APP_POSTGRES_DSN="$admin dbname=$db" APP_POSTGRES_CONTEXT_ROLES=true \
+        APP_KAFKA_ENABLED=true APP_KAFKA_INBOX=true "${extra[@]}" \
         ./app --config "$config" migrate
 done
 
@@ -119,8 +126,7 @@ wait_live()
 
 start user
 start inventory
-start order APP_REMOTE_USER=http://127.0.0.1:${port[user]} \
-    APP_REMOTE_INVENTORY=http://127.0.0.1:${port[inventory]}
+start order "${remotes[@]}"
 for c in "${contexts[@]}"; do
     wait_live "$c"
 done
@@ -128,8 +134,10 @@ done
 for c in "${contexts[@]}"; do
     echo
     echo "run-split: $c on http://127.0.0.1:${port[$c]} (Kong service \"$c\" in deploy/kong/kong.yml):"
-    APP_CONTEXTS=$c APP_REMOTE_USER=http://x APP_REMOTE_INVENTORY=http://x \
-        ./app --config "$config" routes | grep -E "[[:space:]]$c\$" | sed 's/^/  /'
+    extra=()
+    [ "$c" != order ] || extra=("${remotes[@]}")
+    env APP_CONTEXTS="$c" "${extra[@]}" ./app --config "$config" routes |
+        grep -E "[[:space:]]$c\$" | sed 's/^/  /'
 done
 echo
 echo "run-split: Kafka on 127.0.0.1:$kafka_port; data in $run_dir; logs in $run_dir/split;" \

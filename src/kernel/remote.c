@@ -249,6 +249,20 @@ int remote_reply_parse(int status, const char *body, cJSON **out, app_error *err
 
 /* ---- the caller's end ------------------------------------------------------------------- */
 
+void remote_declare_metrics(void)
+{
+    metrics_declare("remote_calls_total", METRIC_COUNTER,
+                    "Commands and queries sent to contexts in other processes, by remote, "
+                    "message and outcome.");
+    metrics_declare("remote_call_duration_seconds", METRIC_HISTOGRAM,
+                    "Time from sending a message to another process to its answer, retries "
+                    "included.");
+    metrics_declare("remote_call_retries_total", METRIC_COUNTER,
+                    "Messages sent again to another process after a failure without an answer.");
+    metrics_declare("remote_breaker_open", METRIC_GAUGE,
+                    "1 while the circuit breaker of a remote context is open, else 0.");
+}
+
 int remote_new(remote **out, const remote_options *o, app_error *err)
 {
     *out = NULL;
@@ -261,16 +275,7 @@ int remote_new(remote **out, const remote_options *o, app_error *err)
         r->o.timeout_ms = 5000;
     if (o->token && o->token[0])
         snprintf(r->authorization, sizeof r->authorization, "Authorization: Bearer %s", o->token);
-    metrics_declare("remote_calls_total", METRIC_COUNTER,
-                    "Commands and queries sent to contexts in other processes, by remote, "
-                    "message and outcome.");
-    metrics_declare("remote_call_duration_seconds", METRIC_HISTOGRAM,
-                    "Time from sending a message to another process to its answer, retries "
-                    "included.");
-    metrics_declare("remote_call_retries_total", METRIC_COUNTER,
-                    "Messages sent again to another process after a failure without an answer.");
-    metrics_declare("remote_breaker_open", METRIC_GAUGE,
-                    "1 while the circuit breaker of a remote context is open, else 0.");
+    remote_declare_metrics();
     *out = r;
     return 0;
 }

@@ -38,6 +38,10 @@ typedef struct remote_options {
     const app_clock *clock;        /* for the breakers; NULL: the system clock */
 } remote_options;
 
+/* Declares the remote_* metrics, so that every process exports them (a monolith with none
+ * of their series too, for dashboards and alerts). remote_new calls it. */
+void remote_declare_metrics(void);
+
 /* *out owned by the caller; remote_free. Copies what it needs from o. */
 int remote_new(remote **out, const remote_options *o, app_error *err);
 /* After the bus that uses it has stopped dispatching. Accepts NULL. */

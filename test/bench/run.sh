@@ -14,7 +14,12 @@
 #   8. orders the placement saga settles per second, from the first order placed (for 2 s)
 #      to the last one settled: one at a time (subscriptions.lanes=1, baseline) against
 #      several at once (the default)
-# Private PostgreSQL and Redis on free ports under build/bench-run; nothing else touched.
+#   9. the same with the contexts split into three services (one database each, Kafka and
+#      HTTP between them) against the monolith's figure of 8
+#  10. the Kafka inbox: events a split order service copies from the user topic into its
+#      database per second, against the rate the user service's relay produced them
+# Private PostgreSQL, Redis and Kafka (deploy/local/kafka.sh) on free ports under
+# build/bench-run; nothing else touched.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${BENCH_DURATION:-10s}
@@ -24,6 +29,8 @@ run_dir=build/bench-run
 services=deploy/local/services.sh
 
 command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+bash deploy/local/kafka.sh available ||
+    { echo "bench: the split figures need a Kafka broker: sh deploy/local/deps.sh kafka" >&2; exit 1; }
 [ -x ./app ] || { echo "bench: build ./app first (make app)" >&2; exit 1; }
 
 rm -rf "$run_dir"
@@ -32,9 +39,15 @@ pg_port=$(bash $services free-port)
 redis_port=$(bash $services free-port "$pg_port")
 http_port=$(bash $services free-port "$pg_port" "$redis_port")
 app_pid=
+svc_pids=()
 cleanup()
 {
     [ -n "$app_pid" ] && kill "$app_pid" 2>/dev/null && wait "$app_pid" 2>/dev/null
+    local pid
+    for pid in "${svc_pids[@]}"; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    bash deploy/local/kafka.sh stop "$run_dir" >/dev/null 2>&1 || true
     bash $services stop "$run_dir" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -183,45 +196,48 @@ snapped=$(CONNECTIONS=1 THREADS=1 bench add-stock-snapshot "$stock_url" -s test/
 stop_app
 
 # The saga: 20 products, 100 customers, two-line orders for 2 s, then until all settled.
-saga_checkpoint()
+saga_checkpoint() # base url
 {
-    curl -fs "$base/health/ready" |
+    curl -fs "$1/health/ready" |
         sed -n 's/.*"order.placement_saga":{"status":"[a-z]*","checkpoint":\([0-9]*\).*/\1/p' |
         grep . || echo 0
 }
-caught_up() # every subscriber running at the head of its log
+caught_up() # [base url]: every subscriber running at the head of its log
 {
     local ready
-    ready=$(curl -fs "$base/health/ready") || return 1
+    ready=$(curl -fs "${1:-$base}/health/ready") || return 1
     ! grep -qE '"lagEvents":[1-9]|"status":"(rebuilding|failing|standby)"' <<<"$ready"
+}
+settle_rate() # base url, DSN of the order context's database -> orders settled per second
+{
+    local url=$1 dsn=$2 before after t0 t1 head
+    # Orders need the customers and products in the order context's own read models.
+    until caught_up "$url"; do
+        sleep 0.1
+    done
+    before=$(psql "$dsn" -qtAX -c \
+        "SELECT count(*) FROM order_ctx.events WHERE event_type = 'order.order.placed'")
+    t0=$(date +%s.%N)
+    wrk -t2 -c8 -d2s -s test/bench/place_order.lua "$url/v1/orders" >/dev/null
+    head=$(psql "$dsn" -qtAX -c "SELECT coalesce(max(global_position), 0) FROM order_ctx.events")
+    # Every placed order is at or below head: settled once the saga's checkpoint is there.
+    until [ "$(saga_checkpoint "$url")" -ge "$head" ]; do
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    after=$(psql "$dsn" -qtAX -c \
+        "SELECT count(*) FROM order_ctx.events WHERE event_type = 'order.order.placed'")
+    if [ "$after" -eq "$before" ]; then
+        echo "bench: no order was placed; see $run_dir" >&2
+        exit 1
+    fi
+    awk -v n="$((after - before))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
 }
 saga_rate() # lanes -> orders settled per second
 {
     APP_SUBSCRIPTIONS_LANES=$1 APP_ORDER_PLACEMENT_TIMEOUT_MS=3600000 start_app
-    local before after t0 t1 head
-    # Orders need the customers and products in the order context's own read models.
-    until caught_up; do
-        sleep 0.1
-    done
-    before=$(psql "$APP_POSTGRES_DSN" -qtAX -c \
-        "SELECT count(*) FROM order_ctx.events WHERE event_type = 'order.order.placed'")
-    t0=$(date +%s.%N)
-    wrk -t2 -c8 -d2s -s test/bench/place_order.lua "$base/v1/orders" >/dev/null
-    head=$(psql "$APP_POSTGRES_DSN" -qtAX -c \
-        "SELECT coalesce(max(global_position), 0) FROM order_ctx.events")
-    # Every placed order is at or below head: settled once the saga's checkpoint is there.
-    until [ "$(saga_checkpoint)" -ge "$head" ]; do
-        sleep 0.05
-    done
-    t1=$(date +%s.%N)
-    after=$(psql "$APP_POSTGRES_DSN" -qtAX -c \
-        "SELECT count(*) FROM order_ctx.events WHERE event_type = 'order.order.placed'")
+    settle_rate "$base" "$APP_POSTGRES_DSN"
     stop_app
-    if [ "$after" -eq "$before" ]; then
-        echo "bench: no order was placed; see $run_dir/app.log" >&2
-        exit 1
-    fi
-    awk -v n="$((after - before))" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }'
 }
 start_app
 for i in $(seq 20); do
@@ -241,6 +257,106 @@ stop_app
 export BENCH_CUSTOMERS=$run_dir/customers.txt
 saga_one=$(saga_rate 1)
 saga_lanes=$(saga_rate 8)
+
+# ---- the split deployment: three services, a database each, Kafka and HTTP between them ----
+kafka_port=$(bash $services free-port "$pg_port" "$redis_port" "$http_port")
+bash deploy/local/kafka.sh start "$run_dir" "$kafka_port" >/dev/null
+admin_dsn=$APP_POSTGRES_DSN
+fresh_db() # name -> its DSN
+{
+    psql "$admin_dsn" -qX -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+    echo "$admin_dsn dbname=$1"
+}
+start_svc() # context port dsn topic-prefix [VAR=value...]: one service in the background
+{
+    local context=$1 port=$2 dsn=$3 topics=$4
+    shift 4
+    env APP_CONTEXTS="$context" APP_HTTP_LISTEN="127.0.0.1:$port" APP_POSTGRES_DSN="$dsn" \
+        APP_REDIS_KEY_PREFIX="$topics$context:" APP_KAFKA_ENABLED=true \
+        APP_KAFKA_BROKERS="127.0.0.1:$kafka_port" APP_KAFKA_TOPIC_PREFIX="$topics" "$@" \
+        ./app --config config/app.yaml 2>>"$run_dir/$context.log" &
+    svc_pids+=($!)
+    for _ in $(seq 200); do
+        curl -fs "http://127.0.0.1:$port/health/live" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench: the $context service did not start; see $run_dir/$context.log" >&2
+    exit 1
+}
+stop_svcs()
+{
+    local pid
+    for pid in "${svc_pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    svc_pids=()
+}
+relay_checkpoint() # base url -> the user relay's checkpoint
+{
+    curl -fs "$1/health/ready" |
+        sed -n 's/.*"user.kafka_relay":{"status":"[a-z]*","checkpoint":\([0-9]*\).*/\1/p' |
+        grep . || echo 0
+}
+port_a=$(bash $services free-port "$pg_port" "$redis_port" "$http_port" "$kafka_port")
+port_b=$(bash $services free-port "$pg_port" "$redis_port" "$http_port" "$kafka_port" "$port_a")
+port_c=$(bash $services free-port "$pg_port" "$redis_port" "$http_port" "$kafka_port" "$port_a" \
+    "$port_b")
+
+# 10. The relay produces the whole user log of the runs above to a fresh topic; then an
+# order service copies it into its inbox.
+all_user_events=$(psql "$admin_dsn" -qtAX -c "SELECT count(*) FROM user_ctx.events")
+user_head=$(psql "$admin_dsn" -qtAX -c "SELECT max(global_position) FROM user_ctx.events")
+topics=bench$(date +%s).
+t0=$(date +%s.%N)
+start_svc user "$port_a" "$admin_dsn" "$topics"
+until [ "$(relay_checkpoint "http://127.0.0.1:$port_a")" -ge "$user_head" ]; do
+    sleep 0.05
+done
+t1=$(date +%s.%N)
+stop_svcs
+relayed=$(awk -v n="$all_user_events" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+inbox_dsn=$(fresh_db bench_inbox)
+t0=$(date +%s.%N)
+start_svc order "$port_b" "$inbox_dsn" "$topics" APP_KAFKA_INBOX=true \
+    APP_REMOTE_USER=http://127.0.0.1:1 APP_REMOTE_INVENTORY=http://127.0.0.1:1
+until [ "$(psql "$inbox_dsn" -qtAX -c "SELECT count(*) FROM user_inbox.events")" -ge \
+    "$all_user_events" ]; do
+    sleep 0.1
+done
+t1=$(date +%s.%N)
+stop_svcs
+inboxed=$(awk -v n="$all_user_events" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+
+# 9. Orders settled by the split services, on the same products and customers as 8.
+topics=split$(date +%s).
+user_dsn=$(fresh_db bench_split_user)
+inventory_dsn=$(fresh_db bench_split_inventory)
+order_dsn=$(fresh_db bench_split_order)
+start_svc user "$port_a" "$user_dsn" "$topics"
+start_svc inventory "$port_b" "$inventory_dsn" "$topics"
+start_svc order "$port_c" "$order_dsn" "$topics" APP_KAFKA_INBOX=true \
+    APP_REMOTE_USER="http://127.0.0.1:$port_a" APP_REMOTE_INVENTORY="http://127.0.0.1:$port_b" \
+    APP_ORDER_PLACEMENT_TIMEOUT_MS=3600000
+for i in $(seq 20); do
+    curl -fs "http://127.0.0.1:$port_b/v1/products" -H 'Content-Type: application/json' -d \
+        "{\"sku\":\"BENCH-P$i\",\"name\":\"P\",\"price\":{\"amount\":100,\"currency\":\"EUR\"},\"stock\":1000000}" \
+        >/dev/null
+done
+for i in $(seq 100); do
+    curl -fs "http://127.0.0.1:$port_a/v1/users" -H 'Content-Type: application/json' \
+        -d "{\"email\":\"buyer$i@bench.example\",\"name\":\"Buyer\"}" |
+        sed -n 's/.*"id":"\([^"]*\)".*/\1/p'
+    echo
+done | grep . >"$run_dir/split-customers.txt"
+# The copies are complete once every customer and product came through Kafka.
+until [ "$(psql "$order_dsn" -qtAX -c "SELECT count(*) FROM user_inbox.events")" -ge 100 ] &&
+    [ "$(psql "$order_dsn" -qtAX -c "SELECT count(*) FROM inventory_inbox.events")" -ge 20 ]; do
+    sleep 0.1
+done
+saga_split=$(BENCH_CUSTOMERS=$run_dir/split-customers.txt settle_rate "http://127.0.0.1:$port_c" \
+    "$order_dsn")
+stop_svcs
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 printf '\n%-44s %12s %10s\n' "benchmark" "req/s" "ratio"
@@ -265,3 +381,9 @@ printf '%-44s %12s %10s\n' "placement saga, orders settled" "orders/s" ""
 printf '%-44s %12.0f %10s\n' "  one at a time (lanes=1, baseline)" "$saga_one" "1.00"
 printf '%-44s %12.0f %10s\n' "  eight at once (lanes=8, default)" "$saga_lanes" \
     "$(ratio "$saga_lanes" "$saga_one")"
+printf '%-44s %12.0f %10s\n' "  split: three services, Kafka and HTTP" "$saga_split" \
+    "$(ratio "$saga_split" "$saga_lanes")"
+printf '%-44s %12s %10s\n' "Kafka, $all_user_events user events" "events/s" ""
+printf '%-44s %12.0f %10s\n' "  produced by the relay (baseline)" "$relayed" "1.00"
+printf '%-44s %12.0f %10s\n' "  copied into a split service's inbox" "$inboxed" \
+    "$(ratio "$inboxed" "$relayed")"

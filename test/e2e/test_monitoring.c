@@ -92,7 +92,7 @@ static void test_shipped_queries_hold(void **state)
     int status = check(files, out, sizeof out);
     if (status != 0)
         fail_msg("%s", out);
-    assert_non_null(strstr(out, "13 rules"));
+    assert_non_null(strstr(out, "14 rules"));
     assert_non_null(strstr(out, "parse and use only"));
 }
 
