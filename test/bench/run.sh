@@ -264,7 +264,8 @@ bash deploy/local/kafka.sh start "$run_dir" "$kafka_port" >/dev/null
 admin_dsn=$APP_POSTGRES_DSN
 fresh_db() # name -> its DSN
 {
-    psql "$admin_dsn" -qX -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
+    PGOPTIONS='--client-min-messages=warning' psql "$admin_dsn" -qX -v ON_ERROR_STOP=1 \
+        -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >/dev/null
     echo "$admin_dsn dbname=$1"
 }
 start_svc() # context port dsn topic-prefix [VAR=value...]: one service in the background

@@ -218,6 +218,57 @@ static void test_every_key_from_file(void **state)
     assert_string_equal(cfg.contexts[0], "order");
 }
 
+/* Where the contexts not loaded here are served, and who may call this process's internal
+ * endpoints: from the file, from the environment, and refused when malformed, naming the key
+ * and the line. */
+static void test_remote_and_internal(void **state)
+{
+    (void)state;
+    app_config cfg;
+    app_error err = APP_ERROR_INIT;
+    int rc = load_text("contexts: [order]\n"
+                       "remote:\n"
+                       "  user: http://user.mesh:80\n"
+                       "  inventory: \"http://127.0.0.1:8082\"\n"
+                       "  timeout_ms: 2500\n"
+                       "  pool_size: 4\n"
+                       "  breaker_failure_threshold: 7\n"
+                       "internal:\n"
+                       "  trusted_peers: [10.0.0.0/8, \"fd00::/8\"]\n"
+                       "  token_sha256: "
+                       "\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"\n",
+                       &cfg, &err);
+    if (rc)
+        fail_msg("%s", err.message);
+    assert_string_equal(config_remote_url(&cfg, "user"), "http://user.mesh:80");
+    assert_string_equal(config_remote_url(&cfg, "inventory"), "http://127.0.0.1:8082");
+    assert_null(config_remote_url(&cfg, "order"));   /* "": nowhere */
+    assert_null(config_remote_url(&cfg, "billing")); /* no such context */
+    assert_int_equal(cfg.remote.timeout_ms, 2500);
+    assert_int_equal(cfg.remote.pool_size, 4);
+    assert_int_equal(cfg.remote.breaker_failure_threshold, 7);
+    assert_int_equal(cfg.internal.n_trusted_peers, 2);
+    assert_int_equal(cfg.internal.trusted_peers[1].prefix, 8);
+    assert_true(cfg.internal.has_token);
+    assert_int_equal(cfg.internal.token_sha256[0], 0x9f);
+    assert_int_equal(cfg.internal.token_sha256[31], 0x08);
+
+    /* Defaults: no remote, loopback peers only, no token. */
+    assert_int_equal(load_text("", &cfg, &err), 0);
+    assert_null(config_remote_url(&cfg, "user"));
+    assert_int_equal(cfg.internal.n_trusted_peers, 2);
+    assert_false(cfg.internal.has_token);
+
+    expect_error("remote:\n  user: https://user:443\n",
+                 "remote.user: must start with http:// at line 2");
+    expect_error_part("internal:\n  token_sha256: abc\n",
+                      "internal.token_sha256: expected the token's SHA-256 as 64 hex digits");
+    expect_error_part("internal:\n  trusted_peers: [everyone]\n",
+                      "internal.trusted_peers: expected an IP address or network");
+    expect_error("remote:\n  pool_size: 0\n",
+                 "remote.pool_size: 0 is out of range 1..256 at line 2");
+}
+
 static void test_wrong_type(void **state)
 {
     (void)state;
@@ -841,6 +892,7 @@ int main(void)
         cmocka_unit_test(test_contexts),
         cmocka_unit_test(test_kafka_inbox),
         cmocka_unit_test(test_env_overrides_every_key),
+        cmocka_unit_test(test_remote_and_internal),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_env_applies_over_file),
     };
