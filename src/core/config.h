@@ -34,6 +34,9 @@ typedef struct app_config {
         size_t max_body_bytes;   /* http.max_body_bytes, 1..67108864 */
         int request_timeout_ms;  /* http.request_timeout_ms */
         int shutdown_timeout_ms; /* http.shutdown_timeout_ms: grace for in-flight requests */
+        int header_timeout_ms;   /* http.header_timeout_ms: a request's head, in all */
+        int body_timeout_ms;     /* http.body_timeout_ms: a request's body, in all */
+        int max_connections;     /* http.max_connections: 0 sizes it from RLIMIT_NOFILE */
     } http;
     struct {
         int threads;    /* workers.threads: blocking handler pool, 1..256 */

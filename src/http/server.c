@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/uuid.h"
+#include "http/edge.h"
 #include "http/problem.h"
 #include "http/router.h"
 
@@ -57,6 +58,7 @@ struct http_server {
     char *host;
     int port;
     http_router *router;
+    http_edge *edge; /* the framing guard, deadlines and connection limit */
     http_loop *loops;
     int n_loops;
 
@@ -734,16 +736,6 @@ static void http_rewrite_cb(struct evbuffer *buf, const struct evbuffer_cb_info 
     log_info("http - - %d refused by the parser request_id=%s", status, rid);
 }
 
-static struct bufferevent *http_make_bev(struct event_base *base, void *arg)
-{
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (bev && !evbuffer_add_cb(bufferevent_get_output(bev), http_rewrite_cb, arg)) {
-        bufferevent_free(bev);
-        return NULL; /* evhttp then makes a plain one */
-    }
-    return bev;
-}
-
 /* ---- lifecycle ------------------------------------------------------------------------- */
 
 static void *http_loop_main(void *arg)
@@ -781,7 +773,7 @@ static int http_loop_bind(http_server *s, http_loop *loop, struct sockaddr *sa, 
     evhttp_set_max_body_size(h, (ev_ssize_t)(s->opts.max_body_bytes + HTTP_BODY_SLACK));
     evhttp_set_max_headers_size(h, HTTP_MAX_HEADERS_BYTES);
     evhttp_set_default_content_type(h, NULL);
-    evhttp_set_bevcb(h, http_make_bev, s);
+    evhttp_set_bevcb(h, http_edge_make_bev, s->edge);
     /* Reads and drops an oversized body before answering, so the client sees the 413. */
     evhttp_set_flags(h, EVHTTP_SERVER_LINGERING_CLOSE);
     if (s->opts.request_timeout_ms > 0) {
@@ -801,6 +793,7 @@ static int http_loop_bind(http_server *s, http_loop *loop, struct sockaddr *sa, 
         evconnlistener_free(l);
         return app_error_set(err, APP_ENOMEM, "could not attach the listener");
     }
+    http_edge_watch_listener(s->edge, l, loop->base);
     return 0;
 }
 
@@ -860,6 +853,18 @@ int http_server_new(http_server **out, const http_server_options *opts, app_erro
         goto fail;
     }
     rc = http_router_new(&s->router, err);
+    if (rc)
+        goto fail;
+    http_edge_options eo = {
+        /* The slack lets a moderately oversized body reach the route's own 413. */
+        .max_body_bytes = opts->max_body_bytes + HTTP_BODY_SLACK,
+        .header_timeout_ms = opts->header_timeout_ms > 0 ? opts->header_timeout_ms : 10000,
+        .body_timeout_ms = opts->body_timeout_ms > 0 ? opts->body_timeout_ms : 30000,
+        .max_connections = opts->max_connections,
+        .on_output = http_rewrite_cb,
+        .on_output_arg = s,
+    };
+    rc = http_edge_new(&s->edge, &eo, err);
     if (rc)
         goto fail;
 
@@ -999,9 +1004,11 @@ void http_server_free(http_server *s)
         http_job_unlink(s, job);
         http_job_free(job);
     }
+    http_edge_forget_listeners(s->edge);
     for (int i = 0; s->loops && i < s->n_loops; i++)
         if (s->loops[i].base)
             event_base_free(s->loops[i].base);
+    http_edge_free(s->edge); /* after the bases: a connection's clean-up may run there */
     http_router_free(s->router);
     pthread_cond_destroy(&s->changed);
     pthread_mutex_destroy(&s->lock);

@@ -20,6 +20,9 @@ typedef struct http_server_options {
     int threads;            /* loop threads */
     size_t max_body_bytes;  /* larger bodies get 413 */
     int request_timeout_ms; /* idle/read timeout per connection */
+    int header_timeout_ms;  /* a request's head, from its first byte (<= 0: 10 s) */
+    int body_timeout_ms;    /* a request's body, from the end of its head (<= 0: 30 s) */
+    int max_connections;    /* open at once (<= 0: from RLIMIT_NOFILE) */
     bus *bus;               /* handed to every route */
     workers *pool;          /* where routes run */
     http_access *access;    /* API keys and rate limits for routes not HTTP_ROUTE_OPEN, or
