@@ -364,6 +364,12 @@ static int http_prepare(http_job *job)
     const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
     if (!raw_path || !raw_path[0])
         raw_path = "/";
+    /* libevent reads "//host/path" as an authority and a path: such a target names no route
+     * here, rather than the path after the "host". */
+    if (uri && evhttp_uri_get_host(uri)) {
+        job->path = strdup(evhttp_request_get_uri(ereq));
+        return app_error_set(&job->err, APP_ENOTFOUND, "no route for this path");
+    }
     if (http_path_decode(raw_path, &job->path, &job->err) != 0) {
         job->path = strdup(raw_path); /* for the access log only */
         return job->err.code;

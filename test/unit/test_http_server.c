@@ -308,6 +308,15 @@ static void test_routing_errors(void **state)
     assert_int_equal(tcli(f->port, "GET", "/echo/", NULL, NULL, &r), 0);
     cJSON_Delete(expect_problem(&r, 404, "not-found"));
     tcli_free(&r);
+    /* Not normalised: an empty segment, or what libevent would read as an authority. */
+    static const char *const odd[] = {"//whoami", "//x/whoami", "/whoami/", "//"};
+    for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+        assert_int_equal(tcli(f->port, "GET", odd[i], NULL, NULL, &r), 0);
+        if (r.status != 404)
+            fail_msg("GET %s: status %d, wanted 404", odd[i], r.status);
+        cJSON_Delete(expect_problem(&r, 404, "not-found"));
+        tcli_free(&r);
+    }
 
     assert_int_equal(tcli(f->port, "GET", "/echo", NULL, NULL, &r), 0);
     cJSON_Delete(expect_problem(&r, 405, "method-not-allowed"));
