@@ -136,3 +136,49 @@ cJSON *json_parse_n(const char *text, size_t n)
     }
     return root;
 }
+
+int json_check_budget(const char *text, size_t n, size_t max_values, int max_depth, app_error *err)
+{
+    size_t values = 1;
+    int depth = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '"') {
+                in_string = false;
+            } else if (c == '\\' && i + 1 < n) {
+                i++;
+                if (text[i] == 'u' && i + 4 < n && text[i + 1] == '0' && text[i + 2] == '0' &&
+                    text[i + 3] == '0' && text[i + 4] == '0')
+                    return app_error_set(err, APP_EBADREQ,
+                                         "request body has a string with \\u0000, which is "
+                                         "not accepted");
+            }
+            continue;
+        }
+        switch (c) {
+        case '"':
+            in_string = true;
+            break;
+        case '[':
+        case '{':
+            if (++depth > max_depth)
+                return app_error_set(err, APP_EBADREQ,
+                                     "request body nests JSON deeper than %d levels", max_depth);
+            break;
+        case ']':
+        case '}':
+            depth--;
+            break;
+        case ',':
+            if (++values > max_values)
+                return app_error_set(err, APP_EBADREQ, "request body has more than %zu JSON values",
+                                     max_values);
+            break;
+        default:
+            break;
+        }
+    }
+    return 0;
+}

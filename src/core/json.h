@@ -25,6 +25,16 @@ const char *json_opt_string(const cJSON *obj, const char *field);
 /* True when s (length n) is valid UTF-8 without NUL bytes. */
 bool json_utf8_valid(const char *s, size_t n);
 
+/* The most JSON values and the deepest nesting a request body may have: a 1 MB body of
+ * "[[],[],...]" would otherwise become some 28 MB of parsed nodes. */
+#define JSON_MAX_VALUES 20000
+#define JSON_MAX_DEPTH  64
+
+/* Checks, without parsing, that text (n bytes) holds at most max_values JSON values nested at
+ * most max_depth deep, and no string with a \u0000 escape (C strings would silently end
+ * there). 0, or APP_EBADREQ saying which. Malformed JSON passes: the parser refuses it. */
+int json_check_budget(const char *text, size_t n, size_t max_values, int max_depth, app_error *err);
+
 /* Parse JSON text owned elsewhere; NULL on malformed input or allocation failure. */
 cJSON *json_parse_n(const char *text, size_t n);
 

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -227,13 +228,47 @@ static void test_parse_n(void **state)
     cJSON_Delete(j);
 }
 
+/* A body is checked against a budget before it is parsed: values, depth, and \u0000. */
+static void test_budget(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    const char *ok = "{\"a\":[1,2,3],\"b\":{\"c\":\"x\\\"y\\\\u0000\"}}";
+    assert_int_equal(json_check_budget(ok, strlen(ok), 10, 3, &err), 0);
+    assert_int_equal(json_check_budget(ok, strlen(ok), 3, 3, &err), APP_EBADREQ);
+    assert_non_null(strstr(err.message, "more than 3 JSON values"));
+    assert_int_equal(json_check_budget(ok, strlen(ok), 10, 1, &err), APP_EBADREQ);
+    assert_non_null(strstr(err.message, "deeper than 1"));
+    const char *nul = "{\"name\":\"a\\u0000b\"}";
+    assert_int_equal(json_check_budget(nul, strlen(nul), 10, 3, &err), APP_EBADREQ);
+    assert_non_null(strstr(err.message, "u0000"));
+    /* Structure inside strings does not count. */
+    const char *quoted = "[\"[[[[,,,,\"]";
+    assert_int_equal(json_check_budget(quoted, strlen(quoted), 1, 1, &err), 0);
+
+    /* 1 MB of empty arrays is refused before any of it is parsed. */
+    size_t n = 1024 * 1024;
+    char *big = malloc(n);
+    assert_non_null(big);
+    big[0] = '[';
+    size_t o = 1;
+    while (o + 4 < n) {
+        memcpy(big + o, "[],", 3);
+        o += 3;
+    }
+    memcpy(big + o, "[]]", 3);
+    o += 3;
+    assert_int_equal(json_check_budget(big, o, JSON_MAX_VALUES, JSON_MAX_DEPTH, &err), APP_EBADREQ);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_req_string), cmocka_unit_test(test_field_errors_accumulate),
         cmocka_unit_test(test_req_int),    cmocka_unit_test(test_req_array),
         cmocka_unit_test(test_opt_string), cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_parse_n),
+        cmocka_unit_test(test_parse_n),    cmocka_unit_test(test_budget),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }
