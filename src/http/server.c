@@ -438,6 +438,21 @@ static bool http_known_code(int rc)
     return rc <= APP_EBADREQ && rc >= APP_EFORBIDDEN;
 }
 
+/* What a client learns of a failure on the server's side: that it happened, and whether to
+ * try again; the request id finds the rest in the log. */
+static void http_generic_error(app_error *err, int code)
+{
+    if (code == APP_EUNAVAIL) {
+        app_error_set(err, code, "service unavailable");
+        app_error_detail(err, "something this request needs is not available right now; try "
+                              "again shortly (the request id identifies it in the logs)");
+    } else {
+        app_error_set(err, code, "internal error");
+        app_error_detail(err, "the server could not answer this request (the request id "
+                              "identifies it in the logs)");
+    }
+}
+
 static void http_run(http_job *job)
 {
     job->rc = job->route->fn(job->srv->opts.bus, &job->req, &job->res, &job->err);
@@ -496,10 +511,19 @@ static void http_respond(http_job *job)
     }
     if (job->rc != 0) {
         status = app_error_http_status(job->rc);
-        if (status >= 500 && job->rc != APP_EUNAVAIL)
-            log_error("%s %s failed: %s%s%s (request_id=%s)", job->method,
-                      job->path ? job->path : "-", job->err.message, job->err.detail[0] ? ": " : "",
-                      job->err.detail, job->request_id);
+        if (status >= 500) {
+            /* The text of a server-side failure (libpq's, hiredis's: host names, users) goes
+             * to the log, tied to the request id; the client gets a generic answer. */
+            if (job->rc == APP_EUNAVAIL)
+                log_warn("%s %s unavailable: %s%s%s (request_id=%s)", job->method,
+                         job->path ? job->path : "-", job->err.message,
+                         job->err.detail[0] ? ": " : "", job->err.detail, job->request_id);
+            else
+                log_error("%s %s failed: %s%s%s (request_id=%s)", job->method,
+                          job->path ? job->path : "-", job->err.message,
+                          job->err.detail[0] ? ": " : "", job->err.detail, job->request_id);
+            http_generic_error(&job->err, job->rc);
+        }
         if (job->err.code != job->rc) /* keep the route's message, fix the type and title */
             job->err.code = job->rc;
         owned = http_problem_text(&job->err, status, NULL, NULL);

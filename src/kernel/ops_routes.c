@@ -1,9 +1,12 @@
 /* Liveness answers from the loop thread; readiness asks the bus, which pings PostgreSQL and
  * Redis from a worker; metrics renders the process-wide registry. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "core/log.h"
 #include "core/metrics.h"
 #include "kernel/ops.h"
 
@@ -16,7 +19,12 @@ static void ops_add_check(cJSON *checks, const char *name, int rc, const app_err
     cJSON_AddStringToObject(c, "status", rc == 0 ? "up" : "down");
     if (rc != 0) {
         *all_up = false;
-        cJSON_AddStringToObject(c, "detail", err->detail[0] ? err->detail : err->message);
+        /* The driver's own words (host names, users) stay in the log. */
+        log_warn("readiness: %s is down: %s%s%s", name, err->message, err->detail[0] ? ": " : "",
+                 err->detail);
+        char detail[96];
+        snprintf(detail, sizeof detail, "cannot reach %s (the log says why)", name);
+        cJSON_AddStringToObject(c, "detail", detail);
     }
 }
 
@@ -90,7 +98,7 @@ static void ops_add_report(cJSON *body)
     pthread_mutex_unlock(&ops_soft_lock);
 }
 
-static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+static int ops_readiness_now(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
 {
     (void)payload;
     cJSON *body = cJSON_CreateObject();
@@ -110,6 +118,45 @@ static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
     cJSON_AddStringToObject(body, "status", all_up ? "ok" : "unavailable");
     *out = body;
     return 0;
+}
+
+/* Probes come often (every load balancer, every few seconds, and anyone who finds the port):
+ * each answer within a second of the last is that one again, so a flood of probes costs no
+ * round trips to PostgreSQL or Redis. Concurrent probes wait for the one that refreshes. */
+#define OPS_READINESS_TTL_MS 1000
+
+static pthread_mutex_t ops_ready_lock = PTHREAD_MUTEX_INITIALIZER;
+static cJSON *ops_ready_cache; /* kept until the next refresh */
+static int64_t ops_ready_at;
+
+static int64_t ops_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    pthread_mutex_lock(&ops_ready_lock);
+    int64_t now = ops_now_ms();
+    int rc = 0;
+    if (!ops_ready_cache || now - ops_ready_at >= OPS_READINESS_TTL_MS) {
+        cJSON *fresh = NULL;
+        rc = ops_readiness_now(ctx, payload, &fresh, err);
+        if (rc == 0) {
+            cJSON_Delete(ops_ready_cache);
+            ops_ready_cache = fresh;
+            ops_ready_at = ops_now_ms();
+        }
+    }
+    if (rc == 0) {
+        *out = cJSON_Duplicate(ops_ready_cache, true);
+        if (!*out)
+            rc = app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    pthread_mutex_unlock(&ops_ready_lock);
+    return rc;
 }
 
 const bus_handler_def ops_queries[] = {

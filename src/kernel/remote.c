@@ -304,11 +304,10 @@ static bool remote_check(void *arg, char *detail, size_t size)
     if (st == BREAKER_CLOSED)
         return true;
     if (st == BREAKER_OPEN)
-        snprintf(detail, size,
-                 "%s: circuit breaker open after repeated failures; next try in %lld ms", p->url,
+        snprintf(detail, size, "circuit breaker open after repeated failures; next try in %lld ms",
                  (long long)wait);
     else
-        snprintf(detail, size, "%s: circuit breaker half-open; the next call probes it", p->url);
+        snprintf(detail, size, "circuit breaker half-open; the next call probes it");
     return false;
 }
 
