@@ -17,6 +17,9 @@
 #define ACCESS_SLOTS       1024 /* hash chains per shard */
 #define ACCESS_MAX_CALLERS 100000
 #define ACCESS_ACTOR_MAX   128
+/* Refused credentials an address may send: a burst, then one every two seconds. */
+#define ACCESS_FAILURES_PER_MINUTE 30
+#define ACCESS_FAILURES_BURST      10
 
 typedef struct access_bucket {
     struct access_bucket *next;
@@ -31,6 +34,14 @@ typedef struct access_shard {
     size_t count;
 } access_shard;
 
+/* Token buckets by caller, all of one rate and size. */
+typedef struct access_limiter {
+    double rate; /* tokens per second; 0: no limit */
+    double burst;
+    size_t max_per_shard;
+    access_shard shards[ACCESS_SHARDS];
+} access_limiter;
+
 struct http_access {
     bool required;
     config_api_key *keys;
@@ -41,10 +52,8 @@ struct http_access {
     size_t n_peers;
     bool has_token;
     unsigned char token_sha256[32];
-    double rate; /* tokens per second; 0: no limit */
-    double burst;
-    size_t max_per_shard;
-    access_shard shards[ACCESS_SHARDS];
+    access_limiter requests; /* rate_limit.*, per caller */
+    access_limiter failures; /* refused credentials, per address */
 };
 
 /* A copy of n items of size bytes (NULL for none, or when out of memory: *failed). */
@@ -58,6 +67,31 @@ static void *access_copy(const void *items, size_t n, size_t size, bool *failed)
     else
         *failed = true;
     return copy;
+}
+
+static void access_limiter_init(access_limiter *l, double rate, double burst, size_t max)
+{
+    l->rate = rate;
+    l->burst = burst;
+    l->max_per_shard = (max + ACCESS_SHARDS - 1) / ACCESS_SHARDS;
+    for (size_t i = 0; i < ACCESS_SHARDS; i++)
+        pthread_mutex_init(&l->shards[i].lock, NULL);
+}
+
+static void access_limiter_free(access_limiter *l)
+{
+    for (size_t i = 0; i < ACCESS_SHARDS; i++) {
+        access_shard *s = &l->shards[i];
+        for (size_t j = 0; j < ACCESS_SLOTS; j++) {
+            access_bucket *b = s->slots[j];
+            while (b) {
+                access_bucket *next = b->next;
+                free(b);
+                b = next;
+            }
+        }
+        pthread_mutex_destroy(&s->lock);
+    }
 }
 
 int http_access_new(http_access **out, const http_access_options *o, app_error *err)
@@ -82,12 +116,12 @@ int http_access_new(http_access **out, const http_access_options *o, app_error *
         free(a);
         return app_error_set(err, APP_ENOMEM, "out of memory");
     }
-    a->rate = o->requests_per_minute > 0 ? o->requests_per_minute / 60.0 : 0;
-    a->burst = o->burst > 0 ? o->burst : 1;
     size_t max = o->max_callers ? o->max_callers : ACCESS_MAX_CALLERS;
-    a->max_per_shard = (max + ACCESS_SHARDS - 1) / ACCESS_SHARDS;
-    for (size_t i = 0; i < ACCESS_SHARDS; i++)
-        pthread_mutex_init(&a->shards[i].lock, NULL);
+    access_limiter_init(&a->requests,
+                        o->requests_per_minute > 0 ? o->requests_per_minute / 60.0 : 0,
+                        o->burst > 0 ? o->burst : 1, max);
+    access_limiter_init(&a->failures, ACCESS_FAILURES_PER_MINUTE / 60.0, ACCESS_FAILURES_BURST,
+                        max);
     *out = a;
     return 0;
 }
@@ -96,18 +130,8 @@ void http_access_free(http_access *a)
 {
     if (!a)
         return;
-    for (size_t i = 0; i < ACCESS_SHARDS; i++) {
-        access_shard *s = &a->shards[i];
-        for (size_t j = 0; j < ACCESS_SLOTS; j++) {
-            access_bucket *b = s->slots[j];
-            while (b) {
-                access_bucket *next = b->next;
-                free(b);
-                b = next;
-            }
-        }
-        pthread_mutex_destroy(&s->lock);
-    }
+    access_limiter_free(&a->requests);
+    access_limiter_free(&a->failures);
     free(a->keys);
     free(a->gateways);
     free(a->peers);
@@ -272,7 +296,7 @@ void http_access_caller(const char *actor, const char *peer, char *out, size_t s
     snprintf(out, size, "a:%s", peer && peer[0] ? peer : "-");
 }
 
-static void access_refill(const http_access *a, access_bucket *b, double now)
+static void access_refill(const access_limiter *a, access_bucket *b, double now)
 {
     if (now > b->at) {
         b->tokens += (now - b->at) * a->rate;
@@ -283,7 +307,7 @@ static void access_refill(const http_access *a, access_bucket *b, double now)
 }
 
 /* Drops the buckets that have filled up again: a full bucket is the same as none. */
-static void access_sweep(const http_access *a, access_shard *s, double now)
+static void access_sweep(const access_limiter *a, access_shard *s, double now)
 {
     for (size_t j = 0; j < ACCESS_SLOTS; j++) {
         access_bucket **link = &s->slots[j];
@@ -301,7 +325,10 @@ static void access_sweep(const http_access *a, access_shard *s, double now)
     }
 }
 
-int http_access_admit(http_access *a, const char *who, double now_s, http_quota *q, app_error *err)
+/* Takes one token (take) or only looks (!take) from who's bucket: 0 while it has one, else
+ * APP_ERATELIMIT with what (e.g. "requests") in the message. */
+static int access_take(access_limiter *a, const char *who, double now_s, bool take,
+                       const char *what, http_quota *q, app_error *err)
 {
     *q = (http_quota){0};
     if (a->rate <= 0)
@@ -337,7 +364,8 @@ int http_access_admit(http_access *a, const char *who, double now_s, http_quota 
     access_refill(a, b, now_s);
     int rc = 0;
     if (b->tokens >= 1) {
-        b->tokens -= 1;
+        if (take)
+            b->tokens -= 1;
         q->remaining = (int)floor(b->tokens);
     } else {
         q->remaining = 0;
@@ -346,20 +374,49 @@ int http_access_admit(http_access *a, const char *who, double now_s, http_quota 
         if (q->retry_after_s < 1)
             q->retry_after_s = 1;
         rc = app_error_set(err, APP_ERATELIMIT,
-                           "rate limit of %d requests a minute exceeded; try again in %d s",
-                           (int)lround(a->rate * 60), q->retry_after_s);
+                           "rate limit of %d %s a minute exceeded; try again in %d s",
+                           (int)lround(a->rate * 60), what, q->retry_after_s);
     }
     pthread_mutex_unlock(&s->lock);
     return rc;
+}
+
+int http_access_admit(http_access *a, const char *who, double now_s, http_quota *q, app_error *err)
+{
+    return access_take(&a->requests, who, now_s, true, "requests", q, err);
+}
+
+/* The bucket of refused credentials of the address peer ("a:..." as http_access_caller
+ * names it, an IPv6 address by its /64). */
+static void access_failure_key(const char *peer, char *out, size_t size)
+{
+    http_access_caller(NULL, peer, out, size);
+}
+
+int http_access_blocked(http_access *a, const char *peer, double now_s, app_error *err)
+{
+    char who[96];
+    http_quota q;
+    access_failure_key(peer, who, sizeof who);
+    return access_take(&a->failures, who, now_s, false, "refused credentials", &q, err);
+}
+
+void http_access_failed(http_access *a, const char *peer, double now_s)
+{
+    char who[96];
+    http_quota q;
+    app_error ignored = APP_ERROR_INIT;
+    access_failure_key(peer, who, sizeof who);
+    access_take(&a->failures, who, now_s, true, "refused credentials", &q, &ignored);
 }
 
 size_t http_access_callers(http_access *a)
 {
     size_t n = 0;
     for (size_t i = 0; i < ACCESS_SHARDS; i++) {
-        pthread_mutex_lock(&a->shards[i].lock);
-        n += a->shards[i].count;
-        pthread_mutex_unlock(&a->shards[i].lock);
+        pthread_mutex_lock(&a->requests.shards[i].lock);
+        n += a->requests.shards[i].count;
+        pthread_mutex_unlock(&a->requests.shards[i].lock);
     }
     return n;
 }

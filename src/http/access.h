@@ -77,6 +77,13 @@ typedef struct http_quota {
  * through untracked rather than refused. */
 int http_access_admit(http_access *a, const char *who, double now_s, http_quota *q, app_error *err);
 
+/* Guessing keys: each refused credential (an unknown API key) takes a token from its
+ * address's own bucket (10 at once, then 30 a minute, whatever the rate limit says). While
+ * that bucket is empty, http_access_blocked answers APP_ERATELIMIT, and the request is
+ * refused before its key is even looked at. */
+int http_access_blocked(http_access *a, const char *peer, double now_s, app_error *err);
+void http_access_failed(http_access *a, const char *peer, double now_s);
+
 /* Buckets held now (for tests and metrics). */
 size_t http_access_callers(http_access *a);
 

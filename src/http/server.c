@@ -303,16 +303,22 @@ static int http_admit(http_job *job, const struct evkeyvalq *h)
         .anonymous = evhttp_find_header(h, "X-Anonymous-Consumer"),
     };
     bus_meta *meta = &job->req.meta;
-    int rc =
-        http_access_identify(s->opts.access, &caller, meta->actor, sizeof meta->actor, &job->err);
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double now_s = (double)now.tv_sec + now.tv_nsec / 1e9;
+    int rc = http_access_blocked(s->opts.access, peer, now_s, &job->err);
+    if (rc) {
+        job->quota.retry_after_s = 2;
+        return rc;
+    }
+    rc = http_access_identify(s->opts.access, &caller, meta->actor, sizeof meta->actor, &job->err);
+    if (rc == APP_EUNAUTH && caller.apikey)
+        http_access_failed(s->opts.access, peer, now_s);
     if (rc)
         return rc;
     char who[sizeof meta->actor + 8];
     http_access_caller(meta->actor, peer, who, sizeof who);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return http_access_admit(s->opts.access, who, (double)now.tv_sec + now.tv_nsec / 1e9,
-                             &job->quota, &job->err);
+    return http_access_admit(s->opts.access, who, now_s, &job->quota, &job->err);
 }
 
 /* Another service's bus, from a trusted peer with the internal token; nobody when the server

@@ -97,6 +97,35 @@ static void test_keys_required(void **state)
     http_access_free(a);
 }
 
+/* Guessing keys costs: ten refused keys from an address, then it is refused before its key is
+ * looked at, even a good one, until its bucket refills; other addresses are not affected. */
+static void test_failed_keys_are_rate_limited(void **state)
+{
+    (void)state;
+    config_api_key keys[] = {key_of("alice", "secret-a")};
+    http_access_options o = {.required = true, .keys = keys, .n_keys = 1}; /* no rate limit */
+    http_access *a = make(&o);
+    app_error err = APP_ERROR_INIT;
+    double t = 1000;
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(http_access_blocked(a, "192.0.2.7", t, &err), 0);
+        http_access_failed(a, "192.0.2.7", t);
+    }
+    assert_int_equal(http_access_blocked(a, "192.0.2.7", t, &err), APP_ERATELIMIT);
+    assert_non_null(strstr(err.message, "refused credentials"));
+    /* The same /64 is the same address; another address is not blocked. */
+    assert_int_equal(http_access_blocked(a, "2001:db8::1", t, &err), 0);
+    for (int i = 0; i < 10; i++)
+        http_access_failed(a, "2001:db8::1", t);
+    assert_int_equal(http_access_blocked(a, "2001:db8::ffff", t, &err), APP_ERATELIMIT);
+    assert_int_equal(http_access_blocked(a, "198.51.100.1", t, &err), 0);
+    /* Looking does not take a token; two seconds give one back. */
+    assert_int_equal(http_access_blocked(a, "192.0.2.7", t + 1, &err), APP_ERATELIMIT);
+    assert_int_equal(http_access_blocked(a, "192.0.2.7", t + 2.1, &err), 0);
+    assert_int_equal(http_access_blocked(a, "192.0.2.7", t + 2.1, &err), 0);
+    http_access_free(a);
+}
+
 static void test_keys_optional(void **state)
 {
     (void)state;
@@ -281,6 +310,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keys_required),
         cmocka_unit_test(test_keys_optional),
+        cmocka_unit_test(test_failed_keys_are_rate_limited),
         cmocka_unit_test(test_trusted_gateways),
         cmocka_unit_test(test_rate_limit_buckets),
         cmocka_unit_test(test_rate_limit_memory_is_bounded),
