@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <yaml.h>
 
@@ -161,7 +162,72 @@ struct cfg_where {
     const char *name; /* dotted key or APP_* variable */
     size_t line;      /* 1-based; 0 when unknown or from the environment */
     bool env;
+    bool secret; /* the value may hold a password or token: never quoted back as it is */
 };
+
+/* Keys whose values may carry a password or a token. */
+static bool cfg_secret_key(const char *path)
+{
+    return strcmp(path, "postgres.dsn") == 0 || strcmp(path, "redis.url") == 0 ||
+           strncmp(path, "remote.", 7) == 0;
+}
+
+/* text with its secrets masked, for a message: "scheme://user:***@host", "password=***",
+ * and a bare token entirely. */
+static void cfg_mask(const char *text, size_t len, char *out, size_t size)
+{
+    size_t o = 0;
+    const char *scheme = NULL;
+    for (size_t i = 0; i + 2 < len; i++)
+        if (text[i] == ':' && text[i + 1] == '/' && text[i + 2] == '/') {
+            scheme = text + i + 3;
+            break;
+        }
+    bool url = scheme != NULL;
+    bool conninfo = !url && memchr(text, '=', len) != NULL;
+    if (!url && !conninfo) {
+        snprintf(out, size, "***");
+        return;
+    }
+    for (size_t i = 0; i < len && o + 4 < size;) {
+        const char *p = text + i;
+        if (url && p >= scheme && *p == ':' && memchr(p, '@', len - i)) {
+            /* "user:password@": the password up to the '@'. */
+            const char *at = memchr(p, '@', len - i);
+            const char *slash = memchr(scheme, '/', (size_t)(text + len - scheme));
+            if (!slash || at < slash) {
+                o += (size_t)snprintf(out + o, size - o, ":***");
+                i = (size_t)(at - text);
+                continue;
+            }
+        }
+        if (conninfo && (size_t)(text + len - p) > 9 && strncasecmp(p, "password", 8) == 0) {
+            size_t j = i + 8;
+            while (j < len && text[j] == ' ')
+                j++;
+            if (j < len && text[j] == '=') {
+                o += (size_t)snprintf(out + o, size - o, "password=***");
+                j++;
+                while (j < len && text[j] == ' ')
+                    j++;
+                if (j < len && text[j] == '\'') {
+                    for (j++; j < len && text[j] != '\''; j++)
+                        if (text[j] == '\\')
+                            j++;
+                    j++;
+                } else {
+                    while (j < len && text[j] != ' ')
+                        j++;
+                }
+                i = j;
+                continue;
+            }
+        }
+        out[o++] = *p;
+        i++;
+    }
+    out[o < size ? o : size - 1] = '\0';
+}
 
 /* The longest value quoted back in a message; app_error.message is short. */
 #define CFG_QUOTE_MAX 40
@@ -171,6 +237,12 @@ struct cfg_where {
 static int cfg_fail(app_error *err, const cfg_where *w, const char *text, size_t len,
                     const char *what)
 {
+    char masked[CFG_QUOTE_MAX * 2 + 16];
+    if (w->env && text && w->secret) {
+        cfg_mask(text, len, masked, sizeof masked);
+        text = masked;
+        len = strlen(masked);
+    }
     if (w->env && text)
         return app_error_set(err, APP_ECONFIG, "%s: %s, got \"%.*s%s\"", w->name, what,
                              (int)(len > CFG_QUOTE_MAX ? CFG_QUOTE_MAX : len), text,
@@ -601,7 +673,7 @@ void config_defaults(app_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     for (size_t i = 0; i < CFG_N_KEYS; i++) {
         app_error err = APP_ERROR_INIT;
-        cfg_where w = {cfg_keys[i].path, 0, false};
+        cfg_where w = {cfg_keys[i].path, 0, false, false};
         /* The defaults are constants checked by the unit tests; failing here is a bug. */
         if (cfg_set_scalar(&cfg_keys[i], cfg, cfg_keys[i].def, strlen(cfg_keys[i].def), &w, &err)) {
             fprintf(stderr, "config: bad built-in default: %s\n", err.message);
@@ -631,7 +703,7 @@ int config_apply_env(app_config *cfg, const char *(*lookup)(const char *name), a
         const char *value = lookup(name);
         if (!value)
             continue;
-        cfg_where w = {name, 0, true};
+        cfg_where w = {name, 0, true, cfg_secret_key(cfg_keys[i].path)};
         int rc = cfg_set_scalar(&cfg_keys[i], &tmp, value, strlen(value), &w, err);
         if (rc)
             return rc;
@@ -692,7 +764,7 @@ static int cfg_yaml_list(cfg_yaml *y, const cfg_key *k, yaml_node_t *node, const
     for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top;
          it++) {
         yaml_node_t *item = yaml_document_get_node(y->doc, *it);
-        cfg_where iw = {w->name, cfg_line(item), false};
+        cfg_where iw = {w->name, cfg_line(item), false, false};
         if (item->type != YAML_SCALAR_NODE || cfg_node_is_null(item)) {
             char what[96];
             snprintf(what, sizeof what, "expected %s", k->list->item);
@@ -773,7 +845,7 @@ static int cfg_yaml_mapping(cfg_yaml *y, yaml_node_t *map, const char *prefix)
                 k = &cfg_keys[i];
         int rc;
         if (k) {
-            cfg_where w = {path, cfg_line(value), false};
+            cfg_where w = {path, cfg_line(value), false, false};
             rc = cfg_yaml_value(y, k, value, &w);
         } else if (!odd_name && cfg_is_section(path)) {
             if (cfg_node_is_null(value))

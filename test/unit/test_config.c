@@ -739,6 +739,29 @@ static void test_env_errors(void **state)
                      "inventory)");
     expect_env_error("APP_CONTEXTS", "user,user", "APP_CONTEXTS: duplicate context \"user\"");
     expect_env_error("APP_CONTEXTS", " , ", "APP_CONTEXTS: at least one context is required");
+    /* Secrets are named, never echoed. */
+    expect_env_error("APP_REDIS_URL", "rediss://:hunter2@cache:6380/0",
+                     "APP_REDIS_URL: must start with redis://, got \"rediss://:***@cache:6380/0\"");
+    expect_env_error("APP_REMOTE_USER", "https://svc:hunter2@user.mesh",
+                     "APP_REMOTE_USER: must start with http://, got \"https://svc:***@user.mesh\"");
+    char dsn[1100], token[300];
+    snprintf(dsn, sizeof dsn, "host=db password='hunter 2' dbname=%01030d", 0);
+    memset(token, 'k', sizeof token - 1);
+    memcpy(token, "sekrit", 6);
+    token[sizeof token - 1] = '\0';
+    const env_var long_dsn[] = {{"APP_POSTGRES_DSN", dsn}, {NULL, NULL}};
+    const env_var long_token[] = {{"APP_REMOTE_TOKEN", token}, {NULL, NULL}};
+    app_config cfg;
+    app_error err = APP_ERROR_INIT;
+    config_defaults(&cfg);
+    fake_env = long_dsn;
+    assert_int_equal(config_apply_env(&cfg, fake_lookup, &err), APP_ECONFIG);
+    assert_null(strstr(err.message, "hunter"));
+    assert_non_null(strstr(err.message, "password=***"));
+    fake_env = long_token;
+    assert_int_equal(config_apply_env(&cfg, fake_lookup, &err), APP_ECONFIG);
+    assert_null(strstr(err.message, "sekrit"));
+    assert_non_null(strstr(err.message, "***"));
 }
 
 static void test_env_applies_over_file(void **state)
