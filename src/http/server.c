@@ -361,6 +361,14 @@ static int http_prepare(http_job *job)
             snprintf(correlation, sizeof correlation, "%s", job->request_id);
     }
     bus_meta_init(&job->req.meta, correlation, NULL);
+    {
+        struct evhttp_connection *conn = evhttp_request_get_connection(ereq);
+        char *peer = NULL;
+        ev_uint16_t peer_port = 0;
+        if (conn)
+            evhttp_connection_get_peer(conn, &peer, &peer_port);
+        http_access_caller(NULL, peer, job->req.meta.client, sizeof job->req.meta.client);
+    }
     /* The client gives up after the request timeout: so does every call made for it. */
     job->req.meta.deadline_ms = (int64_t)job->started.tv_sec * 1000 +
                                 job->started.tv_nsec / 1000000 + s->opts.request_timeout_ms;

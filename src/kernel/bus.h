@@ -23,6 +23,9 @@ typedef struct bus_meta {
     char actor[129];
     char traceparent[64];
     char idempotency_key[129];
+    /* The caller's address as the rate limit counts it ("a:192.0.2.7", an IPv6 /64), set by
+     * the HTTP edge: the owner of an anonymous caller's Idempotency-Keys. Not recorded. */
+    char client[64];
     /* When the caller stops waiting, in CLOCK_MONOTONIC ms (0: no deadline of its own). A
      * call to a context in another process gets the time left, no more. */
     int64_t deadline_ms;

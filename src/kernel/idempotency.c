@@ -10,7 +10,8 @@
 #include "core/metrics.h"
 #include "core/sha256.h"
 
-#define IDEM_ANONYMOUS "anonymous" /* the actor of requests without an API consumer */
+/* The owner of keys sent with neither a consumer nor a known address (not from HTTP). */
+#define IDEM_ANONYMOUS "anonymous"
 
 /* The command name and the payload as the bus got them: the same body (and path, which
  * handlers receive in the payload) gives the same hash. */
@@ -145,7 +146,11 @@ int bus_mw_idempotency(bus_call *call)
     bus_idem idem = {
         .rec =
             {
-                .actor = meta->actor[0] ? meta->actor : IDEM_ANONYMOUS,
+                /* Without a consumer, keys belong to the caller's address: one anonymous
+                 * client cannot take another's key first. */
+                .actor = meta->actor[0]    ? meta->actor
+                         : meta->client[0] ? meta->client
+                                           : IDEM_ANONYMOUS,
                 .key = meta->idempotency_key,
                 .command = call->def->name,
                 .request_hash = hash,

@@ -57,7 +57,8 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Sends command with payload text under key (NULL: none) as actor (NULL: none). */
+/* Sends command with payload text under key (NULL: none) as actor (NULL: none; "a:..." is an
+ * anonymous caller's address, the edge's meta.client). */
 static int send(fixture *fx, const char *command, const char *payload, const char *key,
                 const char *actor, cJSON **out, app_error *err)
 {
@@ -65,7 +66,9 @@ static int send(fixture *fx, const char *command, const char *payload, const cha
     bus_meta_init(&meta, NULL, NULL);
     if (key)
         snprintf(meta.idempotency_key, sizeof meta.idempotency_key, "%s", key);
-    if (actor)
+    if (actor && strncmp(actor, "a:", 2) == 0)
+        snprintf(meta.client, sizeof meta.client, "%s", actor);
+    else if (actor)
         snprintf(meta.actor, sizeof meta.actor, "%s", actor);
     cJSON *p = cJSON_Parse(payload);
     assert_non_null(p);
@@ -142,6 +145,24 @@ static void test_keys_belong_to_their_caller(void **state)
     assert_int_equal(send(fx, "user.register_user", REGISTER, "k-1", "bob", &out, &err),
                      APP_ECONFLICT);
     assert_int_equal(send(fx, "user.register_user", REGISTER, "k-1", "alice", &out, &err), 0);
+    cJSON_Delete(out);
+}
+
+/* Without auth, keys belong to the caller's address: one anonymous client cannot take
+ * another's key first. */
+static void test_anonymous_keys_belong_to_their_address(void **state)
+{
+    fixture *fx = *state;
+    cJSON *out = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(send(fx, "user.register_user", REGISTER, "k-1", "a:192.0.2.7", &out, &err), 0);
+    cJSON_Delete(out);
+    out = NULL;
+    assert_string_equal(fx->es.keys[0].actor, "a:192.0.2.7");
+    /* Another address's k-1 runs its own request (and meets the taken email). */
+    assert_int_equal(send(fx, "user.register_user", REGISTER, "k-1", "a:2001:db8::/64", &out, &err),
+                     APP_ECONFLICT);
+    assert_int_equal(send(fx, "user.register_user", REGISTER, "k-1", "a:192.0.2.7", &out, &err), 0);
     cJSON_Delete(out);
 }
 
@@ -259,6 +280,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_same_key_other_body_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keys_belong_to_their_caller, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_anonymous_keys_belong_to_their_address, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_an_expired_key_runs_the_command_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_command_that_appends_nothing_is_recorded_too, setup,
