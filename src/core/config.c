@@ -457,7 +457,37 @@ static int cfg_context_add(app_config *cfg, const char *text, size_t len, const 
 static const cfg_list cfg_contexts_list = {cfg_context_add, "a context name",
                                            "at least one context is required"};
 
-/* "consumer:<sha256 of the key, 64 hex digits>". The consumer becomes the actor of what
+/* The scopes of an API key: read, write, admin, separated by ',' (or '+', which survives the
+ * comma-separated environment variable). */
+static int cfg_scopes(const char *text, size_t len, unsigned *out, const cfg_where *w,
+                      app_error *err)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } known[] = {
+        {"read", CONFIG_SCOPE_READ}, {"write", CONFIG_SCOPE_WRITE}, {"admin", CONFIG_SCOPE_ADMIN}};
+    *out = 0;
+    for (size_t i = 0; i <= len;) {
+        size_t n = 0;
+        while (i + n < len && text[i + n] != ',' && text[i + n] != '+')
+            n++;
+        bool found = false;
+        for (size_t k = 0; k < sizeof known / sizeof known[0] && !found; k++)
+            if (strlen(known[k].name) == n && memcmp(known[k].name, text + i, n) == 0) {
+                *out |= known[k].bit;
+                found = true;
+            }
+        if (!found)
+            return cfg_fail(err, w, NULL, 0,
+                            "scopes after the key's SHA-256 must be read, write or admin, "
+                            "separated by ',' or '+'");
+        i += n + 1;
+    }
+    return 0;
+}
+
+/* "consumer:<sha256 of the key, 64 hex digits>[:scopes]". The consumer becomes the actor of what
  * the key's requests do, so it is kept to characters that read well in logs and events. */
 static int cfg_api_key_add(app_config *cfg, const char *text, size_t len, const cfg_where *w,
                            app_error *err)
@@ -468,7 +498,8 @@ static int cfg_api_key_add(app_config *cfg, const char *text, size_t len, const 
                         "expected \"consumer:sha256-of-the-key\" (64 hex digits after the colon)");
     size_t name_len = (size_t)(colon - text);
     const char *hex = colon + 1;
-    size_t hex_len = len - name_len - 1;
+    const char *scopes = memchr(hex, ':', len - name_len - 1);
+    size_t hex_len = (size_t)((scopes ? scopes : text + len) - hex);
     if (name_len == 0 || name_len >= sizeof cfg->auth.api_keys[0].consumer)
         return cfg_fail(err, w, NULL, 0, "the consumer name must be 1 to 64 characters");
     for (size_t i = 0; i < name_len; i++) {
@@ -491,6 +522,8 @@ static int cfg_api_key_add(app_config *cfg, const char *text, size_t len, const 
                             "(printf %s KEY | sha256sum)");
         key.sha256[i] = (unsigned char)(hi << 4 | lo);
     }
+    if (scopes && cfg_scopes(scopes + 1, (size_t)(text + len - scopes - 1), &key.scopes, w, err))
+        return err->code;
     for (size_t i = 0; i < cfg->auth.n_api_keys; i++)
         if (memcmp(cfg->auth.api_keys[i].sha256, key.sha256, sizeof key.sha256) == 0)
             return cfg_fail(err, w, NULL, 0, "the same key is listed twice");

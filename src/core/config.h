@@ -12,12 +12,21 @@
 #define CONFIG_MAX_API_KEYS 256
 #define CONFIG_MAX_GATEWAYS 16
 
-/* An API key as configured: its consumer and the SHA-256 of the key (the key itself is not
- * kept in the file). Written "consumer:<64 hex digits>". */
+/* An API key as configured: its consumer, the SHA-256 of the key (the key itself is not
+ * kept in the file) and its scopes. Written "consumer:<64 hex digits>[:scope,scope...]" (in
+ * APP_AUTH_API_KEYS, whose items are comma-separated, the scopes are joined by '+'). */
 typedef struct config_api_key {
     char consumer[65];
     unsigned char sha256[32];
+    unsigned scopes; /* CONFIG_SCOPE_* bits; 0: every right (an entry without scopes) */
 } config_api_key;
+
+/* What an API key may do (auth.api_keys "consumer:sha256:read,write"). */
+enum config_scope {
+    CONFIG_SCOPE_READ = 1u << 0,  /* every GET */
+    CONFIG_SCOPE_WRITE = 1u << 1, /* user and order commands */
+    CONFIG_SCOPE_ADMIN = 1u << 2, /* products and stock, and every audit trail */
+};
 
 /* A trusted gateway: an address or a network ("10.0.0.7", "10.0.0.0/8", "fd00::/8"). */
 typedef struct config_network {

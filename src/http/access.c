@@ -195,28 +195,32 @@ static bool access_printable(const char *s, size_t max)
 
 /* The consumer of key, or NULL. Every configured digest is compared in full, so the time
  * taken says nothing about which bytes matched. */
-static const char *access_key_consumer(const http_access *a, const char *key)
+static const config_api_key *access_key_of(const http_access *a, const char *key)
 {
     uint8_t digest[SHA256_DIGEST_LEN];
     sha256_ctx c;
     sha256_init(&c);
     sha256_update(&c, key, strlen(key));
     sha256_final(&c, digest);
-    const char *found = NULL;
+    const config_api_key *found = NULL;
     for (size_t i = 0; i < a->n_keys; i++) {
         unsigned char diff = 0;
         for (size_t j = 0; j < SHA256_DIGEST_LEN; j++)
             diff |= (unsigned char)(digest[j] ^ a->keys[i].sha256[j]);
         if (diff == 0 && !found)
-            found = a->keys[i].consumer;
+            found = &a->keys[i];
     }
     return found;
 }
 
 int http_access_identify(const http_access *a, const http_caller *c, char *actor, size_t size,
-                         app_error *err)
+                         unsigned *scopes, app_error *err)
 {
     actor[0] = '\0';
+    unsigned ignored;
+    if (!scopes)
+        scopes = &ignored;
+    *scopes = HTTP_ACCESS_ALL_SCOPES;
     if (access_from_gateway(a, c->peer)) {
         bool anonymous = c->anonymous && strcmp(c->anonymous, "true") == 0;
         const char *name = c->consumer_username ? c->consumer_username : c->consumer_id;
@@ -230,9 +234,10 @@ int http_access_identify(const http_access *a, const http_caller *c, char *actor
         }
     }
     if (c->apikey) {
-        const char *consumer = access_key_consumer(a, c->apikey);
-        if (consumer) {
-            snprintf(actor, size, "%s", consumer);
+        const config_api_key *key = access_key_of(a, c->apikey);
+        if (key) {
+            snprintf(actor, size, "%s", key->consumer);
+            *scopes = key->scopes ? key->scopes : HTTP_ACCESS_ALL_SCOPES;
             return 0;
         }
         if (a->required)

@@ -44,13 +44,17 @@ typedef struct http_caller {
 int http_access_new(http_access **out, const http_access_options *o, app_error *err);
 void http_access_free(http_access *a); /* accepts NULL */
 
-/* Names the caller in actor (size bytes): the consumer a trusted gateway names, else the
- * consumer of a known API key, else "" (anonymous). APP_EUNAUTH when consumers are required
- * and there is none, or a key is given that is not known; APP_EBADREQ for a gateway's
- * consumer header that is not 1..128 printable characters. Headers of a gateway are
- * ignored unless the peer is one of the trusted gateways. */
+/* Names the caller in actor (size bytes) and what it may do in *scopes (CONFIG_SCOPE_* bits;
+ * scopes may be NULL): an API key's own scopes, every scope for a key without any, for a
+ * gateway's consumer and for an anonymous caller. Actor: the consumer a trusted gateway names, else
+ * the consumer of a known API key, else "" (anonymous). APP_EUNAUTH when consumers are required and
+ * there is none, or a key is given that is not known; APP_EBADREQ for a gateway's consumer header
+ * that is not 1..128 printable characters. Headers of a gateway are ignored unless the peer is one
+ * of the trusted gateways. */
 int http_access_identify(const http_access *a, const http_caller *c, char *actor, size_t size,
-                         app_error *err);
+                         unsigned *scopes, app_error *err);
+
+#define HTTP_ACCESS_ALL_SCOPES (CONFIG_SCOPE_READ | CONFIG_SCOPE_WRITE | CONFIG_SCOPE_ADMIN)
 
 /* Whether a caller may use the internal endpoints: its peer address is one of the internal
  * peers and, when a token is configured, authorization is "Bearer <token>" with that token.

@@ -311,11 +311,26 @@ static int http_admit(http_job *job, const struct evkeyvalq *h)
         job->quota.retry_after_s = 2;
         return rc;
     }
-    rc = http_access_identify(s->opts.access, &caller, meta->actor, sizeof meta->actor, &job->err);
+    unsigned scopes = 0;
+    rc = http_access_identify(s->opts.access, &caller, meta->actor, sizeof meta->actor, &scopes,
+                              &job->err);
     if (rc == APP_EUNAUTH && caller.apikey)
         http_access_failed(s->opts.access, peer, now_s);
     if (rc)
         return rc;
+    unsigned need = (job->route->flags & HTTP_ROUTE_ADMIN)           ? CONFIG_SCOPE_ADMIN
+                    : (job->req.method & (HTTP_M_GET | HTTP_M_HEAD)) ? CONFIG_SCOPE_READ
+                                                                     : CONFIG_SCOPE_WRITE;
+    if (!(scopes & need)) {
+        const char *name = need == CONFIG_SCOPE_ADMIN  ? "admin"
+                           : need == CONFIG_SCOPE_READ ? "read"
+                                                       : "write";
+        app_error_set(&job->err, APP_EFORBIDDEN, "this API key lacks the %s scope", name);
+        return app_error_detail(&job->err,
+                                "the key of consumer %s lacks the %s scope this request needs "
+                                "(scopes are set in auth.api_keys)",
+                                meta->actor, name);
+    }
     char who[sizeof meta->actor + 8];
     http_access_caller(meta->actor, peer, who, sizeof who);
     return http_access_admit(s->opts.access, who, now_s, &job->quota, &job->err);

@@ -64,6 +64,9 @@ enum http_route_flags {
      * anyone else, before anything runs), no API key, no rate limit; every answer the route
      * gives carries HTTP_INTERNAL_REPLY_HEADER. */
     HTTP_ROUTE_INTERNAL = 1u << 3,
+    /* Needs the admin scope of an API key whatever its method (products and stock, audit
+     * trails); other routes need read (GET, HEAD) or write (the rest). */
+    HTTP_ROUTE_ADMIN = 1u << 4,
 };
 
 /* A row of a context's route table; tables end with a {0} sentinel. */

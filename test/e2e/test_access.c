@@ -20,10 +20,12 @@
 
 static ts_app app;
 
-/* "APP_AUTH_API_KEYS=alice:<sha256 of alice-key>,bob:<sha256 of bob-key>" */
+/* "APP_AUTH_API_KEYS=alice:<sha256 of alice-key>,bob:<sha256 of bob-key>,reader:<...>:read,
+ * clerk:<...>:read+write" */
 static const char *keys_env(void)
 {
-    static char env[256];
+    static char env[512];
+    char r[SHA256_HEX_LEN], w[SHA256_HEX_LEN];
     char a[SHA256_HEX_LEN], b[SHA256_HEX_LEN];
     sha256_ctx c;
     sha256_init(&c);
@@ -32,7 +34,14 @@ static const char *keys_env(void)
     sha256_init(&c);
     sha256_update(&c, "bob-key", 7);
     sha256_final_hex(&c, b);
-    snprintf(env, sizeof env, "APP_AUTH_API_KEYS=alice:%s,bob:%s", a, b);
+    sha256_init(&c);
+    sha256_update(&c, "reader-key", 10);
+    sha256_final_hex(&c, r);
+    sha256_init(&c);
+    sha256_update(&c, "clerk-key", 9);
+    sha256_final_hex(&c, w);
+    snprintf(env, sizeof env,
+             "APP_AUTH_API_KEYS=alice:%s,bob:%s,reader:%s:read,clerk:%s:read+write", a, b, r, w);
     return env;
 }
 
@@ -178,6 +187,45 @@ static void test_api_keys_required(void **state)
     ts_app_stop_clean(&app);
 }
 
+/* Scopes: read is every GET, write the user and order commands, admin products, stock and the
+ * audit trails. A missing scope is 403, and nothing runs. */
+static void test_scopes(void **state)
+{
+    (void)state;
+    const char *env[] = {"APP_AUTH_ENABLED=true", keys_env(), NULL};
+    ts_app_start(&app, env);
+    static const char *const alice[] = {"apikey: alice-key", NULL}; /* no scopes: every right */
+    static const char *const reader[] = {"apikey: reader-key", NULL};
+    static const char *const clerk[] = {"apikey: clerk-key", NULL};
+    char id[UUID_STR_LEN], path[128];
+    register_user(alice, "scoped", id);
+    snprintf(path, sizeof path, "/v1/users/%s", id);
+    assert_int_equal(status_of("GET", path, reader, NULL), 200);
+    tc_response r =
+        call("POST", "/v1/users", reader, "{\"email\":\"reader@access.example\",\"name\":\"R\"}");
+    expect_problem(&r, 403, "write");
+    tc_response_free(&r);
+    assert_int_equal(status_of("POST", "/v1/users", clerk,
+                               "{\"email\":\"clerk@access.example\",\"name\":\"C\"}"),
+                     201);
+    /* Nothing ran for the reader: its email is still free. */
+    assert_int_equal(status_of("POST", "/v1/users", alice,
+                               "{\"email\":\"reader@access.example\",\"name\":\"R\"}"),
+                     201);
+    snprintf(path, sizeof path, "/v1/users/%s/events", id);
+    r = call("GET", path, clerk, NULL);
+    expect_problem(&r, 403, "admin");
+    tc_response_free(&r);
+    assert_int_equal(status_of("GET", path, alice, NULL), 200);
+    const char *product = "{\"sku\":\"SCOPE-1\",\"name\":\"P\",\"price\":{\"amount\":1,"
+                          "\"currency\":\"EUR\"},\"stock\":1}";
+    r = call("POST", "/v1/products", clerk, product);
+    expect_problem(&r, 403, "admin");
+    tc_response_free(&r);
+    assert_int_equal(status_of("GET", "/v1/products/SCOPE-1", alice, NULL), 404);
+    ts_app_stop_clean(&app);
+}
+
 static void test_gateway_consumers(void **state)
 {
     (void)state;
@@ -292,9 +340,8 @@ static void test_bad_auth_config_is_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_api_keys_required),
-        cmocka_unit_test(test_gateway_consumers),
-        cmocka_unit_test(test_rate_limit),
+        cmocka_unit_test(test_api_keys_required),          cmocka_unit_test(test_scopes),
+        cmocka_unit_test(test_gateway_consumers),          cmocka_unit_test(test_rate_limit),
         cmocka_unit_test(test_bad_auth_config_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

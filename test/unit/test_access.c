@@ -55,7 +55,7 @@ static const char *who(const http_access *a, const http_caller *c)
     static char out[160];
     char actor[129];
     app_error err = APP_ERROR_INIT;
-    int rc = http_access_identify(a, c, actor, sizeof actor, &err);
+    int rc = http_access_identify(a, c, actor, sizeof actor, NULL, &err);
     if (rc)
         snprintf(out, sizeof out, "!%d", rc);
     else
@@ -91,7 +91,7 @@ static void test_keys_required(void **state)
     app_error err = APP_ERROR_INIT;
     char actor[129];
     assert_int_equal(
-        http_access_identify(a, &(http_caller){.peer = "::1"}, actor, sizeof actor, &err),
+        http_access_identify(a, &(http_caller){.peer = "::1"}, actor, sizeof actor, NULL, &err),
         APP_EUNAUTH);
     assert_non_null(strstr(err.message, "apikey"));
     http_access_free(a);

@@ -269,6 +269,36 @@ static void test_remote_and_internal(void **state)
                  "remote.pool_size: 0 is out of range 1..256 at line 2");
 }
 
+/* API keys with scopes: in YAML separated by ',', in the environment by '+'. */
+static void test_api_key_scopes(void **state)
+{
+    (void)state;
+    const char *hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    char text[512];
+    snprintf(text, sizeof text,
+             "auth:\n  api_keys:\n    - \"a:%s\"\n    - \"b:%s:read\"\n"
+             "    - \"c:%s:read,write\"\n    - \"d:%s:admin+read\"\n",
+             hex, hex, hex, hex);
+    app_config cfg;
+    app_error err = APP_ERROR_INIT;
+    /* The same hash four times is refused; make them differ in the last digit. */
+    text[strstr(text, "b:") - text + 2 + 63] = '0';
+    text[strstr(text, "c:") - text + 2 + 63] = '1';
+    text[strstr(text, "d:") - text + 2 + 63] = '2';
+    if (load_text(text, &cfg, &err) != 0)
+        fail_msg("%s", err.message);
+    assert_int_equal(cfg.auth.n_api_keys, 4);
+    assert_int_equal(cfg.auth.api_keys[0].scopes, 0); /* every right */
+    assert_int_equal(cfg.auth.api_keys[1].scopes, CONFIG_SCOPE_READ);
+    assert_int_equal(cfg.auth.api_keys[2].scopes, CONFIG_SCOPE_READ | CONFIG_SCOPE_WRITE);
+    assert_int_equal(cfg.auth.api_keys[3].scopes, CONFIG_SCOPE_READ | CONFIG_SCOPE_ADMIN);
+    snprintf(text, sizeof text, "auth:\n  api_keys: [\"a:%s:root\"]\n", hex);
+    expect_error_part(text,
+                      "auth.api_keys: scopes after the key's SHA-256 must be read, write or admin");
+    snprintf(text, sizeof text, "auth:\n  api_keys: [\"a:%s:\"]\n", hex);
+    expect_error_part(text, "must be read, write or admin");
+}
+
 static void test_wrong_type(void **state)
 {
     (void)state;
@@ -916,6 +946,7 @@ int main(void)
         cmocka_unit_test(test_kafka_inbox),
         cmocka_unit_test(test_env_overrides_every_key),
         cmocka_unit_test(test_remote_and_internal),
+        cmocka_unit_test(test_api_key_scopes),
         cmocka_unit_test(test_env_errors),
         cmocka_unit_test(test_env_applies_over_file),
     };

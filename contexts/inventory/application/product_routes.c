@@ -76,10 +76,12 @@ static int route_events(bus *b, const http_req *req, http_res *res, app_error *e
 }
 
 const http_route_def inv_routes[] = {
-    {HTTP_M_POST, "/v1/products", route_create, HTTP_ROUTE_JSON_BODY, "/v1/products"},
+    {HTTP_M_POST, "/v1/products", route_create, HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_ADMIN,
+     "/v1/products"},
     {HTTP_M_GET, "/v1/products/{sku}", route_get, 0, "/v1/products/{sku}"},
-    {HTTP_M_POST, "/v1/products/{sku}/stock", route_add_stock, HTTP_ROUTE_JSON_BODY,
-     "/v1/products/{sku}/stock"},
-    {HTTP_M_GET, "/v1/products/{sku}/events", route_events, 0, "/v1/products/{sku}/events"},
+    {HTTP_M_POST, "/v1/products/{sku}/stock", route_add_stock,
+     HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_ADMIN, "/v1/products/{sku}/stock"},
+    {HTTP_M_GET, "/v1/products/{sku}/events", route_events, HTTP_ROUTE_ADMIN,
+     "/v1/products/{sku}/events"},
     {0},
 };

@@ -76,7 +76,8 @@ const http_route_def ord_routes[] = {
     {HTTP_M_POST, "/v1/orders", route_place, HTTP_ROUTE_JSON_BODY, "/v1/orders"},
     {HTTP_M_GET, "/v1/orders/{id}", route_get, 0, "/v1/orders/{id}"},
     {HTTP_M_POST, "/v1/orders/{id}/cancel", route_cancel, 0, "/v1/orders/{id}/cancel"},
-    {HTTP_M_GET, "/v1/orders/{id}/events", route_events, 0, "/v1/orders/{id}/events"},
+    {HTTP_M_GET, "/v1/orders/{id}/events", route_events, HTTP_ROUTE_ADMIN,
+     "/v1/orders/{id}/events"},
     {HTTP_M_GET, "/v1/users/{id}/orders", route_customer_orders, 0, "/v1/users/{id}/orders"},
     {0},
 };

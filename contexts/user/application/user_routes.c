@@ -180,6 +180,6 @@ const http_route_def user_routes[] = {
     {HTTP_M_PUT, "/v1/users/{id}/email", route_change_email, HTTP_ROUTE_JSON_BODY,
      "/v1/users/{id}/email"},
     {HTTP_M_POST, "/v1/users/{id}/deactivate", route_deactivate, 0, "/v1/users/{id}/deactivate"},
-    {HTTP_M_GET, "/v1/users/{id}/events", route_events, 0, "/v1/users/{id}/events"},
+    {HTTP_M_GET, "/v1/users/{id}/events", route_events, HTTP_ROUTE_ADMIN, "/v1/users/{id}/events"},
     {0},
 };
