@@ -221,6 +221,15 @@ int http_access_identify(const http_access *a, const http_caller *c, char *actor
     if (!scopes)
         scopes = &ignored;
     *scopes = HTTP_ACCESS_ALL_SCOPES;
+    if (access_from_gateway(a, c->peer) && c->end_user) {
+        if (!access_printable(c->end_user, ACCESS_ACTOR_MAX))
+            return app_error_set(err, APP_EBADREQ,
+                                 "X-Authenticated-Userid must be 1 to %d printable characters",
+                                 ACCESS_ACTOR_MAX);
+        snprintf(actor, size, "%s", c->end_user);
+        *scopes = CONFIG_SCOPE_READ | CONFIG_SCOPE_WRITE | HTTP_ACCESS_END_USER;
+        return 0;
+    }
     if (access_from_gateway(a, c->peer)) {
         bool anonymous = c->anonymous && strcmp(c->anonymous, "true") == 0;
         const char *name = c->consumer_username ? c->consumer_username : c->consumer_id;

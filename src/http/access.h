@@ -38,6 +38,7 @@ typedef struct http_caller {
     const char *consumer_username; /* X-Consumer-Username */
     const char *consumer_id;       /* X-Consumer-ID */
     const char *anonymous;         /* X-Anonymous-Consumer: "true" when Kong let it through */
+    const char *end_user;          /* X-Authenticated-Userid: the user Kong authenticated */
 } http_caller;
 
 /* Copies what it needs from o. *out owned by the caller; free with http_access_free. */
@@ -55,6 +56,9 @@ int http_access_identify(const http_access *a, const http_caller *c, char *actor
                          unsigned *scopes, app_error *err);
 
 #define HTTP_ACCESS_ALL_SCOPES (CONFIG_SCOPE_READ | CONFIG_SCOPE_WRITE | CONFIG_SCOPE_ADMIN)
+/* In *scopes: the caller is an end user (a trusted gateway's X-Authenticated-Userid, which is
+ * then the actor), and may touch only what is its own. */
+#define HTTP_ACCESS_END_USER (1u << 8)
 
 /* Whether a caller may use the internal endpoints: its peer address is one of the internal
  * peers and, when a token is configured, authorization is "Bearer <token>" with that token.

@@ -285,6 +285,30 @@ static int http_check_body(http_job *job, struct evbuffer *in)
     return 0;
 }
 
+/* What an end user (a gateway's X-Authenticated-Userid) may do: its own user (HTTP_ROUTE_SELF:
+ * the path's {id} is its id), what the route checks is its own (HTTP_ROUTE_OWNED), and GETs
+ * that need no admin scope (products). Anything else is 403. */
+static int http_end_user_may(http_job *job)
+{
+    unsigned flags = job->route->flags;
+    const char *subject = job->req.meta.subject;
+    if (flags & HTTP_ROUTE_SELF) {
+        const char *id = NULL;
+        for (size_t i = 0; i < job->req.n_params; i++)
+            if (strcmp(job->req.param_names[i], "id") == 0)
+                id = job->req.param_values[i];
+        if (id && strcmp(id, subject) == 0)
+            return 0;
+        app_error_set(&job->err, APP_EFORBIDDEN, "an end user may touch only its own user");
+        return app_error_detail(&job->err, "this request is about another user than %s", subject);
+    }
+    if (flags & HTTP_ROUTE_OWNED)
+        return 0;
+    if ((job->req.method & (HTTP_M_GET | HTTP_M_HEAD)) && !(flags & HTTP_ROUTE_ADMIN))
+        return 0;
+    return app_error_set(&job->err, APP_EFORBIDDEN, "an end user may not do this");
+}
+
 /* Names the caller (the actor of what the request does) and takes its share of the rate
  * limit: a caller is its consumer, or its address when it has none. */
 static int http_admit(http_job *job, const struct evkeyvalq *h)
@@ -301,6 +325,7 @@ static int http_admit(http_job *job, const struct evkeyvalq *h)
         .consumer_username = evhttp_find_header(h, "X-Consumer-Username"),
         .consumer_id = evhttp_find_header(h, "X-Consumer-ID"),
         .anonymous = evhttp_find_header(h, "X-Anonymous-Consumer"),
+        .end_user = evhttp_find_header(h, "X-Authenticated-Userid"),
     };
     bus_meta *meta = &job->req.meta;
     struct timespec now;
@@ -318,6 +343,10 @@ static int http_admit(http_job *job, const struct evkeyvalq *h)
         http_access_failed(s->opts.access, peer, now_s);
     if (rc)
         return rc;
+    if (scopes & HTTP_ACCESS_END_USER) {
+        snprintf(meta->subject, sizeof meta->subject, "%s", meta->actor);
+        return http_end_user_may(job);
+    }
     unsigned need = (job->route->flags & HTTP_ROUTE_ADMIN)           ? CONFIG_SCOPE_ADMIN
                     : (job->req.method & (HTTP_M_GET | HTTP_M_HEAD)) ? CONFIG_SCOPE_READ
                                                                      : CONFIG_SCOPE_WRITE;

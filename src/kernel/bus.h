@@ -26,6 +26,9 @@ typedef struct bus_meta {
     /* The caller's address as the rate limit counts it ("a:192.0.2.7", an IPv6 /64), set by
      * the HTTP edge: the owner of an anonymous caller's Idempotency-Keys. Not recorded. */
     char client[64];
+    /* The end user a trusted gateway authenticated (X-Authenticated-Userid), "" when none: the
+     * request may touch only what is that user's. Also the actor. */
+    char subject[129];
     /* When the caller stops waiting, in CLOCK_MONOTONIC ms (0: no deadline of its own). A
      * call to a context in another process gets the time left, no more. */
     int64_t deadline_ms;

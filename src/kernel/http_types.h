@@ -67,6 +67,13 @@ enum http_route_flags {
     /* Needs the admin scope of an API key whatever its method (products and stock, audit
      * trails); other routes need read (GET, HEAD) or write (the rest). */
     HTTP_ROUTE_ADMIN = 1u << 4,
+    /* For an end user (a gateway's X-Authenticated-Userid): the {id} of the path is a user
+     * id, and must be the end user's own (else 403). */
+    HTTP_ROUTE_SELF = 1u << 5,
+    /* For an end user: the route itself checks that what it touches is the end user's
+     * (http_req.meta.subject). Routes with neither flag serve end users only GETs that need
+     * no admin scope. */
+    HTTP_ROUTE_OWNED = 1u << 6,
 };
 
 /* A row of a context's route table; tables end with a {0} sentinel. */

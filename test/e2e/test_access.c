@@ -200,6 +200,10 @@ static void test_scopes(void **state)
     char id[UUID_STR_LEN], path[128];
     register_user(alice, "scoped", id);
     snprintf(path, sizeof path, "/v1/users/%s", id);
+    /* The read model has the new user a moment after its 201. */
+    long long until = ts_now_ms() + TS_HANG_GUARD_MS;
+    while (status_of("GET", path, reader, NULL) == 404 && ts_now_ms() < until)
+        ;
     assert_int_equal(status_of("GET", path, reader, NULL), 200);
     tc_response r =
         call("POST", "/v1/users", reader, "{\"email\":\"reader@access.example\",\"name\":\"R\"}");
@@ -223,6 +227,111 @@ static void test_scopes(void **state)
     expect_problem(&r, 403, "admin");
     tc_response_free(&r);
     assert_int_equal(status_of("GET", "/v1/products/SCOPE-1", alice, NULL), 404);
+    ts_app_stop_clean(&app);
+}
+
+/* Places an order for customer as the caller the headers name; returns its status and id. */
+static int place_as(const char *const *headers, const char *customer, const char *sku,
+                    char id[UUID_STR_LEN])
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"customerId\":\"%s\",\"lines\":[{\"sku\":\"%s\",\"quantity\":1}]}", customer, sku);
+    tc_response r = call("POST", "/v1/orders", headers, body);
+    int status = r.status;
+    id[0] = '\0';
+    if (status == 202) {
+        cJSON *j = tc_json(&r);
+        snprintf(id, UUID_STR_LEN, "%s", cJSON_GetStringValue(cJSON_GetObjectItem(j, "id")));
+        cJSON_Delete(j);
+    }
+    tc_response_free(&r);
+    return status;
+}
+
+/* An end user behind a trusted gateway (X-Authenticated-Userid) touches only what is its own:
+ * its user, its orders and their audit trails; it reads products; nothing else. Its actor on
+ * events is that user. */
+static void test_end_users(void **state)
+{
+    (void)state;
+    const char *env[] = {"APP_AUTH_TRUSTED_GATEWAYS=127.0.0.1", NULL};
+    ts_app_start(&app, env);
+    char ada[UUID_STR_LEN], bob[UUID_STR_LEN], path[160];
+    register_user(NULL, "ada", ada);
+    register_user(NULL, "bob", bob);
+    char as_ada_h[160], as_bob_h[160];
+    snprintf(as_ada_h, sizeof as_ada_h, "X-Authenticated-Userid: %s", ada);
+    snprintf(as_bob_h, sizeof as_bob_h, "X-Authenticated-Userid: %s", bob);
+    const char *const as_ada[] = {as_ada_h, NULL}, *const as_bob[] = {as_bob_h, NULL};
+    char sku[32], suffix[UUID_STR_LEN];
+    uuid_v4(suffix);
+    snprintf(sku, sizeof sku, "EU-%.8s", suffix);
+    for (char *c = sku; *c; c++)
+        if (*c >= 'a' && *c <= 'z')
+            *c = (char)(*c - 'a' + 'A');
+    char product[256];
+    snprintf(product, sizeof product,
+             "{\"sku\":\"%s\",\"name\":\"P\",\"price\":{\"amount\":1,\"currency\":\"EUR\"},"
+             "\"stock\":5}",
+             sku);
+    assert_int_equal(status_of("POST", "/v1/products", NULL, product), 201);
+
+    /* Its user, and no other. */
+    snprintf(path, sizeof path, "/v1/users/%s", ada);
+    long long until = ts_now_ms() + TS_HANG_GUARD_MS; /* the read model catches up */
+    while (status_of("GET", path, as_ada, NULL) == 404 && ts_now_ms() < until)
+        ;
+    assert_int_equal(status_of("GET", path, as_ada, NULL), 200);
+    snprintf(path, sizeof path, "/v1/users/%s", bob);
+    tc_response r = call("GET", path, as_ada, NULL);
+    expect_problem(&r, 403, "another user");
+    tc_response_free(&r);
+    snprintf(path, sizeof path, "/v1/users/%s/deactivate", bob);
+    assert_int_equal(status_of("POST", path, as_ada, NULL), 403);
+    snprintf(path, sizeof path, "/v1/users/%s", bob);
+    assert_int_equal(status_of("GET", path, NULL, NULL), 200); /* bob is still active */
+    assert_int_equal(status_of("POST", "/v1/users", as_ada,
+                               "{\"email\":\"other@access.example\",\"name\":\"O\"}"),
+                     403);
+    snprintf(path, sizeof path, "/v1/users/%s/events", ada);
+    assert_int_equal(status_of("GET", path, as_ada, NULL), 200);
+    snprintf(path, sizeof path, "/v1/users/%s/events", bob);
+    assert_int_equal(status_of("GET", path, as_ada, NULL), 403);
+
+    /* Products: read, not write, not their audit trail. */
+    snprintf(path, sizeof path, "/v1/products/%s", sku);
+    assert_int_equal(status_of("GET", path, as_ada, NULL), 200);
+    snprintf(path, sizeof path, "/v1/products/%s/events", sku);
+    assert_int_equal(status_of("GET", path, as_ada, NULL), 403);
+    assert_int_equal(status_of("POST", "/v1/products", as_ada, product), 403);
+
+    /* Orders: its own only. */
+    char order[UUID_STR_LEN];
+    assert_int_equal(place_as(as_ada, bob, sku, order), 403);
+    assert_int_equal(place_as(as_ada, ada, sku, order), 202);
+    snprintf(path, sizeof path, "/v1/orders/%s", order);
+    until = ts_now_ms() + TS_HANG_GUARD_MS; /* the order's read model catches up */
+    while (status_of("GET", path, as_ada, NULL) == 404 && ts_now_ms() < until)
+        ;
+    assert_int_equal(status_of("GET", path, as_ada, NULL), 200);
+    assert_int_equal(status_of("GET", path, as_bob, NULL), 404);
+    snprintf(path, sizeof path, "/v1/orders/%s/events", order);
+    assert_int_equal(status_of("GET", path, as_bob, NULL), 404);
+    r = call("GET", path, as_ada, NULL);
+    assert_int_equal(r.status, 200);
+    cJSON *events = tc_json(&r);
+    const cJSON *meta = cJSON_GetObjectItem(
+        cJSON_GetArrayItem(cJSON_GetObjectItem(events, "items"), 0), "metadata");
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(meta, "actor")), ada);
+    cJSON_Delete(events);
+    tc_response_free(&r);
+    snprintf(path, sizeof path, "/v1/users/%s/orders", ada);
+    assert_int_equal(status_of("GET", path, as_ada, NULL), 200);
+    assert_int_equal(status_of("GET", path, as_bob, NULL), 403);
+    snprintf(path, sizeof path, "/v1/orders/%s/cancel", order);
+    assert_int_equal(status_of("POST", path, as_bob, NULL), 404);
+    assert_int_equal(status_of("POST", path, as_ada, NULL), 200);
     ts_app_stop_clean(&app);
 }
 
@@ -340,9 +449,9 @@ static void test_bad_auth_config_is_refused(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_api_keys_required),          cmocka_unit_test(test_scopes),
-        cmocka_unit_test(test_gateway_consumers),          cmocka_unit_test(test_rate_limit),
-        cmocka_unit_test(test_bad_auth_config_is_refused),
+        cmocka_unit_test(test_api_keys_required), cmocka_unit_test(test_scopes),
+        cmocka_unit_test(test_end_users),         cmocka_unit_test(test_gateway_consumers),
+        cmocka_unit_test(test_rate_limit),        cmocka_unit_test(test_bad_auth_config_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

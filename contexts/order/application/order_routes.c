@@ -25,8 +25,35 @@ static int route_call(bus *b, bus_kind kind, const char *name, const char *key, 
     return rc;
 }
 
+/* An end user (req->meta.subject) touches only its own orders: another's is "not found",
+ * which says nothing about whether it exists. */
+static int route_own_order(bus *b, const http_req *req, app_error *err)
+{
+    if (!req->meta.subject[0])
+        return 0;
+    cJSON *order = NULL;
+    int rc = route_call(b, BUS_QUERY, "order.get_order", "id", req, &order, err);
+    if (rc == 0) {
+        const char *owner =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(order, "customerId"));
+        if (!owner || strcmp(owner, req->meta.subject) != 0)
+            rc = app_error_set(err, APP_ENOTFOUND, "order not found");
+    }
+    cJSON_Delete(order);
+    return rc;
+}
+
 static int route_place(bus *b, const http_req *req, http_res *res, app_error *err)
 {
+    if (req->meta.subject[0]) {
+        const char *customer =
+            cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(req->body, "customerId"));
+        if (customer && strcmp(customer, req->meta.subject) != 0) {
+            app_error_set(err, APP_EFORBIDDEN, "an end user may place orders only for itself");
+            app_error_field(err, "customerId", "must be the end user's own id");
+            return APP_EFORBIDDEN;
+        }
+    }
     cJSON *order = NULL;
     int rc = bus_send(b, "order.place_order", req->body, &req->meta, &order, err);
     if (rc != 0)
@@ -40,13 +67,20 @@ static int route_get(bus *b, const http_req *req, http_res *res, app_error *err)
 {
     cJSON *order = NULL;
     int rc = route_call(b, BUS_QUERY, "order.get_order", "id", req, &order, err);
+    const char *owner = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(order, "customerId"));
+    if (rc == 0 && req->meta.subject[0] && (!owner || strcmp(owner, req->meta.subject) != 0)) {
+        cJSON_Delete(order);
+        return app_error_set(err, APP_ENOTFOUND, "order not found");
+    }
     return rc != 0 ? rc : http_res_versioned(res, 200, order, err);
 }
 
 static int route_cancel(bus *b, const http_req *req, http_res *res, app_error *err)
 {
     cJSON *order = NULL;
-    int rc = route_call(b, BUS_COMMAND, "order.cancel_order", "id", req, &order, err);
+    int rc = route_own_order(b, req, err);
+    if (rc == 0)
+        rc = route_call(b, BUS_COMMAND, "order.cancel_order", "id", req, &order, err);
     return rc != 0 ? rc : http_res_versioned(res, 200, order, err);
 }
 
@@ -64,7 +98,8 @@ static int route_list(bus *b, bus_kind kind, const char *name, const char *key, 
 
 static int route_events(bus *b, const http_req *req, http_res *res, app_error *err)
 {
-    return route_list(b, BUS_QUERY, "order.get_order_events", "id", req, res, err);
+    int rc = route_own_order(b, req, err);
+    return rc != 0 ? rc : route_list(b, BUS_QUERY, "order.get_order_events", "id", req, res, err);
 }
 
 static int route_customer_orders(bus *b, const http_req *req, http_res *res, app_error *err)
@@ -73,11 +108,13 @@ static int route_customer_orders(bus *b, const http_req *req, http_res *res, app
 }
 
 const http_route_def ord_routes[] = {
-    {HTTP_M_POST, "/v1/orders", route_place, HTTP_ROUTE_JSON_BODY, "/v1/orders"},
-    {HTTP_M_GET, "/v1/orders/{id}", route_get, 0, "/v1/orders/{id}"},
-    {HTTP_M_POST, "/v1/orders/{id}/cancel", route_cancel, 0, "/v1/orders/{id}/cancel"},
-    {HTTP_M_GET, "/v1/orders/{id}/events", route_events, HTTP_ROUTE_ADMIN,
+    {HTTP_M_POST, "/v1/orders", route_place, HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_OWNED, "/v1/orders"},
+    {HTTP_M_GET, "/v1/orders/{id}", route_get, HTTP_ROUTE_OWNED, "/v1/orders/{id}"},
+    {HTTP_M_POST, "/v1/orders/{id}/cancel", route_cancel, HTTP_ROUTE_OWNED,
+     "/v1/orders/{id}/cancel"},
+    {HTTP_M_GET, "/v1/orders/{id}/events", route_events, HTTP_ROUTE_ADMIN | HTTP_ROUTE_OWNED,
      "/v1/orders/{id}/events"},
-    {HTTP_M_GET, "/v1/users/{id}/orders", route_customer_orders, 0, "/v1/users/{id}/orders"},
+    {HTTP_M_GET, "/v1/users/{id}/orders", route_customer_orders, HTTP_ROUTE_SELF,
+     "/v1/users/{id}/orders"},
     {0},
 };

@@ -176,10 +176,12 @@ static int route_events(bus *b, const http_req *req, http_res *res, app_error *e
 
 const http_route_def user_routes[] = {
     {HTTP_M_POST, "/v1/users", route_register, HTTP_ROUTE_JSON_BODY, "/v1/users"},
-    {HTTP_M_GET, "/v1/users/{id}", route_get, 0, "/v1/users/{id}"},
-    {HTTP_M_PUT, "/v1/users/{id}/email", route_change_email, HTTP_ROUTE_JSON_BODY,
+    {HTTP_M_GET, "/v1/users/{id}", route_get, HTTP_ROUTE_SELF, "/v1/users/{id}"},
+    {HTTP_M_PUT, "/v1/users/{id}/email", route_change_email, HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_SELF,
      "/v1/users/{id}/email"},
-    {HTTP_M_POST, "/v1/users/{id}/deactivate", route_deactivate, 0, "/v1/users/{id}/deactivate"},
-    {HTTP_M_GET, "/v1/users/{id}/events", route_events, HTTP_ROUTE_ADMIN, "/v1/users/{id}/events"},
+    {HTTP_M_POST, "/v1/users/{id}/deactivate", route_deactivate, HTTP_ROUTE_SELF,
+     "/v1/users/{id}/deactivate"},
+    {HTTP_M_GET, "/v1/users/{id}/events", route_events, HTTP_ROUTE_ADMIN | HTTP_ROUTE_SELF,
+     "/v1/users/{id}/events"},
     {0},
 };
