@@ -35,7 +35,8 @@ TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC) $(
 # Generated sources are kept, not removed as intermediates between the two builds.
 .SECONDARY: $(GEN_SRC)
 
-.PHONY: all test test-build unit-test test-stress lint format clean run run-split bench migrations
+.PHONY: all test test-build unit-test test-stress lint format clean run run-split bench migrations \
+        fuzz fuzz-build
 all: app
 
 app: build/release/src/main.o $(REL_OBJ)
@@ -100,6 +101,32 @@ run:
 	@sh deploy/local/deps.sh run
 	@$(MAKE) --no-print-directory app
 	sh deploy/local/run.sh
+
+# libFuzzer targets (test/fuzz/fuzz_*.c) over the library built with Debian's clang;
+# `make fuzz` runs each for FUZZ_SECONDS (default 300) from its corpus in test/fuzz/corpus.
+FUZZ_CC      ?= clang
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS  := $(STD) $(filter-out -Werror,$(WARN)) $(INC) -O1 -g -fno-omit-frame-pointer
+FUZZ_OBJ     := $(patsubst %.c,build/fuzz/obj/%.o,$(LIB_SRC))
+FUZZ_TARGETS := $(patsubst test/fuzz/%.c,build/fuzz/%,$(wildcard test/fuzz/fuzz_*.c))
+.SECONDARY: $(FUZZ_OBJ)
+
+build/fuzz/obj/%.o: %.c $(GEN_SRC)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (fuzz)"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(FUZZ_OBJ)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LIBS)
+
+fuzz-build:
+	@sh deploy/local/deps.sh fuzz
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	bash test/fuzz/run.sh
 
 # The same binary as three services, one context and one database each, with Kafka between
 # them (deploy/local/run-split.sh; README, "Split deployment").

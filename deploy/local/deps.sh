@@ -1,7 +1,7 @@
 #!/bin/sh
 # Checks (and as root installs) the Debian 12 packages needed to build, run, test and lint.
 # shellcheck disable=SC2086 # package lists are split on purpose
-# Usage: deps.sh [build|unit|run|test|lint|kafka|all]...   (default: all; groups can be combined)
+# Usage: deps.sh [build|unit|run|test|lint|kafka|fuzz|all]...   (default: all; groups can be combined)
 set -eu
 
 build_pkgs="build-essential pkg-config libevent-dev libpq-dev libhiredis-dev librdkafka-dev
@@ -14,6 +14,8 @@ check_pkgs="prometheus"
 lint_pkgs="clang-format clang-tidy cppcheck systemd"
 # The real Kafka broker of the tests runs on Java; kcat checks that it answers.
 kafka_pkgs="default-jre-headless maven kcat"
+# libFuzzer: Debian's clang and its runtime libraries.
+fuzz_pkgs="clang libclang-rt-14-dev"
 
 want=""
 [ $# -gt 0 ] || set -- all
@@ -25,13 +27,14 @@ for group in "$@"; do
     test) want="$want $build_pkgs $unit_pkgs $check_pkgs $server_pkgs" ;;
     lint) want="$want $lint_pkgs" ;;
     kafka) want="$want $kafka_pkgs" ;;
-    all) want="$want $build_pkgs $unit_pkgs $check_pkgs $server_pkgs $lint_pkgs $kafka_pkgs" ;;
+    fuzz) want="$want $build_pkgs $fuzz_pkgs" ;;
+    all) want="$want $build_pkgs $unit_pkgs $check_pkgs $server_pkgs $lint_pkgs $kafka_pkgs $fuzz_pkgs" ;;
     -h | --help)
-        echo "usage: $0 [build|unit|run|test|lint|kafka|all]..."
+        echo "usage: $0 [build|unit|run|test|lint|kafka|fuzz|all]..."
         exit 0
         ;;
     *)
-        echo "deps: unknown group '$group' (expected build, unit, run, test, lint, kafka or all)" >&2
+        echo "deps: unknown group '$group' (expected build, unit, run, test, lint, kafka, fuzz or all)" >&2
         exit 2
         ;;
     esac
