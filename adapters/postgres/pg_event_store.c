@@ -974,6 +974,29 @@ static int pg_es_load_stream(void *self, const char *context, const char *stream
     return query_events(s, sql, 2, params, out, err);
 }
 
+static int pg_es_read_stream(void *self, const char *context, const char *stream_id,
+                             int64_t after_version, size_t limit, es_event_list *out,
+                             app_error *err)
+{
+    pg_event_store *s = self;
+    out->items = NULL;
+    out->len = 0;
+    char schema[64], sql[512], after[32], lim[32];
+    int rc = store_schema(self, context, schema, sizeof schema, err);
+    if (rc < 0)
+        return rc;
+    if (!stream_id)
+        return app_error_set(err, APP_EINVAL, "stream id is required");
+    snprintf(sql, sizeof sql,
+             EVENT_COLUMNS " FROM %s.events WHERE stream_id = $1 AND stream_version > $2"
+                           " ORDER BY stream_version LIMIT $3",
+             schema);
+    snprintf(after, sizeof after, "%" PRId64, after_version);
+    snprintf(lim, sizeof lim, "%zu", limit);
+    const char *params[] = {stream_id, after, lim};
+    return query_events(s, sql, 3, params, out, err);
+}
+
 /* Why a plain position filter is gap-free here: every append transaction of a context takes
  * the same transaction-level advisory lock before it draws positions from the sequence, and
  * PostgreSQL releases that lock only after the commit is visible. So a transaction holding
@@ -1675,6 +1698,7 @@ static void pg_es_resign(void *self, const char *context, const char *name)
 static const es_store_ops pg_es_ops = {
     .append = pg_es_append,
     .load_stream = pg_es_load_stream,
+    .read_stream = pg_es_read_stream,
     .read_log = pg_es_read_log,
     .head_position = pg_es_head_position,
     .load_checkpoint = pg_es_load_checkpoint,

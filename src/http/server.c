@@ -89,6 +89,7 @@ struct http_job {
     const char *method;
     char *path;
     char *if_match;
+    char *query; /* owned copy of req.query */
     const char *route_label;
     struct timespec started;
     http_quota quota; /* where the caller stands with the rate limit */
@@ -253,6 +254,7 @@ static void http_job_free(http_job *job)
     free(job->res.text);
     free(job->path);
     free(job->if_match);
+    free(job->query);
     free(job);
 }
 
@@ -436,6 +438,10 @@ static int http_prepare(http_job *job)
         return job->err.code;
     }
     job->req.path = job->path;
+    const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+    if (query && !(job->query = strdup(query)))
+        return app_error_set(&job->err, APP_ENOMEM, "out of memory");
+    job->req.query = job->query;
 
     const char *key = evhttp_find_header(h, "Idempotency-Key");
     if (key) {

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/json.h"
@@ -74,28 +75,66 @@ cJSON *event_to_json(const es_event *ev)
     return o;
 }
 
+/* The page the payload asks for: {"limit": n, "after": "<version>"} (both optional). */
+static int event_page(const cJSON *payload, size_t *limit, int64_t *after, app_error *err)
+{
+    *limit = 100;
+    *after = 0;
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(payload, "limit");
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(payload, "after");
+    if (cJSON_IsNumber(l) && l->valuedouble >= 1 && l->valuedouble <= 1000)
+        *limit = (size_t)l->valuedouble;
+    if (a) {
+        const char *t = cJSON_GetStringValue(a);
+        char *end = NULL;
+        long long v = t ? strtoll(t, &end, 10) : -1;
+        if (!t || !t[0] || *end || v < 0) {
+            app_error_set(err, APP_EBADREQ, "after is not a cursor of this audit trail");
+            app_error_field(err, "after", "is not a cursor this list gave");
+            return APP_EBADREQ;
+        }
+        *after = v;
+    }
+    return 0;
+}
+
 int event_stream_reply(const bus_ctx *ctx, const char *context, const char *stream_id,
-                       const char *not_found, cJSON **out, app_error *err)
+                       const cJSON *payload, const char *not_found, cJSON **out, app_error *err)
 {
     *out = NULL;
-    es_event_list list = {0};
-    int rc = ctx->events->ops->load_stream(ctx->events->self, context, stream_id, 0, &list, err);
+    size_t limit;
+    int64_t after;
+    int rc = event_page(payload, &limit, &after, err);
     if (rc != 0)
         return rc;
-    if (list.len == 0) {
+    es_event_list list = {0};
+    const es_store_ops *ops = ctx->events->ops;
+    /* One more than the page, to know whether another follows. */
+    rc = ops->read_stream
+             ? ops->read_stream(ctx->events->self, context, stream_id, after, limit + 1, &list, err)
+             : ops->load_stream(ctx->events->self, context, stream_id, after, &list, err);
+    if (rc != 0)
+        return rc;
+    if (list.len == 0 && after == 0) {
         es_event_list_free(&list);
         return app_error_set(err, APP_ENOTFOUND, "%s", not_found);
     }
+    bool more = list.len > limit;
+    size_t shown = more ? limit : list.len;
     cJSON *reply = cJSON_CreateObject();
     cJSON *items = reply ? cJSON_AddArrayToObject(reply, "items") : NULL;
-    for (size_t i = 0; items && i < list.len; i++) {
+    for (size_t i = 0; items && i < shown; i++) {
         cJSON *ev = event_to_json(&list.items[i]);
         if (!ev || !cJSON_AddItemToArray(items, ev)) {
             cJSON_Delete(ev);
             items = NULL;
         }
     }
+    char next[32];
+    snprintf(next, sizeof next, "%lld", shown ? (long long)list.items[shown - 1].version : 0LL);
     es_event_list_free(&list);
+    if (items && more && !cJSON_AddStringToObject(reply, "next", next))
+        items = NULL;
     if (!items) {
         cJSON_Delete(reply);
         return app_error_set(err, APP_ENOMEM, "out of memory rendering events");

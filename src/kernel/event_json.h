@@ -22,9 +22,12 @@ void event_bus_meta(const es_event *ev, bus_meta *meta);
  * unparsable one becomes {}). Owned by the caller (cJSON_Delete); NULL when out of memory. */
 cJSON *event_to_json(const es_event *ev);
 
-/* The audit trail of one stream as {"items":[event, ...]}, oldest first. APP_ENOTFOUND with
- * the message not_found when the stream has no events; the store's errors pass through. */
+/* A page of the audit trail of one stream as {"items":[event, ...], "next"?}, oldest first:
+ * the payload's "limit" events (100 when absent) after its "after" cursor, and "next", the
+ * cursor of the following page, when more follow. APP_ENOTFOUND with the message not_found
+ * when the stream has no events; APP_EBADREQ for a cursor it never gave; the store's errors
+ * pass through. */
 int event_stream_reply(const bus_ctx *ctx, const char *context, const char *stream_id,
-                       const char *not_found, cJSON **out, app_error *err);
+                       const cJSON *payload, const char *not_found, cJSON **out, app_error *err);
 
 #endif

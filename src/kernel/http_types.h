@@ -29,6 +29,7 @@ typedef struct http_req {
     size_t n_params;
     cJSON *body;          /* parsed JSON body, or NULL when empty */
     const char *if_match; /* raw If-Match header, or NULL */
+    const char *query;    /* the raw query string (after '?'), or NULL */
     bus_meta meta;        /* correlation from X-Request-ID/traceparent */
 } http_req;
 
@@ -43,6 +44,21 @@ typedef struct http_res {
 
 /* Value of path parameter name ("id" for "/v1/users/{id}"), or NULL. */
 const char *http_req_param(const http_req *req, const char *name);
+
+/* The percent-decoded value of query parameter name into out (size bytes): 1 when present,
+ * 0 when absent, APP_EBADREQ when its encoding is broken or it does not fit. */
+int http_req_query(const http_req *req, const char *name, char *out, size_t size, app_error *err);
+
+/* Pages of a list: ?limit (1..HTTP_PAGE_MAX, default HTTP_PAGE_DEFAULT) and the cursor ?after
+ * from the request go into payload as "limit" and "after" (absent when not given). A bad
+ * value is APP_EBADREQ naming the parameter. */
+#define HTTP_PAGE_DEFAULT 100
+#define HTTP_PAGE_MAX     1000
+int http_req_page(const http_req *req, cJSON *payload, app_error *err);
+
+/* A page reply's "next" cursor (set by the query when more items follow) becomes the link to
+ * the next page: "<path>?limit=<limit>&after=<cursor>". Answers 200 with body (taken over). */
+int http_res_page(http_res *res, const http_req *req, cJSON *body, app_error *err);
 
 /* Answers status with body (taken over, also on failure) and its "version" member as a
  * quoted ETag. APP_EINTERNAL when body has no numeric version. */

@@ -80,6 +80,16 @@ static int ups_load_stream(void *self, const char *context, const char *stream_i
     return rc;
 }
 
+static int ups_read_stream(void *self, const char *context, const char *stream_id,
+                           int64_t after_version, size_t limit, es_event_list *out, app_error *err)
+{
+    es_store *in = INNER(self);
+    int rc = in->ops->read_stream(in->self, context, stream_id, after_version, limit, out, err);
+    if (rc == 0)
+        ups_list(self, context, out);
+    return rc;
+}
+
 static int ups_read_log(void *self, const char *context, int64_t after_position, size_t limit,
                         es_event_list *out, app_error *err)
 {
@@ -229,6 +239,7 @@ static void ups_fill_ops(upcast_store *u)
     const es_store_ops *in = u->inner->ops;
     UPS_OP(append);
     UPS_OP(load_stream);
+    UPS_OP(read_stream);
     UPS_OP(read_log);
     UPS_OP(head_position);
     UPS_OP(load_checkpoint);

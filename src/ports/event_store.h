@@ -155,6 +155,11 @@ typedef struct es_store_ops {
     /* Events of one stream with version > after_version, oldest first. *out owned by caller. */
     int (*load_stream)(void *self, const char *context, const char *stream_id,
                        int64_t after_version, es_event_list *out, app_error *err);
+    /* At most limit events of one stream with version > after_version, oldest first: a page of
+     * its audit trail. *out owned by caller. Optional: NULL where the store has none (then
+     * load_stream serves, unbounded). */
+    int (*read_stream)(void *self, const char *context, const char *stream_id,
+                       int64_t after_version, size_t limit, es_event_list *out, app_error *err);
     /* At most limit events with position > after_position, in commit order with no gaps:
      * an event never appears below a position already returned. *out owned by caller. */
     int (*read_log)(void *self, const char *context, int64_t after_position, size_t limit,

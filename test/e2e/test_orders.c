@@ -495,6 +495,52 @@ static void test_customer_orders_newest_first(void **state)
     list = call_json("GET", path, NULL, 200);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(list, "items")), 0);
     cJSON_Delete(list);
+
+    /* Paged: two, then the link to the last one, which has no link of its own. */
+    snprintf(path, sizeof path, "/v1/users/%s/orders?limit=2", customer);
+    list = call_json("GET", path, NULL, 200);
+    items = cJSON_GetObjectItem(list, "items");
+    assert_int_equal(cJSON_GetArraySize(items), 2);
+    assert_string_equal(str(cJSON_GetArrayItem(items, 0), "id"), ids[2]);
+    char next[256];
+    snprintf(next, sizeof next, "%s", str(list, "next"));
+    cJSON_Delete(list);
+    assert_non_null(strstr(next, "limit=2&after="));
+    list = call_json("GET", next, NULL, 200);
+    items = cJSON_GetObjectItem(list, "items");
+    assert_int_equal(cJSON_GetArraySize(items), 1);
+    assert_string_equal(str(cJSON_GetArrayItem(items, 0), "id"), ids[0]);
+    assert_null(cJSON_GetObjectItem(list, "next"));
+    cJSON_Delete(list);
+
+    /* An audit trail pages the same way: placed and confirmed, one at a time. */
+    snprintf(path, sizeof path, "/v1/orders/%s/events?limit=1", ids[0]);
+    list = call_json("GET", path, NULL, 200);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(list, "items")), 1);
+    assert_string_equal(str(cJSON_GetArrayItem(cJSON_GetObjectItem(list, "items"), 0), "type"),
+                        "order.order.placed");
+    snprintf(next, sizeof next, "%s", str(list, "next"));
+    cJSON_Delete(list);
+    list = call_json("GET", next, NULL, 200);
+    assert_string_equal(str(cJSON_GetArrayItem(cJSON_GetObjectItem(list, "items"), 0), "type"),
+                        "order.order.confirmed");
+    assert_null(cJSON_GetObjectItem(list, "next"));
+    cJSON_Delete(list);
+
+    /* Bounds and cursors are checked. */
+    static const char *const bad[] = {"limit=0", "limit=1001", "limit=x", "after=%zz",
+                                      "after=..%2F"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(path, sizeof path, "/v1/users/%s/orders?%s", customer, bad[i]);
+        tc_response r = call("GET", path, NULL);
+        if (r.status != 400)
+            fail_msg("GET %s: %d, wanted 400", path, r.status);
+        tc_response_free(&r);
+    }
+    snprintf(path, sizeof path, "/v1/orders/%s/events?after=abc", ids[0]);
+    tc_response r = call("GET", path, NULL);
+    assert_int_equal(r.status, 400);
+    tc_response_free(&r);
 }
 
 static void test_bad_input(void **state)

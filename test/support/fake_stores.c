@@ -268,6 +268,23 @@ static int fk_append(void *self, const es_append_req *req, es_append_result *out
 }
 
 static int fk_load_stream(void *self, const char *context, const char *stream_id,
+                          int64_t after_version, es_event_list *out, app_error *err);
+
+static int fk_read_stream(void *self, const char *context, const char *stream_id,
+                          int64_t after_version, size_t limit, es_event_list *out, app_error *err)
+{
+    int rc = fk_load_stream(self, context, stream_id, after_version, out, err);
+    while (rc == 0 && out->len > limit) {
+        es_event *e = &out->items[--out->len];
+        free(e->stream_id);
+        free(e->type);
+        free(e->data);
+        free(e->metadata);
+    }
+    return rc;
+}
+
+static int fk_load_stream(void *self, const char *context, const char *stream_id,
                           int64_t after_version, es_event_list *out, app_error *err)
 {
     fake_es *f = self;
@@ -579,6 +596,7 @@ static int fk_idempotency_purge(void *self, const char *context, int ttl_seconds
 static const es_store_ops fake_es_ops = {
     .append = fk_append,
     .load_stream = fk_load_stream,
+    .read_stream = fk_read_stream,
     .read_log = fk_read_log,
     .head_position = fk_head_position,
     .load_checkpoint = fk_load_checkpoint,

@@ -35,7 +35,7 @@ int inv_get_product_events(const bus_ctx *ctx, const cJSON *payload, cJSON **out
         return rc;
     char stream[INV_STREAM_ID_LEN];
     inv_stream_id(stream, sku);
-    return event_stream_reply(ctx, INV_CONTEXT, stream, "unknown product", out, err);
+    return event_stream_reply(ctx, INV_CONTEXT, stream, payload, "unknown product", out, err);
 }
 
 int inv_describe_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)

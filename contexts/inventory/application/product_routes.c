@@ -66,13 +66,14 @@ static int route_add_stock(bus *b, const http_req *req, http_res *res, app_error
 
 static int route_events(bus *b, const http_req *req, http_res *res, app_error *err)
 {
-    cJSON *events = NULL;
-    int rc = route_call(b, BUS_QUERY, "inventory.get_product_events", NULL, req, &events, err);
-    if (rc != 0)
-        return rc;
-    res->status = 200;
-    res->body = events;
-    return 0;
+    cJSON *payload = NULL, *events = NULL;
+    int rc = route_payload(req, NULL, &payload, err);
+    if (rc == 0)
+        rc = http_req_page(req, payload, err);
+    if (rc == 0)
+        rc = bus_ask(b, "inventory.get_product_events", payload, &req->meta, &events, err);
+    cJSON_Delete(payload);
+    return rc != 0 ? rc : http_res_page(res, req, events, err);
 }
 
 const http_route_def inv_routes[] = {

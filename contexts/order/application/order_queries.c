@@ -48,16 +48,42 @@ int ord_list_customer_orders(const bus_ctx *ctx, const cJSON *payload, cJSON **o
         cJSON_Delete(reply);
         return app_error_set(err, APP_ENOMEM, "out of memory");
     }
+    /* A page: "limit" orders (100 when absent) from the cursor "after", the count of newer
+     * orders a previous page showed. */
+    size_t limit = 100, from = 0;
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(payload, "limit");
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(payload, "after");
+    if (cJSON_IsNumber(l) && l->valuedouble >= 1 && l->valuedouble <= 1000)
+        limit = (size_t)l->valuedouble;
+    if (a) {
+        const char *t = cJSON_GetStringValue(a);
+        char *end = NULL;
+        long long v = t ? strtoll(t, &end, 10) : -1;
+        if (!t || !t[0] || *end || v < 0) {
+            cJSON_Delete(reply);
+            app_error_set(err, APP_EBADREQ, "after is not a cursor of this list");
+            app_error_field(err, "after", "is not a cursor this list gave");
+            return APP_EBADREQ;
+        }
+        from = (size_t)v;
+    }
     if (uuid_valid(customer)) {
         char key[sizeof ORD_CUSTOMER_ORDERS + UUID_STR_LEN], **ids = NULL;
         size_t n = 0;
         snprintf(key, sizeof key, "%s%s", ORD_CUSTOMER_ORDERS, customer);
-        rc = ctx->reads->ops->zrevrange(ctx->reads->self, key, 0, SIZE_MAX, &ids, &n, err);
-        for (size_t i = 0; rc == 0 && i < n; i++) {
+        /* One more than the page, to know whether another follows. */
+        rc = ctx->reads->ops->zrevrange(ctx->reads->self, key, from, from + limit, &ids, &n, err);
+        for (size_t i = 0; rc == 0 && i < n && i < limit; i++) {
             cJSON *order = NULL;
             rc = ord_read(ctx, ids[i], &order, err);
             if (rc == 0 && order)
                 cJSON_AddItemToArray(items, order);
+        }
+        if (rc == 0 && n > limit) {
+            char next[32];
+            snprintf(next, sizeof next, "%zu", from + limit);
+            if (!cJSON_AddStringToObject(reply, "next", next))
+                rc = app_error_set(err, APP_ENOMEM, "out of memory");
         }
         rs_strings_free(ids, n);
     }
@@ -77,5 +103,5 @@ int ord_get_order_events(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
         return rc;
     char stream[ORD_STREAM_ID_LEN];
     ord_stream_id(stream, id);
-    return event_stream_reply(ctx, ORD_CONTEXT, stream, "order not found", out, err);
+    return event_stream_reply(ctx, ORD_CONTEXT, stream, payload, "order not found", out, err);
 }

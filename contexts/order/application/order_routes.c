@@ -6,9 +6,9 @@
 #include "contexts/order/application/order_app.h"
 #include "core/uuid.h"
 
-/* Sends or asks name with {"<key>": <path id>} (plus "reason" for a cancellation). */
-static int route_call(bus *b, bus_kind kind, const char *name, const char *key, const http_req *req,
-                      cJSON **out, app_error *err)
+/* Sends or asks name with {"<key>": <path id>}, and the page of a list when paged. */
+static int route_call_paged(bus *b, bus_kind kind, const char *name, const char *key,
+                            const http_req *req, bool paged, cJSON **out, app_error *err)
 {
     const char *id = http_req_param(req, "id");
     if (!id || !uuid_valid(id))
@@ -19,14 +19,20 @@ static int route_call(bus *b, bus_kind kind, const char *name, const char *key, 
         cJSON_Delete(p);
         return app_error_set(err, APP_ENOMEM, "out of memory");
     }
-    int rc = kind == BUS_COMMAND ? bus_send(b, name, p, &req->meta, out, err)
+    int rc = paged ? http_req_page(req, p, err) : 0;
+    if (rc == 0)
+        rc = kind == BUS_COMMAND ? bus_send(b, name, p, &req->meta, out, err)
                                  : bus_ask(b, name, p, &req->meta, out, err);
     cJSON_Delete(p);
     return rc;
 }
 
-/* An end user (req->meta.subject) touches only its own orders: another's is "not found",
- * which says nothing about whether it exists. */
+static int route_call(bus *b, bus_kind kind, const char *name, const char *key, const http_req *req,
+                      cJSON **out, app_error *err)
+{
+    return route_call_paged(b, kind, name, key, req, false, out, err);
+}
+
 static int route_own_order(bus *b, const http_req *req, app_error *err)
 {
     if (!req->meta.subject[0])
@@ -88,12 +94,8 @@ static int route_list(bus *b, bus_kind kind, const char *name, const char *key, 
                       http_res *res, app_error *err)
 {
     cJSON *list = NULL;
-    int rc = route_call(b, kind, name, key, req, &list, err);
-    if (rc != 0)
-        return rc;
-    res->status = 200;
-    res->body = list;
-    return 0;
+    int rc = route_call_paged(b, kind, name, key, req, true, &list, err);
+    return rc != 0 ? rc : http_res_page(res, req, list, err);
 }
 
 static int route_events(bus *b, const http_req *req, http_res *res, app_error *err)

@@ -48,7 +48,7 @@ int user_get_user_events(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
         return rc;
     char stream[USER_STREAM_ID_LEN];
     user_stream_id(stream, id);
-    return event_stream_reply(ctx, USER_CONTEXT, stream, "user not found", out, err);
+    return event_stream_reply(ctx, USER_CONTEXT, stream, payload, "user not found", out, err);
 }
 
 int user_describe_customer(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)

@@ -165,13 +165,18 @@ static int route_deactivate(bus *b, const http_req *req, http_res *res, app_erro
 
 static int route_events(bus *b, const http_req *req, http_res *res, app_error *err)
 {
-    cJSON *events = NULL;
-    int rc = route_by_id(b, BUS_QUERY, "user.get_user_events", req, &events, err);
+    const char *id = NULL;
+    int rc = route_id(req, &id, err);
     if (rc != 0)
         return rc;
-    res->status = 200;
-    res->body = events;
-    return 0;
+    cJSON *payload = route_payload(id, NULL, NULL), *events = NULL;
+    if (!payload)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    rc = http_req_page(req, payload, err);
+    if (rc == 0)
+        rc = bus_ask(b, "user.get_user_events", payload, &req->meta, &events, err);
+    cJSON_Delete(payload);
+    return rc != 0 ? rc : http_res_page(res, req, events, err);
 }
 
 const http_route_def user_routes[] = {
