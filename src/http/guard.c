@@ -79,8 +79,9 @@ static void guard_next_request(http_guard *g)
 
 static bool guard_method_known(const http_guard *g)
 {
-    static const char *const known[] = {"GET",    "HEAD",  "POST",    "PUT",
-                                        "DELETE", "PATCH", "OPTIONS", NULL};
+    /* TRACE and CONNECT are HTTP's own: they reach the router, which answers 405. */
+    static const char *const known[] = {"GET",   "HEAD",    "POST",  "PUT",     "DELETE",
+                                        "PATCH", "OPTIONS", "TRACE", "CONNECT", NULL};
     for (size_t i = 0; known[i]; i++)
         if (strlen(known[i]) == g->method_len && memcmp(known[i], g->method, g->method_len) == 0)
             return true;
@@ -150,9 +151,10 @@ static int guard_head_done(http_guard *g, const char **reason)
         return 400;
     }
     bool bodiless = (g->method_len == 3 && memcmp(g->method, "GET", 3) == 0) ||
-                    (g->method_len == 4 && memcmp(g->method, "HEAD", 4) == 0);
+                    (g->method_len == 4 && memcmp(g->method, "HEAD", 4) == 0) ||
+                    (g->method_len == 5 && memcmp(g->method, "TRACE", 5) == 0);
     if (bodiless && (g->chunked || g->length > 0)) {
-        *reason = "GET and HEAD requests may not have a body";
+        *reason = "GET, HEAD and TRACE requests may not have a body";
         return 400;
     }
     if (g->has_length && g->length > g->max_body) {

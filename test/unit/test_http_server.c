@@ -352,6 +352,11 @@ static void test_routing_errors(void **state)
     assert_int_equal(tcli_raw(f->port, garbage, strlen(garbage), &r), 0);
     cJSON_Delete(expect_problem(&r, 400, "bad-request"));
     tcli_free(&r);
+    /* HTTP's own TRACE on a known path is a method this route does not allow. */
+    assert_int_equal(tcli(f->port, "TRACE", "/whoami", NULL, NULL, &r), 0);
+    cJSON_Delete(expect_problem(&r, 405, "method-not-allowed"));
+    assert_non_null(tcli_header(&r, "Allow"));
+    tcli_free(&r);
     const char *unknown = "NOT A REQUEST\r\n\r\n"; /* a method nobody implements */
     assert_int_equal(tcli_raw(f->port, unknown, strlen(unknown), &r), 0);
     cJSON_Delete(expect_problem(&r, 501, "not-implemented"));
