@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/deadline.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "kernel/ops.h"
@@ -129,17 +130,10 @@ static pthread_mutex_t ops_ready_lock = PTHREAD_MUTEX_INITIALIZER;
 static cJSON *ops_ready_cache; /* kept until the next refresh */
 static int64_t ops_ready_at;
 
-static int64_t ops_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
 {
     pthread_mutex_lock(&ops_ready_lock);
-    int64_t now = ops_now_ms();
+    int64_t now = deadline_now_ms();
     int rc = 0;
     if (!ops_ready_cache || now - ops_ready_at >= OPS_READINESS_TTL_MS) {
         cJSON *fresh = NULL;
@@ -147,7 +141,7 @@ static int ops_readiness(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
         if (rc == 0) {
             cJSON_Delete(ops_ready_cache);
             ops_ready_cache = fresh;
-            ops_ready_at = ops_now_ms();
+            ops_ready_at = deadline_now_ms();
         }
     }
     if (rc == 0) {

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/deadline.h"
 #include "core/json.h"
 #include "core/log.h"
 
@@ -31,13 +32,6 @@ struct rm_models {
     rm_projection projections[RM_MAX_PROJECTIONS];
     size_t n;
 };
-
-static int64_t rm_monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 int rm_models_new(rm_models **out, rs_store *store, app_error *err)
 {
@@ -308,7 +302,7 @@ static int rm_refresh(rm_models *m, rm_projection *p, rm_control *c, bool *found
     p->loaded = true;
     p->found = *found;
     p->control = *c;
-    p->loaded_ms = rm_monotonic_ms();
+    p->loaded_ms = deadline_now_ms();
     pthread_mutex_unlock(&m->mu);
     return 0;
 }
@@ -327,7 +321,7 @@ static int rm_live_generation(rm_models *m, rm_projection *p, bool fresh, int64_
                               app_error *err)
 {
     pthread_mutex_lock(&m->mu);
-    bool cached = !fresh && p->loaded && rm_monotonic_ms() - p->loaded_ms < RM_CACHE_MS;
+    bool cached = !fresh && p->loaded && deadline_now_ms() - p->loaded_ms < RM_CACHE_MS;
     rm_control c = p->control;
     bool found = p->found;
     pthread_mutex_unlock(&m->mu);

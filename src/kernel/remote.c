@@ -10,6 +10,7 @@
 
 #include "core/backoff.h"
 #include "core/breaker.h"
+#include "core/deadline.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -38,13 +39,6 @@ struct remote {
     remote_peer *peers[REMOTE_MAX];
     size_t n_peers;
 };
-
-static int64_t remote_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void remote_sleep_ms(int ms)
 {
@@ -145,7 +139,7 @@ int remote_envelope_parse(const cJSON *body, bus_meta *meta, const cJSON **paylo
         snprintf(meta->correlation_id, sizeof meta->correlation_id, "%s", meta->message_id);
     if (!meta->causation_id[0])
         snprintf(meta->causation_id, sizeof meta->causation_id, "%s", meta->correlation_id);
-    meta->deadline_ms = remote_mono_ms() + (int64_t)t->valuedouble;
+    meta->deadline_ms = deadline_now_ms() + (int64_t)t->valuedouble;
     return 0;
 }
 
@@ -405,7 +399,7 @@ static int remote_call(void *self, bus_call *call)
     remote_peer *p = self;
     remote *r = p->owner;
     const bus_meta *meta = call->ctx->meta;
-    int64_t start = remote_mono_ms();
+    int64_t start = deadline_now_ms();
     int64_t deadline =
         meta && meta->deadline_ms > 0 ? meta->deadline_ms : start + (int64_t)r->o.timeout_ms;
     bool repeatable = call->kind == BUS_QUERY || (call->def->flags & BUS_IDEMPOTENT);
@@ -416,7 +410,7 @@ static int remote_call(void *self, bus_call *call)
     backoff_init(&bo, r->o.retry_backoff_ms, r->o.retry_backoff_max_ms, 0);
     int rc;
     for (;;) {
-        int64_t left = deadline - remote_mono_ms();
+        int64_t left = deadline - deadline_now_ms();
         if (left <= 0) {
             if (call->err->code == 0)
                 app_error_set(call->err, APP_EUNAVAIL, "context %s is unavailable", p->context);
@@ -451,7 +445,7 @@ static int remote_call(void *self, bus_call *call)
         if (!again)
             break;
         int delay = backoff_next(&bo);
-        if (delay >= deadline - remote_mono_ms())
+        if (delay >= deadline - deadline_now_ms())
             break;
         if (*call->out) {
             cJSON_Delete(*call->out);
@@ -463,7 +457,7 @@ static int remote_call(void *self, bus_call *call)
         remote_sleep_ms(delay);
         app_error_clear(call->err);
     }
-    remote_count_call(p, call, rc, (double)(remote_mono_ms() - start) / 1000.0);
+    remote_count_call(p, call, rc, (double)(deadline_now_ms() - start) / 1000.0);
     return rc;
 }
 
