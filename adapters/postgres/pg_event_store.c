@@ -953,48 +953,40 @@ static int query_events(pg_event_store *s, const char *sql, int n_params, const 
     return rc;
 }
 
-static int pg_es_load_stream(void *self, const char *context, const char *stream_id,
-                             int64_t after_version, es_event_list *out, app_error *err)
+/* Events of a stream after after_version, oldest first; at most limit when bounded. */
+static int pg_stream_events(pg_event_store *s, const char *context, const char *stream_id,
+                            int64_t after_version, bool bounded, size_t limit, es_event_list *out,
+                            app_error *err)
 {
-    pg_event_store *s = self;
     out->items = NULL;
     out->len = 0;
-    char schema[64], sql[512], after[32];
-    int rc = store_schema(self, context, schema, sizeof schema, err);
+    char schema[64], sql[512], after[32], lim[32];
+    int rc = store_schema(s, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
     if (!stream_id)
         return app_error_set(err, APP_EINVAL, "stream id is required");
     snprintf(sql, sizeof sql,
              EVENT_COLUMNS " FROM %s.events WHERE stream_id = $1 AND stream_version > $2"
-                           " ORDER BY stream_version",
-             schema);
+                           " ORDER BY stream_version%s",
+             schema, bounded ? " LIMIT $3" : "");
     snprintf(after, sizeof after, "%" PRId64, after_version);
-    const char *params[] = {stream_id, after};
-    return query_events(s, sql, 2, params, out, err);
+    snprintf(lim, sizeof lim, "%zu", limit);
+    const char *params[] = {stream_id, after, lim};
+    return query_events(s, sql, bounded ? 3 : 2, params, out, err);
+}
+
+static int pg_es_load_stream(void *self, const char *context, const char *stream_id,
+                             int64_t after_version, es_event_list *out, app_error *err)
+{
+    return pg_stream_events(self, context, stream_id, after_version, false, 0, out, err);
 }
 
 static int pg_es_read_stream(void *self, const char *context, const char *stream_id,
                              int64_t after_version, size_t limit, es_event_list *out,
                              app_error *err)
 {
-    pg_event_store *s = self;
-    out->items = NULL;
-    out->len = 0;
-    char schema[64], sql[512], after[32], lim[32];
-    int rc = store_schema(self, context, schema, sizeof schema, err);
-    if (rc < 0)
-        return rc;
-    if (!stream_id)
-        return app_error_set(err, APP_EINVAL, "stream id is required");
-    snprintf(sql, sizeof sql,
-             EVENT_COLUMNS " FROM %s.events WHERE stream_id = $1 AND stream_version > $2"
-                           " ORDER BY stream_version LIMIT $3",
-             schema);
-    snprintf(after, sizeof after, "%" PRId64, after_version);
-    snprintf(lim, sizeof lim, "%zu", limit);
-    const char *params[] = {stream_id, after, lim};
-    return query_events(s, sql, 3, params, out, err);
+    return pg_stream_events(self, context, stream_id, after_version, true, limit, out, err);
 }
 
 /* Why a plain position filter is gap-free here: every append transaction of a context takes
