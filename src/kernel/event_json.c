@@ -4,10 +4,10 @@
 
 #include <stdbool.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/json.h"
+#include "kernel/http_types.h"
 
 /* Adds name: value when value is non-empty, or always when required. */
 static bool event_add(cJSON *o, const char *name, const char *value, bool required)
@@ -75,36 +75,13 @@ cJSON *event_to_json(const es_event *ev)
     return o;
 }
 
-/* The page the payload asks for: {"limit": n, "after": "<version>"} (both optional). */
-static int event_page(const cJSON *payload, size_t *limit, int64_t *after, app_error *err)
-{
-    *limit = 100;
-    *after = 0;
-    const cJSON *l = cJSON_GetObjectItemCaseSensitive(payload, "limit");
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(payload, "after");
-    if (cJSON_IsNumber(l) && l->valuedouble >= 1 && l->valuedouble <= 1000)
-        *limit = (size_t)l->valuedouble;
-    if (a) {
-        const char *t = cJSON_GetStringValue(a);
-        char *end = NULL;
-        long long v = t ? strtoll(t, &end, 10) : -1;
-        if (!t || !t[0] || *end || v < 0) {
-            app_error_set(err, APP_EBADREQ, "after is not a cursor of this audit trail");
-            app_error_field(err, "after", "is not a cursor this list gave");
-            return APP_EBADREQ;
-        }
-        *after = v;
-    }
-    return 0;
-}
-
 int event_stream_reply(const bus_ctx *ctx, const char *context, const char *stream_id,
                        const cJSON *payload, const char *not_found, cJSON **out, app_error *err)
 {
     *out = NULL;
     size_t limit;
     int64_t after;
-    int rc = event_page(payload, &limit, &after, err);
+    int rc = http_page_of(payload, &limit, &after, err);
     if (rc != 0)
         return rc;
     es_event_list list = {0};

@@ -101,6 +101,28 @@ int http_req_page(const http_req *req, cJSON *payload, app_error *err)
     return 0;
 }
 
+int http_page_of(const cJSON *payload, size_t *limit, int64_t *after, app_error *err)
+{
+    *limit = HTTP_PAGE_DEFAULT;
+    *after = 0;
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(payload, "limit");
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(payload, "after");
+    if (cJSON_IsNumber(l) && l->valuedouble >= 1 && l->valuedouble <= HTTP_PAGE_MAX)
+        *limit = (size_t)l->valuedouble;
+    if (!a)
+        return 0;
+    const char *t = cJSON_GetStringValue(a);
+    char *end = NULL;
+    long long v = t ? strtoll(t, &end, 10) : -1;
+    if (!t || !t[0] || *end || v < 0) {
+        app_error_set(err, APP_EBADREQ, "after is not a cursor of this list");
+        app_error_field(err, "after", "is not a cursor this list gave");
+        return APP_EBADREQ;
+    }
+    *after = v;
+    return 0;
+}
+
 int http_res_page(http_res *res, const http_req *req, cJSON *body, app_error *err)
 {
     cJSON *next = cJSON_GetObjectItemCaseSensitive(body, "next");

@@ -56,6 +56,11 @@ int http_req_query(const http_req *req, const char *name, char *out, size_t size
 #define HTTP_PAGE_MAX     1000
 int http_req_page(const http_req *req, cJSON *payload, app_error *err);
 
+/* The page a query's payload asks for (as http_req_page put it): *limit (HTTP_PAGE_DEFAULT
+ * when absent) and the numeric cursor *after (0 when absent). APP_EBADREQ, with a field
+ * error on "after", for a cursor no list gives. */
+int http_page_of(const cJSON *payload, size_t *limit, int64_t *after, app_error *err);
+
 /* A page reply's "next" cursor (set by the query when more items follow) becomes the link to
  * the next page: "<path>?limit=<limit>&after=<cursor>". Answers 200 with body (taken over). */
 int http_res_page(http_res *res, const http_req *req, cJSON *body, app_error *err);

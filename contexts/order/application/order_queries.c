@@ -48,25 +48,15 @@ int ord_list_customer_orders(const bus_ctx *ctx, const cJSON *payload, cJSON **o
         cJSON_Delete(reply);
         return app_error_set(err, APP_ENOMEM, "out of memory");
     }
-    /* A page: "limit" orders (100 when absent) from the cursor "after", the count of newer
-     * orders a previous page showed. */
-    size_t limit = 100, from = 0;
-    const cJSON *l = cJSON_GetObjectItemCaseSensitive(payload, "limit");
-    const cJSON *a = cJSON_GetObjectItemCaseSensitive(payload, "after");
-    if (cJSON_IsNumber(l) && l->valuedouble >= 1 && l->valuedouble <= 1000)
-        limit = (size_t)l->valuedouble;
-    if (a) {
-        const char *t = cJSON_GetStringValue(a);
-        char *end = NULL;
-        long long v = t ? strtoll(t, &end, 10) : -1;
-        if (!t || !t[0] || *end || v < 0) {
-            cJSON_Delete(reply);
-            app_error_set(err, APP_EBADREQ, "after is not a cursor of this list");
-            app_error_field(err, "after", "is not a cursor this list gave");
-            return APP_EBADREQ;
-        }
-        from = (size_t)v;
+    /* A page: the cursor "after" counts the newer orders earlier pages showed. */
+    size_t limit;
+    int64_t after;
+    rc = http_page_of(payload, &limit, &after, err);
+    if (rc != 0) {
+        cJSON_Delete(reply);
+        return rc;
     }
+    size_t from = (size_t)after;
     if (uuid_valid(customer)) {
         char key[sizeof ORD_CUSTOMER_ORDERS + UUID_STR_LEN], **ids = NULL;
         size_t n = 0;
