@@ -332,15 +332,25 @@ static double metric(const ts_app *svc, const char *name, const char *part1, con
 }
 
 /* The checkpoint of subscriber name in the order service's readiness (-1: not listed). */
-static long long order_checkpoint(const char *name)
+/* The order service's readiness answer (the caller deletes it), and in *status its HTTP
+ * status. */
+static cJSON *order_readiness(int *status)
 {
     tc_response r = call_h(&order_svc, "GET", "/health/ready", NULL, NULL);
     cJSON *j = tc_json(&r);
+    if (status)
+        *status = r.status;
+    tc_response_free(&r);
+    return j;
+}
+
+static long long order_checkpoint(const char *name)
+{
+    cJSON *j = order_readiness(NULL);
     const cJSON *cp = cJSON_GetObjectItem(
         cJSON_GetObjectItem(cJSON_GetObjectItem(j, "subscriptions"), name), "checkpoint");
     long long v = cJSON_IsNumber(cp) ? (long long)cp->valuedouble : -1;
     cJSON_Delete(j);
-    tc_response_free(&r);
     return v;
 }
 
@@ -381,12 +391,11 @@ typedef struct check_arg {
 static bool readiness_check_is(void *arg)
 {
     check_arg *a = arg;
-    tc_response r = call_h(&order_svc, "GET", "/health/ready", NULL, NULL);
-    cJSON *j = tc_json(&r);
+    int status = 0;
+    cJSON *j = order_readiness(&status);
     const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "checks"), a->name);
-    bool ok = strcmp(str(c, "status"), a->want) == 0 && r.status == 200;
+    bool ok = strcmp(str(c, "status"), a->want) == 0 && status == 200;
     cJSON_Delete(j);
-    tc_response_free(&r);
     return ok;
 }
 
@@ -605,14 +614,12 @@ typedef struct settled_all {
  * must have exactly one settling event in its trail. */
 static bool caught_up(const char *subscriber)
 {
-    tc_response r = call_h(&order_svc, "GET", "/health/ready", NULL, NULL);
-    cJSON *j = tc_json(&r);
+    cJSON *j = order_readiness(NULL);
     const cJSON *sub = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "subscriptions"), subscriber);
     const cJSON *lag = cJSON_GetObjectItem(sub, "lagEvents");
     bool ok =
         strcmp(str(sub, "status"), "running") == 0 && cJSON_IsNumber(lag) && lag->valuedouble == 0;
     cJSON_Delete(j);
-    tc_response_free(&r);
     return ok;
 }
 
