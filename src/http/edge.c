@@ -137,6 +137,12 @@ int http_edge_max_connections(const http_edge *e)
 static const char *edge_slug(int status, const char **title)
 {
     switch (status) {
+    case 404:
+        *title = "Not Found";
+        return "not-found";
+    case 405:
+        *title = "Method Not Allowed";
+        return "method-not-allowed";
     case 408:
         *title = "Request Timeout";
         return "request-timeout";
@@ -167,10 +173,11 @@ static void edge_arm(edge_conn *c, int ms)
     evtimer_add(c->timer, &tv);
 }
 
-/* Answers status with a problem naming reason, straight on the socket, then ends the
- * connection's writing side; its input is read and dropped for a while, so that the client
- * reads the answer instead of a reset, and then it is closed. */
-static void edge_refuse(edge_conn *c, int status, const char *reason, const char *label)
+/* Answers status with a problem naming reason (and the header line extra, or ""), straight
+ * on the socket, then ends the connection's writing side; its input is read and dropped for a
+ * while, so that the client reads the answer instead of a reset, and then it is closed. */
+static void edge_refuse_with(edge_conn *c, int status, const char *reason, const char *label,
+                             const char *extra)
 {
     if (c->refused)
         return;
@@ -186,8 +193,8 @@ static void edge_refuse(edge_conn *c, int status, const char *reason, const char
     char head[512];
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\n"
-                     "X-Request-ID: %s\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n",
-                     status, title, rid, status == 503 ? "Retry-After: 1\r\n" : "",
+                     "X-Request-ID: %s\r\nConnection: close\r\n%s%sContent-Length: %zu\r\n\r\n",
+                     status, title, rid, status == 503 ? "Retry-After: 1\r\n" : "", extra,
                      body ? strlen(body) : 0);
     /* Only when nothing of an earlier answer waits to be written: never interleaved. */
     if (fd >= 0 && evbuffer_get_length(bufferevent_get_output(c->filter)) == 0) {
@@ -203,6 +210,29 @@ static void edge_refuse(edge_conn *c, int status, const char *reason, const char
     c->lingering = true;
     evtimer_del(c->timer);
     edge_arm(c, EDGE_LINGER_MS);
+}
+
+static void edge_refuse(edge_conn *c, int status, const char *reason, const char *label)
+{
+    edge_refuse_with(c, status, reason, label, "");
+}
+
+/* The guard refused a method no resource accepts: 405 naming what the target does accept,
+ * as the router would; else 501 for a method HTTP does not define, or 404. */
+static void edge_refuse_method(edge_conn *c)
+{
+    const http_guard *g = &c->guard;
+    const http_edge_options *o = &c->edge->o;
+    char allow[64], extra[96];
+    if (o->allow && g->target_len < sizeof g->target &&
+        o->allow(g->target, allow, sizeof allow, o->allow_arg)) {
+        snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
+        edge_refuse_with(c, 405, g->reason, "method_not_allowed", extra);
+    } else if (g->method_unknown) {
+        edge_refuse(c, 501, "this method is not implemented", "not_implemented");
+    } else {
+        edge_refuse(c, 404, "no resource at this path", "method_not_allowed");
+    }
 }
 
 /* ---- deadlines ---------------------------------------------------------------------------- */
@@ -288,7 +318,10 @@ static enum bufferevent_filter_result edge_filter(struct evbuffer *src, struct e
             evbuffer_remove_buffer(src, dst, ok);
         budget -= ok;
         if (ok < n) {
-            edge_refuse(c, c->guard.status, c->guard.reason, edge_label(c->guard.status));
+            if (c->guard.status == 405)
+                edge_refuse_method(c);
+            else
+                edge_refuse(c, c->guard.status, c->guard.reason, edge_label(c->guard.status));
             evbuffer_drain(src, evbuffer_get_length(src));
             return BEV_OK;
         }

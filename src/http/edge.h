@@ -3,10 +3,11 @@
  * must send its head within http.header_timeout_ms and its body within http.body_timeout_ms
  * of its first byte; at most http.max_connections are open at once; an accept error (EMFILE)
  * pauses accepting instead of spinning. A refused connection gets one problem+json answer
- * (400, 408, 413, 414, 431, 501 or 503) and is closed. */
+ * (400, 404, 405, 408, 413, 414, 431, 501 or 503) and is closed. */
 #ifndef HTTP_EDGE_H
 #define HTTP_EDGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <event2/buffer.h>
@@ -27,6 +28,11 @@ typedef struct http_edge_options {
      * libevent's own error pages), or NULL. */
     evbuffer_cb_func on_output;
     void *on_output_arg;
+    /* Names in allow (an Allow header value) the methods that target (a request target, its
+     * query included) accepts, and returns true; false when no resource is there. Called on
+     * a loop thread for a request refused for its method; NULL answers 501 to all of them. */
+    bool (*allow)(const char *target, char *allow, size_t size, void *arg);
+    void *allow_arg;
 } http_edge_options;
 
 /* *out owned by the caller. Teardown: http_edge_forget_listeners while the loops' bases

@@ -150,11 +150,17 @@ static int guard_head_done(http_guard *g, const char **reason)
         *reason = "HTTP/1.0 has no Transfer-Encoding";
         return 400;
     }
+    bool body = g->chunked || g->length > 0;
+    /* No resource here accepts TRACE: a body, which a proxy might read as a second request,
+     * is refused with the 405 the router would give. */
+    if (body && g->method_len == 5 && memcmp(g->method, "TRACE", 5) == 0) {
+        *reason = "TRACE is not accepted here";
+        return 405;
+    }
     bool bodiless = (g->method_len == 3 && memcmp(g->method, "GET", 3) == 0) ||
-                    (g->method_len == 4 && memcmp(g->method, "HEAD", 4) == 0) ||
-                    (g->method_len == 5 && memcmp(g->method, "TRACE", 5) == 0);
-    if (bodiless && (g->chunked || g->length > 0)) {
-        *reason = "GET, HEAD and TRACE requests may not have a body";
+                    (g->method_len == 4 && memcmp(g->method, "HEAD", 4) == 0);
+    if (bodiless && body) {
+        *reason = "GET and HEAD requests may not have a body";
         return 400;
     }
     if (g->has_length && g->length > g->max_body) {
@@ -194,17 +200,14 @@ size_t http_guard_feed(http_guard *g, const char *p, size_t n)
             if (c == ' ') {
                 if (g->method_len == 0)
                     return guard_fail(g, 400, "the request line has no method", i);
-                if (!guard_method_known(g))
-                    return guard_fail(g, 501, "this method is not implemented", i);
+                g->method_unknown = g->method_unknown || !guard_method_known(g);
                 g->state = S_TARGET;
-            } else if (!guard_tchar(c) || g->method_len + 1 >= sizeof g->method) {
-                return guard_fail(g, g->method_len + 1 >= sizeof g->method ? 501 : 400,
-                                  g->method_len + 1 >= sizeof g->method
-                                      ? "this method is not implemented"
-                                      : "the request line is malformed",
-                                  i);
-            } else {
+            } else if (!guard_tchar(c)) {
+                return guard_fail(g, 400, "the request line is malformed", i);
+            } else if (g->method_len + 1 < sizeof g->method) {
                 g->method[g->method_len++] = (char)c;
+            } else {
+                g->method_unknown = true; /* longer than any HTTP method */
             }
             break;
         case S_IDLE_LF:
@@ -222,6 +225,10 @@ size_t http_guard_feed(http_guard *g, const char *p, size_t n)
             } else if (c <= 0x20 || c >= 0x7f || (g->target_len == 0 && c != '/')) {
                 return guard_fail(g, 400, "the request target must be a path starting with /", i);
             } else {
+                if (g->target_len + 1 < sizeof g->target) {
+                    g->target[g->target_len] = (char)c;
+                    g->target[g->target_len + 1] = '\0';
+                }
                 g->target_len++;
             }
             break;
@@ -232,6 +239,10 @@ size_t http_guard_feed(http_guard *g, const char *p, size_t n)
                 g->version[g->version_len] = '\0';
                 if (strcmp(g->version, "HTTP/1.1") != 0 && strcmp(g->version, "HTTP/1.0") != 0)
                     return guard_fail(g, 400, "only HTTP/1.1 and HTTP/1.0 are spoken here", i);
+                /* Refused here, once the target is known, so that the answer can say what the
+                 * target does accept. */
+                if (g->method_unknown)
+                    return guard_fail(g, 405, "this method is not accepted here", i);
                 g->state = S_LINE_LF;
             } else if (g->version_len + 1 >= sizeof g->version) {
                 return guard_fail(g, 400, "only HTTP/1.1 and HTTP/1.0 are spoken here", i);

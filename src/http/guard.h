@@ -3,7 +3,7 @@
  * line, header lines, the header block, chunk-size lines, the body) and refuses the forms
  * that make request smuggling possible, so that no byte sequence can make the server hold
  * more than its limits or read one request where a proxy saw another. Pure and small (a few
- * hundred bytes per connection, no allocation): it keeps state, not data. */
+ * kilobyte per connection, no allocation): it keeps state, not data. */
 #ifndef HTTP_GUARD_H
 #define HTTP_GUARD_H
 
@@ -14,6 +14,7 @@
 #define HTTP_GUARD_MAX_LINE       8192  /* request line, and each header line */
 #define HTTP_GUARD_MAX_HEAD       65536 /* the whole header block */
 #define HTTP_GUARD_MAX_CHUNK_LINE 256   /* a chunk-size line with its extensions */
+#define HTTP_GUARD_TARGET_KEEP    512   /* the target kept to name a refused request's resource */
 
 typedef enum http_guard_phase {
     HTTP_GUARD_IDLE, /* between requests: nothing of the next one has come */
@@ -31,8 +32,10 @@ typedef struct http_guard {
     char method[16];
     char version[12];
     size_t method_len, version_len, target_len;
-    char name[32];  /* the current header's name, lower-cased, cut at 31 */
-    char shown[32]; /* the same as sent, for messages */
+    char target[HTTP_GUARD_TARGET_KEEP]; /* its first bytes, NUL-terminated */
+    bool method_unknown;                 /* not one of HTTP's (cut at 15 characters) */
+    char name[32];                       /* the current header's name, lower-cased, cut at 31 */
+    char shown[32];                      /* the same as sent, for messages */
     size_t name_len;
     char value[48]; /* the value of a framing header (Content-Length, Transfer-Encoding) */
     size_t value_len;
@@ -45,9 +48,13 @@ typedef struct http_guard {
     int chunk_digits;
     bool chunk_ext;
     uint64_t requests; /* whose head was complete */
-    int status;        /* when FAILED: 400, 413, 414, 431 or 501 */
+    int status;        /* when FAILED: 400, 405, 413, 414, 431 or 501 */
     char reason[96];   /* when FAILED: why, for people */
 } http_guard;
+
+/* A refusal with status 405 concerns a method that no resource here accepts: one HTTP does
+ * not define (method_unknown), or TRACE with a body. The caller names the methods that the
+ * target accepts (Allow), or answers 404 or 501 when no resource is there. */
 
 /* A fresh guard for a connection whose bodies may hold max_body bytes. */
 void http_guard_init(http_guard *g, uint64_t max_body);

@@ -28,6 +28,7 @@
 #include "core/metrics.h"
 #include "core/uuid.h"
 #include "http/edge.h"
+#include "http/guard.h"
 #include "http/problem.h"
 #include "http/router.h"
 
@@ -772,6 +773,25 @@ static void http_on_request(struct evhttp_request *ereq, void *arg)
     }
 }
 
+/* ---- methods refused at the edge ------------------------------------------------------ */
+
+/* For the edge: the methods the route at target (its query cut off) accepts. */
+static bool http_allow_of(const char *target, char *allow, size_t size, void *arg)
+{
+    http_server *s = arg;
+    char path[HTTP_GUARD_TARGET_KEEP];
+    snprintf(path, sizeof path, "%.*s", (int)strcspn(target, "?"), target);
+    http_route_match m;
+    app_error err = APP_ERROR_INIT;
+    /* No route accepts "no method": a known path answers APP_EMETHOD, naming its methods. */
+    int rc = http_router_match(s->router, (http_method)0, path, &m, &err);
+    bool known = rc == APP_EMETHOD && m.allow[0];
+    if (known)
+        snprintf(allow, size, "%s", m.allow);
+    http_route_match_clear(&m);
+    return known;
+}
+
 /* ---- libevent's own error pages -------------------------------------------------------- */
 
 /* evhttp 2.1 answers some requests itself, before our callback (bodies past its limit,
@@ -960,6 +980,8 @@ int http_server_new(http_server **out, const http_server_options *opts, app_erro
         .max_connections = opts->max_connections,
         .on_output = http_rewrite_cb,
         .on_output_arg = s,
+        .allow = http_allow_of,
+        .allow_arg = s,
     };
     rc = http_edge_new(&s->edge, &eo, err);
     if (rc)

@@ -28,8 +28,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (whole.phase == HTTP_GUARD_FAILED) {
         if (a >= n || !whole.reason[0])
             abort();
-        if (whole.status != 400 && whole.status != 413 && whole.status != 414 &&
-            whole.status != 431 && whole.status != 501)
+        if (whole.status != 400 && whole.status != 405 && whole.status != 413 &&
+            whole.status != 414 && whole.status != 431 && whole.status != 501)
+            abort();
+        if (strlen(whole.target) >= sizeof whole.target)
             abort();
     }
     if (whole.head_len > HTTP_GUARD_MAX_HEAD || whole.line_len > HTTP_GUARD_MAX_LINE)

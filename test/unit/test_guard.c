@@ -117,11 +117,29 @@ static void test_smuggling_forms_refused(void **state)
 static void test_methods(void **state)
 {
     (void)state;
-    assert_int_equal(feed_str("QUERY /x HTTP/1.1\r\n\r\n"), 501);
-    assert_int_equal(feed_str("FOO /x HTTP/1.1\r\n\r\n"), 501);
+    /* Unknown methods are refused at the end of the request line, with the target kept. */
+    http_guard g;
+    http_guard_init(&g, MAX_BODY);
+    const char *query = "QUERY /v1/users?limit=2 HTTP/1.1\r\n\r\n";
+    assert_true(http_guard_feed(&g, query, strlen(query)) < strlen(query));
+    assert_int_equal(g.status, 405);
+    assert_true(g.method_unknown);
+    assert_string_equal(g.target, "/v1/users?limit=2");
+    assert_int_equal(feed_str("FOO /x HTTP/1.1\r\n\r\n"), 405);
     assert_int_equal(feed_str("TRACE /x HTTP/1.1\r\n\r\n"), 0); /* the router answers 405 */
-    assert_int_equal(feed_str("TRACE /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET "), 400);
-    assert_int_equal(feed_str("AVERYLONGMETHODNAMEINDEED /x HTTP/1.1\r\n\r\n"), 501);
+    assert_int_equal(feed_str("TRACE /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET "), 405);
+    assert_int_equal(feed_str("TRACE /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), 405);
+    assert_int_equal(feed_str("GET /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nGET "), 400);
+    assert_int_equal(feed_str("AVERYLONGMETHODNAMEINDEED /x HTTP/1.1\r\n\r\n"), 405);
+    /* A long target is cut where it is kept, not refused for that. */
+    char long_target[2 * HTTP_GUARD_TARGET_KEEP + 32];
+    int n = snprintf(long_target, sizeof long_target, "FOO /%0*d HTTP/1.1\r\n\r\n",
+                     2 * HTTP_GUARD_TARGET_KEEP, 7);
+    http_guard_init(&g, MAX_BODY);
+    http_guard_feed(&g, long_target, (size_t)n);
+    assert_int_equal(g.status, 405);
+    assert_int_equal(strlen(g.target), HTTP_GUARD_TARGET_KEEP - 1);
+    assert_int_equal(g.target_len, 2 * HTTP_GUARD_TARGET_KEEP + 1);
     assert_int_equal(feed_str("G(T /x HTTP/1.1\r\n\r\n"), 400);
     assert_int_equal(feed_str("OPTIONS /x HTTP/1.1\r\n\r\n"), 0);
     assert_int_equal(feed_str("DELETE /x HTTP/1.1\r\n\r\n"), 0);
@@ -213,7 +231,7 @@ static void test_nothing_after_a_refusal(void **state)
     http_guard_init(&g, MAX_BODY);
     const char *bad = "BREW /pot HTTP/1.1\r\n\r\n";
     size_t ok = http_guard_feed(&g, bad, strlen(bad));
-    assert_int_equal(g.status, 501);
+    assert_int_equal(g.status, 405);
     assert_true(g.reason[0] != '\0');
     const char *good = "GET / HTTP/1.1\r\n\r\n";
     assert_int_equal(http_guard_feed(&g, good, strlen(good)), 0);
