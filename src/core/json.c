@@ -37,6 +37,8 @@ int json_req_string(const cJSON *obj, const char *field, const char **out, app_e
         return json_field_fail(err, APP_EINVAL, field, "is required");
     if (!cJSON_IsString(item) || !item->valuestring)
         return json_field_fail(err, APP_EBADREQ, field, "must be a string");
+    if (json_string_has_nul(item))
+        return json_field_fail(err, APP_EINVAL, field, "must not contain U+0000");
     /* cJSON does not check raw bytes inside strings. */
     if (!json_utf8_valid(item->valuestring, strlen(item->valuestring)))
         return json_field_fail(err, APP_EBADREQ, field, "must be valid UTF-8");
@@ -137,30 +139,35 @@ cJSON *json_parse_n(const char *text, size_t n)
     return root;
 }
 
-int json_check_budget(const char *text, size_t n, size_t max_values, int max_depth, app_error *err)
+/* True when the string token starting at text[i] (its opening quote) holds a \u0000 escape;
+ * *end is the index after its closing quote. */
+static bool json_token_nul(const char *text, size_t n, size_t i, size_t *end)
 {
-    size_t values = 1;
-    int depth = 0;
-    bool in_string = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = text[i];
-        if (in_string) {
-            if (c == '"') {
-                in_string = false;
-            } else if (c == '\\' && i + 1 < n) {
-                i++;
-                if (text[i] == 'u' && i + 4 < n && text[i + 1] == '0' && text[i + 2] == '0' &&
-                    text[i + 3] == '0' && text[i + 4] == '0')
-                    return app_error_set(err, APP_EBADREQ,
-                                         "request body has a string with \\u0000, which is "
-                                         "not accepted");
-            }
+    bool nul = false;
+    for (i++; i < n && text[i] != '"'; i++) {
+        if (text[i] != '\\' || i + 1 >= n)
             continue;
-        }
-        switch (c) {
-        case '"':
-            in_string = true;
+        i++;
+        if (text[i] == 'u' && i + 4 < n && memcmp(text + i + 1, "0000", 4) == 0)
+            nul = true;
+    }
+    *end = i + 1;
+    return nul;
+}
+
+int json_check_budget(const char *text, size_t n, size_t max_values, int max_depth,
+                      size_t *nul_strings, app_error *err)
+{
+    size_t values = 1, nul = 0;
+    int depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        switch (text[i]) {
+        case '"': {
+            size_t end;
+            nul += json_token_nul(text, n, i, &end);
+            i = end - 1;
             break;
+        }
         case '[':
         case '{':
             if (++depth > max_depth)
@@ -180,5 +187,94 @@ int json_check_budget(const char *text, size_t n, size_t max_values, int max_dep
             break;
         }
     }
+    if (nul_strings)
+        *nul_strings = nul;
+    return 0;
+}
+
+/* Strings of a marked value carry this bit in their type: cJSON reads types through 0xFF,
+ * and its own flags are 256 and 512. */
+#define JSON_NUL_MARK (1 << 12)
+
+bool json_string_has_nul(const cJSON *item)
+{
+    return cJSON_IsString(item) && (item->type & JSON_NUL_MARK);
+}
+
+/* What cJSON kept of a string cut at U+0000, followed by U+0001; NULL without memory. */
+static char *json_nul_replacement(const char *kept)
+{
+    size_t len = strlen(kept);
+    char *s = cJSON_malloc(len + 2);
+    if (s) {
+        memcpy(s, kept, len);
+        s[len] = '\x01';
+        s[len + 1] = '\0';
+    }
+    return s;
+}
+
+/* The next string token of text from *pos: whether it held \u0000. */
+static bool json_next_token_nul(const char *text, size_t n, size_t *pos)
+{
+    size_t i = *pos;
+    while (i < n && text[i] != '"')
+        i++;
+    if (i >= n) {
+        *pos = n;
+        return false;
+    }
+    return json_token_nul(text, n, i, pos);
+}
+
+/* Walks item and its siblings in document order, which is the order of the string tokens in
+ * text (a member's name, then its value), and marks those that held \u0000. */
+static int json_mark_nul(cJSON *item, const char *text, size_t n, size_t *pos)
+{
+    for (; item; item = item->next) {
+        if (item->string && json_next_token_nul(text, n, pos)) {
+            char *name = json_nul_replacement(item->string);
+            if (!name)
+                return APP_ENOMEM;
+            if (!(item->type & cJSON_StringIsConst))
+                cJSON_free(item->string);
+            item->string = name;
+            item->type &= ~cJSON_StringIsConst;
+        }
+        if (cJSON_IsString(item)) {
+            if (json_next_token_nul(text, n, pos)) {
+                char *value = json_nul_replacement(item->valuestring ? item->valuestring : "");
+                if (!value)
+                    return APP_ENOMEM;
+                cJSON_free(item->valuestring);
+                item->valuestring = value;
+                item->type |= JSON_NUL_MARK;
+            }
+        } else if (item->child) {
+            int rc = json_mark_nul(item->child, text, n, pos);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int json_parse_body(const char *text, size_t n, size_t max_values, int max_depth, cJSON **out,
+                    app_error *err)
+{
+    *out = NULL;
+    size_t nul = 0;
+    int rc = json_check_budget(text, n, max_values, max_depth, &nul, err);
+    if (rc)
+        return rc;
+    cJSON *root = json_parse_n(text, n);
+    if (!root)
+        return app_error_set(err, APP_EBADREQ, "request body is not valid JSON");
+    size_t pos = 0;
+    if (nul > 0 && json_mark_nul(root, text, n, &pos) != 0) {
+        cJSON_Delete(root);
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    }
+    *out = root;
     return 0;
 }

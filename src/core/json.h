@@ -10,7 +10,8 @@
 #include "core/error.h"
 
 /* Field accessors: a missing field is APP_EINVAL ("is required"), a wrong JSON type is
- * APP_EBADREQ; both add a field error naming field. *out is borrowed from obj. */
+ * APP_EBADREQ; both add a field error naming field, and so does a string that held \u0000
+ * (APP_EINVAL). *out is borrowed from obj. */
 int json_req_string(const cJSON *obj, const char *field, const char **out, app_error *err);
 int json_req_int(const cJSON *obj, const char *field, int64_t *out, app_error *err);
 int json_req_array(const cJSON *obj, const char *field, const cJSON **out, app_error *err);
@@ -31,9 +32,21 @@ bool json_utf8_valid(const char *s, size_t n);
 #define JSON_MAX_DEPTH  64
 
 /* Checks, without parsing, that text (n bytes) holds at most max_values JSON values nested at
- * most max_depth deep, and no string with a \u0000 escape (C strings would silently end
- * there). 0, or APP_EBADREQ saying which. Malformed JSON passes: the parser refuses it. */
-int json_check_budget(const char *text, size_t n, size_t max_values, int max_depth, app_error *err);
+ * most max_depth deep. 0, or APP_EBADREQ saying which. Malformed JSON passes: the parser
+ * refuses it. *nul_strings (may be NULL) counts strings holding a \u0000 escape. */
+int json_check_budget(const char *text, size_t n, size_t max_values, int max_depth,
+                      size_t *nul_strings, app_error *err);
+
+/* A request body: checked against the budget above, then parsed (NULL and APP_EBADREQ when it
+ * is not JSON). A C string ends at U+0000, so a string holding \u0000 would be read cut short:
+ * its value keeps what comes before the U+0000 followed by U+0001, which no field accepts,
+ * and is marked (json_string_has_nul); a member name holding one gets the same, so that no
+ * field of that name is found. Members nobody reads may hold anything. */
+int json_parse_body(const char *text, size_t n, size_t max_values, int max_depth, cJSON **out,
+                    app_error *err);
+
+/* True when item is a string whose text held \u0000 (json_parse_body). */
+bool json_string_has_nul(const cJSON *item);
 
 /* Parse JSON text owned elsewhere; NULL on malformed input or allocation failure. */
 cJSON *json_parse_n(const char *text, size_t n);

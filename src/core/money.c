@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
 #include "core/text.h"
 
 /* Sums may exceed one price but stay far below int64's range. */
@@ -78,6 +79,8 @@ int money_from_json(const cJSON *obj, const char *field, money *out, app_error *
         app_error_set(err, APP_EBADREQ, "wrong JSON types");
         app_error_field(err, name, "must be a string");
         return APP_EBADREQ;
+    } else if (json_string_has_nul(currency)) {
+        rc = text_field_invalid(err, name, "must not contain U+0000");
     } else if (!money_currency_valid(currency->valuestring)) {
         rc = text_field_invalid(err, name, "must be an ISO 4217 currency code such as EUR");
     } else {

@@ -274,12 +274,10 @@ static int http_check_body(http_job *job, struct evbuffer *in)
         return app_error_set(&job->err, APP_ENOMEM, "out of memory");
     if (!json_utf8_valid(text, n))
         return app_error_set(&job->err, APP_EBADREQ, "request body is not valid UTF-8");
-    int rc = json_check_budget(text, n, JSON_MAX_VALUES, JSON_MAX_DEPTH, &job->err);
+    cJSON *body = NULL;
+    int rc = json_parse_body(text, n, JSON_MAX_VALUES, JSON_MAX_DEPTH, &body, &job->err);
     if (rc)
         return rc;
-    cJSON *body = json_parse_n(text, n);
-    if (!body)
-        return app_error_set(&job->err, APP_EBADREQ, "request body is not valid JSON");
     if (!cJSON_IsObject(body)) {
         cJSON_Delete(body);
         return app_error_set(&job->err, APP_EBADREQ, "request body must be a JSON object");

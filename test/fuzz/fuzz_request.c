@@ -105,9 +105,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                      .consumer_username = header(text, "X-Consumer-Username"),
                      .end_user = header(text, "X-Authenticated-Userid")};
     http_access_identify(access_rules, &c, actor, sizeof actor, &scopes, &err);
+    cJSON *j = NULL;
     if (body && json_utf8_valid(body, body_len) &&
-        json_check_budget(body, body_len, JSON_MAX_VALUES, JSON_MAX_DEPTH, &err) == 0) {
-        cJSON *j = json_parse_n(body, body_len);
+        json_parse_body(body, body_len, JSON_MAX_VALUES, JSON_MAX_DEPTH, &j, &err) == 0) {
         if (cJSON_IsObject(j)) {
             bus_meta meta;
             const cJSON *payload = NULL;

@@ -228,23 +228,25 @@ static void test_parse_n(void **state)
     cJSON_Delete(j);
 }
 
-/* A body is checked against a budget before it is parsed: values, depth, and \u0000. */
+/* A body is checked against a budget before it is parsed: values and depth. */
 static void test_budget(void **state)
 {
     (void)state;
     app_error err = APP_ERROR_INIT;
     const char *ok = "{\"a\":[1,2,3],\"b\":{\"c\":\"x\\\"y\\\\u0000\"}}";
-    assert_int_equal(json_check_budget(ok, strlen(ok), 10, 3, &err), 0);
-    assert_int_equal(json_check_budget(ok, strlen(ok), 3, 3, &err), APP_EBADREQ);
+    size_t nul = 9;
+    assert_int_equal(json_check_budget(ok, strlen(ok), 10, 3, &nul, &err), 0);
+    assert_int_equal(nul, 0); /* an escaped backslash, then "u0000" */
+    assert_int_equal(json_check_budget(ok, strlen(ok), 3, 3, NULL, &err), APP_EBADREQ);
     assert_non_null(strstr(err.message, "more than 3 JSON values"));
-    assert_int_equal(json_check_budget(ok, strlen(ok), 10, 1, &err), APP_EBADREQ);
+    assert_int_equal(json_check_budget(ok, strlen(ok), 10, 1, NULL, &err), APP_EBADREQ);
     assert_non_null(strstr(err.message, "deeper than 1"));
-    const char *nul = "{\"name\":\"a\\u0000b\"}";
-    assert_int_equal(json_check_budget(nul, strlen(nul), 10, 3, &err), APP_EBADREQ);
-    assert_non_null(strstr(err.message, "u0000"));
+    const char *two = "{\"name\":\"a\\u0000b\",\"x\\u0000\":[\"\\u0000\\u0000\"]}";
+    assert_int_equal(json_check_budget(two, strlen(two), 10, 3, &nul, &err), 0);
+    assert_int_equal(nul, 3);
     /* Structure inside strings does not count. */
     const char *quoted = "[\"[[[[,,,,\"]";
-    assert_int_equal(json_check_budget(quoted, strlen(quoted), 1, 1, &err), 0);
+    assert_int_equal(json_check_budget(quoted, strlen(quoted), 1, 1, NULL, &err), 0);
 
     /* 1 MB of empty arrays is refused before any of it is parsed. */
     size_t n = 1024 * 1024;
@@ -258,17 +260,64 @@ static void test_budget(void **state)
     }
     memcpy(big + o, "[]]", 3);
     o += 3;
-    assert_int_equal(json_check_budget(big, o, JSON_MAX_VALUES, JSON_MAX_DEPTH, &err), APP_EBADREQ);
+    assert_int_equal(json_check_budget(big, o, JSON_MAX_VALUES, JSON_MAX_DEPTH, NULL, &err),
+                     APP_EBADREQ);
     free(big);
+}
+
+/* A string that held \u0000 is never read cut short: a field reading it is refused, a member
+ * name holding one matches no field, and members nobody reads may hold it. */
+static void test_body_with_nul(void **state)
+{
+    (void)state;
+    app_error err = APP_ERROR_INIT;
+    const char *text = "{\"email\\u0000x\":\"a@b.example\",\"name\":\"Ann\\u0000ie\","
+                       "\"extra\":{\"k\":[\"\\u0000\",\"fine\"]},\"sku\":\"AB-1\","
+                       "\"note\":\"ok\"}";
+    cJSON *j = NULL;
+    assert_int_equal(json_parse_body(text, strlen(text), 100, 8, &j, &err), 0);
+    assert_non_null(j);
+    const char *v = NULL;
+    /* The name held \u0000: no "email" member is found. */
+    assert_int_equal(json_req_string(j, "email", &v, &err), APP_EINVAL);
+    assert_string_equal(err.fields[0].field, "email");
+    assert_string_equal(err.fields[0].message, "is required");
+    app_error_clear(&err);
+    assert_int_equal(json_req_string(j, "name", &v, &err), APP_EINVAL);
+    assert_string_equal(err.fields[0].message, "must not contain U+0000");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
+    assert_true(json_string_has_nul(name));
+    assert_string_equal(name->valuestring, "Ann\x01"); /* never "Ann" */
+    app_error_clear(&err);
+    /* Its neighbours are read as sent; a marked string elsewhere does not matter. */
+    assert_int_equal(json_req_string(j, "sku", &v, &err), 0);
+    assert_string_equal(v, "AB-1");
+    assert_int_equal(json_req_string(j, "note", &v, &err), 0);
+    assert_string_equal(v, "ok");
+    const cJSON *k =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "extra"), "k");
+    assert_true(json_string_has_nul(cJSON_GetArrayItem(k, 0)));
+    assert_false(json_string_has_nul(cJSON_GetArrayItem(k, 1)));
+    /* Printed again (to another service), the cut stays visible and refused. */
+    char *printed = cJSON_PrintUnformatted(j);
+    assert_non_null(printed);
+    assert_non_null(strstr(printed, "\"Ann\\u0001\""));
+    assert_null(strstr(printed, "\"email\""));
+    cJSON_free(printed);
+    cJSON_Delete(j);
+
+    assert_int_equal(json_parse_body("{\"a\":", 5, 100, 8, &j, &err), APP_EBADREQ);
+    assert_null(j);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_req_string), cmocka_unit_test(test_field_errors_accumulate),
-        cmocka_unit_test(test_req_int),    cmocka_unit_test(test_req_array),
-        cmocka_unit_test(test_opt_string), cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_parse_n),    cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_req_string),    cmocka_unit_test(test_field_errors_accumulate),
+        cmocka_unit_test(test_req_int),       cmocka_unit_test(test_req_array),
+        cmocka_unit_test(test_opt_string),    cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_parse_n),       cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_body_with_nul), cmocka_unit_test(test_body_with_nul),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }

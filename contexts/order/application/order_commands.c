@@ -41,6 +41,8 @@ static int ord_parse(const cJSON *payload, ord_order *draft, app_error *err)
         return ord_wrong_type(err, "lines", "an array");
     if (!cJSON_IsString(customer))
         text_field_invalid(err, "customerId", "is required");
+    else if (json_string_has_nul(customer))
+        text_field_invalid(err, "customerId", "must not contain U+0000");
     else if (strlen(customer->valuestring) < sizeof draft->customer_id)
         memcpy(draft->customer_id, customer->valuestring, strlen(customer->valuestring) + 1);
     if (!cJSON_IsArray(lines))
@@ -64,6 +66,8 @@ static int ord_parse(const cJSON *payload, ord_order *draft, app_error *err)
             return ord_wrong_type(err, field, "a string");
         if (!cJSON_IsString(sku))
             text_field_invalid(err, field, "is required");
+        else if (json_string_has_nul(sku))
+            text_field_invalid(err, field, "must not contain U+0000");
         else if (strlen(sku->valuestring) < sizeof line->sku)
             memcpy(line->sku, sku->valuestring, strlen(sku->valuestring) + 1);
         else
