@@ -217,17 +217,35 @@ static void edge_refuse(edge_conn *c, int status, const char *reason, const char
     edge_refuse_with(c, status, reason, label, "");
 }
 
-/* The guard refused a method no resource accepts: 405 naming what the target does accept,
- * as the router would; else 501 for a method HTTP does not define, or 404. */
+/* True when the Allow value allow names method. */
+static bool edge_allows(const char *allow, const char *method)
+{
+    size_t n = strlen(method);
+    for (const char *p = allow; (p = strstr(p, method)) != NULL; p += n)
+        if ((p == allow || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* The guard refused a request for its method: 405 naming what the target does accept, as the
+ * router would; else 501 for a method HTTP does not define, or 404. A GET or HEAD with a body
+ * gets the router's 404 or 405 first, and its 400 only where the method is accepted. */
 static void edge_refuse_method(edge_conn *c)
 {
     const http_guard *g = &c->guard;
     const http_edge_options *o = &c->edge->o;
     char allow[64], extra[96];
-    if (o->allow && g->target_len < sizeof g->target &&
-        o->allow(g->target, allow, sizeof allow, o->allow_arg)) {
+    bool known = o->allow && g->target_len < sizeof g->target &&
+                 o->allow(g->target, allow, sizeof allow, o->allow_arg);
+    if (g->body_refused && (!known || edge_allows(allow, g->method))) {
+        if (known)
+            edge_refuse(c, 400, g->reason, "malformed");
+        else
+            edge_refuse(c, 404, "no resource at this path", "method_not_allowed");
+    } else if (known) {
         snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
-        edge_refuse_with(c, 405, g->reason, "method_not_allowed", extra);
+        edge_refuse_with(c, 405, g->body_refused ? "method not allowed here" : g->reason,
+                         "method_not_allowed", extra);
     } else if (g->method_unknown) {
         edge_refuse(c, 501, "this method is not implemented", "not_implemented");
     } else {
@@ -318,7 +336,7 @@ static enum bufferevent_filter_result edge_filter(struct evbuffer *src, struct e
             evbuffer_remove_buffer(src, dst, ok);
         budget -= ok;
         if (ok < n) {
-            if (c->guard.status == 405)
+            if (c->guard.status == 405 || c->guard.body_refused)
                 edge_refuse_method(c);
             else
                 edge_refuse(c, c->guard.status, c->guard.reason, edge_label(c->guard.status));

@@ -160,6 +160,7 @@ static int guard_head_done(http_guard *g, const char **reason)
     bool bodiless = (g->method_len == 3 && memcmp(g->method, "GET", 3) == 0) ||
                     (g->method_len == 4 && memcmp(g->method, "HEAD", 4) == 0);
     if (bodiless && body) {
+        g->body_refused = true;
         *reason = "GET and HEAD requests may not have a body";
         return 400;
     }

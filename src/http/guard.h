@@ -34,6 +34,7 @@ typedef struct http_guard {
     size_t method_len, version_len, target_len;
     char target[HTTP_GUARD_TARGET_KEEP]; /* its first bytes, NUL-terminated */
     bool method_unknown;                 /* not one of HTTP's (cut at 15 characters) */
+    bool body_refused;                   /* a GET or HEAD with a body (400) */
     char name[32];                       /* the current header's name, lower-cased, cut at 31 */
     char shown[32];                      /* the same as sent, for messages */
     size_t name_len;
@@ -54,7 +55,10 @@ typedef struct http_guard {
 
 /* A refusal with status 405 concerns a method that no resource here accepts: one HTTP does
  * not define (method_unknown), or TRACE with a body. The caller names the methods that the
- * target accepts (Allow), or answers 404 or 501 when no resource is there. */
+ * target accepts (Allow), or answers 404 or 501 when no resource is there. A GET or HEAD with
+ * a body (body_refused) is 400 where the target accepts the method; the caller may answer
+ * 404 or 405 first, as for any request to a resource that is not there or takes other
+ * methods. */
 
 /* A fresh guard for a connection whose bodies may hold max_body bytes. */
 void http_guard_init(http_guard *g, uint64_t max_body);

@@ -367,6 +367,15 @@ static void test_bad_input(void **state)
     r = call("PUT", path, bad_if_match, "{\"email\":\"x1@example.com\"}");
     assert_problem(&r, 400);
     tc_response_free(&r);
+    const char *const half_quoted[] = {"Content-Type: application/json", "If-Match: \"1", NULL};
+    r = call("PUT", path, half_quoted, "{\"email\":\"x1@example.com\"}");
+    assert_problem(&r, 400);
+    tc_response_free(&r);
+    /* A bare version is read as the quoted one: stale here, so 412 and nothing changed. */
+    const char *const bare[] = {"Content-Type: application/json", "If-Match: 7", NULL};
+    r = call("PUT", path, bare, "{\"email\":\"x1@example.com\"}");
+    assert_problem(&r, 412);
+    tc_response_free(&r);
 
     /* An oversized body (the test config allows 1 MiB). */
     size_t big = 2u * 1024 * 1024;

@@ -37,6 +37,7 @@ static int route_ok(bus *b, const http_req *req, http_res *res, app_error *err)
 static const http_route_def routes[] = {
     {HTTP_M_GET, "/ok", route_ok, HTTP_ROUTE_INLINE, NULL},
     {HTTP_M_POST, "/ok", route_ok, HTTP_ROUTE_JSON_BODY, NULL},
+    {HTTP_M_POST, "/post-only", route_ok, HTTP_ROUTE_JSON_BODY, NULL},
     {0},
 };
 
@@ -182,6 +183,10 @@ static void test_smuggling_refused_on_the_wire(void **state)
         {"TRACE /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}", "405"},
         {"QUERY /nothing-here HTTP/1.1\r\nHost: t\r\n\r\n", "501"},
         {"TRACE /nothing-here HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}", "404"},
+        /* A GET with a body: the router's answer first, the body's 400 only where GET is. */
+        {"GET /post-only HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}", "405"},
+        {"GET /nothing-here HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}", "404"},
+        {"HEAD /ok HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n{}", "400"},
     };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         tcli_resp r;
@@ -190,9 +195,10 @@ static void test_smuggling_refused_on_the_wire(void **state)
         cJSON_Delete(expect_problem(&r, want,
                                     want == 405   ? "method-not-allowed"
                                     : want == 501 ? "not-implemented"
+                                    : want == 400 ? "bad-request"
                                                   : "not-found"));
-        if (want == 405 && !strstr(r.head, "\r\nAllow: GET, HEAD"))
-            fail_msg("case %zu: no Allow naming GET: %s", i, r.head);
+        if (want == 405 && !strstr(r.head, "\r\nAllow: "))
+            fail_msg("case %zu: no Allow: %s", i, r.head);
         tcli_free(&r);
     }
     expect_ok(s.port);

@@ -72,7 +72,8 @@ static void test_pricing(void **state)
     assert_false(d->has_total);
     d->lines[1].priced = true;
     d->lines[1].unit_price = (money){1, "USD"};
-    assert_int_equal(ord_price(d, &err), APP_EINVAL);
+    assert_int_equal(ord_price(d, &err), APP_ECONFLICT);
+    assert_non_null(strstr(err.message, "USD"));
     free(d);
 }
 

@@ -99,9 +99,12 @@ int ord_price(ord_order *draft, app_error *err)
         }
         money line;
         app_error merr = APP_ERROR_INIT;
+        /* Prices in two currencies, or a total past the largest amount: the request is
+         * sound, the products' prices are what it conflicts with. */
         if (money_mul(&l->unit_price, l->quantity, &line, &merr) != 0 ||
             money_add(&total, &line, &merr) != 0)
-            return text_field_invalid(err, "lines", "%s", merr.message);
+            return app_error_set(err, APP_ECONFLICT, "the products' prices give no total: %s",
+                                 merr.message);
     }
     draft->has_total = all;
     draft->total = total;

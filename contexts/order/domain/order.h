@@ -92,7 +92,7 @@ bool ord_sku_valid(const char *sku);
 int ord_validate_place(const ord_order *draft, app_error *err);
 
 /* Prices the draft: total of the priced lines, has_total only when every line is priced.
- * APP_EINVAL (field "lines") when prices of two currencies meet. */
+ * APP_ECONFLICT when prices of two currencies meet, or the total passes the largest amount. */
 int ord_price(ord_order *draft, app_error *err);
 
 /* Place: the placed event for a validated, priced draft. */

@@ -61,7 +61,8 @@ static bool route_space(char c)
 }
 
 /* If-Match: "N" or W/"N" gives version N, * (or no header) means any version. One tag
- * only: a user has one current version, so a list could never mean more. */
+ * only: a user has one current version, so a list could never mean more. A bare N, which
+ * clients send for the quoted form often enough, means the same. */
 static int route_if_match(const char *header, bool *has, int64_t *out, app_error *err)
 {
     *has = false;
@@ -80,10 +81,10 @@ static int route_if_match(const char *header, bool *has, int64_t *out, app_error
         p += 2;
     int64_t v = 0;
     size_t digits = 0;
-    if (p < end && *p == '"')
-        for (p++; p < end && *p >= '0' && *p <= '9' && digits < 15; p++, digits++)
-            v = v * 10 + (*p - '0');
-    if (digits == 0 || p + 1 != end || *p != '"') {
+    bool quoted = p < end && *p == '"';
+    for (p += quoted; p < end && *p >= '0' && *p <= '9' && digits < 15; p++, digits++)
+        v = v * 10 + (*p - '0');
+    if (digits == 0 || (quoted ? p + 1 != end || *p != '"' : p != end)) {
         app_error_set(err, APP_EBADREQ, "invalid If-Match header");
         return app_error_detail(err, "If-Match must be one entity tag from the user's ETag, "
                                      "such as \"3\", or *");
