@@ -80,10 +80,12 @@ build/gen/pg_inbox_migrations.c: src/tools/embed_migrations.sh $(wildcard adapte
 test: test-build
 	sh test/run.sh
 
-# What the tests need: packages, the PromQL check's Node.js tool, every test program.
+# What the tests need: packages, the PromQL check's Node.js tool, the contract tester
+# (schemathesis, cached outside the tree), every test program.
 test-build:
 	@sh deploy/local/deps.sh test
 	@[ -d test/tools/node_modules ] || npm ci --prefix test/tools --no-audit --no-fund
+	@sh test/contract/install.sh >/dev/null
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
 
 # The whole suite RUNS times (default 5) under stress-ng on every core.
@@ -103,7 +105,8 @@ run:
 	sh deploy/local/run.sh
 
 # libFuzzer targets (test/fuzz/fuzz_*.c) over the library built with Debian's clang;
-# `make fuzz` runs each for FUZZ_SECONDS (default 300) from its corpus in test/fuzz/corpus.
+# `make fuzz` runs each for FUZZ_SECONDS (default 300) from its corpus in test/fuzz/corpus,
+# then the contract tester for longer (fuzz-contract).
 FUZZ_CC      ?= clang
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS  := $(STD) $(filter-out -Werror,$(WARN)) $(INC) -O1 -g -fno-omit-frame-pointer
@@ -127,6 +130,15 @@ fuzz-build:
 
 fuzz: fuzz-build
 	bash test/fuzz/run.sh
+	@$(MAKE) --no-print-directory fuzz-contract
+
+# Schemathesis against the real server for longer than `make test` does: CONTRACT_EXAMPLES
+# per operation (default 100), from CONTRACT_SEED (default: a new one, printed).
+CONTRACT_EXAMPLES ?= 100
+fuzz-contract: test-build
+	APP_TEST_ONLY=test_contract APP_CONTRACT_EXAMPLES=$(CONTRACT_EXAMPLES) \
+	APP_CONTRACT_SEED=$${CONTRACT_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+	sh test/run.sh e2e
 
 # The same binary as three services, one context and one database each, with Kafka between
 # them (deploy/local/run-split.sh; README, "Split deployment").

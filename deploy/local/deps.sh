@@ -9,8 +9,9 @@ build_pkgs="build-essential pkg-config libevent-dev libpq-dev libhiredis-dev lib
 # The private PostgreSQL 15 and Redis of `make run` and `make test` (deploy/local/services.sh).
 server_pkgs="postgresql redis-server"
 unit_pkgs="libcmocka-dev"
-# Tools the tests check files with: promtool (in prometheus) checks the metrics exposition.
-check_pkgs="prometheus"
+# Tools the tests check files with: promtool (in prometheus) checks the metrics exposition;
+# Python's venv holds schemathesis (PyPI), the contract tester (test/contract/install.sh).
+check_pkgs="prometheus python3-venv"
 lint_pkgs="clang-format clang-tidy cppcheck systemd"
 # The real Kafka broker of the tests runs on Java; kcat checks that it answers.
 kafka_pkgs="default-jre-headless maven kcat"

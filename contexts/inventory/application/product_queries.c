@@ -1,4 +1,5 @@
-/* The inventory queries: the read model from Redis, the audit trail and the authoritative
+/* The inventory queries: the read model from Redis (the log for a product it has not caught up
+ * with yet, so that a client reads what it wrote), the audit trail and the authoritative
  * state from the event store (what other contexts ask when their copies lag). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +21,8 @@ int inv_get_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_e
     rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
     if (rc != 0)
         return rc;
-    if (!text)
-        return app_error_set(err, APP_ENOTFOUND, "unknown product");
+    if (!text) /* not caught up with a new product yet: read the log */
+        return inv_describe_product(ctx, payload, out, err);
     *out = json_parse_n(text, strlen(text));
     free(text);
     return *out ? 0 : app_error_set(err, APP_EINTERNAL, "unreadable product read model");

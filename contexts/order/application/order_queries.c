@@ -1,5 +1,6 @@
-/* The order queries: an order and a customer's orders from the read models in Redis, the
- * audit trail from the event log. */
+/* The order queries: an order and a customer's orders from the read models in Redis (an order
+ * they have not caught up with yet from the event log, so that a client reads what it wrote),
+ * the audit trail from the event log. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,8 +30,19 @@ int ord_get_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_err
     int rc = ord_payload_id(payload, &id, err);
     if (rc == 0)
         rc = ord_read(ctx, id, out, err);
-    if (rc == 0 && !*out)
+    if (rc != 0 || *out)
+        return rc;
+    /* The read model follows the log a moment later: an order just placed is read from the
+     * log instead, so that a client reads what it wrote. */
+    ord_order *o = malloc(sizeof *o);
+    if (!o)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    rc = ord_load(ctx, id, 0, o, err);
+    if (rc == 0 && o->status == ORD_STATUS_NONE)
         rc = app_error_set(err, APP_ENOTFOUND, "order not found");
+    if (rc == 0)
+        rc = ord_reply(o, out, err);
+    free(o);
     return rc;
 }
 

@@ -1,4 +1,5 @@
-/* Queries user.get_user {"id"} (from the read model), user.get_user_events {"id"} (the
+/* Queries user.get_user {"id"} (from the read model; from the log while the read model has
+ * not caught up with a new user), user.get_user_events {"id"} (the
  * audit trail) and user.describe_customer {"id"} (the authoritative status other contexts
  * ask for when their own copies lag), both straight from the event log. */
 #include <stdio.h>
@@ -26,8 +27,13 @@ int user_get_user(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_err
     rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
     if (rc != 0)
         return rc;
-    if (!text)
-        return app_error_set(err, APP_ENOTFOUND, "user not found");
+    if (!text) {
+        /* The read model follows the log a moment later: a user just registered is read from
+         * the log instead, so that a client reads what it wrote. */
+        user_state state;
+        rc = user_load(ctx, id, &state, err);
+        return rc != 0 ? rc : user_reply(&state, out, err);
+    }
     cJSON *user = json_parse_n(text, strlen(text));
     free(text);
     if (!cJSON_IsObject(user)) {

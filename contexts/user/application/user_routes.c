@@ -77,14 +77,15 @@ static int route_if_match(const char *header, bool *has, int64_t *out, app_error
     if (n == 1 && *p == '*')
         return 0;
     const char *end = p + n;
-    if (end - p >= 2 && p[0] == 'W' && p[1] == '/')
-        p += 2;
+    bool weak = end - p >= 2 && p[0] == 'W' && p[1] == '/';
+    p += weak ? 2 : 0;
     int64_t v = 0;
     size_t digits = 0;
     bool quoted = p < end && *p == '"';
     for (p += quoted; p < end && *p >= '0' && *p <= '9' && digits < 15; p++, digits++)
         v = v * 10 + (*p - '0');
-    if (digits == 0 || (quoted ? p + 1 != end || *p != '"' : p != end)) {
+    /* W/ goes with a quoted tag only. */
+    if (digits == 0 || (weak && !quoted) || (quoted ? p + 1 != end || *p != '"' : p != end)) {
         app_error_set(err, APP_EBADREQ, "invalid If-Match header");
         return app_error_detail(err, "If-Match must be one entity tag from the user's ETag, "
                                      "such as \"3\", or *");
