@@ -124,6 +124,9 @@ build/fuzz/fuzz_%: test/fuzz/fuzz_%.c $(FUZZ_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(LIBS)
 
+# The routes' target runs the contexts over the in-memory stores of the tests.
+build/fuzz/fuzz_routes: build/fuzz/obj/test/support/fake_stores.o
+
 fuzz-build:
 	@sh deploy/local/deps.sh fuzz
 	@$(MAKE) --no-print-directory $(FUZZ_TARGETS)

@@ -326,6 +326,7 @@ static int app_register(app *a, app_error *err)
         .header_timeout_ms = a->cfg.http.header_timeout_ms,
         .body_timeout_ms = a->cfg.http.body_timeout_ms,
         .max_connections = a->cfg.http.max_connections,
+        .max_requests_per_connection = a->cfg.http.max_requests_per_connection,
         .bus = a->bus,
         .pool = a->pool,
         .access = a->access,

@@ -73,6 +73,8 @@ static const cfg_key cfg_keys[] = {
      "30000", NULL},
     {"http.max_connections", CFG_INT, CFG_FIELD(http.max_connections), 0, 0, 1000000, NULL, "0",
      NULL},
+    {"http.max_requests_per_connection", CFG_INT, CFG_FIELD(http.max_requests_per_connection), 0, 0,
+     1000000, NULL, "1000", NULL},
     {"workers.threads", CFG_INT, CFG_FIELD(workers.threads), 0, 1, 256, NULL, "32", NULL},
     {"workers.queue_size", CFG_INT, CFG_FIELD(workers.queue_size), 0, 1, 1000000, NULL, "4096",
      NULL},

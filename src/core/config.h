@@ -46,6 +46,7 @@ typedef struct app_config {
         int header_timeout_ms;   /* http.header_timeout_ms: a request's head, in all */
         int body_timeout_ms;     /* http.body_timeout_ms: a request's body, in all */
         int max_connections;     /* http.max_connections: 0 sizes it from RLIMIT_NOFILE */
+        int max_requests_per_connection; /* http.max_requests_per_connection: 0 = no cap */
     } http;
     struct {
         int threads;    /* workers.threads: blocking handler pool, 1..256 */

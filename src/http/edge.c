@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #define EDGE_WRITE_IOV       16
 #define EDGE_REFUSED         "http_connections_refused_total"
 #define EDGE_OPEN            "http_connections_open"
+#define EDGE_CONN_BUCKETS    4096 /* the connections by bufferevent, for the server's lookups */
 
 typedef struct edge_listener {
     http_edge *edge;
@@ -42,6 +44,8 @@ typedef struct edge_listener {
 static pthread_mutex_t edge_registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static edge_listener *edge_registry[EDGE_MAX_LISTENERS];
 
+typedef struct edge_conn edge_conn;
+
 struct http_edge {
     http_edge_options o;
     atomic_int open;
@@ -49,10 +53,13 @@ struct http_edge {
     edge_listener *listeners[EDGE_MAX_LISTENERS];
     size_t n_listeners;
     time_t last_accept_log;
+    pthread_mutex_t conns_lock; /* the connections by bufferevent */
+    edge_conn *conns[EDGE_CONN_BUCKETS];
 };
 
-typedef struct edge_conn {
+struct edge_conn {
     http_edge *edge;
+    edge_conn *next;            /* in its bucket of edge->conns */
     struct bufferevent *socket; /* the underlying one, read from; answers bypass it */
     struct bufferevent *filter; /* evhttp's, above it */
     struct event *timer;        /* deadlines, and the linger of a refused connection */
@@ -62,7 +69,7 @@ typedef struct edge_conn {
     bool refused;           /* answered and closing: input is dropped */
     bool lingering;         /* the refusal is written; the timer ends the linger */
     bool over_capacity;
-} edge_conn;
+};
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
@@ -88,6 +95,7 @@ int http_edge_new(http_edge **out, const http_edge_options *o, app_error *err)
         e->o.max_connections = edge_default_max();
     atomic_init(&e->open, 0);
     pthread_mutex_init(&e->lock, NULL);
+    pthread_mutex_init(&e->conns_lock, NULL);
     metrics_declare(EDGE_REFUSED, METRIC_COUNTER,
                     "Connections refused at the edge, by reason (a framing limit, a deadline, "
                     "the connection limit).");
@@ -119,7 +127,51 @@ void http_edge_free(http_edge *e)
         return;
     http_edge_forget_listeners(e);
     pthread_mutex_destroy(&e->lock);
+    pthread_mutex_destroy(&e->conns_lock);
     free(e);
+}
+
+/* ---- connections by bufferevent ------------------------------------------------------------ */
+
+static size_t edge_bucket(const struct bufferevent *bev)
+{
+    uint64_t h = (uint64_t)(uintptr_t)bev * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h >> 52) % EDGE_CONN_BUCKETS;
+}
+
+static void edge_conn_link(edge_conn *c)
+{
+    http_edge *e = c->edge;
+    size_t b = edge_bucket(c->filter);
+    pthread_mutex_lock(&e->conns_lock);
+    c->next = e->conns[b];
+    e->conns[b] = c;
+    pthread_mutex_unlock(&e->conns_lock);
+}
+
+static void edge_conn_unlink(edge_conn *c)
+{
+    http_edge *e = c->edge;
+    pthread_mutex_lock(&e->conns_lock);
+    for (edge_conn **p = &e->conns[edge_bucket(c->filter)]; *p; p = &(*p)->next)
+        if (*p == c) {
+            *p = c->next;
+            break;
+        }
+    pthread_mutex_unlock(&e->conns_lock);
+}
+
+int64_t http_edge_requests_of(http_edge *e, const struct bufferevent *bev)
+{
+    int64_t n = -1;
+    pthread_mutex_lock(&e->conns_lock);
+    for (const edge_conn *c = e->conns[edge_bucket(bev)]; c; c = c->next)
+        if (c->filter == bev) {
+            n = (int64_t)c->guard.requests;
+            break;
+        }
+    pthread_mutex_unlock(&e->conns_lock);
+    return n;
 }
 
 int http_edge_connections(http_edge *e)
@@ -422,6 +474,7 @@ static enum bufferevent_filter_result edge_output(struct evbuffer *src, struct e
 static void edge_conn_free(void *arg)
 {
     edge_conn *c = arg;
+    edge_conn_unlink(c);
     int open = atomic_fetch_sub(&c->edge->open, 1) - 1;
     metrics_gauge_set(EDGE_OPEN, "", open);
     event_free(c->timer);
@@ -455,6 +508,7 @@ struct bufferevent *http_edge_make_bev(struct event_base *base, void *arg)
     c->filter = bev;
     c->timer = timer;
     http_guard_init(&c->guard, e->o.max_body_bytes);
+    edge_conn_link(c);
     int open = atomic_fetch_add(&e->open, 1) + 1;
     metrics_gauge_set(EDGE_OPEN, "", open);
     if (!evbuffer_add_cb(bufferevent_get_output(bev), edge_output_added, c) ||

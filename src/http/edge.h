@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -49,6 +50,11 @@ struct bufferevent *http_edge_make_bev(struct event_base *base, void *arg);
 /* Makes accept errors on l (its loop's base) pause accepting, with a log line a second at
  * most, instead of spinning on a listening socket that stays readable. */
 void http_edge_watch_listener(http_edge *e, struct evconnlistener *l, struct event_base *base);
+
+/* The requests whose head has come on the connection of bev (a bufferevent made by
+ * http_edge_make_bev, as evhttp_connection_get_bufferevent gives it), this one included;
+ * -1 for one the edge did not make. Any thread. */
+int64_t http_edge_requests_of(http_edge *e, const struct bufferevent *bev);
 
 /* Connections open now, and the limit in force. */
 int http_edge_connections(http_edge *e);

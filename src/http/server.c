@@ -742,6 +742,13 @@ static void http_on_request(struct evhttp_request *ereq, void *arg)
     job->ereq = ereq;
     job->route_label = "unmatched";
     job->close_after = stopping; /* clients should reconnect to a process that stays */
+    /* A connection serves so many requests, then the answer to the last says so and closes
+     * it: a client cannot hold one forever, and load spreads again over the instances. */
+    struct evhttp_connection *evcon = evhttp_request_get_connection(ereq);
+    if (s->opts.max_requests_per_connection > 0 && evcon &&
+        http_edge_requests_of(s->edge, evhttp_connection_get_bufferevent(evcon)) >=
+            s->opts.max_requests_per_connection)
+        job->close_after = true;
 
     pthread_mutex_lock(&s->lock);
     http_job_link(s, job);

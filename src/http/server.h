@@ -15,18 +15,19 @@
 typedef struct http_server http_server;
 
 typedef struct http_server_options {
-    const char *host;       /* "127.0.0.1" */
-    int port;               /* 0 picks a free port (see http_server_port) */
-    int threads;            /* loop threads */
-    size_t max_body_bytes;  /* larger bodies get 413 */
-    int request_timeout_ms; /* idle/read timeout per connection */
-    int header_timeout_ms;  /* a request's head, from its first byte (<= 0: 10 s) */
-    int body_timeout_ms;    /* a request's body, from the end of its head (<= 0: 30 s) */
-    int max_connections;    /* open at once (<= 0: from RLIMIT_NOFILE) */
-    bus *bus;               /* handed to every route */
-    workers *pool;          /* where routes run */
-    http_access *access;    /* API keys and rate limits for routes not HTTP_ROUTE_OPEN, or
-                               NULL for none; borrowed, outlives the server */
+    const char *host;                /* "127.0.0.1" */
+    int port;                        /* 0 picks a free port (see http_server_port) */
+    int threads;                     /* loop threads */
+    size_t max_body_bytes;           /* larger bodies get 413 */
+    int request_timeout_ms;          /* idle/read timeout per connection */
+    int header_timeout_ms;           /* a request's head, from its first byte (<= 0: 10 s) */
+    int body_timeout_ms;             /* a request's body, from the end of its head (<= 0: 30 s) */
+    int max_connections;             /* open at once (<= 0: from RLIMIT_NOFILE) */
+    int max_requests_per_connection; /* the last one's answer closes it (<= 0: no cap) */
+    bus *bus;                        /* handed to every route */
+    workers *pool;                   /* where routes run */
+    http_access *access;             /* API keys and rate limits for routes not HTTP_ROUTE_OPEN, or
+                                        NULL for none; borrowed, outlives the server */
 } http_server_options;
 
 /* *out owned by the caller; free with http_server_free. Binds the port (so a taken port

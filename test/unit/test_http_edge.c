@@ -47,6 +47,8 @@ typedef struct server {
     int port;
 } server;
 
+static int max_requests; /* http.max_requests_per_connection of the next server_start */
+
 static void server_start(server *s, int max_connections)
 {
     app_error err = APP_ERROR_INIT;
@@ -59,6 +61,7 @@ static void server_start(server *s, int max_connections)
         .header_timeout_ms = HEAD_MS,
         .body_timeout_ms = HEAD_MS,
         .max_connections = max_connections,
+        .max_requests_per_connection = max_requests,
         .pool = s->pool,
     };
     if (http_server_new(&s->srv, &o, &err) != 0)
@@ -329,6 +332,63 @@ static void test_connection_limit(void **state)
     server_stop(&s);
 }
 
+/* One keep-alive exchange on fd: the answer's head into head (size bytes); its status. */
+static int exchange(int fd, char *head, size_t size)
+{
+    const char *req = "GET /ok HTTP/1.1\r\nHost: t\r\n\r\n";
+    if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req))
+        return -1;
+    char buf[4096];
+    size_t got = 0;
+    for (;;) {
+        ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (k <= 0)
+            return -1;
+        got += (size_t)k;
+        buf[got] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        const char *cl = strcasestr(buf, "Content-Length:");
+        if (end && cl && got >= (size_t)(end + 4 - buf) + strtoul(cl + 15, NULL, 10)) {
+            snprintf(head, size, "%.*s", (int)(end - buf), buf);
+            return atoi(buf + 9);
+        }
+    }
+}
+
+/* A kept-alive connection serves http.max_requests_per_connection requests: the answer to
+ * the last says "Connection: close", and the server closes it. */
+static void test_requests_per_connection(void **state)
+{
+    (void)state;
+    server s;
+    max_requests = 3;
+    server_start(&s, 0);
+    max_requests = 0;
+    int fd = tcli_connect(s.port);
+    assert_true(fd >= 0);
+    char head[2048];
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(exchange(fd, head, sizeof head), 200);
+        bool closing = strcasestr(head, "\r\nConnection: close") != NULL;
+        if (closing != (i == 3))
+            fail_msg("answer %d %s Connection: close: %s", i, closing ? "has" : "lacks", head);
+    }
+    char byte;
+    assert_int_equal(recv(fd, &byte, 1, 0), 0); /* closed by the server */
+    close(fd);
+    /* Without a cap, the same connection goes on. */
+    server_stop(&s);
+    server_start(&s, 0);
+    fd = tcli_connect(s.port);
+    assert_true(fd >= 0);
+    for (int i = 1; i <= 5; i++) {
+        assert_int_equal(exchange(fd, head, sizeof head), 200);
+        assert_null(strcasestr(head, "\r\nConnection: close"));
+    }
+    close(fd);
+    server_stop(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +397,7 @@ int main(void)
         cmocka_unit_test(test_slow_head_gets_408),
         cmocka_unit_test(test_many_slow_clients),
         cmocka_unit_test(test_connection_limit),
+        cmocka_unit_test(test_requests_per_connection),
     };
     return cmocka_run_group_tests_name("http edge under attack", tests, NULL, NULL);
 }
