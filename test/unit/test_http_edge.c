@@ -48,6 +48,7 @@ typedef struct server {
 } server;
 
 static int max_requests; /* http.max_requests_per_connection of the next server_start */
+static int idle_ms;      /* http.request_timeout_ms of the next server_start (0: 30 s) */
 
 static void server_start(server *s, int max_connections)
 {
@@ -57,7 +58,7 @@ static void server_start(server *s, int max_connections)
         .host = "127.0.0.1",
         .threads = 2,
         .max_body_bytes = BODY_LIMIT,
-        .request_timeout_ms = 30000,
+        .request_timeout_ms = idle_ms > 0 ? idle_ms : 30000,
         .header_timeout_ms = HEAD_MS,
         .body_timeout_ms = HEAD_MS,
         .max_connections = max_connections,
@@ -389,6 +390,28 @@ static void test_requests_per_connection(void **state)
     server_stop(&s);
 }
 
+/* A kept-alive connection that sends nothing more is closed after http.request_timeout_ms;
+ * the wait is printed, not held to a wall clock. */
+static void test_idle_keepalive_closed(void **state)
+{
+    (void)state;
+    server s;
+    idle_ms = 300;
+    server_start(&s, 0);
+    idle_ms = 0;
+    int fd = tcli_connect(s.port);
+    assert_true(fd >= 0);
+    char head[2048];
+    assert_int_equal(exchange(fd, head, sizeof head), 200);
+    long long t0 = ts_now_ms();
+    char byte;
+    assert_int_equal(recv(fd, &byte, 1, 0), 0); /* closed by the server, not the hang guard */
+    print_message("an idle kept-alive connection closed after %lld ms (timeout 300 ms)\n",
+                  ts_now_ms() - t0);
+    close(fd);
+    server_stop(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_many_slow_clients),
         cmocka_unit_test(test_connection_limit),
         cmocka_unit_test(test_requests_per_connection),
+        cmocka_unit_test(test_idle_keepalive_closed),
     };
     return cmocka_run_group_tests_name("http edge under attack", tests, NULL, NULL);
 }
