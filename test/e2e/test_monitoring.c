@@ -140,12 +140,95 @@ static void test_broken_files_are_refused(void **state)
     expect_refused(dashboard, "\"id\": 3,", "\"id\": 2,", "an id of its own");
 }
 
+/* ---- Prometheus's own checks (promtool, Debian's prometheus package) ---------------------- */
+
+static int promtool(const char *args, char *out, size_t size)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "promtool %s", args);
+    int status = ts_run(cmd, out, size);
+    assert_true(status >= 0);
+    return status;
+}
+
+/* The scrape configuration (with the rule files it names), the rules, the live exposition,
+ * and the unit tests of every alert: what Prometheus itself loads. */
+static void test_promtool_accepts_the_files(void **state)
+{
+    (void)state;
+    ts_require_tool("promtool", "prometheus");
+    char out[16384], args[512];
+    if (promtool("check config deploy/prometheus/prometheus.yml", out, sizeof out) != 0)
+        fail_msg("promtool check config:\n%s", out);
+    assert_non_null(strstr(out, "1 rule files found"));
+    if (promtool("check rules deploy/prometheus/alerts.yml", out, sizeof out) != 0)
+        fail_msg("promtool check rules:\n%s", out);
+    snprintf(args, sizeof args, "check metrics < %s", metrics_path);
+    if (promtool(args, out, sizeof out) != 0)
+        fail_msg("promtool check metrics on a live scrape:\n%s", out);
+    if (promtool("test rules deploy/prometheus/alerts_test.yml", out, sizeof out) != 0)
+        fail_msg("promtool test rules:\n%s", out);
+    assert_non_null(strstr(out, "SUCCESS"));
+}
+
+/* Every alert of alerts.yml has unit tests in alerts_test.yml. */
+static void test_every_alert_is_unit_tested(void **state)
+{
+    (void)state;
+    static char alerts[65536], tests[131072];
+    FILE *f = fopen(rules, "r");
+    assert_non_null(f);
+    alerts[fread(alerts, 1, sizeof alerts - 1, f)] = '\0';
+    fclose(f);
+    f = fopen("deploy/prometheus/alerts_test.yml", "r");
+    assert_non_null(f);
+    tests[fread(tests, 1, sizeof tests - 1, f)] = '\0';
+    fclose(f);
+    int n = 0;
+    for (const char *p = strstr(alerts, "- alert: "); p; p = strstr(p + 1, "- alert: ")) {
+        char name[128], want[160];
+        if (sscanf(p + 9, "%127s", name) != 1)
+            fail_msg("an alert without a name in %s", rules);
+        snprintf(want, sizeof want, "alertname: %s\n", name);
+        if (!strstr(tests, want))
+            fail_msg("alert %s has no unit test in deploy/prometheus/alerts_test.yml", name);
+        n++;
+    }
+    assert_int_equal(n, 14);
+}
+
+/* The unit tests can fail: a test expecting another severity is refused by promtool. */
+static void test_a_wrong_expectation_fails(void **state)
+{
+    (void)state;
+    ts_require_tool("promtool", "prometheus");
+    char dir[] = "/tmp/app-alerts-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cmd[1024], out[16384];
+    snprintf(cmd, sizeof cmd,
+             "cp deploy/prometheus/alerts.yml %s/ && sed 's/severity: critical, job: app/"
+             "severity: warning, job: app/' deploy/prometheus/alerts_test.yml > "
+             "%s/alerts_test.yml && grep -q 'severity: warning, job: app' %s/alerts_test.yml",
+             dir, dir, dir);
+    assert_int_equal(ts_run(cmd, out, sizeof out), 0);
+    snprintf(cmd, sizeof cmd, "test rules %s/alerts_test.yml", dir);
+    int status = promtool(cmd, out, sizeof out);
+    char ignored[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    ts_run(cmd, ignored, sizeof ignored);
+    assert_int_not_equal(status, 0);
+    assert_non_null(strstr(out, "AppDown"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scrape_metrics),
         cmocka_unit_test(test_shipped_queries_hold),
         cmocka_unit_test(test_broken_files_are_refused),
+        cmocka_unit_test(test_promtool_accepts_the_files),
+        cmocka_unit_test(test_every_alert_is_unit_tested),
+        cmocka_unit_test(test_a_wrong_expectation_fails),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
