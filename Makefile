@@ -85,7 +85,8 @@ test: test-build
 test-build:
 	@sh deploy/local/deps.sh test
 	@[ -d test/tools/node_modules ] || npm ci --prefix test/tools --no-audit --no-fund
-	@sh test/contract/install.sh >/dev/null
+	@sh test/tools/pyvenv.sh test/contract/requirements.txt schemathesis >/dev/null
+	@sh test/tools/pyvenv.sh test/tools/requirements.txt python3 >/dev/null
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
 
 # The whole suite RUNS times (default 5) under stress-ng on every core.

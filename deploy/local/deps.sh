@@ -10,7 +10,7 @@ build_pkgs="build-essential pkg-config libevent-dev libpq-dev libhiredis-dev lib
 server_pkgs="postgresql redis-server"
 unit_pkgs="libcmocka-dev"
 # Tools the tests check files with: promtool (in prometheus) checks the metrics exposition;
-# Python's venv holds schemathesis (PyPI), the contract tester (test/contract/install.sh).
+# Python's venv holds the Python test tools from PyPI (test/tools/pyvenv.sh).
 check_pkgs="prometheus python3-venv"
 lint_pkgs="clang-format clang-tidy cppcheck systemd"
 # The real Kafka broker of the tests runs on Java; kcat checks that it answers.

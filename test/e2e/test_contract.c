@@ -1,5 +1,5 @@
 /* End to end: docs/openapi.yaml is what the server does, as an outside tester sees it.
- * Schemathesis (PyPI, test/contract/install.sh) runs every check of its examples, coverage,
+ * Schemathesis (PyPI, installed by test/tools/pyvenv.sh) runs every check of its examples, coverage,
  * fuzzing and stateful phases against ./app with private PostgreSQL and Redis: answers the
  * contract does not declare, schema-valid requests refused, schema-violating ones accepted,
  * server errors, bodies that do not match their schema, methods that are not 405, and links
@@ -30,7 +30,8 @@ static int setup(void **state)
 {
     char out[8192];
     /* Installs once per pinned version (about 10 s), then only prints the path. */
-    int status = ts_run("sh test/contract/install.sh", out, sizeof out);
+    int status = ts_run("sh test/tools/pyvenv.sh test/contract/requirements.txt schemathesis", out,
+                        sizeof out);
     if (status != 0) {
         fprintf(stderr, "test_contract: cannot install schemathesis (status %d):\n%s\n", status,
                 out);
