@@ -1,7 +1,7 @@
 /* End to end: docs/openapi.yaml is what the server does, as an outside tester sees it.
- * Schemathesis (PyPI, installed by test/tools/pyvenv.sh) runs every check of its examples, coverage,
- * fuzzing and stateful phases against ./app with private PostgreSQL and Redis: answers the
- * contract does not declare, schema-valid requests refused, schema-violating ones accepted,
+ * Schemathesis (PyPI, installed by test/tools/pyvenv.sh) runs every check of its examples,
+ * coverage, fuzzing and stateful phases against ./app with private PostgreSQL and Redis: answers
+ * the contract does not declare, schema-valid requests refused, schema-violating ones accepted,
  * server errors, bodies that do not match their schema, methods that are not 405, and links
  * from each POST to the GETs that read what it made.
  *
