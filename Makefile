@@ -80,13 +80,15 @@ build/gen/pg_inbox_migrations.c: src/tools/embed_migrations.sh $(wildcard adapte
 test: test-build
 	sh test/run.sh
 
-# What the tests need: packages, the PromQL check's Node.js tool, the contract tester
-# (schemathesis, cached outside the tree), every test program.
+# What the tests need: packages, the PromQL check's Node.js tool, the Python tools (the
+# contract tester, the Kuma schema check) and the Go ones (decK's reconciler), each cached
+# outside the tree, and every test program.
 test-build:
 	@sh deploy/local/deps.sh test
 	@[ -d test/tools/node_modules ] || npm ci --prefix test/tools --no-audit --no-fund
 	@sh test/tools/pyvenv.sh test/contract/requirements.txt schemathesis >/dev/null
 	@sh test/tools/pyvenv.sh test/tools/requirements.txt python3 >/dev/null
+	@sh test/tools/gotool.sh test/tools/kongcheck >/dev/null
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
 
 # The whole suite RUNS times (default 5) under stress-ng on every core.

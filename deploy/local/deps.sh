@@ -60,6 +60,16 @@ case " $* " in
     ;;
 esac
 
+# The Go test tools (test/tools/gotool.sh: decK's reconciler) need a Go at least as new as
+# their go.mod says; Debian's golang is wanted only when there is no Go at all.
+case " $* " in
+*" test "* | *" all "*)
+    if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
+        want="$want golang"
+    fi
+    ;;
+esac
+
 want=$(printf '%s\n' $want | sort -u)
 # One dpkg-query call for all packages keeps the no-op case fast. Unknown packages print
 # nothing on stdout (an error on stderr), so they end up missing too.

@@ -1,7 +1,9 @@
 /* deploy/kong/kong.yml and the server agree: every route a context serves is routed by Kong,
  * for each of its methods, by exactly one Kong route, of the Kong service named after that
- * context; no Kong route leads nowhere; the operations endpoints are not exposed; and the
- * plugins the app relies on (key-auth on `apikey` hiding the key, X-Request-ID) are there.
+ * context; no Kong route leads nowhere; the operations endpoints are not exposed; the plugins
+ * the app relies on (key-auth on `apikey` hiding the key, X-Request-ID, CORS preflights, the
+ * headers a client may not send) are there; and decK's own reconciler accepts the file
+ * (test/tools/kongcheck, built from the Go module proxy), and refuses a broken one.
  * Kong's router is modelled for the subset the file uses: "~" regex paths, anchored at the
  * start, each ending in "$"; methods. */
 #include <regex.h>
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include <cmocka.h>
@@ -19,6 +22,7 @@
 #include "kernel/module.h"
 #include "kernel/ops.h"
 #include "kernel/remote.h"
+#include "test/support/services.h"
 #include "test/support/yaml_doc.h"
 
 #define MAX_ROUTES 64
@@ -193,9 +197,10 @@ static void test_no_route_leads_nowhere(void **state)
                 fail_msg("route %s: path %s must be a \"~\" regex ending in \"$\"", kr->name,
                          kr->paths[p]);
         }
-        /* Each method of it reaches some route of the app. */
+        /* Each method of it reaches some route of the app; OPTIONS is the CORS preflight,
+         * which Kong answers itself (test_plugins). */
         for (size_t m = 0; m < kr->n_methods; m++) {
-            bool used = false;
+            bool used = strcasecmp(kr->methods[m], "OPTIONS") == 0;
             for (size_t i = 0; app_modules[i] && !used; i++)
                 for (const http_route_def *r = app_modules[i]->routes; r && r->pattern && !used;
                      r++)
@@ -288,6 +293,121 @@ static void test_services_plugins_upstreams(void **state)
     assert_string_equal(text(get(get(plugin("rate-limiting"), "config"), "limit_by")), "consumer");
 }
 
+/* The value list under config.<a>.<b> of a plugin holds want. */
+static bool lists(yaml_node_t *list, const char *want)
+{
+    yaml_node_t *v;
+    for (size_t i = 0; (v = item(list, i)); i++)
+        if (text(v) && strcasecmp(text(v), want) == 0)
+            return true;
+    return false;
+}
+
+static void test_plugins(void **state)
+{
+    (void)state;
+    /* CORS: Kong answers preflights, and every route takes OPTIONS so that it can. */
+    yaml_node_t *cors = get(plugin("cors"), "config");
+    assert_non_null(cors);
+    assert_string_equal(text(get(cors, "preflight_continue")), "false");
+    assert_non_null(item(get(cors, "origins"), 0));
+    for (size_t k = 0; k < n_routes; k++) {
+        bool options = false;
+        for (size_t m = 0; m < routes[k].n_methods; m++)
+            options = options || strcasecmp(routes[k].methods[m], "OPTIONS") == 0;
+        if (!options)
+            fail_msg("route %s takes no OPTIONS: browsers' preflights would get 404",
+                     routes[k].name);
+    }
+    static const char *const allowed[] = {"apikey", "Idempotency-Key", "If-Match", "Content-Type",
+                                          "X-Request-ID"};
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+        if (!lists(get(cors, "headers"), allowed[i]))
+            fail_msg("CORS does not let browsers send %s", allowed[i]);
+    assert_true(lists(get(cors, "exposed_headers"), "ETag"));
+    assert_non_null(plugin("prometheus"));
+    /* A client cannot pose as an end user, and the internal marker never leaves. */
+    yaml_node_t *req = get(get(get(plugin("request-transformer"), "config"), "remove"), "headers");
+    assert_true(lists(req, "X-Authenticated-Userid"));
+    yaml_node_t *res = get(get(get(plugin("response-transformer"), "config"), "remove"), "headers");
+    assert_true(lists(res, HTTP_INTERNAL_REPLY_HEADER));
+    /* A limit for all clients together on each service, besides the per-consumer one. */
+    yaml_node_t *svc;
+    for (size_t s = 0; (svc = item(get(root, "services"), s)); s++) {
+        bool limited = false;
+        yaml_node_t *p;
+        for (size_t i = 0; (p = item(get(svc, "plugins"), i)); i++)
+            limited = limited ||
+                      (text(get(p, "name")) && strcmp(text(get(p, "name")), "rate-limiting") == 0 &&
+                       text(get(get(p, "config"), "limit_by")) &&
+                       strcmp(text(get(get(p, "config"), "limit_by")), "service") == 0);
+        if (!limited)
+            fail_msg("service %s has no rate limit for all its clients", text(get(svc, "name")));
+    }
+}
+
+/* ---- decK's own check (test/tools/kongcheck) ----------------------------------------------- */
+
+static char kongcheck[512];
+
+static int kong_check(const char *file, char *out, size_t size)
+{
+    if (!kongcheck[0]) {
+        char path[4096];
+        if (ts_run("sh test/tools/gotool.sh test/tools/kongcheck", path, sizeof path) != 0)
+            fail_msg("cannot build test/tools/kongcheck:\n%s", path);
+        size_t n = strlen(path);
+        while (n > 0 && path[n - 1] == '\n')
+            path[--n] = '\0';
+        const char *line = strrchr(path, '\n') ? strrchr(path, '\n') + 1 : path;
+        assert_true(strlen(line) < sizeof kongcheck);
+        memcpy(kongcheck, line, strlen(line) + 1);
+    }
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "'%s' %s", kongcheck, file);
+    int status = ts_run(cmd, out, size);
+    assert_true(status >= 0);
+    return status;
+}
+
+static void test_deck_accepts_the_file(void **state)
+{
+    (void)state;
+    char out[8192];
+    if (kong_check("deploy/kong/kong.yml", out, sizeof out) != 0)
+        fail_msg("decK's reconciler refuses deploy/kong/kong.yml:\n%s", out);
+    assert_non_null(strstr(out, "valid"));
+}
+
+/* One change to the file; decK's check must refuse it, saying why. */
+static void expect_refused(const char *from, const char *to, const char *why)
+{
+    char cmd[1024], out[8192], path[] = "/tmp/app-kong-XXXXXX.yml";
+    int fd = mkstemps(path, 4);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd,
+             "grep -qF -e '%s' deploy/kong/kong.yml && sed '0,/%s/s//%s/' "
+             "deploy/kong/kong.yml > %s",
+             from, from, to, path);
+    if (ts_run(cmd, out, sizeof out) != 0)
+        fail_msg("deploy/kong/kong.yml no longer holds \"%s\"; update this test", from);
+    int status = kong_check(path, out, sizeof out);
+    unlink(path);
+    assert_int_equal(status, 1);
+    if (!strstr(out, why))
+        fail_msg("decK said \"%s\", not \"%s\"", out, why);
+}
+
+static void test_deck_refuses_broken_files(void **state)
+{
+    (void)state;
+    expect_refused("connect_timeout: 2000", "connect_timeoutt: 2000",
+                   "Additional property connect_timeoutt is not allowed");
+    expect_refused("retries: 0", "retries: none", "Expected: integer");
+    expect_refused("- name: users", "- name: user", "entity already exists");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -295,6 +415,9 @@ int main(void)
         cmocka_unit_test(test_no_route_leads_nowhere),
         cmocka_unit_test(test_internal_endpoints_not_routed),
         cmocka_unit_test(test_services_plugins_upstreams),
+        cmocka_unit_test(test_plugins),
+        cmocka_unit_test(test_deck_accepts_the_file),
+        cmocka_unit_test(test_deck_refuses_broken_files),
     };
     return cmocka_run_group_tests_name("kong routes", tests, load, unload);
 }

@@ -80,7 +80,7 @@ static void expect_refused(const char *file, const char *from, const char *to, c
     int fd = mkstemps(path, 5);
     assert_true(fd >= 0);
     close(fd);
-    snprintf(cmd, sizeof cmd, "grep -qF '%s' %s && sed 's/%s/%s/' %s > %s", from, file, from, to,
+    snprintf(cmd, sizeof cmd, "grep -qF -e '%s' %s && sed 's/%s/%s/' %s > %s", from, file, from, to,
              file, path);
     if (ts_run(cmd, out, sizeof out) != 0)
         fail_msg("%s no longer holds \"%s\"; update this test", file, from);
