@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/sd_notify.h"
 #include "http/router.h"
+#include "http/otlp.h"
 #include "http/server.h"
 #include "kernel/bus.h"
 #include "kernel/idempotency.h"
@@ -61,6 +62,7 @@ typedef struct app {
     size_t n_mirrored;
     inbox_store inbox_port;
     kfk_inbox *inbox; /* NULL unless some context is mirrored */
+    otlp_exporter *tracing; /* NULL unless tracing.endpoint is set */
 } app;
 
 static void app_report(const char *what, const app_error *err)
@@ -548,6 +550,25 @@ static void app_close(app *a)
     pg_event_store_free(a->pg);
     rm_models_free(a->models);
     rds_store_free(a->redis);
+    /* Last: every span has ended, and what is queued is sent. */
+    otlp_stop(a->tracing);
+    a->tracing = NULL;
+}
+
+/* Tracing over OTLP/HTTP when tracing.endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) is set. */
+static int app_start_tracing(app *a, app_error *err)
+{
+    if (!a->cfg.tracing.endpoint[0])
+        return 0;
+    otlp_options o = {
+        .endpoint = a->cfg.tracing.endpoint,
+        .service_name = a->cfg.tracing.service_name,
+        .attributes = a->cfg.tracing.resource_attributes,
+        .ratio = a->cfg.tracing.ratio,
+        .parent_based = a->cfg.tracing.parent_based,
+        .queue_size = (size_t)a->cfg.tracing.queue_size,
+    };
+    return otlp_start(&a->tracing, &o, err);
 }
 
 /* Phase 3: serve until SIGTERM or SIGINT, then stop in reverse order. */
@@ -564,6 +585,8 @@ static int app_serve(app *a)
     signal(SIGPIPE, SIG_IGN);
 
     int rc = app_migrate(a, &err);
+    if (rc == 0)
+        rc = app_start_tracing(a, &err);
     if (rc == 0)
         rc = app_open_adapters(a, &err);
     if (rc == 0)
@@ -672,6 +695,8 @@ static int app_replay(app *a, const cli_args *args)
         return EXIT_CONFIG;
     }
     int rc = app_migrate(a, &err);
+    if (rc == 0)
+        rc = app_start_tracing(a, &err);
     if (rc == 0)
         rc = app_open_adapters(a, &err);
     if (rc == 0) {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/trace.h"
 #include "kernel/event_json.h"
 
 void kfk_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -145,7 +146,17 @@ rd_kafka_resp_err_t kfk_produce_event(rd_kafka_t *rk, const char *topic, const e
     cJSON *meta = cJSON_Parse(ev->metadata ? ev->metadata : "{}");
     kfk_meta_header(h, meta, "correlationId", KFK_H_CORRELATION_ID);
     kfk_meta_header(h, meta, "causationId", KFK_H_CAUSATION_ID);
-    kfk_meta_header(h, meta, "traceparent", KFK_H_TRACEPARENT);
+    /* The copy to Kafka is a span in the trace of the request that caused the event; the
+     * message's traceparent names it, so that a consumer's span is its child. */
+    trace_span span;
+    char name[sizeof span.name];
+    snprintf(name, sizeof name, "%s publish", topic);
+    trace_start_tp(&span, name, TRACE_PRODUCER,
+                   cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "traceparent")));
+    char tp[TRACEPARENT_LEN];
+    trace_ctx_format(&span.ctx, tp);
+    if (tp[0])
+        rd_kafka_header_add(h, KFK_H_TRACEPARENT, -1, tp, -1);
     cJSON_Delete(meta);
     rd_kafka_header_add(h, KFK_H_CONTENT_TYPE, -1, "application/json", -1);
     if (dlq_reason)
@@ -157,6 +168,17 @@ rd_kafka_resp_err_t kfk_produce_event(rd_kafka_t *rk, const char *topic, const e
         RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(msg_opaque), RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         rd_kafka_headers_destroy(h); /* on success librdkafka owns them */
+    if (span.recording) {
+        trace_attr_str(&span, "messaging.system", "kafka");
+        trace_attr_str(&span, "messaging.destination.name", topic);
+        trace_attr_str(&span, "messaging.kafka.message.key", ev->stream_id);
+        trace_attr_str(&span, "app.event_id", ev->event_id);
+        if (dlq_reason)
+            trace_attr_str(&span, "app.dead_letter", dlq_reason);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+            trace_fail(&span, rd_kafka_err2str(e));
+    }
+    trace_end(&span);
     free(value);
     return e;
 }

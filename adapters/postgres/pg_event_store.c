@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/trace.h"
 #include "core/metrics.h"
 #include "core/uuid.h"
 
@@ -44,6 +45,7 @@ typedef struct append_job {
     int rc;
     app_error err;
     es_append_result result;
+    size_t batch; /* the appends of the transaction it rode in */
     bool done;
     pthread_cond_t done_cv;
     struct append_job *next;
@@ -449,6 +451,8 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
 {
     app_error err = APP_ERROR_INIT;
     *retry_alone = false;
+    for (size_t i = 0; i < n; i++)
+        jobs[i]->batch = n;
     if (committer_connect(c, &err) < 0)
         goto fail;
     PGconn *conn = c->conn;
@@ -829,6 +833,9 @@ static int pg_es_append(void *self, const es_append_req *req, es_append_result *
     }
 
     double started = now_seconds();
+    /* A span of the append, in the trace of the command it is for (the thread's). */
+    trace_span span;
+    trace_start(&span, "eventstore append", TRACE_CLIENT, trace_current());
     append_job job = {.req = req};
     snprintf(job.expected, sizeof job.expected, "%" PRId64, req->expected_version);
     if ((rc = events_json(req, &job.events_json, err)) < 0 ||
@@ -875,6 +882,18 @@ static int pg_es_append(void *self, const es_append_req *req, es_append_result *
 done_cv:
     pthread_cond_destroy(&job.done_cv);
 done:
+    if (span.recording) {
+        trace_attr_str(&span, "db.system", "postgresql");
+        trace_attr_str(&span, "app.context", req->context);
+        trace_attr_str(&span, "app.stream_id", req->stream_id);
+        trace_attr_int(&span, "app.events", (int64_t)req->n_events);
+        trace_attr_int(&span, "app.batch_size", (int64_t)job.batch);
+        if (rc == 0 && req->n_events > 0)
+            trace_attr_int(&span, "app.version", job.result.version);
+        if (rc != 0 && rc != APP_EVERSION && rc != APP_ECONFLICT)
+            trace_fail(&span, err ? err->message : "append failed");
+    }
+    trace_end(&span);
     free(job.events_json);
     free(job.claims_json);
     free(job.releases_json);

@@ -151,6 +151,17 @@ static const cfg_key cfg_keys[] = {
      "127.0.0.0/8,::1", &cfg_peers_list},
     {"internal.token_sha256", CFG_SHA256, CFG_FIELD(internal.token_sha256),
      offsetof(app_config, internal.has_token), 0, 0, NULL, "", NULL},
+    {"tracing.endpoint", CFG_STRING, CFG_FIELD(tracing.endpoint), 0, 0, 511, "http://", "", NULL},
+    {"tracing.service_name", CFG_STRING, CFG_FIELD(tracing.service_name), 0, 1, 127, NULL, "app",
+     NULL},
+    {"tracing.sampler", CFG_STRING, CFG_FIELD(tracing.sampler), 0, 1, 47, NULL,
+     "parentbased_traceidratio", NULL},
+    {"tracing.sampler_arg", CFG_STRING, CFG_FIELD(tracing.sampler_arg), 0, 0, 31, NULL, "1.0",
+     NULL},
+    {"tracing.resource_attributes", CFG_STRING, CFG_FIELD(tracing.resource_attributes), 0, 0, 511,
+     NULL, "", NULL},
+    {"tracing.queue_size", CFG_INT, CFG_FIELD(tracing.queue_size), 0, 1, 1000000, NULL, "2048",
+     NULL},
     {"contexts", CFG_LIST, CFG_FIELD(contexts), offsetof(app_config, n_contexts), 1,
      CONFIG_MAX_CONTEXTS, NULL, "user,order,inventory", &cfg_contexts_list},
 };
@@ -703,6 +714,8 @@ const char *config_remote_url(const app_config *cfg, const char *context)
     return url && url[0] ? url : NULL;
 }
 
+static int cfg_check_tracing(app_config *cfg, app_error *err);
+
 void config_defaults(app_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -715,6 +728,9 @@ void config_defaults(app_config *cfg)
             abort();
         }
     }
+    app_error err = APP_ERROR_INIT;
+    if (cfg_check_tracing(cfg, &err) != 0)
+        abort();
 }
 
 /* ---- environment ---- */
@@ -729,6 +745,25 @@ int config_apply_env(app_config *cfg, const char *(*lookup)(const char *name), a
     if (!lookup)
         lookup = cfg_getenv;
     app_config tmp = *cfg;
+    /* OpenTelemetry's own variables first, so that APP_TRACING_* wins over them. */
+    static const char *const otel[][2] = {
+        {"OTEL_EXPORTER_OTLP_ENDPOINT", "tracing.endpoint"},
+        {"OTEL_SERVICE_NAME", "tracing.service_name"},
+        {"OTEL_TRACES_SAMPLER", "tracing.sampler"},
+        {"OTEL_TRACES_SAMPLER_ARG", "tracing.sampler_arg"},
+        {"OTEL_RESOURCE_ATTRIBUTES", "tracing.resource_attributes"},
+    };
+    for (size_t i = 0; i < sizeof otel / sizeof otel[0]; i++) {
+        const char *value = lookup(otel[i][0]);
+        for (size_t k = 0; value && k < CFG_N_KEYS; k++) {
+            if (strcmp(cfg_keys[k].path, otel[i][1]) != 0)
+                continue;
+            cfg_where w = {otel[i][0], 0, true, false};
+            int rc = cfg_set_scalar(&cfg_keys[k], &tmp, value, strlen(value), &w, err);
+            if (rc)
+                return rc;
+        }
+    }
     for (size_t i = 0; i < CFG_N_KEYS; i++) {
         char name[96] = "APP_";
         size_t o = 4;
@@ -993,6 +1028,48 @@ static int cfg_read_file(const char *path, unsigned char **out, size_t *out_len,
     return 0;
 }
 
+/* tracing.sampler and tracing.sampler_arg, as OpenTelemetry defines them, into ratio and
+ * parent_based. */
+static int cfg_check_tracing(app_config *cfg, app_error *err)
+{
+    static const struct {
+        const char *name;
+        double ratio; /* < 0: sampler_arg */
+        bool parent_based;
+    } samplers[] = {
+        {"always_on", 1, false},
+        {"always_off", 0, false},
+        {"traceidratio", -1, false},
+        {"parentbased_always_on", 1, true},
+        {"parentbased_always_off", 0, true},
+        {"parentbased_traceidratio", -1, true},
+    };
+    const char *name = cfg->tracing.sampler;
+    for (size_t i = 0; i < sizeof samplers / sizeof samplers[0]; i++) {
+        if (strcmp(samplers[i].name, name) != 0)
+            continue;
+        cfg->tracing.parent_based = samplers[i].parent_based;
+        cfg->tracing.ratio = samplers[i].ratio;
+        if (samplers[i].ratio >= 0)
+            return 0;
+        const char *arg = cfg->tracing.sampler_arg[0] ? cfg->tracing.sampler_arg : "1.0";
+        char *end;
+        double v = strtod(arg, &end);
+        if (end == arg || *end || !(v >= 0 && v <= 1))
+            return app_error_set(err, APP_ECONFIG,
+                                 "tracing.sampler_arg: a ratio from 0 to 1 is expected for %s, "
+                                 "got \"%s\"",
+                                 name, arg);
+        cfg->tracing.ratio = v;
+        return 0;
+    }
+    return app_error_set(err, APP_ECONFIG,
+                         "tracing.sampler: expected always_on, always_off, traceidratio, "
+                         "parentbased_always_on, parentbased_always_off or "
+                         "parentbased_traceidratio, got \"%s\"",
+                         name);
+}
+
 int config_load(const char *path, app_config *cfg, app_error *err)
 {
     app_config tmp;
@@ -1009,6 +1086,9 @@ int config_load(const char *path, app_config *cfg, app_error *err)
             return rc;
     }
     int rc = config_apply_env(&tmp, NULL, err);
+    if (rc)
+        return rc;
+    rc = cfg_check_tracing(&tmp, err);
     if (rc)
         return rc;
     if (tmp.auth.enabled && tmp.auth.n_api_keys == 0 && tmp.auth.n_trusted_gateways == 0)

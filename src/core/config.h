@@ -134,6 +134,19 @@ typedef struct app_config {
         bool has_token;                 /* internal.token_sha256 is set */
         unsigned char token_sha256[32]; /* internal.token_sha256: SHA-256 of the bearer token */
     } internal;
+    /* Distributed tracing over OTLP/HTTP; off while tracing.endpoint is empty. The
+     * OpenTelemetry variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME,
+     * OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, OTEL_RESOURCE_ATTRIBUTES) set these too. */
+    struct {
+        char endpoint[512];            /* tracing.endpoint: "http://host:4318" */
+        char service_name[128];        /* tracing.service_name */
+        char sampler[48];              /* tracing.sampler: parentbased_traceidratio, ... */
+        char sampler_arg[32];          /* tracing.sampler_arg: the ratio, 0..1 */
+        char resource_attributes[512]; /* tracing.resource_attributes: "k=v,k2=v2" */
+        int queue_size;                /* tracing.queue_size: spans waiting at most */
+        double ratio;                  /* from sampler and sampler_arg (config_load) */
+        bool parent_based;             /* from sampler: a child follows its parent's flag */
+    } tracing;
     char contexts[CONFIG_MAX_CONTEXTS][32]; /* contexts: [user, ...] */
     size_t n_contexts;
 } app_config;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/trace.h"
+
 static atomic_int current_level = LOG_INFO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -54,6 +56,15 @@ void log_write(log_level level, const char *fmt, ...)
     gmtime_r(&ts.tv_sec, &tm);
     char when[32];
     strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":\"%s\"}\n", when,
-            ts.tv_nsec / 1000000, level_names[level], esc);
+    /* The trace the thread works in, so that a line leads to its trace and back. */
+    char ids[96] = "";
+    const trace_ctx *t = trace_current();
+    if (t) {
+        char trace_id[33], span_id[17];
+        trace_hex(t->trace_id, 16, trace_id);
+        trace_hex(t->span_id, 8, span_id);
+        snprintf(ids, sizeof ids, ",\"trace_id\":\"%s\",\"span_id\":\"%s\"", trace_id, span_id);
+    }
+    fprintf(stderr, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\",\"msg\":\"%s\"%s}\n", when,
+            ts.tv_nsec / 1000000, level_names[level], esc, ids);
 }

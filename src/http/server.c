@@ -30,6 +30,7 @@
 #include "http/edge.h"
 #include "http/guard.h"
 #include "http/problem.h"
+#include "core/trace.h"
 #include "http/router.h"
 
 /* evhttp buffers bodies up to max_body_bytes plus this slack, so a moderately oversized body
@@ -93,6 +94,7 @@ struct http_job {
     char *query; /* owned copy of req.query */
     const char *route_label;
     struct timespec started;
+    trace_span span;  /* the request's, from http_prepare to http_respond */
     http_quota quota; /* where the caller stands with the rate limit */
     bool replayed;    /* answered from an Idempotency-Key record */
     bool close_after;
@@ -421,6 +423,10 @@ static int http_prepare(http_job *job)
     if (tp_ok)
         snprintf(job->req.meta.traceparent, sizeof job->req.meta.traceparent, "%.*s",
                  HTTP_TRACEPARENT_LEN, tp);
+    /* The request's span joins the client's trace or starts one; what the request causes
+     * (commands, events, calls to other services) is its child. */
+    trace_start_tp(&job->span, job->method, TRACE_SERVER, job->req.meta.traceparent);
+    trace_ctx_format(&job->span.ctx, job->req.meta.traceparent);
 
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ereq);
     const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
@@ -553,6 +559,25 @@ static void http_on_close(struct evhttp_connection *conn, void *arg)
         http_job_release(job);
 }
 
+/* Ends the request's span, named as OpenTelemetry names HTTP server spans. */
+static void http_trace_end(http_job *job, int status)
+{
+    trace_span *s = &job->span;
+    if (!s->recording)
+        return;
+    const char *route = job->route ? job->route->pattern : NULL;
+    snprintf(s->name, sizeof s->name, "%s%s%s", job->method, route ? " " : "", route ? route : "");
+    trace_attr_str(s, "http.request.method", job->method);
+    trace_attr_str(s, "url.path", job->path ? job->path : "/");
+    if (route)
+        trace_attr_str(s, "http.route", route);
+    trace_attr_int(s, "http.response.status_code", status);
+    trace_attr_str(s, "app.request_id", job->request_id);
+    if (status >= 500)
+        trace_fail(s, job->rc ? job->err.message : "server error");
+    trace_end(s);
+}
+
 /* Queues the reply (when the client is still there) and records it; the job ends when the
  * reply is written. On the loop thread. */
 static void http_respond(http_job *job)
@@ -664,8 +689,11 @@ static void http_respond(http_job *job)
 
     double seconds = http_elapsed(&job->started);
     http_record(job->route_label, job->method, status, seconds);
+    trace_ctx outer = trace_enter(&job->span);
     log_info("http %s %s %d %.1fms request_id=%s", job->method, job->path ? job->path : "-", status,
              seconds * 1000.0, job->request_id);
+    trace_leave(&outer);
+    http_trace_end(job, status);
 
     job->ereq = NULL;
     if (ereq && conn) {

@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/trace.h"
 #include "core/uuid.h"
 
 #define BUS_MAX_MIDDLEWARE 8
@@ -140,6 +141,20 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
     /* How deep in handlers this thread is: a message a handler sends is not the request. */
     static _Thread_local int depth;
     depth++;
+    /* A span for the message, a child of its sender's; what the handler causes (events,
+     * messages, calls to another service) is the span's child in turn. */
+    trace_span span;
+    char span_name[sizeof span.name];
+    snprintf(span_name, sizeof span_name, "%s %s", kind == BUS_COMMAND ? "command" : "query",
+             name);
+    trace_start_tp(&span, span_name, TRACE_INTERNAL, meta->traceparent);
+    bus_meta traced;
+    if (trace_enabled()) {
+        traced = *meta;
+        trace_ctx_format(&span.ctx, traced.traceparent);
+        meta = &traced;
+    }
+    trace_ctx outer = trace_enter(&span);
     bus_ctx ctx = {
         .events = b->opts.events,
         .reads = b->opts.reads,
@@ -151,6 +166,19 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
     bus_call call = {kind, e->def, e->via, &ctx, payload, out, err, 0};
     int rc = bus_call_next(&call);
     depth--;
+    if (span.recording) {
+        trace_attr_str(&span, "app.message", name);
+        if (e->via)
+            trace_attr_str(&span, "app.remote", "true");
+        if (rc != 0) {
+            trace_attr_str(&span, "app.error", app_error_slug(rc));
+            /* The caller's mistakes (404, 409, 422...) are answers; failures are the rest. */
+            if (rc == APP_EUNAVAIL || rc == APP_EINTERNAL || rc == APP_ENOMEM)
+                trace_fail(&span, err->message);
+        }
+    }
+    trace_end(&span);
+    trace_leave(&outer);
     if (rc != 0 && *out) {
         cJSON_Delete(*out);
         *out = NULL;

@@ -122,14 +122,20 @@ int event_stream_reply(const bus_ctx *ctx, const char *context, const char *stre
 
 void event_bus_meta(const es_event *ev, bus_meta *meta)
 {
-    const char *correlation = NULL;
+    const char *correlation = NULL, *traceparent = NULL;
     cJSON *md = cJSON_Parse(ev->metadata ? ev->metadata : "{}");
     if (md) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(md, "correlationId");
         if (cJSON_IsString(c))
             correlation = c->valuestring;
+        c = cJSON_GetObjectItemCaseSensitive(md, "traceparent");
+        if (cJSON_IsString(c))
+            traceparent = c->valuestring;
     }
     bus_meta_init(meta, correlation, ev->event_id);
     snprintf(meta->actor, sizeof meta->actor, "subscriber");
+    /* What handling the event causes joins the trace of the request that caused the event. */
+    if (traceparent && strlen(traceparent) < sizeof meta->traceparent)
+        snprintf(meta->traceparent, sizeof meta->traceparent, "%s", traceparent);
     cJSON_Delete(md);
 }

@@ -12,6 +12,7 @@
 
 #include "core/deadline.h"
 #include "core/log.h"
+#include "core/trace.h"
 #include "core/metrics.h"
 #include "core/text.h"
 #include "kernel/event_json.h"
@@ -384,12 +385,30 @@ static int sub_handle(sub_worker *w, const es_event *ev, app_error *err)
     sub_runner *r = w->runner;
     bus_meta meta;
     event_bus_meta(ev, &meta);
+    /* A span for the subscriber's handling, in the trace of the request that caused the
+     * event: a saga's next step joins the placing request's trace. */
+    trace_span span;
+    char name[sizeof span.name];
+    snprintf(name, sizeof name, "%s %s", w->sub->name, ev->type ? ev->type : "event");
+    trace_start_tp(&span, name, TRACE_CONSUMER, meta.traceparent);
+    trace_ctx_format(&span.ctx, meta.traceparent);
+    trace_ctx outer = trace_enter(&span);
     bus_ctx ctx = {.events = r->opts.events,
                    .reads = w->writer ? &w->writer_port : r->opts.reads,
                    .clock = r->opts.clock,
                    .bus = r->opts.bus,
                    .meta = &meta};
-    return w->sub->handle(&ctx, ev, err);
+    int rc = w->sub->handle(&ctx, ev, err);
+    if (span.recording) {
+        trace_attr_str(&span, "app.subscriber", w->sub->name);
+        trace_attr_str(&span, "app.event_id", ev->event_id);
+        trace_attr_int(&span, "app.position", ev->position);
+        if (rc != 0)
+            trace_fail(&span, err->message);
+    }
+    trace_end(&span);
+    trace_leave(&outer);
+    return rc;
 }
 
 /* One lane of a batch handled by stream: the events whose stream hashes to it, in order,
