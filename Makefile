@@ -81,7 +81,8 @@ test: test-build
 	sh test/run.sh
 
 # What the tests need: packages, the PromQL check's Node.js tool, the Python tools (the
-# contract tester, the Kuma schema check) and the Go ones (decK's reconciler), each cached
+# contract tester, the Kuma schema check) and the Go ones (decK's reconciler, the tracing
+# tests' OpenTelemetry Collector), each cached
 # outside the tree, and every test program.
 test-build:
 	@sh deploy/local/deps.sh test
@@ -89,6 +90,7 @@ test-build:
 	@sh test/tools/pyvenv.sh test/contract/requirements.txt schemathesis >/dev/null
 	@sh test/tools/pyvenv.sh test/tools/requirements.txt python3 >/dev/null
 	@sh test/tools/gotool.sh test/tools/kongcheck >/dev/null
+	@sh test/tools/otelcol/build.sh >/dev/null
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
 
 # The whole suite RUNS times (default 5) under stress-ng on every core.

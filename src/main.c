@@ -20,8 +20,8 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "core/sd_notify.h"
-#include "http/router.h"
 #include "http/otlp.h"
+#include "http/router.h"
 #include "http/server.h"
 #include "kernel/bus.h"
 #include "kernel/idempotency.h"
@@ -61,7 +61,7 @@ typedef struct app {
     const char *mirrored[CONFIG_MAX_CONTEXTS];
     size_t n_mirrored;
     inbox_store inbox_port;
-    kfk_inbox *inbox; /* NULL unless some context is mirrored */
+    kfk_inbox *inbox;       /* NULL unless some context is mirrored */
     otlp_exporter *tracing; /* NULL unless tracing.endpoint is set */
 } app;
 

@@ -18,8 +18,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "core/trace.h"
 #include "core/metrics.h"
+#include "core/trace.h"
 #include "core/uuid.h"
 
 #define APPEND_LOCK_NS        0x61707064 /* "appd": advisory lock namespace of appends */

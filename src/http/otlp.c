@@ -309,8 +309,8 @@ int otlp_start(otlp_exporter **out, const otlp_options *o, app_error *err)
         return app_error_set(err, APP_EINTERNAL, "cannot start the tracing thread");
     }
     trace_configure(otlp_sink, e, o->ratio, o->parent_based);
-    log_info("tracing: spans of %.0f%% of new traces go to %s%s as %s", o->ratio * 100,
-             url, OTLP_PATH, e->service_name);
+    log_info("tracing: spans of %.0f%% of new traces go to %s%s as %s", o->ratio * 100, url,
+             OTLP_PATH, e->service_name);
     *out = e;
     return 0;
 }

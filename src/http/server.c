@@ -26,11 +26,11 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/trace.h"
 #include "core/uuid.h"
 #include "http/edge.h"
 #include "http/guard.h"
 #include "http/problem.h"
-#include "core/trace.h"
 #include "http/router.h"
 
 /* evhttp buffers bodies up to max_body_bytes plus this slack, so a moderately oversized body

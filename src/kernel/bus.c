@@ -145,8 +145,7 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
      * messages, calls to another service) is the span's child in turn. */
     trace_span span;
     char span_name[sizeof span.name];
-    snprintf(span_name, sizeof span_name, "%s %s", kind == BUS_COMMAND ? "command" : "query",
-             name);
+    snprintf(span_name, sizeof span_name, "%s %s", kind == BUS_COMMAND ? "command" : "query", name);
     trace_start_tp(&span, span_name, TRACE_INTERNAL, meta->traceparent);
     bus_meta traced;
     if (trace_enabled()) {

@@ -12,9 +12,9 @@
 
 #include "core/deadline.h"
 #include "core/log.h"
-#include "core/trace.h"
 #include "core/metrics.h"
 #include "core/text.h"
+#include "core/trace.h"
 #include "kernel/event_json.h"
 
 #define SUB_LEAD_CHECK_MS  1000 /* how often a subscriber confirms it still runs here */

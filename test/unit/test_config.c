@@ -923,6 +923,45 @@ static void test_cli_usage(void **state)
     free(text);
 }
 
+/* tracing.*: OpenTelemetry's variables set it, APP_TRACING_* wins over them, and the
+ * sampler is checked when the configuration is loaded. */
+static void test_tracing(void **state)
+{
+    (void)state;
+    app_config cfg;
+    app_error err = APP_ERROR_INIT;
+    config_defaults(&cfg);
+    assert_string_equal(cfg.tracing.endpoint, "");
+    assert_true(cfg.tracing.parent_based);
+    assert_true(cfg.tracing.ratio == 1.0);
+    const env_var otel[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"},
+                            {"OTEL_SERVICE_NAME", "orders"},
+                            {"APP_TRACING_SERVICE_NAME", "order-service"},
+                            {"OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod"},
+                            {NULL, NULL}};
+    assert_int_equal(apply(otel, &cfg, &err), 0);
+    assert_string_equal(cfg.tracing.endpoint, "http://collector:4318");
+    assert_string_equal(cfg.tracing.service_name, "order-service");
+    assert_string_equal(cfg.tracing.resource_attributes, "deployment.environment=prod");
+    const env_var https[] = {{"OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"},
+                             {NULL, NULL}};
+    assert_int_equal(apply(https, &cfg, &err), APP_ECONFIG);
+    assert_non_null(strstr(err.message, "OTEL_EXPORTER_OTLP_ENDPOINT"));
+
+    /* Samplers are OpenTelemetry's names, their argument a ratio. */
+    assert_int_equal(
+        load_text("tracing:\n  sampler: traceidratio\n  sampler_arg: \"0.25\"\n", &cfg, &err), 0);
+    assert_false(cfg.tracing.parent_based);
+    assert_true(cfg.tracing.ratio == 0.25);
+    assert_int_equal(load_text("tracing:\n  sampler: parentbased_always_off\n", &cfg, &err), 0);
+    assert_true(cfg.tracing.parent_based && cfg.tracing.ratio == 0);
+    assert_int_equal(load_text("tracing:\n  sampler: sometimes\n", &cfg, &err), APP_ECONFIG);
+    assert_non_null(strstr(err.message, "tracing.sampler"));
+    assert_int_equal(load_text("tracing:\n  sampler_arg: \"1.5\"\n", &cfg, &err), APP_ECONFIG);
+    assert_non_null(strstr(err.message, "tracing.sampler_arg"));
+    assert_int_equal(load_text("tracing:\n  sampler_arg: half\n", &cfg, &err), APP_ECONFIG);
+}
+
 int main(void)
 {
     const struct CMUnitTest config_tests[] = {
@@ -941,6 +980,7 @@ int main(void)
         cmocka_unit_test(test_strings_too_long),
         cmocka_unit_test(test_listen),
         cmocka_unit_test(test_auth_and_rate_limit),
+        cmocka_unit_test(test_tracing),
         cmocka_unit_test(test_redis_url_and_log_level),
         cmocka_unit_test(test_contexts),
         cmocka_unit_test(test_kafka_inbox),
