@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/text.h"
+#include "core/trace.h"
 #include "core/uuid.h"
 
 #define M_LAG_EVENTS    "kafka_inbox_lag_events"
@@ -715,6 +716,35 @@ static void message_error(inbox_worker *w, const rd_kafka_message_t *m)
         trouble(w, T_KAFKA, "%s", rd_kafka_message_errstr(m));
 }
 
+/* A span of the message's receipt, a child of the publish span its traceparent names: the
+ * trace of the request that caused the event goes on in this service. */
+static void inbox_trace(const rd_kafka_message_t *m)
+{
+    if (!trace_enabled())
+        return;
+    rd_kafka_headers_t *h = NULL;
+    const void *value = NULL;
+    size_t len = 0;
+    char tp[TRACEPARENT_LEN] = "";
+    if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(h, KFK_H_TRACEPARENT, &value, &len) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
+        value && len < sizeof tp) {
+        memcpy(tp, value, len);
+        tp[len] = '\0';
+    }
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    trace_span span;
+    char name[sizeof span.name];
+    snprintf(name, sizeof name, "%s receive", topic);
+    trace_start_tp(&span, name, TRACE_CONSUMER, tp);
+    trace_attr_str(&span, "messaging.system", "kafka");
+    trace_attr_str(&span, "messaging.destination.name", topic);
+    trace_attr_int(&span, "messaging.kafka.partition", m->partition);
+    trace_attr_int(&span, "messaging.kafka.offset", m->offset);
+    trace_end(&span);
+}
+
 /* Reads up to a batch (the first read waits up to POLL_MS, the rest only take what is
  * there), then stores it. */
 static void inbox_step(inbox_worker *w)
@@ -734,6 +764,7 @@ static void inbox_step(inbox_worker *w)
                 rewind_to_stored(w);
                 return;
             }
+            inbox_trace(m);
             /* Messages flow: the broker and the topic are there. */
             trouble_over(w, T_BROKER);
             trouble_over(w, T_TOPIC);
