@@ -18,6 +18,9 @@
 #      HTTP between them) against the monolith's figure of 8
 #  10. the Kafka inbox: events a split order service copies from the user topic into its
 #      database per second, against the rate the user service's relay produced them
+#  11. tracing on, every trace sampled (ratio 1.0), exporting to a real OpenTelemetry
+#      Collector (test/tools/otelcol): the read of 2 and the group-commit write of 4, each
+#      against itself untraced
 # Private PostgreSQL, Redis and Kafka (deploy/local/kafka.sh) on free ports under
 # build/bench-run; nothing else touched.
 set -euo pipefail
@@ -50,7 +53,8 @@ cleanup()
     bash deploy/local/kafka.sh stop "$run_dir" >/dev/null 2>&1 || true
     bash $services stop "$run_dir" >/dev/null 2>&1 || true
 }
-trap cleanup EXIT
+otel_pid=
+trap 'cleanup; [ -z "$otel_pid" ] || kill "$otel_pid" 2>/dev/null || true' EXIT
 bash $services start "$run_dir" "$pg_port" "$redis_port" >/dev/null
 while IFS='=' read -r name value; do
     export "$name=$value"
@@ -126,6 +130,41 @@ stop_app
 APP_POSTGRES_MAX_BATCH=1 start_app
 single=$(bench register-unbatched "$base/v1/users" -s test/bench/register.lua)
 stop_app
+
+# Tracing on at ratio 1.0, every span exported to a real collector (its debug exporter only
+# counts them). Writes drift down as the tables grow: the untraced write is measured again
+# right after, and the traced one is held against the mean of the two.
+otelcol=$(sh test/tools/otelcol/build.sh)
+otel_port=$(bash $services free-port "$pg_port" "$redis_port" "$http_port")
+printf 'receivers:\n  otlp:\n    protocols:\n      http:\n        endpoint: 127.0.0.1:%s\n%s\n' \
+    "$otel_port" 'exporters:
+  debug:
+    verbosity: basic
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]' >"$run_dir/otelcol.yaml"
+"$otelcol" --config "$run_dir/otelcol.yaml" >"$run_dir/otelcol.log" 2>&1 &
+otel_pid=$!
+for _ in $(seq 100); do grep -q 'Everything is ready' "$run_dir/otelcol.log" && break; sleep 0.1; done
+OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$otel_port start_app
+read_traced=$(bench get-user-traced "$base/v1/users/$id")
+traced=$(bench register-traced "$base/v1/users" -s test/bench/register.lua)
+spans() { curl -fs "$base/metrics" | awk -v o="$1" '$1 == "tracing_spans_total{outcome=\"" o "\"}" {print $2}'; }
+spans_exported=$(spans exported)
+spans_dropped=$(spans dropped)
+[ "${spans_exported:-0}" != 0 ] || { echo "bench: tracing exported no span" >&2; exit 1; }
+stop_app
+start_app
+grouped_c=$(bench register "$base/v1/users" -s test/bench/register.lua)
+stop_app
+kill "$otel_pid" && wait "$otel_pid" 2>/dev/null || true
+otel_pid=
+untraced=$(awk -v a="$grouped_b" -v b="$grouped_c" 'BEGIN { print (a + b) / 2 }')
 
 # 100,000 user events (25,000 users, each registered and then changing email three times),
 # written straight into the log while no app runs.
@@ -371,6 +410,12 @@ printf '%-44s %12.0f %10s\n' "POST /v1/users, group commit" "$grouped" "$(ratio 
 printf '%-44s %12.0f %10s\n' "POST /v1/users, group commit + Idempotency-Key" "$keyed" \
     "$(ratio "$keyed" "$single")"
 printf '%-44s %12s %10s\n' "  (keyed against unkeyed group commit)" "" "$(ratio "$keyed" "$grouped")"
+printf '%-44s %12s %10s\n' "tracing on, ratio 1.0, to a collector" "req/s" ""
+printf '%-44s %12s %10s\n' "  (spans exported ${spans_exported:-0}, dropped ${spans_dropped:-0})" "" ""
+printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id}, traced" "$read_traced" \
+    "$(ratio "$read_traced" "$read_user")"
+printf '%-44s %12.0f %10s\n' "  POST /v1/users, group commit, traced" "$traced" \
+    "$(ratio "$traced" "$untraced")"
 printf '%-44s %12s %10s\n' "rebuild $user_events user events" "events/s" ""
 printf '%-44s %12.0f %10s\n' "  live projection after a flush (baseline)" "$live_rebuild" "1.00"
 printf '%-44s %12.0f %10s\n' "  app replay" "$replayed" "$(ratio "$replayed" "$live_rebuild")"
