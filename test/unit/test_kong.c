@@ -346,6 +346,113 @@ static void test_plugins(void **state)
     }
 }
 
+/* ---- the split layout (deploy/kong/kong-split.yml) ----------------------------------------- */
+
+/* node as text, every scalar and structure, so that two subtrees compare by value. */
+static void node_text(yaml_document_t *d, yaml_node_t *n, char *out, size_t size, size_t *o)
+{
+    if (!n || *o + 4 >= size)
+        return;
+    switch (n->type) {
+    case YAML_SCALAR_NODE:
+        *o += (size_t)snprintf(out + *o, size - *o, "'%s'", (const char *)n->data.scalar.value);
+        break;
+    case YAML_SEQUENCE_NODE:
+        *o += (size_t)snprintf(out + *o, size - *o, "[");
+        for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+             it++)
+            node_text(d, yaml_document_get_node(d, *it), out, size, o);
+        *o += (size_t)snprintf(out + *o, size - *o, "]");
+        break;
+    case YAML_MAPPING_NODE:
+        *o += (size_t)snprintf(out + *o, size - *o, "{");
+        for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+             p++) {
+            node_text(d, yaml_document_get_node(d, p->key), out, size, o);
+            node_text(d, yaml_document_get_node(d, p->value), out, size, o);
+        }
+        *o += (size_t)snprintf(out + *o, size - *o, "}");
+        break;
+    default:
+        break;
+    }
+}
+
+static void text_of(yaml_document_t *d, yaml_node_t *n, char *out, size_t size)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    node_text(d, n, out, size, &o);
+    if (o + 4 >= size)
+        fail_msg("a Kong subtree is too large to compare");
+}
+
+/* The split layout routes and guards exactly as kong.yml does; only where each service
+ * goes differs: its own context's upstream, at that service's address in make run-split
+ * (deploy/local/run-split.sh: user 8081, inventory 8082, order 8083). */
+static void test_split_layout_matches(void **state)
+{
+    (void)state;
+    yaml_document_t split;
+    assert_int_equal(ty_load("deploy/kong/kong-split.yml", &split), 0);
+    yaml_node_t *sroot = yaml_document_get_root_node(&split);
+    static char a[65536], b[65536];
+    text_of(&doc, get(root, "plugins"), a, sizeof a);
+    text_of(&split, ty_get(&split, sroot, "plugins"), b, sizeof b);
+    if (strcmp(a, b) != 0)
+        fail_msg("kong-split.yml's plugins differ from kong.yml's");
+    static const struct {
+        const char *name;
+        const char *target;
+    } where[] = {
+        {"user", "127.0.0.1:8081"}, {"inventory", "127.0.0.1:8082"}, {"order", "127.0.0.1:8083"}};
+    yaml_node_t *svc;
+    size_t n = 0;
+    for (size_t s = 0; (svc = item(get(root, "services"), s)); s++, n++) {
+        yaml_node_t *other = ty_get(&split, sroot, "services");
+        assert_true(other && other->type == YAML_SEQUENCE_NODE &&
+                    other->data.sequence.items.start + s < other->data.sequence.items.top);
+        yaml_node_t *ssvc = yaml_document_get_node(&split, other->data.sequence.items.start[s]);
+        const char *name = text(get(svc, "name"));
+        assert_string_equal(text(ty_get(&split, ssvc, "name")), name);
+        static const char *const same[] = {"routes",   "plugins",      "port",
+                                           "protocol", "read_timeout", "retries"};
+        for (size_t k = 0; k < sizeof same / sizeof same[0]; k++) {
+            text_of(&doc, get(svc, same[k]), a, sizeof a);
+            text_of(&split, ty_get(&split, ssvc, same[k]), b, sizeof b);
+            if (strcmp(a, b) != 0)
+                fail_msg("service %s: %s differs between kong.yml and kong-split.yml", name,
+                         same[k]);
+        }
+        const char *host = text(ty_get(&split, ssvc, "host"));
+        assert_non_null(host);
+        assert_string_equal(host, name);
+        const char *want = NULL;
+        for (size_t w = 0; w < sizeof where / sizeof where[0]; w++)
+            if (strcmp(where[w].name, name) == 0)
+                want = where[w].target;
+        assert_non_null(want);
+        bool found = false;
+        yaml_node_t *ups = ty_get(&split, sroot, "upstreams");
+        for (yaml_node_item_t *it = ups->data.sequence.items.start;
+             it < ups->data.sequence.items.top; it++) {
+            yaml_node_t *u = yaml_document_get_node(&split, *it);
+            if (strcmp(text(ty_get(&split, u, "name")), host) != 0)
+                continue;
+            yaml_node_t *targets = ty_get(&split, u, "targets");
+            assert_int_equal(targets->data.sequence.items.top - targets->data.sequence.items.start,
+                             1);
+            yaml_node_t *t = yaml_document_get_node(&split, *targets->data.sequence.items.start);
+            assert_string_equal(text(ty_get(&split, t, "target")), want);
+            found = true;
+        }
+        if (!found)
+            fail_msg("kong-split.yml: service %s's host %s is no upstream", name, host);
+    }
+    assert_int_equal(n, 3);
+    yaml_document_delete(&split);
+}
+
 /* ---- decK's own check (test/tools/kongcheck) ----------------------------------------------- */
 
 static char kongcheck[512];
@@ -377,6 +484,8 @@ static void test_deck_accepts_the_file(void **state)
     if (kong_check("deploy/kong/kong.yml", out, sizeof out) != 0)
         fail_msg("decK's reconciler refuses deploy/kong/kong.yml:\n%s", out);
     assert_non_null(strstr(out, "valid"));
+    if (kong_check("deploy/kong/kong-split.yml", out, sizeof out) != 0)
+        fail_msg("decK's reconciler refuses deploy/kong/kong-split.yml:\n%s", out);
 }
 
 /* One change to the file; decK's check must refuse it, saying why. */
@@ -416,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_internal_endpoints_not_routed),
         cmocka_unit_test(test_services_plugins_upstreams),
         cmocka_unit_test(test_plugins),
+        cmocka_unit_test(test_split_layout_matches),
         cmocka_unit_test(test_deck_accepts_the_file),
         cmocka_unit_test(test_deck_refuses_broken_files),
     };
