@@ -14,6 +14,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/trace.h"
 #include "http/client.h"
 #include "kernel/ops.h"
 
@@ -366,9 +367,28 @@ static int remote_try(remote_peer *p, bus_call *call, const char *path, int64_t 
     remote *r = p->owner;
     *answered = false;
     *failure = HTTP_CLIENT_UNSENT;
+    /* Each try is a client span, a child of the message's; the envelope names it, so that
+     * the owner's spans are its children. */
+    const bus_ctx *ctx = call->ctx;
+    trace_span span;
+    char name[sizeof span.name];
+    snprintf(name, sizeof name, "POST %s", path);
+    trace_start_tp(&span, name, TRACE_CLIENT, ctx->meta ? ctx->meta->traceparent : NULL);
+    bus_meta traced;
+    bus_ctx traced_ctx;
+    if (span.recording && ctx->meta) {
+        traced = *ctx->meta;
+        trace_ctx_format(&span.ctx, traced.traceparent);
+        traced_ctx = *ctx;
+        traced_ctx.meta = &traced;
+        call->ctx = &traced_ctx;
+    }
     char *body = remote_envelope_text(call, left);
-    if (!body)
+    call->ctx = ctx;
+    if (!body) {
+        trace_end(&span);
         return app_error_set(call->err, APP_ENOMEM, "out of memory");
+    }
     const char *headers[] = {r->authorization[0] ? r->authorization : NULL, NULL};
     http_client_reply reply;
     app_error terr = APP_ERROR_INIT;
@@ -390,6 +410,17 @@ static int remote_try(remote_peer *p, bus_call *call, const char *path, int64_t 
         app_error_set(call->err, APP_EUNAVAIL, "context %s is unavailable", p->context);
         app_error_detail(call->err, "%s: %s", call->def->name, terr.message);
     }
+    if (span.recording) {
+        trace_attr_str(&span, "http.request.method", "POST");
+        trace_attr_str(&span, "server.address", p->url);
+        trace_attr_str(&span, "url.path", path);
+        trace_attr_str(&span, "app.message", call->def->name);
+        if (*failure == HTTP_CLIENT_REPLIED || *answered)
+            trace_attr_int(&span, "http.response.status_code", reply.status);
+        if (!*answered)
+            trace_fail(&span, call->err->message);
+    }
+    trace_end(&span);
     http_client_reply_free(&reply);
     return rc;
 }

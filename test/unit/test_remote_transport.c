@@ -25,6 +25,7 @@
 #include <event2/thread.h>
 
 #include "core/metrics.h"
+#include "core/trace.h"
 #include "kernel/bus.h"
 #include "kernel/remote.h"
 #include "test/support/services.h"
@@ -402,6 +403,52 @@ static int teardown(void **state)
     return owner_stop(state);
 }
 
+static trace_span traced[16];
+static size_t n_traced;
+
+static void keep_span(const trace_span *s, void *arg)
+{
+    (void)arg;
+    if (n_traced < sizeof traced / sizeof traced[0])
+        traced[n_traced++] = *s;
+}
+
+/* With tracing on, each try is a client span under the message's span, and the envelope
+ * names the client span, so that the owner's spans are its children. */
+static void test_client_span(void **state)
+{
+    (void)state;
+    static const step s[] = {ANSWER_OK};
+    script(s, 1);
+    n_traced = 0;
+    trace_configure(keep_span, NULL, 1.0, true);
+    cJSON *out = NULL;
+    app_error err = APP_ERROR_INIT;
+    int rc = run(BUS_QUERY, "inventory.describe_product", 0, &out, &err);
+    trace_configure(NULL, NULL, 0, true);
+    assert_int_equal(rc, 0);
+    cJSON_Delete(out);
+    const trace_span *client = NULL, *query = NULL;
+    for (size_t i = 0; i < n_traced; i++) {
+        if (strcmp(traced[i].name, "POST /internal/v1/queries/inventory.describe_product") == 0)
+            client = &traced[i];
+        if (strcmp(traced[i].name, "query inventory.describe_product") == 0)
+            query = &traced[i];
+    }
+    assert_non_null(client);
+    assert_non_null(query);
+    assert_int_equal(client->kind, TRACE_CLIENT);
+    assert_true(client->has_parent);
+    assert_memory_equal(client->parent_id, query->ctx.span_id, 8);
+    char tp[TRACEPARENT_LEN], want[TRACEPARENT_LEN + 20];
+    trace_ctx_format(&client->ctx, tp);
+    snprintf(want, sizeof want, "\"traceparent\":\"%s\"", tp);
+    pthread_mutex_lock(&owner.lock);
+    if (!strstr(owner.last_body, want))
+        fail_msg("the envelope does not name the client span %s: %s", tp, owner.last_body);
+    pthread_mutex_unlock(&owner.lock);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_keep_alive),
         cmocka_unit_test(test_breaker_opens),
+        cmocka_unit_test(test_client_span),
     };
     return cmocka_run_group_tests_name("remote transport", tests, owner_start, teardown);
 }
