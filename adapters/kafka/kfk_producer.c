@@ -151,8 +151,8 @@ rd_kafka_resp_err_t kfk_produce_event(rd_kafka_t *rk, const char *topic, const e
     trace_span span;
     char name[sizeof span.name];
     snprintf(name, sizeof name, "%s publish", topic);
-    trace_start_tp(&span, name, TRACE_PRODUCER,
-                   cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "traceparent")));
+    trace_continue_tp(&span, name, TRACE_PRODUCER,
+                      cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "traceparent")));
     char tp[TRACEPARENT_LEN];
     trace_ctx_format(&span.ctx, tp);
     if (tp[0])

@@ -182,6 +182,18 @@ void trace_start_tp(trace_span *s, const char *name, trace_kind kind, const char
     trace_start(s, name, kind, trace_ctx_parse(traceparent, &parent) ? &parent : NULL);
 }
 
+void trace_continue_tp(trace_span *s, const char *name, trace_kind kind, const char *traceparent)
+{
+    trace_ctx parent;
+    if (trace_ctx_parse(traceparent, &parent)) {
+        trace_start(s, name, kind, &parent);
+        return;
+    }
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    snprintf(s->name, sizeof s->name, "%s", name);
+}
+
 static trace_attr *trace_attr_next(trace_span *s, const char *key)
 {
     if (!s->recording || s->n_attrs == TRACE_MAX_ATTRS)

@@ -72,6 +72,10 @@ void trace_hex(const uint8_t *id, size_t n, char *out);
 void trace_start(trace_span *s, const char *name, trace_kind kind, const trace_ctx *parent);
 /* The same, the parent given as a traceparent string (NULL, "" or unparsable: a new trace). */
 void trace_start_tp(trace_span *s, const char *name, trace_kind kind, const char *traceparent);
+/* The same, for work that only continues a trace (a subscriber's handling of an event, the
+ * copy of an event to Kafka): without a parent, s records nothing and starts no trace, so
+ * that catching up on events older than tracing floods nobody. */
+void trace_continue_tp(trace_span *s, const char *name, trace_kind kind, const char *traceparent);
 void trace_attr_str(trace_span *s, const char *key, const char *value);
 void trace_attr_int(trace_span *s, const char *key, int64_t value);
 /* Marks s failed, saying why. */

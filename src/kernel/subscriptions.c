@@ -390,7 +390,7 @@ static int sub_handle(sub_worker *w, const es_event *ev, app_error *err)
     trace_span span;
     char name[sizeof span.name];
     snprintf(name, sizeof name, "%s %s", w->sub->name, ev->type ? ev->type : "event");
-    trace_start_tp(&span, name, TRACE_CONSUMER, meta.traceparent);
+    trace_continue_tp(&span, name, TRACE_CONSUMER, meta.traceparent);
     trace_ctx_format(&span.ctx, meta.traceparent);
     trace_ctx outer = trace_enter(&span);
     bus_ctx ctx = {.events = r->opts.events,

@@ -141,6 +141,26 @@ static void test_children_and_samplers(void **state)
     assert_true(sampled > 800 && sampled < 1200);
 }
 
+/* Work that only continues a trace starts none: without a parent it records nothing. */
+static void test_continue(void **state)
+{
+    (void)state;
+    trace_configure(sink, NULL, 1.0, true);
+    trace_span s;
+    trace_continue_tp(&s, "orphan", TRACE_CONSUMER, NULL);
+    assert_false(s.recording);
+    assert_false(s.ctx.valid);
+    trace_end(&s);
+    trace_continue_tp(&s, "orphan", TRACE_CONSUMER, "garbage");
+    trace_end(&s);
+    assert_int_equal(n_got, 0);
+    trace_continue_tp(&s, "child", TRACE_CONSUMER, TP);
+    assert_true(s.recording);
+    trace_end(&s);
+    assert_int_equal(n_got, 1);
+    assert_true(got[0].has_parent);
+}
+
 static void test_thread_context(void **state)
 {
     (void)state;
@@ -209,6 +229,7 @@ int main(void)
         cmocka_unit_test_setup(test_traceparent, reset),
         cmocka_unit_test_setup(test_off_carries_the_context, reset),
         cmocka_unit_test_setup(test_children_and_samplers, reset),
+        cmocka_unit_test_setup(test_continue, reset),
         cmocka_unit_test_setup(test_thread_context, reset),
         cmocka_unit_test_setup(test_full_queue_drops, reset),
     };
