@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/text.h"
+
 enum {
     S_IDLE,    /* before a request line; empty lines are skipped */
     S_IDLE_LF, /* an empty line's LF */
@@ -57,17 +59,6 @@ static bool guard_tchar(unsigned char c)
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return true;
     return c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static int guard_hex(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 static void guard_next_request(http_guard *g)
@@ -345,10 +336,10 @@ size_t http_guard_feed(http_guard *g, const char *p, size_t n)
         case S_CHUNK_SIZE:
             if (++g->line_len > HTTP_GUARD_MAX_CHUNK_LINE)
                 return guard_fail(g, 400, "a chunk-size line is too long", i);
-            if (guard_hex(c) >= 0) {
+            if (text_hex_digit((char)c) >= 0) {
                 if (++g->chunk_digits > 15)
                     return guard_fail(g, 413, "a chunk is larger than http.max_body_bytes", i);
-                g->chunk_size = g->chunk_size * 16 + (uint64_t)guard_hex(c);
+                g->chunk_size = g->chunk_size * 16 + (uint64_t)text_hex_digit((char)c);
             } else if (g->chunk_digits > 0 && (c == ';' || c == '\r')) {
                 if (g->body_seen + g->chunk_size > g->max_body)
                     return guard_fail(g, 413, "the request body is larger than http.max_body_bytes",

@@ -23,14 +23,14 @@
 struct otlp_exporter {
     otlp_options o;
     char *service_name, *attributes;
+    char *path; /* where batches are posted: the endpoint's path, then /v1/traces */
     http_client *client;
     pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t wake; /* spans queued, a flush asked, or stopping */
-    pthread_cond_t idle; /* the queue emptied and nothing is in flight */
+    pthread_cond_t wake; /* a batch queued, or stopping */
     trace_span *ring;
     size_t head, count;
-    bool stopping, flushing, sending;
+    bool stopping;
     trace_span *batch; /* the thread's */
 };
 
@@ -188,7 +188,7 @@ static void otlp_send(otlp_exporter *e, size_t n)
     http_client_reply reply = {0};
     http_client_failure failure;
     app_error err = APP_ERROR_INIT;
-    int rc = http_client_call(e->client, "POST", OTLP_PATH, NULL, "application/json", body,
+    int rc = http_client_call(e->client, "POST", e->path, NULL, "application/json", body,
                               strlen(body), NULL, e->o.timeout_ms, &reply, &failure, &err);
     free(body);
     if (rc == 0 && reply.status >= 200 && reply.status < 300) {
@@ -207,7 +207,7 @@ static void *otlp_main(void *arg)
     otlp_exporter *e = arg;
     pthread_mutex_lock(&e->lock);
     for (;;) {
-        if (e->count < e->o.batch_size && !e->stopping && !e->flushing) {
+        if (e->count < e->o.batch_size && !e->stopping) {
             struct timespec until;
             clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_sec += e->o.interval_ms / 1000;
@@ -224,24 +224,32 @@ static void *otlp_main(void *arg)
         e->head = (e->head + n) % e->o.queue_size;
         e->count -= n;
         if (n > 0) {
-            e->sending = true;
             pthread_mutex_unlock(&e->lock);
             otlp_send(e, n);
             pthread_mutex_lock(&e->lock);
-            e->sending = false;
         }
-        if (e->count == 0) {
-            e->flushing = false;
-            pthread_cond_broadcast(&e->idle);
-            if (e->stopping)
-                break;
-        }
+        if (e->count == 0 && e->stopping)
+            break;
     }
     pthread_mutex_unlock(&e->lock);
     return NULL;
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------------ */
+
+/* Frees e and what it holds; its thread is not running. */
+static void otlp_free(otlp_exporter *e)
+{
+    http_client_free(e->client);
+    pthread_mutex_destroy(&e->lock);
+    pthread_cond_destroy(&e->wake);
+    free(e->service_name);
+    free(e->attributes);
+    free(e->path);
+    free(e->ring);
+    free(e->batch);
+    free(e);
+}
 
 int otlp_start(otlp_exporter **out, const otlp_options *o, app_error *err)
 {
@@ -252,6 +260,12 @@ int otlp_start(otlp_exporter **out, const otlp_options *o, app_error *err)
     otlp_exporter *e = calloc(1, sizeof *e);
     if (!e)
         return app_error_set(err, APP_ENOMEM, "out of memory");
+    pthread_mutex_init(&e->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->wake, &ca);
+    pthread_condattr_destroy(&ca);
     e->o = *o;
     if (e->o.queue_size < 1)
         e->o.queue_size = 2048;
@@ -261,7 +275,7 @@ int otlp_start(otlp_exporter **out, const otlp_options *o, app_error *err)
         e->o.interval_ms = 1000;
     if (e->o.timeout_ms < 1)
         e->o.timeout_ms = 5000;
-    /* The endpoint's path, if any, is the base; OTLP's /v1/traces goes after it. */
+    /* The client takes the origin; batches go to OTLP's /v1/traces. */
     char url[512];
     snprintf(url, sizeof url, "%s", o->endpoint);
     char *slash = strchr(url + 7, '/');
@@ -271,60 +285,28 @@ int otlp_start(otlp_exporter **out, const otlp_options *o, app_error *err)
     int rc = 0;
     e->service_name = strdup(o->service_name && *o->service_name ? o->service_name : "app");
     e->attributes = o->attributes && *o->attributes ? strdup(o->attributes) : NULL;
+    e->path = strdup(OTLP_PATH);
     e->ring = calloc(e->o.queue_size, sizeof *e->ring);
     e->batch = calloc(e->o.batch_size, sizeof *e->batch);
-    if (!e->service_name || (o->attributes && *o->attributes && !e->attributes) || !e->ring ||
-        !e->batch)
+    if (!e->service_name || (o->attributes && *o->attributes && !e->attributes) || !e->path ||
+        !e->ring || !e->batch)
         rc = app_error_set(err, APP_ENOMEM, "out of memory");
     if (rc == 0)
         rc = http_client_new(&e->client, &co, err);
-    if (rc != 0) {
-        free(e->service_name);
-        free(e->attributes);
-        free(e->ring);
-        free(e->batch);
-        free(e);
-        return rc;
-    }
-    pthread_mutex_init(&e->lock, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&e->wake, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_cond_init(&e->idle, NULL);
     metrics_declare(OTLP_SPANS, METRIC_COUNTER,
                     "Finished spans, by outcome: exported, dropped (the queue was full) or "
                     "failed (the receiver refused or did not answer).");
-    if (pthread_create(&e->thread, NULL, otlp_main, e) != 0) {
-        http_client_free(e->client);
-        pthread_mutex_destroy(&e->lock);
-        pthread_cond_destroy(&e->wake);
-        pthread_cond_destroy(&e->idle);
-        free(e->service_name);
-        free(e->attributes);
-        free(e->ring);
-        free(e->batch);
-        free(e);
-        return app_error_set(err, APP_EINTERNAL, "cannot start the tracing thread");
+    if (rc == 0 && pthread_create(&e->thread, NULL, otlp_main, e) != 0)
+        rc = app_error_set(err, APP_EINTERNAL, "cannot start the tracing thread");
+    if (rc != 0) {
+        otlp_free(e);
+        return rc;
     }
     trace_configure(otlp_sink, e, o->ratio, o->parent_based);
     log_info("tracing: spans of %.0f%% of new traces go to %s%s as %s", o->ratio * 100, url,
-             OTLP_PATH, e->service_name);
+             e->path, e->service_name);
     *out = e;
     return 0;
-}
-
-void otlp_flush(otlp_exporter *e)
-{
-    if (!e)
-        return;
-    pthread_mutex_lock(&e->lock);
-    e->flushing = true;
-    pthread_cond_signal(&e->wake);
-    while (e->count > 0 || e->sending || e->flushing)
-        pthread_cond_wait(&e->idle, &e->lock);
-    pthread_mutex_unlock(&e->lock);
 }
 
 void otlp_stop(otlp_exporter *e)
@@ -337,13 +319,5 @@ void otlp_stop(otlp_exporter *e)
     pthread_cond_signal(&e->wake);
     pthread_mutex_unlock(&e->lock);
     pthread_join(e->thread, NULL);
-    http_client_free(e->client);
-    pthread_mutex_destroy(&e->lock);
-    pthread_cond_destroy(&e->wake);
-    pthread_cond_destroy(&e->idle);
-    free(e->service_name);
-    free(e->attributes);
-    free(e->ring);
-    free(e->batch);
-    free(e);
+    otlp_free(e);
 }

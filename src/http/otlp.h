@@ -32,7 +32,4 @@ int otlp_start(otlp_exporter **out, const otlp_options *o, app_error *err);
  * Accepts NULL. */
 void otlp_stop(otlp_exporter *e);
 
-/* Sends what is queued now and waits until it is sent or dropped (tests). */
-void otlp_flush(otlp_exporter *e);
-
 #endif

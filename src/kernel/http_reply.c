@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/text.h"
 #include "kernel/http_types.h"
 
 int http_res_versioned(http_res *res, int status, cJSON *body, app_error *err)
@@ -16,17 +17,6 @@ int http_res_versioned(http_res *res, int status, cJSON *body, app_error *err)
     res->body = body;
     snprintf(res->etag, sizeof res->etag, "\"%lld\"", (long long)version->valuedouble);
     return 0;
-}
-
-static int hr_hex(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 int http_req_query(const http_req *req, const char *name, char *out, size_t size, app_error *err)
@@ -43,8 +33,8 @@ int http_req_query(const http_req *req, const char *name, char *out, size_t size
                 if (c == '+') {
                     c = ' ';
                 } else if (c == '%') {
-                    int hi = v + 2 < end ? hr_hex(v[1]) : -1;
-                    int lo = hi >= 0 ? hr_hex(v[2]) : -1;
+                    int hi = v + 2 < end ? text_hex_digit(v[1]) : -1;
+                    int lo = hi >= 0 ? text_hex_digit(v[2]) : -1;
                     if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                         return app_error_set(err, APP_EBADREQ,
                                              "query parameter %s is not validly encoded", name);
