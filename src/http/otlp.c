@@ -275,17 +275,22 @@ int otlp_start(otlp_exporter **out, const otlp_options *o, app_error *err)
         e->o.interval_ms = 1000;
     if (e->o.timeout_ms < 1)
         e->o.timeout_ms = 5000;
-    /* The client takes the origin; batches go to OTLP's /v1/traces. */
-    char url[512];
+    /* The client takes the origin; the endpoint's path, if any, is the base that OTLP's
+     * /v1/traces goes after (OTEL_EXPORTER_OTLP_ENDPOINT's meaning). */
+    char url[512], path[512];
     snprintf(url, sizeof url, "%s", o->endpoint);
     char *slash = strchr(url + 7, '/');
+    size_t base = slash ? strlen(slash) : 0;
+    while (base > 0 && slash[base - 1] == '/')
+        base--;
+    snprintf(path, sizeof path, "%.*s%s", (int)base, slash ? slash : "", OTLP_PATH);
     if (slash)
         *slash = '\0';
     http_client_options co = {.url = url, .pool_size = 1};
     int rc = 0;
     e->service_name = strdup(o->service_name && *o->service_name ? o->service_name : "app");
     e->attributes = o->attributes && *o->attributes ? strdup(o->attributes) : NULL;
-    e->path = strdup(OTLP_PATH);
+    e->path = strdup(path);
     e->ring = calloc(e->o.queue_size, sizeof *e->ring);
     e->batch = calloc(e->o.batch_size, sizeof *e->batch);
     if (!e->service_name || (o->attributes && *o->attributes && !e->attributes) || !e->path ||

@@ -11,6 +11,12 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "core/metrics.h"
 #include "core/trace.h"
 #include "http/otlp.h"
@@ -223,6 +229,65 @@ static void test_full_queue_drops(void **state)
     assert_non_null(strstr(err.message, "tracing.endpoint"));
 }
 
+/* A receiver of one request on a loopback socket: its request line, then 200. */
+typedef struct receiver {
+    int fd;
+    char line[256];
+} receiver;
+
+static void *receive_one(void *arg)
+{
+    receiver *r = arg;
+    int c = accept(r->fd, NULL, NULL);
+    if (c < 0)
+        return NULL;
+    char buf[65536];
+    size_t n_read = 0;
+    ssize_t k;
+    /* The head, then as much body as it announces. */
+    while (n_read < sizeof buf - 1 && (k = recv(c, buf + n_read, sizeof buf - 1 - n_read, 0)) > 0) {
+        n_read += (size_t)k;
+        buf[n_read] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        const char *cl = strcasestr(buf, "Content-Length:");
+        if (end && cl && n_read >= (size_t)(end + 4 - buf) + strtoul(cl + 15, NULL, 10))
+            break;
+    }
+    snprintf(r->line, sizeof r->line, "%.*s", (int)strcspn(buf, "\r"), buf);
+    const char *ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+    (void)!send(c, ok, strlen(ok), MSG_NOSIGNAL);
+    close(c);
+    return NULL;
+}
+
+/* The endpoint's path is the base: spans go to <endpoint>/v1/traces. */
+static void test_endpoint_path(void **state)
+{
+    (void)state;
+    receiver r = {.fd = socket(AF_INET, SOCK_STREAM, 0)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(r.fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(r.fd, 4), 0);
+    assert_int_equal(getsockname(r.fd, (struct sockaddr *)&a, &len), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, receive_one, &r), 0);
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "http://127.0.0.1:%d/otlp/", ntohs(a.sin_port));
+    otlp_exporter *e = NULL;
+    app_error err = APP_ERROR_INIT;
+    otlp_options o = {.endpoint = endpoint, .ratio = 1.0, .parent_based = true, .interval_ms = 10};
+    assert_int_equal(otlp_start(&e, &o, &err), 0);
+    trace_span s;
+    trace_start(&s, "one", TRACE_SERVER, NULL);
+    trace_end(&s);
+    pthread_join(t, NULL);
+    otlp_stop(e);
+    close(r.fd);
+    assert_string_equal(r.line, "POST /otlp/v1/traces HTTP/1.1");
+    metrics_reset();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +297,7 @@ int main(void)
         cmocka_unit_test_setup(test_continue, reset),
         cmocka_unit_test_setup(test_thread_context, reset),
         cmocka_unit_test_setup(test_full_queue_drops, reset),
+        cmocka_unit_test_setup(test_endpoint_path, reset),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     trace_configure(NULL, NULL, 0, true);
