@@ -39,7 +39,6 @@
 #define HTTP_BODY_SLACK        (64 * 1024)
 #define HTTP_MAX_HEADERS_BYTES (64 * 1024)
 #define HTTP_ID_MAX            128
-#define HTTP_TRACEPARENT_LEN   55
 
 #define HTTP_REQUESTS_TOTAL   "http_requests_total"
 #define HTTP_REQUEST_DURATION "http_request_duration_seconds"
@@ -127,38 +126,6 @@ static bool http_printable(const char *s, size_t min, size_t max)
         if ((unsigned char)s[n] < 0x20 || (unsigned char)s[n] > 0x7e || n >= max)
             return false;
     return n >= min;
-}
-
-static bool http_lower_hex(const char *s, size_t n, bool *all_zero)
-{
-    *all_zero = true;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-            return false;
-        if (c != '0')
-            *all_zero = false;
-    }
-    return true;
-}
-
-/* W3C trace context: "vv-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>", lower-case,
- * version ff and all-zero ids invalid; later versions may append "-..." fields. */
-static bool http_traceparent_valid(const char *tp)
-{
-    size_t n = strlen(tp);
-    bool zero;
-    if (n < HTTP_TRACEPARENT_LEN || (n > HTTP_TRACEPARENT_LEN && tp[HTTP_TRACEPARENT_LEN] != '-'))
-        return false;
-    if (!http_lower_hex(tp, 2, &zero) || strncmp(tp, "ff", 2) == 0 || tp[2] != '-')
-        return false;
-    if (strncmp(tp, "00", 2) == 0 && n != HTTP_TRACEPARENT_LEN)
-        return false;
-    if (!http_lower_hex(tp + 3, 32, &zero) || zero || tp[35] != '-')
-        return false;
-    if (!http_lower_hex(tp + 36, 16, &zero) || zero || tp[52] != '-')
-        return false;
-    return http_lower_hex(tp + 53, 2, &zero);
 }
 
 /* application/json or application/<anything>+json, parameters allowed, any case. */
@@ -395,7 +362,8 @@ static int http_prepare(http_job *job)
     /* Correlation first, so that every error below still echoes the request id. */
     const char *rid = evhttp_find_header(h, "X-Request-ID");
     const char *tp = evhttp_find_header(h, "traceparent");
-    bool tp_ok = tp && http_traceparent_valid(tp);
+    trace_ctx client;
+    bool tp_ok = trace_ctx_parse(tp, &client);
     char correlation[HTTP_ID_MAX + 1];
     if (rid && http_printable(rid, 1, HTTP_ID_MAX)) {
         snprintf(job->request_id, sizeof job->request_id, "%s", rid);
@@ -420,12 +388,9 @@ static int http_prepare(http_job *job)
     job->req.meta.deadline_ms = (int64_t)job->started.tv_sec * 1000 +
                                 job->started.tv_nsec / 1000000 + s->opts.request_timeout_ms;
     job->req.meta.replayed = &job->replayed;
-    if (tp_ok)
-        snprintf(job->req.meta.traceparent, sizeof job->req.meta.traceparent, "%.*s",
-                 HTTP_TRACEPARENT_LEN, tp);
     /* The request's span joins the client's trace or starts one; what the request causes
      * (commands, events, calls to other services) is its child. */
-    trace_start_tp(&job->span, job->method, TRACE_SERVER, job->req.meta.traceparent);
+    trace_start(&job->span, job->method, TRACE_SERVER, tp_ok ? &client : NULL);
     trace_ctx_format(&job->span.ctx, job->req.meta.traceparent);
 
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ereq);
