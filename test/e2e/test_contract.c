@@ -28,29 +28,10 @@ static char tester[512]; /* the schemathesis executable */
 
 static int setup(void **state)
 {
-    char out[8192];
     /* Installs once per pinned version (about 10 s), then only prints the path. */
-    int status = ts_run("sh test/tools/pyvenv.sh test/contract/requirements.txt schemathesis", out,
-                        sizeof out);
-    if (status != 0) {
-        fprintf(stderr, "test_contract: cannot install schemathesis (status %d):\n%s\n", status,
-                out);
+    if (ts_tool("sh test/tools/pyvenv.sh test/contract/requirements.txt schemathesis", tester,
+                sizeof tester) != 0)
         return -1;
-    }
-    /* The path is the last line of the output. */
-    size_t n = strlen(out);
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
-        out[--n] = '\0';
-    const char *line = strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
-    if (strlen(line) >= sizeof tester) {
-        fprintf(stderr, "test_contract: schemathesis path too long: %s\n", line);
-        return -1;
-    }
-    memcpy(tester, line, strlen(line) + 1);
-    if (access(tester, X_OK) != 0) {
-        fprintf(stderr, "test_contract: no schemathesis at %s\n", tester);
-        return -1;
-    }
     return ts_app_group_start(state);
 }
 

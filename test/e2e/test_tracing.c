@@ -58,15 +58,9 @@ static bool collector_ready(void *arg)
 static int setup(void **state)
 {
     (void)state;
-    char out[8192];
-    if (ts_run("sh test/tools/otelcol/build.sh", out, sizeof out) != 0) {
-        fprintf(stderr, "test_tracing: cannot build the OpenTelemetry Collector:\n%s\n", out);
+    static char bin[512];
+    if (ts_tool("sh test/tools/otelcol/build.sh", bin, sizeof bin) != 0)
         return -1;
-    }
-    size_t n = strlen(out);
-    while (n > 0 && out[n - 1] == '\n')
-        out[--n] = '\0';
-    char *bin = strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
     if (!mkdtemp(dir))
         return -1;
     collector_port = ts_free_port();

@@ -53,6 +53,31 @@ int tcli_raw(int port, const char *req, size_t len, tcli_resp *out)
     return tcli_read(fd, out);
 }
 
+int tcli_get_keepalive(int fd, const char *path, char *head, size_t size)
+{
+    char req[256], buf[4096];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
+        return -1;
+    size_t got = 0;
+    for (;;) {
+        ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+        if (k <= 0)
+            return -1;
+        got += (size_t)k;
+        buf[got] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        const char *cl = strcasestr(buf, "Content-Length:");
+        if (end && cl && got >= (size_t)(end + 4 - buf) + strtoul(cl + 15, NULL, 10)) {
+            if (head)
+                snprintf(head, size, "%.*s", (int)(end - buf), buf);
+            return atoi(buf + 9);
+        }
+        if (got == sizeof buf - 1)
+            return -1;
+    }
+}
+
 int tcli_read(int fd, tcli_resp *out)
 {
     memset(out, 0, sizeof *out);

@@ -31,6 +31,11 @@ int tcli(int port, const char *method, const char *path, const char *headers, co
  * fd. */
 int tcli_read(int fd, tcli_resp *out);
 
+/* One kept-alive GET of path on fd: sends it, reads the whole answer (by its
+ * Content-Length) and leaves the connection open. Returns the status, or -1; the answer's
+ * head goes into head (size bytes) when head is not NULL. */
+int tcli_get_keepalive(int fd, const char *path, char *head, size_t size);
+
 void tcli_free(tcli_resp *r);
 
 /* The value of a response header (case-insensitive name), in a thread-local buffer; NULL. */

@@ -365,6 +365,22 @@ const char *ts_app_binary(void)
     return binary && binary[0] ? binary : "build/test/app";
 }
 
+int ts_tool(const char *cmd, char *path, size_t size)
+{
+    static char out[16384];
+    int status = ts_run(cmd, out, sizeof out);
+    size_t n = strlen(out);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+        out[--n] = '\0';
+    const char *line = strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
+    if (status != 0 || strlen(line) >= size || access(line, X_OK) != 0) {
+        fprintf(stderr, "%s gave no tool (status %d):\n%s\n", cmd, status, out);
+        return -1;
+    }
+    memcpy(path, line, strlen(line) + 1);
+    return 0;
+}
+
 int ts_run(const char *cmd, char *out, size_t size)
 {
     char line[4096];

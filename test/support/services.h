@@ -115,6 +115,12 @@ const char *ts_app_binary(void);
  * -1 when it could not be started. Safe from any thread: it never fails the test itself. */
 int ts_run(const char *cmd, char *out, size_t size);
 
+/* A test tool: runs cmd, an installer or builder that prints the tool's path as its last line
+ * (test/tools/pyvenv.sh, gotool.sh, otelcol/build.sh), and puts that path into path (size
+ * bytes). Returns 0 when the tool is there and executable; otherwise prints why, with the
+ * installer's output, and returns -1. */
+int ts_tool(const char *cmd, char *path, size_t size);
+
 /* A loopback TCP port that was free a moment ago. */
 int ts_free_port(void);
 

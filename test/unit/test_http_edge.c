@@ -333,29 +333,6 @@ static void test_connection_limit(void **state)
     server_stop(&s);
 }
 
-/* One keep-alive exchange on fd: the answer's head into head (size bytes); its status. */
-static int exchange(int fd, char *head, size_t size)
-{
-    const char *req = "GET /ok HTTP/1.1\r\nHost: t\r\n\r\n";
-    if (send(fd, req, strlen(req), MSG_NOSIGNAL) != (ssize_t)strlen(req))
-        return -1;
-    char buf[4096];
-    size_t got = 0;
-    for (;;) {
-        ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
-        if (k <= 0)
-            return -1;
-        got += (size_t)k;
-        buf[got] = '\0';
-        char *end = strstr(buf, "\r\n\r\n");
-        const char *cl = strcasestr(buf, "Content-Length:");
-        if (end && cl && got >= (size_t)(end + 4 - buf) + strtoul(cl + 15, NULL, 10)) {
-            snprintf(head, size, "%.*s", (int)(end - buf), buf);
-            return atoi(buf + 9);
-        }
-    }
-}
-
 /* A kept-alive connection serves http.max_requests_per_connection requests: the answer to
  * the last says "Connection: close", and the server closes it. */
 static void test_requests_per_connection(void **state)
@@ -369,7 +346,7 @@ static void test_requests_per_connection(void **state)
     assert_true(fd >= 0);
     char head[2048];
     for (int i = 1; i <= 3; i++) {
-        assert_int_equal(exchange(fd, head, sizeof head), 200);
+        assert_int_equal(tcli_get_keepalive(fd, "/ok", head, sizeof head), 200);
         bool closing = strcasestr(head, "\r\nConnection: close") != NULL;
         if (closing != (i == 3))
             fail_msg("answer %d %s Connection: close: %s", i, closing ? "has" : "lacks", head);
@@ -383,7 +360,7 @@ static void test_requests_per_connection(void **state)
     fd = tcli_connect(s.port);
     assert_true(fd >= 0);
     for (int i = 1; i <= 5; i++) {
-        assert_int_equal(exchange(fd, head, sizeof head), 200);
+        assert_int_equal(tcli_get_keepalive(fd, "/ok", head, sizeof head), 200);
         assert_null(strcasestr(head, "\r\nConnection: close"));
     }
     close(fd);
@@ -402,7 +379,7 @@ static void test_idle_keepalive_closed(void **state)
     int fd = tcli_connect(s.port);
     assert_true(fd >= 0);
     char head[2048];
-    assert_int_equal(exchange(fd, head, sizeof head), 200);
+    assert_int_equal(tcli_get_keepalive(fd, "/ok", head, sizeof head), 200);
     long long t0 = ts_now_ms();
     char byte;
     assert_int_equal(recv(fd, &byte, 1, 0), 0); /* closed by the server, not the hang guard */

@@ -519,34 +519,14 @@ static void test_route_errors(void **state)
 }
 
 /* Reads one response with a Content-Length from a kept-alive connection. */
-static int keepalive_exchange(int fd, const char *path)
-{
-    char req[256], buf[4096];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path);
-    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n)
-        return -1;
-    size_t got = 0;
-    for (;;) {
-        ssize_t k = recv(fd, buf + got, sizeof buf - 1 - got, 0);
-        if (k <= 0)
-            return -1;
-        got += (size_t)k;
-        buf[got] = '\0';
-        char *end = strstr(buf, "\r\n\r\n");
-        const char *cl = strcasestr(buf, "Content-Length:");
-        if (end && cl && got >= (size_t)(end + 4 - buf) + strtoul(cl + 15, NULL, 10))
-            return atoi(buf + 9);
-    }
-}
-
 static void test_keepalive(void **state)
 {
     fixture *f = *state;
     int fd = tcli_connect(f->port);
     assert_true(fd >= 0);
-    assert_int_equal(keepalive_exchange(fd, "/whoami"), 200);
-    assert_int_equal(keepalive_exchange(fd, "/gated/5"), 200);
-    assert_int_equal(keepalive_exchange(fd, "/missing"), 404);
+    assert_int_equal(tcli_get_keepalive(fd, "/whoami", NULL, 0), 200);
+    assert_int_equal(tcli_get_keepalive(fd, "/gated/5", NULL, 0), 200);
+    assert_int_equal(tcli_get_keepalive(fd, "/missing", NULL, 0), 404);
     close(fd);
 }
 
@@ -759,7 +739,7 @@ static void test_graceful_stop(void **state)
     /* An idle kept-alive connection does not hold the stop up. */
     int idle = tcli_connect(f.port);
     assert_true(idle >= 0);
-    assert_int_equal(keepalive_exchange(idle, "/whoami"), 200);
+    assert_int_equal(tcli_get_keepalive(idle, "/whoami", NULL, 0), 200);
     gate_close();
     call running = {.port = f.port, .path = "/gated/stop"};
     pthread_t tr, tst;

@@ -459,17 +459,9 @@ static char kongcheck[512];
 
 static int kong_check(const char *file, char *out, size_t size)
 {
-    if (!kongcheck[0]) {
-        char path[4096];
-        if (ts_run("sh test/tools/gotool.sh test/tools/kongcheck", path, sizeof path) != 0)
-            fail_msg("cannot build test/tools/kongcheck:\n%s", path);
-        size_t n = strlen(path);
-        while (n > 0 && path[n - 1] == '\n')
-            path[--n] = '\0';
-        const char *line = strrchr(path, '\n') ? strrchr(path, '\n') + 1 : path;
-        assert_true(strlen(line) < sizeof kongcheck);
-        memcpy(kongcheck, line, strlen(line) + 1);
-    }
+    if (!kongcheck[0] &&
+        ts_tool("sh test/tools/gotool.sh test/tools/kongcheck", kongcheck, sizeof kongcheck) != 0)
+        fail_msg("cannot build test/tools/kongcheck");
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "'%s' %s", kongcheck, file);
     int status = ts_run(cmd, out, size);

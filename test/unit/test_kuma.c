@@ -37,20 +37,8 @@ static char python[512]; /* the tools venv's python3 */
 static int setup(void **state)
 {
     (void)state;
-    char out[8192];
-    if (ts_run("sh test/tools/pyvenv.sh test/tools/requirements.txt python3", out, sizeof out) !=
-        0) {
-        fprintf(stderr, "test_kuma: cannot install the Python test tools:\n%s\n", out);
-        return -1;
-    }
-    size_t n = strlen(out);
-    while (n > 0 && out[n - 1] == '\n')
-        out[--n] = '\0';
-    const char *line = strrchr(out, '\n') ? strrchr(out, '\n') + 1 : out;
-    if (strlen(line) >= sizeof python)
-        return -1;
-    memcpy(python, line, strlen(line) + 1);
-    return 0;
+    return ts_tool("sh test/tools/pyvenv.sh test/tools/requirements.txt python3", python,
+                   sizeof python);
 }
 
 /* ---- by Kuma's schemas ---------------------------------------------------------------------- */
