@@ -99,23 +99,8 @@ static void test_shipped_queries_hold(void **state)
 /* A shipped file with one change; the check must refuse it, saying why. */
 static void expect_refused(const char *file, const char *from, const char *to, const char *reason)
 {
-    FILE *f = fopen(file, "r");
-    assert_non_null(f);
-    static char text[65536];
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *at = strstr(text, from);
-    if (!at)
-        fail_msg("%s no longer holds \"%s\"; update this test", file, from);
-    static char changed[65536 + 256];
-    snprintf(changed, sizeof changed, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
     char path[64];
-    snprintf(path, sizeof path, "/tmp/app-monitoring-XXXXXX%s", strrchr(file, '.'));
-    int fd = mkstemps(path, (int)strlen(strrchr(file, '.')));
-    assert_true(fd >= 0);
-    close(fd);
-    write_text(path, changed, strlen(changed));
+    ts_file_changed(file, from, to, path, sizeof path);
     char out[8192];
     int status = check(path, out, sizeof out);
     unlink(path);

@@ -365,6 +365,29 @@ const char *ts_app_binary(void)
     return binary && binary[0] ? binary : "build/test/app";
 }
 
+void ts_file_changed(const char *file, const char *from, const char *to, char *path, size_t size)
+{
+    static char text[1 << 20];
+    FILE *f = fopen(file, "r");
+    if (!f)
+        fail_msg("cannot open %s", file);
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *at = strstr(text, from);
+    if (!at)
+        fail_msg("%s no longer holds \"%s\"; update this test", file, from);
+    const char *ext = strrchr(file, '.') ? strrchr(file, '.') : "";
+    snprintf(path, size, "/tmp/app-changed-XXXXXX%s", ext);
+    int fd = mkstemps(path, (int)strlen(ext));
+    if (fd < 0)
+        fail_msg("cannot make a temporary copy of %s", file);
+    f = fdopen(fd, "w");
+    if (!f || fwrite(text, 1, (size_t)(at - text), f) != (size_t)(at - text) || fputs(to, f) < 0 ||
+        fputs(at + strlen(from), f) < 0 || fclose(f) != 0)
+        fail_msg("cannot write %s", path);
+}
+
 int ts_tool(const char *cmd, char *path, size_t size)
 {
     static char out[16384];

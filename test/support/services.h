@@ -121,6 +121,11 @@ int ts_run(const char *cmd, char *out, size_t size);
  * installer's output, and returns -1. */
 int ts_tool(const char *cmd, char *path, size_t size);
 
+/* A temporary copy of file (a repository path) with the first occurrence of from replaced by
+ * to, named with file's extension; its path into path (size bytes; the caller unlinks it).
+ * Fails the test when file does not hold from (the test needs updating) or cannot be copied. */
+void ts_file_changed(const char *file, const char *from, const char *to, char *path, size_t size);
+
 /* A loopback TCP port that was free a moment ago. */
 int ts_free_port(void);
 
