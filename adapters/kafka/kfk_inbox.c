@@ -735,9 +735,8 @@ static void inbox_trace(const rd_kafka_message_t *m)
     }
     const char *topic = rd_kafka_topic_name(m->rkt);
     trace_span span;
-    char name[sizeof span.name];
-    snprintf(name, sizeof name, "%s receive", topic);
-    trace_continue_tp(&span, name, TRACE_CONSUMER, tp);
+    trace_continue_tp(&span, "", TRACE_CONSUMER, tp);
+    trace_name(&span, "%s receive", topic);
     trace_attr_str(&span, "messaging.system", "kafka");
     trace_attr_str(&span, "messaging.destination.name", topic);
     trace_attr_int(&span, "messaging.kafka.partition", m->partition);

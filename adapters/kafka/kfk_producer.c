@@ -149,10 +149,9 @@ rd_kafka_resp_err_t kfk_produce_event(rd_kafka_t *rk, const char *topic, const e
     /* The copy to Kafka is a span in the trace of the request that caused the event; the
      * message's traceparent names it, so that a consumer's span is its child. */
     trace_span span;
-    char name[sizeof span.name];
-    snprintf(name, sizeof name, "%s publish", topic);
-    trace_continue_tp(&span, name, TRACE_PRODUCER,
+    trace_continue_tp(&span, "", TRACE_PRODUCER,
                       cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "traceparent")));
+    trace_name(&span, "%s publish", topic);
     char tp[TRACEPARENT_LEN];
     trace_ctx_format(&span.ctx, tp);
     if (tp[0])

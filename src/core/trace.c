@@ -3,6 +3,7 @@
  * same decision for one trace. */
 #include "core/trace.h"
 
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -140,7 +141,6 @@ void trace_start(trace_span *s, const char *name, trace_kind kind, const trace_c
     s->error = false;
     s->status[0] = '\0';
     s->kind = kind;
-    snprintf(s->name, sizeof s->name, "%s", name);
     bool has_parent = parent && parent->valid;
     if (!trace_enabled()) {
         /* Only carries the incoming context on. */
@@ -173,6 +173,7 @@ void trace_start(trace_span *s, const char *name, trace_kind kind, const trace_c
     trace_fill(s->ctx.span_id, sizeof s->ctx.span_id);
     s->ctx.valid = true;
     s->recording = s->ctx.sampled;
+    trace_name(s, "%s", name);
     s->start_ns = trace_now_ns();
 }
 
@@ -191,7 +192,17 @@ void trace_continue_tp(trace_span *s, const char *name, trace_kind kind, const c
     }
     memset(s, 0, sizeof *s);
     s->kind = kind;
-    snprintf(s->name, sizeof s->name, "%s", name);
+    (void)name;
+}
+
+void trace_name(trace_span *s, const char *fmt, ...)
+{
+    if (!s->recording)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->name, sizeof s->name, fmt, ap);
+    va_end(ap);
 }
 
 static trace_attr *trace_attr_next(trace_span *s, const char *key)

@@ -76,6 +76,9 @@ void trace_start_tp(trace_span *s, const char *name, trace_kind kind, const char
  * copy of an event to Kafka): without a parent, s records nothing and starts no trace, so
  * that catching up on events older than tracing floods nobody. */
 void trace_continue_tp(trace_span *s, const char *name, trace_kind kind, const char *traceparent);
+/* Names s, printf-style; only a recording span is named, so that a name built from the
+ * message or event costs nothing while tracing is off or the trace not sampled. */
+void trace_name(trace_span *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void trace_attr_str(trace_span *s, const char *key, const char *value);
 void trace_attr_int(trace_span *s, const char *key, int64_t value);
 /* Marks s failed, saying why. */

@@ -531,7 +531,7 @@ static void http_trace_end(http_job *job, int status)
     if (!s->recording)
         return;
     const char *route = job->route ? job->route->pattern : NULL;
-    snprintf(s->name, sizeof s->name, "%s%s%s", job->method, route ? " " : "", route ? route : "");
+    trace_name(s, "%s%s%s", job->method, route ? " " : "", route ? route : "");
     trace_attr_str(s, "http.request.method", job->method);
     trace_attr_str(s, "url.path", job->path ? job->path : "/");
     if (route)

@@ -144,9 +144,8 @@ static int bus_dispatch(bus *b, bus_kind kind, const char *name, const cJSON *pa
     /* A span for the message, a child of its sender's; what the handler causes (events,
      * messages, calls to another service) is the span's child in turn. */
     trace_span span;
-    char span_name[sizeof span.name];
-    snprintf(span_name, sizeof span_name, "%s %s", kind == BUS_COMMAND ? "command" : "query", name);
-    trace_start_tp(&span, span_name, TRACE_INTERNAL, meta->traceparent);
+    trace_start_tp(&span, "", TRACE_INTERNAL, meta->traceparent);
+    trace_name(&span, "%s %s", kind == BUS_COMMAND ? "command" : "query", name);
     bus_meta traced;
     if (trace_enabled()) {
         traced = *meta;

@@ -371,9 +371,8 @@ static int remote_try(remote_peer *p, bus_call *call, const char *path, int64_t 
      * the owner's spans are its children. */
     const bus_ctx *ctx = call->ctx;
     trace_span span;
-    char name[sizeof span.name];
-    snprintf(name, sizeof name, "POST %s", path);
-    trace_start_tp(&span, name, TRACE_CLIENT, ctx->meta ? ctx->meta->traceparent : NULL);
+    trace_start_tp(&span, "", TRACE_CLIENT, ctx->meta ? ctx->meta->traceparent : NULL);
+    trace_name(&span, "POST %s", path);
     bus_meta traced;
     bus_ctx traced_ctx;
     if (span.recording && ctx->meta) {

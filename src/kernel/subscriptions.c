@@ -388,9 +388,8 @@ static int sub_handle(sub_worker *w, const es_event *ev, app_error *err)
     /* A span for the subscriber's handling, in the trace of the request that caused the
      * event: a saga's next step joins the placing request's trace. */
     trace_span span;
-    char name[sizeof span.name];
-    snprintf(name, sizeof name, "%s %s", w->sub->name, ev->type ? ev->type : "event");
-    trace_continue_tp(&span, name, TRACE_CONSUMER, meta.traceparent);
+    trace_continue_tp(&span, "", TRACE_CONSUMER, meta.traceparent);
+    trace_name(&span, "%s %s", w->sub->name, ev->type ? ev->type : "event");
     trace_ctx_format(&span.ctx, meta.traceparent);
     trace_ctx outer = trace_enter(&span);
     bus_ctx ctx = {.events = r->opts.events,
