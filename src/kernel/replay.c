@@ -110,6 +110,23 @@ static int replay_catch_up(replay_run_state *st, app_error *err)
     }
 }
 
+/* Whether the running service has made generation the live one of projection name. */
+static int replay_switched(const replay_options *o, const char *name, int64_t generation,
+                           bool *switched, app_error *err)
+{
+    rm_control live;
+    bool found;
+    *switched = false;
+    int rc = rm_control_load(o->models, name, &live, &found, err);
+    if (rc == 0 && found && live.generation == generation && !live.building) {
+        *switched = true;
+        if (o->out)
+            fprintf(o->out, "%s: the service switched to generation %lld\n", name,
+                    (long long)generation);
+    }
+    return rc;
+}
+
 /* Generation is built and announced: the process that runs the projection switches to it;
  * when none does, the replay catches it up and switches itself. */
 static int replay_switch(replay_run_state *st, int64_t generation, app_error *err)
@@ -162,28 +179,27 @@ static int replay_switch(replay_run_state *st, int64_t generation, app_error *er
     struct timespec since;
     clock_gettime(CLOCK_MONOTONIC, &since);
     for (;;) {
-        rm_control live;
-        bool found;
-        rc = rm_control_load(o->models, name, &live, &found, err);
-        if (rc != 0)
+        bool switched;
+        rc = replay_switched(o, name, generation, &switched, err);
+        if (rc != 0 || switched)
             return rc;
-        if (found && live.generation == generation && !live.building) {
-            if (o->out)
-                fprintf(o->out, "%s: the service switched to generation %lld\n", name,
-                        (long long)generation);
-            return 0;
-        }
         rm_next next;
         bool announced;
         rc = rm_next_load(o->models, name, &next, &announced, err);
         if (rc != 0)
             return rc;
-        if (!announced || next.generation != generation)
+        /* The service makes the generation live, then withdraws the announcement: one that
+         * is gone may have switched between the two reads, so look again before failing. */
+        if (!announced || next.generation != generation) {
+            rc = replay_switched(o, name, generation, &switched, err);
+            if (rc != 0 || switched)
+                return rc;
             return app_error_set(err, APP_ECONFLICT,
                                  "%s: generation %lld is no longer announced (the read store "
                                  "lost its data, or another replay replaced it); run the "
                                  "replay again",
                                  name, (long long)generation);
+        }
         if (replay_elapsed_ms(&since) > o->switch_wait_ms)
             return app_error_set(err, APP_EUNAVAIL,
                                  "%s: the running service did not switch to generation %lld "
