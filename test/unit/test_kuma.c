@@ -6,7 +6,9 @@
  *   data plane has an outbound for each service it calls, and its remote.* address points
  *   there.
  * - By the app's remote.* defaults: the mesh's timeout, retries and breaker agree with the
- *   app's own, and the mesh never repeats a request that reached a service. */
+ *   app's own, and the mesh never repeats a request that reached a service.
+ * - By where the data planes listen: no port twice, and Kong's upstreams in the mesh
+ *   (deploy/kong/kong-split.yml) are its data plane's outbounds. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -362,6 +364,92 @@ static void test_mesh_agrees_with_the_apps_remote_calls(void **state)
     docs_free(&ds);
 }
 
+/* ---- where the data planes listen ----------------------------------------------------------- */
+
+static const char *const dataplanes[] = {"user", "inventory", "order", KUMA_GATEWAY};
+
+/* Adds the port of each item of the sequence key of networking to ports. */
+static void add_ports(yaml_document_t *d, yaml_node_t *net, const char *key, const char *file,
+                      int ports[], const char *owners[], size_t *n)
+{
+    yaml_node_t *seq = ty_get(d, net, key);
+    if (!seq)
+        return;
+    assert_int_equal(seq->type, YAML_SEQUENCE_NODE);
+    for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top;
+         it++) {
+        assert_true(*n < 64);
+        owners[*n] = file;
+        ports[(*n)++] = atoi(at(d, yaml_document_get_node(d, *it), "port", NULL));
+    }
+}
+
+/* Each data plane's address is the template variable kuma-dp fills in (--dataplane-var), and
+ * no two data planes listen on the same port (inbound, outbound or admin), so that they can
+ * share one machine as well as run one per container (deploy/compose.yaml). */
+static void test_data_planes_can_share_one_machine(void **state)
+{
+    (void)state;
+    int ports[64];
+    const char *owners[64];
+    size_t n = 0;
+    static char files[4][64];
+    for (size_t i = 0; i < sizeof dataplanes / sizeof *dataplanes; i++) {
+        yaml_document_t d;
+        snprintf(files[i], sizeof files[i], "deploy/kuma/dataplanes/%s.yaml", dataplanes[i]);
+        assert_int_equal(ty_load(files[i], &d), 0);
+        yaml_node_t *net = ty_get(&d, yaml_document_get_root_node(&d), "networking");
+        const char *address = at(&d, net, "address", NULL);
+        if (!address || strcmp(address, "{{ address }}") != 0)
+            fail_msg("%s: networking.address is %s, not the template \"{{ address }}\"", files[i],
+                     address ? address : "missing");
+        add_ports(&d, net, "inbound", files[i], ports, owners, &n);
+        add_ports(&d, net, "outbound", files[i], ports, owners, &n);
+        owners[n] = files[i];
+        ports[n++] = atoi(at(&d, net, "admin", "port", NULL));
+        yaml_document_delete(&d);
+    }
+    for (size_t i = 0; i < n; i++) {
+        assert_true(ports[i] > 0 && ports[i] < 65536);
+        for (size_t j = i + 1; j < n; j++)
+            if (ports[i] == ports[j])
+                fail_msg("port %d is in %s and in %s", ports[i], owners[i], owners[j]);
+    }
+}
+
+/* Kong's upstreams in the mesh (deploy/kong/kong-split.yml) are its data plane's outbounds:
+ * each upstream, named after its service, has the one target 127.0.0.1:<outbound port>. */
+static void test_kongs_upstreams_are_its_outbounds(void **state)
+{
+    (void)state;
+    yaml_document_t d;
+    assert_int_equal(ty_load("deploy/kong/kong-split.yml", &d), 0);
+    yaml_node_t *ups = ty_get(&d, yaml_document_get_root_node(&d), "upstreams");
+    assert_true(ups && ups->type == YAML_SEQUENCE_NODE);
+    int seen = 0;
+    for (yaml_node_item_t *it = ups->data.sequence.items.start; it < ups->data.sequence.items.top;
+         it++) {
+        yaml_node_t *u = yaml_document_get_node(&d, *it);
+        const char *name = at(&d, u, "name", NULL);
+        int port = outbound_port("deploy/kuma/dataplanes/" KUMA_GATEWAY ".yaml", name);
+        if (!port)
+            fail_msg("kong-split.yml: upstream %s has no outbound in Kong's data plane", name);
+        yaml_node_t *targets = ty_get(&d, u, "targets");
+        assert_true(targets && targets->type == YAML_SEQUENCE_NODE);
+        assert_int_equal(targets->data.sequence.items.top - targets->data.sequence.items.start, 1);
+        char want[64];
+        snprintf(want, sizeof want, "127.0.0.1:%d", port);
+        const char *target =
+            at(&d, yaml_document_get_node(&d, *targets->data.sequence.items.start), "target", NULL);
+        if (!target || strcmp(target, want) != 0)
+            fail_msg("kong-split.yml: upstream %s's target is %s, not Kong's outbound %s", name,
+                     target ? target : "missing", want);
+        seen++;
+    }
+    assert_int_equal(seen, 3);
+    yaml_document_delete(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +457,8 @@ int main(void)
         cmocka_unit_test(test_misspelt_resources_are_refused),
         cmocka_unit_test(test_permissions_follow_the_contracts),
         cmocka_unit_test(test_mesh_agrees_with_the_apps_remote_calls),
+        cmocka_unit_test(test_data_planes_can_share_one_machine),
+        cmocka_unit_test(test_kongs_upstreams_are_its_outbounds),
     };
     return cmocka_run_group_tests_name("kuma", tests, setup, NULL);
 }
