@@ -136,7 +136,7 @@ static int promtool(const char *args, char *out, size_t size)
     return status;
 }
 
-/* The scrape configuration (with the rule files it names), the rules, the live exposition,
+/* The scrape configurations (with the rule files they name), the rules, the live exposition,
  * and the unit tests of every alert: what Prometheus itself loads. */
 static void test_promtool_accepts_the_files(void **state)
 {
@@ -145,6 +145,9 @@ static void test_promtool_accepts_the_files(void **state)
     char out[16384], args[512];
     if (promtool("check config deploy/prometheus/prometheus.yml", out, sizeof out) != 0)
         fail_msg("promtool check config:\n%s", out);
+    assert_non_null(strstr(out, "1 rule files found"));
+    if (promtool("check config deploy/prometheus/prometheus-split.yml", out, sizeof out) != 0)
+        fail_msg("promtool check config (the split deployment's):\n%s", out);
     assert_non_null(strstr(out, "1 rule files found"));
     if (promtool("check rules deploy/prometheus/alerts.yml", out, sizeof out) != 0)
         fail_msg("promtool check rules:\n%s", out);

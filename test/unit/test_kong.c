@@ -388,8 +388,8 @@ static void text_of(yaml_document_t *d, yaml_node_t *n, char *out, size_t size)
 }
 
 /* The split layout routes and guards exactly as kong.yml does; only where each service
- * goes differs: its own context's upstream, at that service's address in make run-split
- * (deploy/local/run-split.sh: user 8081, inventory 8082, order 8083). */
+ * goes differs: its own context's upstream, of one target (which is Kong's data plane
+ * outbound to that service: test_kuma checks the ports). */
 static void test_split_layout_matches(void **state)
 {
     (void)state;
@@ -401,11 +401,6 @@ static void test_split_layout_matches(void **state)
     text_of(&split, ty_get(&split, sroot, "plugins"), b, sizeof b);
     if (strcmp(a, b) != 0)
         fail_msg("kong-split.yml's plugins differ from kong.yml's");
-    static const struct {
-        const char *name;
-        const char *target;
-    } where[] = {
-        {"user", "127.0.0.1:8081"}, {"inventory", "127.0.0.1:8082"}, {"order", "127.0.0.1:8083"}};
     yaml_node_t *svc;
     size_t n = 0;
     for (size_t s = 0; (svc = item(get(root, "services"), s)); s++, n++) {
@@ -427,11 +422,6 @@ static void test_split_layout_matches(void **state)
         const char *host = text(ty_get(&split, ssvc, "host"));
         assert_non_null(host);
         assert_string_equal(host, name);
-        const char *want = NULL;
-        for (size_t w = 0; w < sizeof where / sizeof where[0]; w++)
-            if (strcmp(where[w].name, name) == 0)
-                want = where[w].target;
-        assert_non_null(want);
         bool found = false;
         yaml_node_t *ups = ty_get(&split, sroot, "upstreams");
         for (yaml_node_item_t *it = ups->data.sequence.items.start;
@@ -442,8 +432,6 @@ static void test_split_layout_matches(void **state)
             yaml_node_t *targets = ty_get(&split, u, "targets");
             assert_int_equal(targets->data.sequence.items.top - targets->data.sequence.items.start,
                              1);
-            yaml_node_t *t = yaml_document_get_node(&split, *targets->data.sequence.items.start);
-            assert_string_equal(text(ty_get(&split, t, "target")), want);
             found = true;
         }
         if (!found)
