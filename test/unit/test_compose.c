@@ -296,11 +296,33 @@ static void expect_app_image(cJSON *svc, const char *name)
         fail_msg("%s does not copy its events to the compose file's Kafka", name);
 }
 
+/* The environment a service of the model gives the app is a configuration the app accepts:
+ * `app check-config` with exactly that environment (and the image's config/app.yaml). */
+static void expect_app_accepts(cJSON *svc, const char *name)
+{
+    static char cmd[8192], out[16384];
+    size_t o = (size_t)snprintf(cmd, sizeof cmd, "env -i PATH=/usr/bin:/bin");
+    cJSON *kv;
+    cJSON_ArrayForEach(kv, cJSON_GetObjectItemCaseSensitive(svc, "environment"))
+    {
+        const char *v = cJSON_GetStringValue(kv);
+        assert_non_null(v);
+        assert_null(strchr(v, '\''));
+        o += (size_t)snprintf(cmd + o, sizeof cmd - o, " %s='%s'", kv->string, v);
+        assert_true(o < sizeof cmd);
+    }
+    snprintf(cmd + o, sizeof cmd - o, " '%s' --config config/app.yaml check-config",
+             ts_app_binary());
+    if (ts_run(cmd, out, sizeof out) != 0)
+        fail_msg("the app refuses the environment of %s:\n%s", name, out);
+}
+
 static void test_monolith_matches_the_deploy_files(void **state)
 {
     (void)state;
     cJSON *app = service(monolith, "app");
     expect_app_image(app, "app");
+    expect_app_accepts(app, "app");
     assert_string_equal(env_of(app, "APP_CONTEXTS"), "");
     const char *listen = env_of(app, "APP_HTTP_LISTEN");
 
@@ -341,6 +363,7 @@ static void test_split_matches_the_deploy_files(void **state)
         const char *c = contexts[i];
         cJSON *svc = service(split, c);
         expect_app_image(svc, c);
+        expect_app_accepts(svc, c);
         /* One context, a database of its own. */
         assert_string_equal(env_of(svc, "APP_CONTEXTS"), c);
         const char *dsn = env_of(svc, "APP_POSTGRES_DSN");
