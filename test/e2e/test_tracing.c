@@ -1,8 +1,8 @@
 /* End to end: traces reach a real OpenTelemetry Collector (0.165.0, an OTLP/HTTP receiver and
  * the debug exporter, built from the Go module proxy by test/tools/otelcol/build.sh), and one
  * order placement is one trace: the HTTP request, the command, its append, the placement
- * saga's handling of the placed event, the stock reservation it sends, and (with the tests'
- * Kafka broker) the copy of the events to Kafka, each linked to its parent. Log lines carry the
+ * saga's handling of the placed event, its steps (check the customer, reserve, confirm), the
+ * stock reservation it sends, and (with the tests' Kafka broker) the copy of the events to Kafka, each linked to its parent. Log lines carry the
  * trace and span ids. */
 #include <cjson/cJSON.h>
 #include <fcntl.h>
@@ -183,6 +183,7 @@ static bool order_traced(void *arg)
     read_spans();
     return find(trace_of_order, "command inventory.reserve_stock", false) &&
            find(trace_of_order, "order.placement_saga order.order.placed", false) &&
+           find(trace_of_order, "order.placement confirm", false) &&
            (!with_kafka || find(trace_of_order, "trace-", true));
 }
 
@@ -262,20 +263,28 @@ static void test_an_order_is_one_trace(void **state)
     const span *place = find(trace, "command order.place_order", false);
     const span *saga = find(trace, "order.placement_saga order.order.placed", false);
     const span *reserve = find(trace, "command inventory.reserve_stock", false);
+    /* The saga's steps: checking the customer, reserving, confirming. */
+    const span *checking = find(trace, "order.placement check_customer", false);
+    const span *reserving = find(trace, "order.placement reserve", false);
+    const span *confirming = find(trace, "order.placement confirm", false);
     assert_non_null(http);
     assert_string_equal(http->parent, "00f067aa0ba902b7"); /* the client's span */
     assert_string_equal(http->kind, "Server");
     expect_parent(place, http);
     expect_parent(saga, place);
     assert_string_equal(saga->kind, "Consumer");
-    expect_parent(reserve, saga);
-    /* Each command's append is its child. */
+    expect_parent(checking, saga);
+    expect_parent(reserving, saga);
+    expect_parent(confirming, saga);
+    expect_parent(reserve, reserving);
+    /* Each append is a child of the command or the saga step that made it. */
     size_t appends = 0;
     for (size_t i = 0; i < n_spans; i++)
         if (strcmp(spans[i].trace, trace) == 0 && strcmp(spans[i].name, "eventstore append") == 0) {
             if (strcmp(spans[i].parent, place->id) != 0 &&
-                strcmp(spans[i].parent, reserve->id) != 0 && strcmp(spans[i].parent, saga->id) != 0)
-                fail_msg("an append span has parent %s, which is no command of the order",
+                strcmp(spans[i].parent, reserve->id) != 0 &&
+                strcmp(spans[i].parent, confirming->id) != 0)
+                fail_msg("an append span has parent %s, which is no command or step of the order",
                          spans[i].parent);
             appends++;
         }
@@ -284,7 +293,7 @@ static void test_an_order_is_one_trace(void **state)
         const span *publish = find(trace, "trace-", true);
         assert_string_equal(publish->kind, "Producer");
         if (strcmp(publish->parent, place->id) != 0 && strcmp(publish->parent, reserve->id) != 0 &&
-            strcmp(publish->parent, saga->id) != 0)
+            strcmp(publish->parent, confirming->id) != 0)
             fail_msg("the Kafka publish span has parent %s, no span of the order", publish->parent);
     }
 

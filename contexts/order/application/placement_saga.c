@@ -5,7 +5,9 @@
  *   cancelled -> release every line (a confirmed order's stock, or a timeout's leftovers)
  * Every step is idempotent (reservations are per order, settling twice changes nothing), so
  * a crash or a redelivery resumes it where it was. Its state and deadline are saved with the
- * order's events; the deadline task cancels what has not settled in time. */
+ * order's events; the deadline task cancels what has not settled in time. Each step is a span
+ * of the trace that placed the order ("order.placement reserve"), the parent of the
+ * messages it sends and the events it appends. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "contexts/order/application/order_app.h"
 #include "contexts/order/application/order_stream.h"
 #include "core/json.h"
+#include "core/trace.h"
 
 #define ORD_DUE_BATCH 100
 
@@ -32,6 +35,39 @@ static int saga_call(const bus_ctx *ctx, bool command, const char *name, const c
     int rc = command ? bus_send(ctx->bus, name, p, ctx->meta, out, err)
                      : bus_ask(ctx->bus, name, p, ctx->meta, out, err);
     cJSON_Delete(p);
+    return rc;
+}
+
+/* A step of the saga: a span, child of the event's handling, and a copy of the handling's
+ * context whose messages and appends are the span's children. Only continues a trace: an
+ * event placed untraced makes no spans. */
+typedef struct saga_step {
+    trace_span span;
+    trace_ctx outer;
+    bus_meta meta;
+    bus_ctx ctx;
+} saga_step;
+
+static const bus_ctx *saga_step_begin(saga_step *st, const bus_ctx *ctx, const char *step)
+{
+    trace_continue_tp(&st->span, "", TRACE_INTERNAL, ctx->meta ? ctx->meta->traceparent : NULL);
+    trace_name(&st->span, ORD_PROCESS " %s", step);
+    st->ctx = *ctx;
+    if (trace_enabled() && ctx->meta) {
+        st->meta = *ctx->meta;
+        trace_ctx_format(&st->span.ctx, st->meta.traceparent);
+        st->ctx.meta = &st->meta;
+    }
+    st->outer = trace_enter(&st->span);
+    return &st->ctx;
+}
+
+static int saga_step_end(saga_step *st, int rc, const app_error *err)
+{
+    if (rc != 0)
+        trace_fail(&st->span, err->message);
+    trace_end(&st->span);
+    trace_leave(&st->outer);
     return rc;
 }
 
@@ -144,16 +180,25 @@ static int saga_on_placed(const bus_ctx *ctx, const ord_order *o, app_error *err
     if (o->status != ORD_STATUS_PENDING)
         return 0; /* settled already: by an earlier delivery, the customer or the deadline */
     ord_reason reason = ORD_REASON_NONE;
-    int rc = saga_check_customer(ctx, o->customer_id, &reason, err);
-    if (rc == 0 && reason == ORD_REASON_NONE)
-        rc = saga_check_products(ctx, o, &reason, err);
-    if (rc == 0 && reason == ORD_REASON_NONE)
-        rc = saga_reserve_all(ctx, o, &reason, err);
-    if (rc == 0 && reason != ORD_REASON_NONE)
-        rc = saga_release_all(ctx, o, err);
+    saga_step st;
+    const bus_ctx *step = saga_step_begin(&st, ctx, "check_customer");
+    int rc = saga_step_end(&st, saga_check_customer(step, o->customer_id, &reason, err), err);
+    if (rc == 0 && reason == ORD_REASON_NONE) {
+        step = saga_step_begin(&st, ctx, "check_products");
+        rc = saga_step_end(&st, saga_check_products(step, o, &reason, err), err);
+    }
+    if (rc == 0 && reason == ORD_REASON_NONE) {
+        step = saga_step_begin(&st, ctx, "reserve");
+        rc = saga_step_end(&st, saga_reserve_all(step, o, &reason, err), err);
+    }
+    if (rc == 0 && reason != ORD_REASON_NONE) {
+        step = saga_step_begin(&st, ctx, "release");
+        rc = saga_step_end(&st, saga_release_all(step, o, err), err);
+    }
     if (rc != 0)
         return rc;
-    rc = ord_settle(ctx, o->id, reason, NULL, err);
+    step = saga_step_begin(&st, ctx, reason == ORD_REASON_NONE ? "confirm" : "cancel");
+    rc = saga_step_end(&st, ord_settle(step, o->id, reason, NULL, err), err);
     if (rc == APP_ECONFLICT && reason == ORD_REASON_NONE) {
         /* Cancelled while we reserved: its cancelled event (later in the log) releases. */
         app_error_clear(err);
@@ -176,8 +221,13 @@ int ord_saga_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
     /* The order as it is now, not as of the event: a redelivered placed event of an order
      * that has settled since must not reserve again. */
     int rc = ord_load(ctx, ev->stream_id + prefix, 0, o, err);
-    if (rc == 0)
-        rc = placed ? saga_on_placed(ctx, o, err) : saga_release_all(ctx, o, err);
+    if (rc == 0 && placed) {
+        rc = saga_on_placed(ctx, o, err);
+    } else if (rc == 0) {
+        saga_step st;
+        const bus_ctx *step = saga_step_begin(&st, ctx, "release");
+        rc = saga_step_end(&st, saga_release_all(step, o, err), err);
+    }
     free(o);
     return rc;
 }
