@@ -2,8 +2,8 @@
  * the debug exporter, built from the Go module proxy by test/tools/otelcol/build.sh), and one
  * order placement is one trace: the HTTP request, the command, its append, the placement
  * saga's handling of the placed event, its steps (check the customer, reserve, confirm), the
- * stock reservation it sends, and (with the tests' Kafka broker) the copy of the events to Kafka, each linked to its parent. Log lines carry the
- * trace and span ids. */
+ * stock reservation it sends, and (with the tests' Kafka broker) the copy of the events to Kafka,
+ * each linked to its parent. Log lines carry the trace and span ids. */
 #include <cjson/cJSON.h>
 #include <fcntl.h>
 #include <setjmp.h>
