@@ -111,7 +111,7 @@ static int redrive_one(rd_kafka_t *rk, es_store *events, const kfk_options *o, c
         return -1;
     }
     dlq_report rep = {false, RD_KAFKA_RESP_ERR_NO_ERROR};
-    rd_kafka_resp_err_t e = kfk_produce_event(rk, topic, &one.items[0], NULL, 0, &rep);
+    rd_kafka_resp_err_t e = kfk_produce_event(rk, topic, &one.items[0], NULL, 0, &rep, NULL);
     es_event_list_free(&one);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         snprintf(reason, size, "%s: %s", rd_kafka_err2name(e), rd_kafka_err2str(e));

@@ -124,7 +124,8 @@ static char *kfk_stub(const es_event *ev)
 }
 
 rd_kafka_resp_err_t kfk_produce_event(rd_kafka_t *rk, const char *topic, const es_event *ev,
-                                      const char *dlq_reason, int max_value_bytes, void *msg_opaque)
+                                      const char *dlq_reason, int max_value_bytes, void *msg_opaque,
+                                      trace_span **publish)
 {
     cJSON *json = event_to_json(ev);
     char *value = json ? cJSON_PrintUnformatted(json) : NULL;
@@ -177,9 +178,29 @@ rd_kafka_resp_err_t kfk_produce_event(rd_kafka_t *rk, const char *topic, const e
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
             trace_fail(&span, rd_kafka_err2str(e));
     }
-    trace_end(&span);
+    if (publish && span.recording && e == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        (*publish = malloc(sizeof **publish)) != NULL)
+        **publish = span; /* ends with the delivery report */
+    else
+        trace_end(&span);
     free(value);
     return e;
+}
+
+void kfk_publish_span_end(trace_span **publish, const rd_kafka_message_t *report)
+{
+    trace_span *span = *publish;
+    if (!span)
+        return;
+    if (report->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        trace_attr_int(span, "messaging.destination.partition.id", report->partition);
+        trace_attr_int(span, "messaging.kafka.offset", report->offset);
+    } else {
+        trace_fail(span, rd_kafka_err2str(report->err));
+    }
+    trace_end(span);
+    free(span);
+    *publish = NULL;
 }
 
 bool kfk_error_permanent(rd_kafka_resp_err_t e)

@@ -9,6 +9,7 @@
 
 #include "adapters/kafka/kfk_config.h"
 #include "core/error.h"
+#include "core/trace.h"
 #include "ports/event_store.h"
 
 /* Header names, also documented in the README. */
@@ -43,10 +44,18 @@ int kfk_producer_new(rd_kafka_t **out, const kfk_options *o, kfk_dr_fn dr, kfk_e
  * is replaced by a stub without data (so the dead-letter topic takes what the main topic
  * refused). Returns librdkafka's immediate answer: RD_KAFKA_RESP_ERR_NO_ERROR when queued
  * (the delivery report tells the rest), e.g. MSG_SIZE_TOO_LARGE or _QUEUE_FULL otherwise,
- * or _BAD_MSG when the value cannot be built (out of memory). */
+ * or _BAD_MSG when the value cannot be built (out of memory).
+ * The copy is a span ("<topic> publish", kind producer) in the trace of the event, when it has
+ * one. With publish NULL the span ends here, once the message is queued; else a queued,
+ * recording span is handed over in *publish (allocated), and the caller ends it with
+ * kfk_publish_span_end when the broker has answered, so that it lasts until the ack. */
 rd_kafka_resp_err_t kfk_produce_event(rd_kafka_t *rk, const char *topic, const es_event *ev,
-                                      const char *dlq_reason, int max_value_bytes,
-                                      void *msg_opaque);
+                                      const char *dlq_reason, int max_value_bytes, void *msg_opaque,
+                                      trace_span **publish);
+
+/* Ends and frees the span kfk_produce_event handed over (nothing when *publish is NULL): with
+ * the report's partition and offset, or its error. */
+void kfk_publish_span_end(trace_span **publish, const rd_kafka_message_t *report);
 
 /* True for errors about the message itself, that no retry can fix (too large, invalid
  * record): the event goes to the dead letters. Broker, network, topic and permission errors

@@ -51,6 +51,7 @@ typedef struct kfk_slot {
     bool local;          /* refused by the producer itself, before sending */
     int64_t produced_ms; /* monotonic */
     rd_kafka_resp_err_t err;
+    trace_span *publish; /* the traced copy in flight, ended by its delivery report */
 } kfk_slot;
 
 typedef struct kfk_worker {
@@ -186,6 +187,8 @@ static void slot_free(kfk_slot *s)
     free(s->ev.data);
     free(s->ev.metadata);
     memset(&s->ev, 0, sizeof s->ev);
+    free(s->publish); /* a report that never came: the span is not exported */
+    s->publish = NULL;
 }
 
 static void win_clear(kfk_worker *w)
@@ -341,6 +344,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     kfk_slot *s = win_find(w, (int64_t)(intptr_t)msg->_private);
     if (!s || s->state != SLOT_INFLIGHT)
         return;
+    kfk_publish_span_end(&s->publish, msg);
     if (w->outstanding > 0)
         w->outstanding--;
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -492,7 +496,7 @@ static bool dead_letter(kfk_worker *w, kfk_slot *s)
         return false;
     }
     rd_kafka_resp_err_t e = kfk_produce_event(w->rk, w->dlq_topic, &s->ev, reason,
-                                              w->relay->o.max_message_bytes / 2, NULL);
+                                              w->relay->o.max_message_bytes / 2, NULL, NULL);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         w->dlq_outstanding++;
     else
@@ -598,8 +602,10 @@ static void produce_pending(kfk_worker *w, int64_t now)
         if (w->outstanding >= cap || !breaker_allow(&w->br))
             return;
         s->solo = solo || bs == BREAKER_HALF_OPEN;
-        rd_kafka_resp_err_t e =
-            kfk_produce_event(w->rk, w->topic, &s->ev, NULL, 0, (void *)(intptr_t)s->ev.position);
+        free(s->publish); /* an earlier try's, whose report never came */
+        s->publish = NULL;
+        rd_kafka_resp_err_t e = kfk_produce_event(w->rk, w->topic, &s->ev, NULL, 0,
+                                                  (void *)(intptr_t)s->ev.position, &s->publish);
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (s->attempts++ > 0)
                 count(w, M_RETRIED, &w->st.retried);

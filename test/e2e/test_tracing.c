@@ -40,6 +40,7 @@ static const char *app_env_list[9];
 
 typedef struct span {
     char trace[33], id[17], parent[17], name[96], kind[24];
+    bool has_offset; /* an attribute messaging.kafka.offset: the broker acknowledged it */
 } span;
 
 static span spans[MAX_SPANS];
@@ -143,6 +144,8 @@ static void read_spans(void)
                 memset(cur, 0, sizeof *cur);
             continue;
         }
+        if (cur && strstr(line, "-> messaging.kafka.offset: Int("))
+            cur->has_offset = true;
         const char *colon = strstr(line, " : ");
         if (!cur || !colon)
             continue;
@@ -292,6 +295,10 @@ static void test_an_order_is_one_trace(void **state)
     if (with_kafka) {
         const span *publish = find(trace, "trace-", true);
         assert_string_equal(publish->kind, "Producer");
+        /* It lasts until the broker's acknowledgement, whose offset it carries. */
+        if (!publish->has_offset)
+            fail_msg("the Kafka publish span has no messaging.kafka.offset: it ended before "
+                     "the broker acknowledged the message");
         if (strcmp(publish->parent, place->id) != 0 && strcmp(publish->parent, reserve->id) != 0 &&
             strcmp(publish->parent, confirming->id) != 0)
             fail_msg("the Kafka publish span has parent %s, no span of the order", publish->parent);
