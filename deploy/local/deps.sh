@@ -10,8 +10,10 @@ build_pkgs="build-essential pkg-config libevent-dev libpq-dev libhiredis-dev lib
 server_pkgs="postgresql redis-server"
 unit_pkgs="libcmocka-dev"
 # Tools the tests check files with: promtool (in prometheus) checks the metrics exposition;
-# Python's venv holds the Python test tools from PyPI (test/tools/pyvenv.sh).
-check_pkgs="prometheus python3-venv"
+# Python's venv holds the Python test tools from PyPI (test/tools/pyvenv.sh). The Go test
+# tools need a newer Go than Debian's golang (1.19): test/tools/go.sh uses the machine's, or
+# fetches Go's own toolchain from the Go module proxy with curl.
+check_pkgs="prometheus python3-venv curl"
 lint_pkgs="clang-format clang-tidy cppcheck systemd"
 # The real Kafka broker of the tests runs on Java; kcat checks that it answers.
 kafka_pkgs="default-jre-headless maven kcat"
@@ -56,16 +58,6 @@ case " $* " in
 *" test "* | *" all "*)
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         want="$want nodejs npm"
-    fi
-    ;;
-esac
-
-# The Go test tools (test/tools/gotool.sh: decK's reconciler) need a Go at least as new as
-# their go.mod says; Debian's golang is wanted only when there is no Go at all.
-case " $* " in
-*" test "* | *" all "*)
-    if ! command -v go >/dev/null 2>&1 && [ ! -x /usr/local/go/bin/go ]; then
-        want="$want golang"
     fi
     ;;
 esac

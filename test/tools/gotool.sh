@@ -3,7 +3,8 @@
 # proxy, once per version of its sources, and prints the path of the binary.
 #   gotool.sh DIR     e.g. gotool.sh test/tools/kongcheck
 # Cache: ${APP_GO_TOOLS_CACHE:-~/.cache/app-go-tools}/<name>-<hash of DIR's files>. Modules
-# come from the Go module proxy into Go's own module cache. Needs Go (go.mod says which).
+# come from the Go module proxy into Go's own module cache. The Go is the one go.mod names, or
+# newer: the machine's, or Go's own toolchain from the module proxy (test/tools/go.sh).
 set -eu
 [ $# = 1 ] && [ -f "$1/go.mod" ] || {
     echo "usage: gotool.sh DIR (a folder with a go.mod)" >&2
@@ -18,14 +19,10 @@ if [ -x "$bin" ]; then
     echo "$bin"
     exit 0
 fi
-go=$(command -v go 2>/dev/null || true)
-[ -n "$go" ] || [ ! -x /usr/local/go/bin/go ] || go=/usr/local/go/bin/go
-[ -n "$go" ] || {
-    echo "gotool: Go is missing; $name needs the Go of $1/go.mod" >&2
-    exit 1
-}
+# The Go its go.mod asks for: the machine's, or Go's toolchain from the module proxy (go.sh).
+go=$(sh "$(dirname "$0")/go.sh" "$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$dir/go.mod")")
 echo "gotool: building $name with $("$go" version | cut -d' ' -f3) (modules from the Go module proxy)" >&2
 mkdir -p "$cache/$name-$stamp"
-(cd "$dir" && GOFLAGS=-mod=readonly "$go" build -trimpath -o "$bin.tmp" .) >&2
+(cd "$dir" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly "$go" build -trimpath -o "$bin.tmp" .) >&2
 mv "$bin.tmp" "$bin"
 echo "$bin"

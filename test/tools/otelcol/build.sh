@@ -12,18 +12,15 @@ if [ -x "$bin" ]; then
     echo "$bin"
     exit 0
 fi
-go=$(command -v go 2>/dev/null || true)
-[ -n "$go" ] || [ ! -x /usr/local/go/bin/go ] || go=/usr/local/go/bin/go
-[ -n "$go" ] || {
-    echo "otelcol: Go is missing; the collector's builder needs it" >&2
-    exit 1
-}
+# The collector's builder and modules want a recent Go: the machine's, or the toolchain from
+# the module proxy (test/tools/go.sh).
+go=$(sh "$here/../go.sh" 1.26.0) # the builder's go.mod: go 1.26.0
 version=$(sed -n 's/^  version: //p' "$here/manifest.yaml")
 echo "otelcol: building the OpenTelemetry Collector $version (builder and modules from the Go module proxy)" >&2
 rm -rf "$cache"
 mkdir -p "$cache"
 cp "$here/manifest.yaml" "$cache/"
-(cd "$cache" && GOBIN="$cache/bin" "$go" install "go.opentelemetry.io/collector/cmd/builder@v$version" &&
+(cd "$cache" && export GOTOOLCHAIN=local && GOBIN="$cache/bin" "$go" install "go.opentelemetry.io/collector/cmd/builder@v$version" &&
     PATH="$(dirname "$go"):$PATH" "$cache/bin/builder" --config manifest.yaml) >&2
 [ -x "$bin" ] || {
     echo "otelcol: the builder made no $bin" >&2
