@@ -35,6 +35,9 @@
 #include "kernel/workers.h"
 
 #define EXIT_CONFIG 2
+/* How long `dlq redrive` waits for the process running a subscriber to handle its dead letter
+ * again (it looks for requests once a second). */
+#define APP_REDRIVE_WAIT_MS 15000
 
 typedef struct app {
     app_config cfg;
@@ -353,6 +356,7 @@ static int app_register(app *a, app_error *err)
         .batch_size = a->cfg.subscriptions.batch_size,
         .poll_interval_ms = a->cfg.subscriptions.poll_interval_ms,
         .lanes = a->cfg.subscriptions.lanes,
+        .max_attempts = a->cfg.subscriptions.max_attempts,
     };
     if (rc == 0)
         rc = sub_runner_new(&a->subs, &so, err);
@@ -631,6 +635,15 @@ static int app_serve(app *a)
     return EXIT_SUCCESS;
 }
 
+/* A subscriber's dead letter is handled again by the process that runs the subscriber, which
+ * has every port it needs: this one asks and waits for it. */
+static int app_redrive_to(void *arg, es_store *events, const char *context, const es_dead_letter *d,
+                          char *reason, size_t size)
+{
+    (void)arg;
+    return sub_dead_letter_redrive(events, context, d, APP_REDRIVE_WAIT_MS, reason, size);
+}
+
 /* `dlq list` and `dlq redrive [ID]`: the event store only, no server. */
 static int app_dlq(app *a, const cli_args *args)
 {
@@ -659,8 +672,8 @@ static int app_dlq(app *a, const cli_args *args)
     } else {
         kfk_options ko;
         kfk_options_from_config(&ko, &a->cfg);
-        rc = kfk_dlq_redrive(&a->events, &ko, names, n_names, args->dlq_id, stdout, &sent, &failed,
-                             &err);
+        rc = kfk_dlq_redrive(&a->events, &ko, names, n_names, args->dlq_id, app_redrive_to, NULL,
+                             stdout, &sent, &failed, &err);
         if (rc == 0)
             printf("%zu sent, %zu failed\n", sent, failed);
     }

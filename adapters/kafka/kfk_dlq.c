@@ -135,8 +135,8 @@ static int redrive_one(rd_kafka_t *rk, es_store *events, const kfk_options *o, c
 }
 
 int kfk_dlq_redrive(es_store *events, const kfk_options *o, const char *const *contexts,
-                    size_t n_contexts, const char *id, FILE *out, size_t *sent, size_t *failed,
-                    app_error *err)
+                    size_t n_contexts, const char *id, kfk_dlq_subscriber_fn to_subscriber,
+                    void *arg, FILE *out, size_t *sent, size_t *failed, app_error *err)
 {
     *sent = *failed = 0;
     char only_ctx[64] = "";
@@ -165,9 +165,7 @@ int kfk_dlq_redrive(es_store *events, const kfk_options *o, const char *const *c
     if (rc == 0 && id && matches > 1)
         rc = app_error_set(err, APP_EINVAL, "dead letter id %s is in several contexts; name one",
                            id);
-    rd_kafka_t *rk = NULL;
-    if (rc == 0 && matches > 0)
-        rc = kfk_producer_new(&rk, o, dlq_on_delivery, NULL, NULL, err);
+    rd_kafka_t *rk = NULL; /* made for the first of the relay's */
 
     for (size_t c = 0; c < n_contexts && rc == 0; c++) {
         char topic[256];
@@ -191,6 +189,21 @@ int kfk_dlq_redrive(es_store *events, const kfk_options *o, const char *const *c
                 (*failed)++;
                 continue;
             }
+            if (strcmp(d->subscriber, KFK_RELAY_SUBSCRIBER) != 0) {
+                /* A projection's, a local copy's or a saga's: to that subscriber only. */
+                if (to_subscriber(arg, events, contexts[c], d, reason, sizeof reason) == 0) {
+                    fprintf(out, "%s:%" PRId64 "  handled again by %s\n", contexts[c], d->id,
+                            d->subscriber);
+                    (*sent)++;
+                } else {
+                    fprintf(out, "%s:%" PRId64 "  %s: %s\n", contexts[c], d->id, d->subscriber,
+                            reason);
+                    (*failed)++;
+                }
+                continue;
+            }
+            if (!rk && (rc = kfk_producer_new(&rk, o, dlq_on_delivery, NULL, NULL, err)) < 0)
+                break;
             if (redrive_one(rk, events, o, contexts[c], topic, d, reason, sizeof reason) == 0) {
                 if (events->ops->remove_dead_letter(events->self, contexts[c], d->id, &derr) < 0)
                     fprintf(out, "%s:%" PRId64 "  sent, but could not be removed: %s\n",

@@ -1338,7 +1338,7 @@ static int pg_es_add_dead_letter(void *self, const char *context, const char *su
              " VALUES ($1, $2::bigint, $3::uuid, $4)"
              " ON CONFLICT (subscriber, position) DO UPDATE"
              " SET error = excluded.error, attempts = d.attempts + 1,"
-             " event_id = coalesce(excluded.event_id, d.event_id)",
+             " event_id = coalesce(excluded.event_id, d.event_id), redrive_requested = false",
              schema);
     snprintf(pos, sizeof pos, "%" PRId64, position);
     const char *params[] = {subscriber, pos, event_id && *event_id ? event_id : NULL, error};
@@ -1359,7 +1359,8 @@ static int pg_es_list_dead_letters(void *self, const char *context, const char *
         return rc;
     snprintf(sql, sizeof sql,
              "SELECT id, subscriber, position, coalesce(event_id::text, ''), error, attempts,"
-             " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+             " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+             " redrive_requested"
              " FROM %s.dead_letters WHERE ($1::text IS NULL OR subscriber = $1)"
              " AND id > $2::bigint ORDER BY id LIMIT $3::bigint",
              schema);
@@ -1384,6 +1385,7 @@ static int pg_es_list_dead_letters(void *self, const char *context, const char *
         d->error = strdup(PQgetvalue(res, i, 4));
         d->attempts = (int)strtol(PQgetvalue(res, i, 5), NULL, 10);
         snprintf(d->created_at, sizeof d->created_at, "%s", PQgetvalue(res, i, 6));
+        d->redrive_requested = PQgetvalue(res, i, 7)[0] == 't';
         if (!d->subscriber || !d->error) {
             PQclear(res);
             es_dead_letter_list_free(out);
@@ -1394,13 +1396,16 @@ static int pg_es_list_dead_letters(void *self, const char *context, const char *
     return 0;
 }
 
-static int pg_es_remove_dead_letter(void *self, const char *context, int64_t id, app_error *err)
+/* "<verb> <schema>.dead_letters<set> WHERE id = <id>"; APP_ENOTFOUND when it touched no
+ * row. */
+static int pg_es_dead_letter_by_id(void *self, const char *context, int64_t id, const char *verb,
+                                   const char *set, app_error *err)
 {
     char schema[64], sql[256], idtext[32];
     int rc = store_schema(self, context, schema, sizeof schema, err);
     if (rc < 0)
         return rc;
-    snprintf(sql, sizeof sql, "DELETE FROM %s.dead_letters WHERE id = $1::bigint", schema);
+    snprintf(sql, sizeof sql, "%s %s.dead_letters%s WHERE id = $1::bigint", verb, schema, set);
     snprintf(idtext, sizeof idtext, "%" PRId64, id);
     const char *params[] = {idtext};
     PGresult *res = NULL;
@@ -1412,6 +1417,17 @@ static int pg_es_remove_dead_letter(void *self, const char *context, int64_t id,
     if (gone)
         return app_error_set(err, APP_ENOTFOUND, "no dead letter %" PRId64 " in %s", id, context);
     return 0;
+}
+
+static int pg_es_remove_dead_letter(void *self, const char *context, int64_t id, app_error *err)
+{
+    return pg_es_dead_letter_by_id(self, context, id, "DELETE FROM", "", err);
+}
+
+static int pg_es_request_redrive(void *self, const char *context, int64_t id, app_error *err)
+{
+    return pg_es_dead_letter_by_id(self, context, id, "UPDATE", " SET redrive_requested = true",
+                                   err);
 }
 
 /* ---- snapshots --------------------------------------------------------------------------- */
@@ -1722,6 +1738,7 @@ static const es_store_ops pg_es_ops = {
     .add_dead_letter = pg_es_add_dead_letter,
     .list_dead_letters = pg_es_list_dead_letters,
     .remove_dead_letter = pg_es_remove_dead_letter,
+    .request_redrive = pg_es_request_redrive,
     .lead = pg_es_lead,
     .resign = pg_es_resign,
     .load_snapshot = pg_es_load_snapshot,

@@ -72,6 +72,7 @@ typedef struct app_config {
         int batch_size;       /* subscriptions.batch_size: events per pull */
         int poll_interval_ms; /* subscriptions.poll_interval_ms: wait when idle */
         int lanes;            /* subscriptions.lanes: streams a saga handles at once */
+        int max_attempts;     /* subscriptions.max_attempts: failures before a dead letter */
     } subscriptions;
     struct {
         int placement_timeout_ms; /* order.placement_timeout_ms: pending orders time out */

@@ -21,6 +21,9 @@
 #define SUB_BACKOFF_MIN_MS 100
 #define SUB_BACKOFF_MAX_MS 5000
 #define SUB_MAX_LANES      64
+#define SUB_DLQ_CHECK_MS   1000 /* how often a subscriber looks for redrive requests */
+#define SUB_DLQ_BATCH      16   /* dead letters it looks at each time */
+#define SUB_DLQ_ERROR_MAX  480  /* bytes of the handler's error kept with a dead letter */
 
 typedef struct sub_worker {
     sub_runner *runner;
@@ -46,6 +49,11 @@ typedef struct sub_worker {
     int64_t drop_generation; /* an old generation to delete at drop_at_ms (0: none) */
     int64_t drop_at_ms;
     int64_t synced_ms; /* when the control records were last read */
+    /* The event the handler last failed on and how often, not counting a dependency that was
+     * down: at max_attempts it goes to the dead letters. */
+    int64_t poison_position;
+    int poison_attempts;
+    int64_t dlq_checked_ms; /* when redrive requests were last looked for */
     char checkpoint_name[160];
     char labels[160]; /* its metrics' labels: subscriber="<name>" */
 } sub_worker;
@@ -75,6 +83,14 @@ int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *
         r->opts.lanes = 1;
     if (r->opts.lanes > SUB_MAX_LANES)
         r->opts.lanes = SUB_MAX_LANES;
+    if (r->opts.max_attempts <= 0)
+        r->opts.max_attempts = 5;
+    if (r->opts.backoff_min_ms <= 0)
+        r->opts.backoff_min_ms = SUB_BACKOFF_MIN_MS;
+    if (r->opts.backoff_max_ms < r->opts.backoff_min_ms)
+        r->opts.backoff_max_ms = SUB_BACKOFF_MAX_MS > r->opts.backoff_min_ms
+                                     ? SUB_BACKOFF_MAX_MS
+                                     : r->opts.backoff_min_ms;
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->stop_cond, NULL);
     metrics_declare("subscription_checkpoint", METRIC_GAUGE,
@@ -88,6 +104,11 @@ int sub_runner_new(sub_runner **out, const sub_runner_options *opts, app_error *
                     "1 in the process a subscriber runs in (holding its lease), else 0.");
     metrics_declare("subscription_failures_total", METRIC_COUNTER,
                     "Failed attempts of a subscriber (handler or dependency errors).");
+    metrics_declare("subscription_dead_lettered_total", METRIC_COUNTER,
+                    "Events a subscriber's handler failed on subscriptions.max_attempts times, "
+                    "put in the dead letters.");
+    metrics_declare("subscription_redriven_total", METRIC_COUNTER,
+                    "Dead letters handed to their subscriber again (app dlq redrive) and handled.");
     *out = r;
     return 0;
 }
@@ -210,7 +231,8 @@ static void sub_failed(sub_worker *w, const char *what, const app_error *err, in
              err->detail[0] ? ": " : "", err->detail, *backoff_ms);
     sub_set_status(w, -1, -1, true);
     sub_sleep(w->runner, *backoff_ms);
-    *backoff_ms = *backoff_ms * 2 > SUB_BACKOFF_MAX_MS ? SUB_BACKOFF_MAX_MS : *backoff_ms * 2;
+    int most = w->runner->opts.backoff_max_ms;
+    *backoff_ms = *backoff_ms * 2 > most ? most : *backoff_ms * 2;
 }
 
 static int64_t sub_elapsed_ms(const struct timespec *since)
@@ -446,19 +468,23 @@ static void *sub_lane_main(void *arg)
 
 /* Handles a batch, by stream in lanes when the subscriber allows it. *done is the position
  * up to which every event is handled (the checkpoint may move there); on a failure returns
- * its code with err filled from the earliest failed event. */
+ * its code with err filled from the earliest failed event, which *failed points at (every
+ * event before it is handled). */
 static int sub_handle_batch(sub_worker *w, const es_event_list *batch, int64_t *done,
-                            app_error *err)
+                            const es_event **failed, app_error *err)
 {
     sub_runner *r = w->runner;
+    *failed = NULL;
     size_t n_lanes = (w->sub->flags & MOD_SUB_BY_STREAM) ? (size_t)r->opts.lanes : 1;
     if (n_lanes > batch->len)
         n_lanes = batch->len;
     if (n_lanes <= 1) {
         for (size_t i = 0; i < batch->len && !sub_stopping(r); i++) {
             int rc = sub_handle(w, &batch->items[i], err);
-            if (rc != 0)
+            if (rc != 0) {
+                *failed = &batch->items[i];
                 return rc;
+            }
             *done = batch->items[i].position;
             metrics_counter_add("subscription_events_total", w->labels, 1);
         }
@@ -495,6 +521,7 @@ static int sub_handle_batch(sub_worker *w, const es_event_list *batch, int64_t *
             first_failed = lanes[l].failed;
             *err = lanes[l].err;
             rc = err->code ? err->code : APP_EINTERNAL;
+            *failed = &batch->items[first_failed];
         }
     }
     size_t n_handled = 0;
@@ -508,13 +535,162 @@ static int sub_handle_batch(sub_worker *w, const es_event_list *batch, int64_t *
     return rc;
 }
 
+/* ---- poison events and their redrive ------------------------------------------------------ */
+
+/* A failure that says nothing about the event: a dependency down or busy, a conflict to retry,
+ * memory. The subscriber waits and tries again, and never dead-letters for it. */
+static bool sub_transient(int code)
+{
+    return code == APP_EUNAVAIL || code == APP_ENOMEM || code == APP_EVERSION ||
+           code == APP_ERATELIMIT;
+}
+
+static void sub_error_text(const app_error *err, char *out, size_t size)
+{
+    snprintf(out, size, "%.160s%s%.300s",
+             err->message[0] ? err->message : app_error_slug(err->code), err->detail[0] ? ": " : "",
+             err->detail);
+}
+
+/* Counts a failure of the handler on ev; at max_attempts records ev in the dead letters of
+ * context (the log it is in) and returns true: the subscriber may go past it. */
+static bool sub_poisoned(sub_worker *w, const char *context, const es_event *ev,
+                         const app_error *err)
+{
+    es_store *es = w->runner->opts.events;
+    if (sub_transient(err->code) || !es->ops->add_dead_letter)
+        return false;
+    if (w->poison_position != ev->position) {
+        w->poison_position = ev->position;
+        w->poison_attempts = 0;
+    }
+    if (++w->poison_attempts < w->runner->opts.max_attempts)
+        return false;
+    char why[SUB_DLQ_ERROR_MAX];
+    sub_error_text(err, why, sizeof why);
+    app_error derr = APP_ERROR_INIT;
+    if (es->ops->add_dead_letter(es->self, context, w->sub->name, ev->position, ev->event_id, why,
+                                 &derr) != 0) {
+        log_warn("subscriber %s: could not put event %s in the dead letters: %s", w->sub->name,
+                 ev->event_id, derr.message);
+        return false; /* tried again, and counted again, later */
+    }
+    metrics_counter_add("subscription_dead_lettered_total", w->labels, 1);
+    log_error("subscriber %s: event %s (position %lld, %s) failed %d times; put in the dead "
+              "letters of %s and skipped (app dlq list): %s",
+              w->sub->name, ev->event_id, (long long)ev->position, ev->type ? ev->type : "?",
+              w->poison_attempts, context, why);
+    w->poison_attempts = 0;
+    return true;
+}
+
+/* Hands the dead letter d (of context) to the handler again; forgets it when handled, else
+ * records the new error (which also clears the request). */
+static void sub_redrive_one(sub_worker *w, const char *context, const es_dead_letter *d)
+{
+    es_store *es = w->runner->opts.events;
+    es_event_list one = {0};
+    app_error err = APP_ERROR_INIT;
+    int rc = es->ops->read_log(es->self, context, d->position - 1, 1, &one, &err);
+    if (rc == 0 && (one.len != 1 || one.items[0].position != d->position ||
+                    (d->event_id[0] && strcmp(one.items[0].event_id, d->event_id) != 0)))
+        rc = app_error_set(&err, APP_ENOTFOUND, "the event at position %lld is not in the log",
+                           (long long)d->position);
+    if (rc == 0)
+        rc = sub_handle(w, &one.items[0], &err);
+    if (rc == 0 && w->writer)
+        rc = rm_writer_flush(w->writer, &err);
+    es_event_list_free(&one);
+    app_error derr = APP_ERROR_INIT;
+    if (rc == 0) {
+        if (es->ops->remove_dead_letter(es->self, context, d->id, &derr) != 0)
+            log_warn("subscriber %s: dead letter %s:%lld handled again, but not forgotten: %s",
+                     w->sub->name, context, (long long)d->id, derr.message);
+        metrics_counter_add("subscription_redriven_total", w->labels, 1);
+        log_info("subscriber %s: dead letter %s:%lld (position %lld) handled again", w->sub->name,
+                 context, (long long)d->id, (long long)d->position);
+        return;
+    }
+    char why[SUB_DLQ_ERROR_MAX];
+    sub_error_text(&err, why, sizeof why);
+    if (es->ops->add_dead_letter(es->self, context, d->subscriber, d->position, d->event_id, why,
+                                 &derr) != 0)
+        log_warn("subscriber %s: could not record the redrive of %s:%lld: %s", w->sub->name,
+                 context, (long long)d->id, derr.message);
+    log_warn("subscriber %s: dead letter %s:%lld failed again: %s", w->sub->name, context,
+             (long long)d->id, why);
+}
+
+/* Looks, at most once a second, for dead letters of this subscriber that `app dlq redrive`
+ * asked to be delivered again, and delivers them. */
+static void sub_redrive_requested(sub_worker *w, const char *context)
+{
+    es_store *es = w->runner->opts.events;
+    if (!es->ops->list_dead_letters || !es->ops->request_redrive ||
+        sub_now_ms() - w->dlq_checked_ms < SUB_DLQ_CHECK_MS)
+        return;
+    w->dlq_checked_ms = sub_now_ms();
+    int64_t after = 0;
+    for (;;) {
+        es_dead_letter_list list = {0};
+        app_error err = APP_ERROR_INIT;
+        if (es->ops->list_dead_letters(es->self, context, w->sub->name, after, SUB_DLQ_BATCH, &list,
+                                       &err) != 0)
+            return; /* the log's own read reports the store being down */
+        for (size_t i = 0; i < list.len && !sub_stopping(w->runner); i++) {
+            after = list.items[i].id;
+            if (list.items[i].redrive_requested)
+                sub_redrive_one(w, context, &list.items[i]);
+        }
+        size_t got = list.len;
+        es_dead_letter_list_free(&list);
+        if (got < SUB_DLQ_BATCH)
+            return;
+    }
+}
+
+int sub_dead_letter_redrive(es_store *events, const char *context, const es_dead_letter *d,
+                            int timeout_ms, char *reason, size_t size)
+{
+    app_error err = APP_ERROR_INIT;
+    if (!events->ops->request_redrive ||
+        events->ops->request_redrive(events->self, context, d->id, &err) != 0) {
+        snprintf(reason, size, "could not ask for it: %s", err.message);
+        return -1;
+    }
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    do {
+        struct timespec pause = {0, 100 * 1000000};
+        nanosleep(&pause, NULL);
+        es_dead_letter_list now = {0};
+        if (events->ops->list_dead_letters(events->self, context, d->subscriber, d->id - 1, 1, &now,
+                                           &err) != 0)
+            continue; /* the store is away a moment: ask again */
+        bool gone = now.len == 0 || now.items[0].id != d->id;
+        bool failed = !gone && !now.items[0].redrive_requested;
+        if (failed)
+            snprintf(reason, size, "failed again: %s", now.items[0].error);
+        es_dead_letter_list_free(&now);
+        if (gone)
+            return 0;
+        if (failed)
+            return -1;
+    } while (sub_elapsed_ms(&started) < timeout_ms);
+    snprintf(reason, size,
+             "not handled within %d ms: is a process running subscriber %s? (still requested; "
+             "it runs when one does)",
+             timeout_ms, d->subscriber);
+    return -1;
+}
+
 static void *sub_thread(void *arg)
 {
     sub_worker *w = arg;
     sub_runner *r = w->runner;
     es_store *es = r->opts.events;
     const char *source = w->sub->source_context;
-    int backoff_ms = SUB_BACKOFF_MIN_MS;
+    int backoff_ms = r->opts.backoff_min_ms;
     int64_t checkpoint = -1;
 
     bool leader = false;
@@ -546,6 +722,8 @@ static void *sub_thread(void *arg)
             sub_set_status(w, checkpoint, -1, false);
         }
 
+        sub_redrive_requested(w, source);
+
         es_event_list batch = {0};
         if (es->ops->read_log(es->self, source, checkpoint, (size_t)r->opts.batch_size, &batch,
                               &err)) {
@@ -572,10 +750,19 @@ static void *sub_thread(void *arg)
         sub_set_status(w, -1, head, false);
 
         int64_t done = checkpoint;
-        int rc = sub_handle_batch(w, &batch, &done, &err);
+        const es_event *failed = NULL;
+        int rc = sub_handle_batch(w, &batch, &done, &failed, &err);
+        /* A poison event: every event before it is handled, so once it is in the dead letters
+         * the checkpoint may move past it (later ones other lanes handled already are handled
+         * again: handlers are idempotent). */
+        bool skipped = rc != 0 && failed && sub_poisoned(w, source, failed, &err);
+        if (skipped) {
+            done = failed->position;
+            rc = 0;
+        }
         /* All of a short read handled: caught up with the log a moment ago. */
-        bool short_read =
-            batch.len < (size_t)r->opts.batch_size && done == batch.items[batch.len - 1].position;
+        bool short_read = !skipped && batch.len < (size_t)r->opts.batch_size &&
+                          done == batch.items[batch.len - 1].position;
         es_event_list_free(&batch);
         if (w->writer && done > checkpoint) {
             app_error ferr = APP_ERROR_INIT;
@@ -607,7 +794,7 @@ static void *sub_thread(void *arg)
             sub_failed(w, "could not switch to the new read model", &err, &backoff_ms);
             continue;
         }
-        backoff_ms = SUB_BACKOFF_MIN_MS;
+        backoff_ms = r->opts.backoff_min_ms;
     }
     if (leader && es->ops->resign)
         es->ops->resign(es->self, w->owner, w->sub->name); /* the next process starts now */

@@ -168,6 +168,12 @@ static int ups_remove_dead_letter(void *self, const char *context, int64_t id, a
     return in->ops->remove_dead_letter(in->self, context, id, err);
 }
 
+static int ups_request_redrive(void *self, const char *context, int64_t id, app_error *err)
+{
+    es_store *in = INNER(self);
+    return in->ops->request_redrive(in->self, context, id, err);
+}
+
 static int ups_remove_checkpoint(void *self, const char *context, const char *subscriber,
                                  app_error *err)
 {
@@ -252,6 +258,7 @@ static void ups_fill_ops(upcast_store *u)
     UPS_OP(add_dead_letter);
     UPS_OP(list_dead_letters);
     UPS_OP(remove_dead_letter);
+    UPS_OP(request_redrive);
     UPS_OP(lead);
     UPS_OP(resign);
     UPS_OP(load_snapshot);

@@ -117,8 +117,9 @@ typedef struct es_due_list {
 
 void es_due_list_free(es_due_list *list); /* accepts NULL and empty lists */
 
-/* An event a subscriber gave up on (e.g. one Kafka refuses for good), kept with the reason
- * until it is sent again. Strings owned; es_dead_letter_list_free frees them. */
+/* An event a subscriber gave up on (one Kafka refuses for good, one a projection or saga
+ * failed on max_attempts times), kept with the reason until it is sent again. Strings owned;
+ * es_dead_letter_list_free frees them. */
 typedef struct es_dead_letter {
     int64_t id; /* unique within the context */
     char *subscriber;
@@ -126,7 +127,8 @@ typedef struct es_dead_letter {
     char event_id[37]; /* "" when unknown */
     char *error;
     int attempts;
-    char created_at[40]; /* RFC 3339 UTC */
+    char created_at[40];    /* RFC 3339 UTC */
+    bool redrive_requested; /* to be delivered again by the process running its subscriber */
 } es_dead_letter;
 
 typedef struct es_dead_letter_list {
@@ -189,7 +191,8 @@ typedef struct es_store_ops {
     int (*due_processes)(void *self, const char *context, const char *name, int64_t now_ms,
                          size_t limit, es_due_list *out, app_error *err);
     /* Records in context that subscriber gave up on the event at position; recording the
-     * same (subscriber, position) again counts one more attempt and keeps the latest error. */
+     * same (subscriber, position) again counts one more attempt, keeps the latest error and
+     * clears a redrive request. */
     int (*add_dead_letter)(void *self, const char *context, const char *subscriber,
                            int64_t position, const char *event_id, const char *error,
                            app_error *err);
@@ -200,6 +203,9 @@ typedef struct es_store_ops {
                              app_error *err);
     /* Forgets one (once it was sent again); APP_ENOTFOUND when context has no such id. */
     int (*remove_dead_letter)(void *self, const char *context, int64_t id, app_error *err);
+    /* Asks for one to be delivered again to its subscriber (redrive_requested), by whichever
+     * process runs the subscriber; APP_ENOTFOUND when context has no such id. */
+    int (*request_redrive)(void *self, const char *context, int64_t id, app_error *err);
     /* Leadership of (context, name) among the processes sharing the store, so that one of
      * them runs a given subscriber: takes the lease if free, confirms it if held, and notices
      * a lease lost with its connection. *out says whether this process holds it now. Call it

@@ -522,6 +522,20 @@ static bool dlq_holds(void *arg)
 
 /* An event over the size limit and one the broker refuses for good go to the dead-letter
  * topic and table; the relay goes on; redrive sends them again once they fit. */
+
+/* The relay's dead letters only here: none goes to a subscriber. */
+static int no_subscriber(void *arg, es_store *events, const char *context, const es_dead_letter *d,
+                         char *reason, size_t size)
+{
+    (void)arg;
+    (void)events;
+    (void)context;
+    (void)reason;
+    (void)size;
+    fail_msg("dead letter %lld of %s went to a subscriber", (long long)d->id, d->subscriber);
+    return -1;
+}
+
 static void test_permanent_failures_dead_lettered(void **state)
 {
     (void)state;
@@ -595,8 +609,9 @@ static void test_permanent_failures_dead_lettered(void **state)
     assert_non_null(strstr(text, first_id));
     free(text);
     f = open_memstream(&text, &text_len);
-    assert_int_equal(
-        kfk_dlq_redrive(&port, &o.kafka, contexts, 1, first_id, f, &sent, &failed, &err), 0);
+    assert_int_equal(kfk_dlq_redrive(&port, &o.kafka, contexts, 1, first_id, no_subscriber, NULL, f,
+                                     &sent, &failed, &err),
+                     0);
     fclose(f);
     free(text);
     assert_int_equal(sent, 0);
@@ -609,7 +624,8 @@ static void test_permanent_failures_dead_lettered(void **state)
     /* With a larger limit, everything goes, and the table empties. */
     o.kafka.max_message_bytes = 100000;
     f = open_memstream(&text, &text_len);
-    assert_int_equal(kfk_dlq_redrive(&port, &o.kafka, contexts, 1, NULL, f, &sent, &failed, &err),
+    assert_int_equal(kfk_dlq_redrive(&port, &o.kafka, contexts, 1, NULL, no_subscriber, NULL, f,
+                                     &sent, &failed, &err),
                      0);
     fclose(f);
     free(text);
@@ -622,10 +638,11 @@ static void test_permanent_failures_dead_lettered(void **state)
     check_every_event(NULL, 0);
 
     f = open_memstream(&text, &text_len);
-    assert_int_equal(
-        kfk_dlq_redrive(&port, &o.kafka, contexts, 1, "99999", f, &sent, &failed, &err),
-        APP_ENOTFOUND);
-    assert_int_equal(kfk_dlq_redrive(&port, &o.kafka, contexts, 1, "x:y", f, &sent, &failed, &err),
+    assert_int_equal(kfk_dlq_redrive(&port, &o.kafka, contexts, 1, "99999", no_subscriber, NULL, f,
+                                     &sent, &failed, &err),
+                     APP_ENOTFOUND);
+    assert_int_equal(kfk_dlq_redrive(&port, &o.kafka, contexts, 1, "x:y", no_subscriber, NULL, f,
+                                     &sent, &failed, &err),
                      APP_EINVAL);
     fclose(f);
     free(text);

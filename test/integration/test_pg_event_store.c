@@ -1020,7 +1020,22 @@ static void test_dead_letters(void **state)
     assert_int_equal(port.ops->list_dead_letters(port.self, CTX, NULL, first, 100, &list, &err), 0);
     assert_int_equal(list.len, 1);
     assert_int_equal(list.items[0].id, second);
+    assert_false(list.items[0].redrive_requested);
     es_dead_letter_list_free(&list);
+
+    /* A redrive request is seen in the list, and recording the dead letter again (the redrive
+     * failed) clears it. */
+    assert_int_equal(port.ops->request_redrive(port.self, CTX, second, &err), 0);
+    assert_int_equal(port.ops->list_dead_letters(port.self, CTX, "other", 0, 10, &list, &err), 0);
+    assert_true(list.len == 1 && list.items[0].redrive_requested);
+    es_dead_letter_list_free(&list);
+    assert_int_equal(port.ops->add_dead_letter(port.self, CTX, "other", 9, "", "again", &err), 0);
+    assert_int_equal(port.ops->list_dead_letters(port.self, CTX, "other", 0, 10, &list, &err), 0);
+    assert_true(list.len == 1 && !list.items[0].redrive_requested);
+    assert_int_equal(list.items[0].attempts, 2);
+    assert_string_equal(list.items[0].error, "again");
+    es_dead_letter_list_free(&list);
+    assert_int_equal(port.ops->request_redrive(port.self, CTX, 999999, &err), APP_ENOTFOUND);
 
     assert_int_equal(port.ops->remove_dead_letter(port.self, CTX, first, &err), 0);
     assert_int_equal(port.ops->remove_dead_letter(port.self, CTX, first, &err), APP_ENOTFOUND);

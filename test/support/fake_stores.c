@@ -57,6 +57,8 @@ void fake_es_free(fake_es *f)
     for (size_t i = 0; i < f->n_keys; i++)
         free(f->keys[i].actor), free(f->keys[i].key), free(f->keys[i].command),
             free(f->keys[i].request_hash), free(f->keys[i].response);
+    for (size_t i = 0; i < f->n_dead; i++)
+        free(f->dead[i].subscriber), free(f->dead[i].error);
     pthread_mutex_destroy(&f->lock);
     memset(f, 0, sizeof *f);
 }
@@ -439,6 +441,117 @@ static int fk_remove_checkpoint(void *self, const char *context, const char *sub
     return fk_delete_checkpoints(self, context, subscriber, false, err);
 }
 
+/* ---- dead letters, as the PostgreSQL store keeps them ------------------------------------- */
+
+static int fk_add_dead_letter(void *self, const char *context, const char *subscriber,
+                              int64_t position, const char *event_id, const char *error,
+                              app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc < 0)
+        return rc;
+    char *why = strdup(error), *name = strdup(subscriber);
+    pthread_mutex_lock(&f->lock);
+    es_dead_letter *d = NULL;
+    for (size_t i = 0; i < f->n_dead && !d; i++)
+        if (f->dead[i].position == position && strcmp(f->dead[i].subscriber, subscriber) == 0)
+            d = &f->dead[i];
+    if (d && why) { /* recorded again: one more attempt, the latest error */
+        d->attempts++;
+        free(d->error);
+        d->error = why;
+        d->redrive_requested = false;
+        why = NULL;
+    } else if (!d && why && name && f->n_dead < FAKE_STORE_MAX) {
+        d = &f->dead[f->n_dead++];
+        memset(d, 0, sizeof *d);
+        d->id = ++f->dead_ids;
+        d->subscriber = name;
+        d->position = position;
+        d->attempts = 1;
+        d->error = why;
+        snprintf(d->event_id, sizeof d->event_id, "%s", event_id ? event_id : "");
+        snprintf(d->created_at, sizeof d->created_at, "2026-01-01T00:00:00.000000Z");
+        why = name = NULL;
+    } else {
+        d = NULL;
+    }
+    pthread_mutex_unlock(&f->lock);
+    free(why);
+    free(name);
+    return d ? 0 : app_error_set(err, APP_ENOMEM, "the fake holds no more dead letters");
+}
+
+static int fk_list_dead_letters(void *self, const char *context, const char *subscriber,
+                                int64_t after_id, size_t limit, es_dead_letter_list *out,
+                                app_error *err)
+{
+    fake_es *f = self;
+    out->items = NULL;
+    out->len = 0;
+    int rc = fk_context(f, context, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    out->items = calloc(f->n_dead + 1, sizeof *out->items);
+    for (size_t i = 0; out->items && i < f->n_dead && out->len < limit; i++) {
+        const es_dead_letter *d = &f->dead[i];
+        if (d->id <= after_id || (subscriber && strcmp(d->subscriber, subscriber) != 0))
+            continue;
+        es_dead_letter *c = &out->items[out->len++];
+        *c = *d;
+        c->subscriber = strdup(d->subscriber);
+        c->error = strdup(d->error);
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (!out->items)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    return 0;
+}
+
+/* The dead letter id of context, or NULL. With f locked. */
+static es_dead_letter *fk_dead_letter(fake_es *f, int64_t id)
+{
+    for (size_t i = 0; i < f->n_dead; i++)
+        if (f->dead[i].id == id)
+            return &f->dead[i];
+    return NULL;
+}
+
+static int fk_remove_dead_letter(void *self, const char *context, int64_t id, app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    es_dead_letter *d = fk_dead_letter(f, id);
+    if (d) {
+        free(d->subscriber);
+        free(d->error);
+        size_t i = (size_t)(d - f->dead);
+        memmove(d, d + 1, (f->n_dead - i - 1) * sizeof *d);
+        f->n_dead--;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return d ? 0 : app_error_set(err, APP_ENOTFOUND, "no dead letter %lld", (long long)id);
+}
+
+static int fk_request_redrive(void *self, const char *context, int64_t id, app_error *err)
+{
+    fake_es *f = self;
+    int rc = fk_context(f, context, err);
+    if (rc < 0)
+        return rc;
+    pthread_mutex_lock(&f->lock);
+    es_dead_letter *d = fk_dead_letter(f, id);
+    if (d)
+        d->redrive_requested = true;
+    pthread_mutex_unlock(&f->lock);
+    return d ? 0 : app_error_set(err, APP_ENOTFOUND, "no dead letter %lld", (long long)id);
+}
+
 static int fk_ping(void *self, app_error *err)
 {
     (void)self;
@@ -610,6 +723,10 @@ static const es_store_ops fake_es_ops = {
     .idempotency_lookup = fk_idempotency_lookup,
     .idempotency_save = fk_idempotency_save,
     .idempotency_purge = fk_idempotency_purge,
+    .add_dead_letter = fk_add_dead_letter,
+    .list_dead_letters = fk_list_dead_letters,
+    .remove_dead_letter = fk_remove_dead_letter,
+    .request_redrive = fk_request_redrive,
 };
 
 es_store fake_es_port(fake_es *f)

@@ -1,6 +1,7 @@
 /* In-memory fakes of the event-store and read-store ports for application-layer unit tests:
- * optimistic concurrency, claims, the log in position order, checkpoints, injected failures
- * and a hook that plays a concurrent writer. Both are thread-safe (one mutex each). */
+ * optimistic concurrency, claims, the log in position order, checkpoints, dead letters,
+ * injected failures and a hook that plays a concurrent writer. Both are thread-safe (one mutex
+ * each). */
 #ifndef TEST_SUPPORT_FAKE_STORES_H
 #define TEST_SUPPORT_FAKE_STORES_H
 
@@ -70,7 +71,10 @@ struct fake_es {
     int fail_snapshot;              /* when non-zero, every save_snapshot fails with it */
     fake_idem keys[FAKE_STORE_MAX]; /* idempotency records */
     size_t n_keys;
-    int64_t now_s; /* the clock idempotency records age by; tests move it */
+    int64_t now_s;                       /* the clock idempotency records age by; tests move it */
+    es_dead_letter dead[FAKE_STORE_MAX]; /* dead letters, oldest first; strings owned */
+    size_t n_dead;
+    int64_t dead_ids; /* the last id given */
     fake_es_hook before_append;
     void *hook_arg;
     bool in_hook;

@@ -1,7 +1,10 @@
 /* The subscription runner on the in-memory event store: a subscriber that allows it handles
  * the events of different streams at the same time, those of one stream always in log
  * order; every event is handled, a failed one again after a pause, and the checkpoint never
- * passes an event that was not handled. Others see one event at a time. */
+ * passes an event that was not handled. Others see one event at a time. An event the handler
+ * fails on for good (a poison event) goes to the dead letters after max_attempts and the
+ * subscriber goes on; a dependency that is down never dead-letters; a redrive hands a dead
+ * letter to the running subscriber again. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -33,6 +36,10 @@ static int stream_running[STREAMS]; /* handlers of each stream running now */
 static bool out_of_order;
 static int64_t fail_position; /* fails once at this position (0: never) */
 static int failures;
+/* A poison event: the handler fails at poison_position with poison_code (0: handles it),
+ * APP_EUNAVAIL only transient_left times. poison_tries counts its attempts. */
+static int64_t poison_position;
+static int poison_code, transient_left, poison_tries;
 
 static void reset(void)
 {
@@ -42,6 +49,8 @@ static void reset(void)
     running = most_running = failures = 0;
     out_of_order = false;
     fail_position = 0;
+    poison_position = 0;
+    poison_code = transient_left = poison_tries = 0;
 }
 
 static int handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
@@ -53,6 +62,16 @@ static int handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
         failures++;
         pthread_mutex_unlock(&seen_lock);
         return app_error_set(err, APP_EUNAVAIL, "injected failure");
+    }
+    if (ev->position == poison_position) {
+        poison_tries++;
+        int code = poison_code;
+        if (code == APP_EUNAVAIL && transient_left-- <= 0)
+            code = 0;
+        if (code != 0) {
+            pthread_mutex_unlock(&seen_lock);
+            return app_error_set(err, code, "cannot apply event %lld", (long long)ev->position);
+        }
     }
     if (seen_max[stream] < ev->version - 1 || stream_running[stream] > 0)
         out_of_order = true; /* its predecessor in the stream was not handled yet */
@@ -173,12 +192,182 @@ static void test_one_lane_is_one_at_a_time(void **state)
     assert_false(out_of_order);
 }
 
+/* ---- poison events --------------------------------------------------------------------- */
+
+#define POISON 57 /* an event in the middle of the first batch */
+
+typedef struct running_sub {
+    fake_es f;
+    fake_rs rs;
+    es_store events;
+    rs_store reads;
+    sub_runner *r;
+} running_sub;
+
+/* Starts sub over the filled log (max_attempts 3, a backoff of 1 to 4 ms) and waits until its
+ * checkpoint is at the end. */
+static void start(running_sub *rn, const mod_subscription *sub, int lanes)
+{
+    fake_es_init(&rn->f, "t");
+    fake_rs_init(&rn->rs);
+    fill(&rn->f);
+    rn->events = fake_es_port(&rn->f);
+    rn->reads = fake_rs_port(&rn->rs);
+    sub_runner_options o = {.events = &rn->events,
+                            .reads = &rn->reads,
+                            .batch_size = 64,
+                            .poll_interval_ms = 10,
+                            .lanes = lanes,
+                            .max_attempts = 3,
+                            .backoff_min_ms = 1,
+                            .backoff_max_ms = 4};
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(sub_runner_new(&rn->r, &o, &err), 0);
+    assert_int_equal(sub_runner_add(rn->r, "t", sub, &err), 0);
+    assert_int_equal(sub_runner_start(rn->r, &err), 0);
+    for (int i = 0; i < 3000 && checkpoint_of(&rn->f, sub->name) < EVENTS; i++)
+        usleep(10 * 1000);
+    assert_int_equal(checkpoint_of(&rn->f, sub->name), EVENTS);
+}
+
+static void stop(running_sub *rn)
+{
+    sub_runner_free(rn->r);
+    fake_es_free(&rn->f);
+    fake_rs_free(&rn->rs);
+    metrics_reset();
+}
+
+static es_dead_letter_list dead_letters(running_sub *rn)
+{
+    es_dead_letter_list l = {0};
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(
+        rn->events.ops->list_dead_letters(rn->events.self, "t", NULL, 0, 100, &l, &err), 0);
+    return l;
+}
+
+static int tries(void)
+{
+    pthread_mutex_lock(&seen_lock);
+    int n = poison_tries;
+    pthread_mutex_unlock(&seen_lock);
+    return n;
+}
+
+/* The poison event is tried max_attempts times, dead-lettered with the subscriber's name and
+ * the handler's error, and everything after it is handled, its own stream's events too; a
+ * redrive fails again while the handler still cannot apply it, then hands it over. */
+static void poison_run(const mod_subscription *sub, int lanes)
+{
+    reset();
+    poison_position = POISON;
+    poison_code = APP_EINVAL;
+    running_sub rn;
+    start(&rn, sub, lanes);
+    assert_int_equal(tries(), 3);
+    for (int i = 0; i < EVENTS; i++)
+        if (i + 1 != POISON && handled_count[i] < 1)
+            fail_msg("event at position %d was never handled", i + 1);
+    assert_int_equal(handled_count[POISON - 1], 0);
+    assert_int_equal(seen_max[(POISON - 1) % STREAMS], VERSIONS);
+
+    es_dead_letter_list l = dead_letters(&rn);
+    assert_int_equal(l.len, 1);
+    assert_int_equal(l.items[0].position, POISON);
+    assert_string_equal(l.items[0].subscriber, sub->name);
+    assert_int_equal(l.items[0].attempts, 1);
+    assert_non_null(strstr(l.items[0].error, "cannot apply event 57"));
+    es_dead_letter d = l.items[0];
+
+    char reason[256];
+    assert_int_equal(sub_dead_letter_redrive(&rn.events, "t", &d, 5000, reason, sizeof reason), -1);
+    assert_non_null(strstr(reason, "failed again: cannot apply event 57"));
+    assert_int_equal(tries(), 4);
+    es_dead_letter_list again = dead_letters(&rn);
+    assert_int_equal(again.len, 1);
+    assert_int_equal(again.items[0].attempts, 2);
+    assert_false(again.items[0].redrive_requested);
+    es_dead_letter_list_free(&again);
+
+    pthread_mutex_lock(&seen_lock);
+    poison_code = 0; /* fixed */
+    pthread_mutex_unlock(&seen_lock);
+    assert_int_equal(sub_dead_letter_redrive(&rn.events, "t", &d, 5000, reason, sizeof reason), 0);
+    assert_int_equal(handled_count[POISON - 1], 1);
+    es_dead_letter_list none = dead_letters(&rn);
+    assert_int_equal(none.len, 0);
+    es_dead_letter_list_free(&none);
+    es_dead_letter_list_free(&l);
+    stop(&rn);
+}
+
+static void test_poison_event_by_stream(void **state)
+{
+    (void)state;
+    poison_run(&by_stream, 4);
+}
+
+static void test_poison_event_in_order(void **state)
+{
+    (void)state;
+    poison_run(&in_order, 1);
+}
+
+/* A dependency down (APP_EUNAVAIL) ten times in a row on one event, past max_attempts (3):
+ * waited out, never dead-lettered, and the event is handled once it is back. */
+static void test_a_dependency_down_never_dead_letters(void **state)
+{
+    (void)state;
+    reset();
+    poison_position = POISON;
+    poison_code = APP_EUNAVAIL;
+    transient_left = 10;
+    running_sub rn;
+    start(&rn, &by_stream, 4);
+    assert_int_equal(tries(), 11);
+    assert_int_equal(handled_count[POISON - 1], 1);
+    es_dead_letter_list l = dead_letters(&rn);
+    assert_int_equal(l.len, 0);
+    es_dead_letter_list_free(&l);
+    assert_false(out_of_order);
+    stop(&rn);
+}
+
+/* A redrive nobody takes (no process runs the subscriber) gives up after its wait. */
+static void test_a_redrive_nobody_takes(void **state)
+{
+    (void)state;
+    fake_es f;
+    fake_es_init(&f, "t");
+    es_store events = fake_es_port(&f);
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(
+        events.ops->add_dead_letter(events.self, "t", "test.nobody", 3, NULL, "it broke", &err), 0);
+    es_dead_letter_list l = {0};
+    assert_int_equal(events.ops->list_dead_letters(events.self, "t", NULL, 0, 10, &l, &err), 0);
+    assert_int_equal(l.len, 1);
+    char reason[256];
+    assert_int_equal(sub_dead_letter_redrive(&events, "t", &l.items[0], 300, reason, sizeof reason),
+                     -1);
+    assert_non_null(strstr(reason, "is a process running subscriber test.nobody?"));
+    es_dead_letter_list_free(&l);
+    assert_int_equal(events.ops->list_dead_letters(events.self, "t", NULL, 0, 10, &l, &err), 0);
+    assert_true(l.items[0].redrive_requested); /* it runs when a process does */
+    es_dead_letter_list_free(&l);
+    fake_es_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_streams_at_once_each_in_order),
         cmocka_unit_test(test_one_at_a_time_without_the_flag),
         cmocka_unit_test(test_one_lane_is_one_at_a_time),
+        cmocka_unit_test(test_poison_event_by_stream),
+        cmocka_unit_test(test_poison_event_in_order),
+        cmocka_unit_test(test_a_dependency_down_never_dead_letters),
+        cmocka_unit_test(test_a_redrive_nobody_takes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -203,8 +203,17 @@ static void test_passes_everything_else(void **state)
     assert_int_equal(fx->port.ops->head_position(fx->port.self, "other", &head, &err),
                      APP_EINTERNAL);
     assert_null(fx->port.ops->lead);
-    assert_null(fx->port.ops->add_dead_letter);
     assert_null(fx->port.ops->wait_for_append);
+    assert_int_equal(fx->port.ops->add_dead_letter(fx->port.self, "test", "s", 1, NULL, "no", &err),
+                     0);
+    assert_int_equal(fx->port.ops->request_redrive(fx->port.self, "test", 1, &err), 0);
+    es_dead_letter_list dl = {0};
+    assert_int_equal(fx->port.ops->list_dead_letters(fx->port.self, "test", "s", 0, 10, &dl, &err),
+                     0);
+    assert_int_equal(dl.len, 1);
+    assert_true(dl.items[0].redrive_requested);
+    es_dead_letter_list_free(&dl);
+    assert_int_equal(fx->port.ops->remove_dead_letter(fx->port.self, "test", 1, &err), 0);
 }
 
 static void test_bad_registries(void **state)
