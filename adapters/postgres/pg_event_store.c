@@ -22,11 +22,14 @@
 #include "core/trace.h"
 #include "core/uuid.h"
 
-#define APPEND_LOCK_NS        0x61707064 /* "appd": advisory lock namespace of appends */
-#define LEAD_LOCK_NS          0x6c656164 /* "lead": advisory lock namespace of leases */
-#define READ_ACQUIRE_MS       5000
-#define PING_ACQUIRE_MS       1000
-#define RECONNECT_HOLDOFF_MS  250 /* fail fast instead of reconnecting per batch while down */
+#define APPEND_LOCK_NS       0x61707064 /* "appd": advisory lock namespace of appends */
+#define LEAD_LOCK_NS         0x6c656164 /* "lead": advisory lock namespace of leases */
+#define READ_ACQUIRE_MS      5000
+#define PING_ACQUIRE_MS      1000
+#define RECONNECT_HOLDOFF_MS 250 /* fail fast instead of reconnecting per batch while down */
+/* How long the committer tries to learn what became of a batch whose connection broke before
+ * the commit's answer (a restart takes a second or two); past it the outcome is unknown. */
+#define RESOLVE_WAIT_MS       10000
 #define LISTEN_BACKOFF_MIN_MS 100
 #define LISTEN_BACKOFF_MAX_MS 5000
 
@@ -45,7 +48,8 @@ typedef struct append_job {
     int rc;
     app_error err;
     es_append_result result;
-    size_t batch; /* the appends of the transaction it rode in */
+    size_t batch;  /* the appends of the transaction it rode in */
+    bool answered; /* es_append's answer arrived (rc and result are the transaction's) */
     bool done;
     pthread_cond_t done_cv;
     struct append_job *next;
@@ -409,6 +413,7 @@ static void job_outcome(append_job *job, const char *text)
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(doc, "status");
     const char *status = cJSON_IsString(st) ? st->valuestring : "";
     app_error_clear(&job->err);
+    job->answered = true;
     if (strcmp(status, "ok") == 0) {
         job->rc = 0;
         job->result.version =
@@ -442,6 +447,136 @@ static void job_outcome(append_job *job, const char *text)
     cJSON_Delete(doc);
 }
 
+/* ---- a batch whose connection broke: what became of it ------------------------------------ */
+
+static void sleep_ms(int ms)
+{
+    struct timespec t = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&t, NULL);
+}
+
+/* Whether job may have written: an append whose answer said it wrote, or never came. */
+static bool job_maybe_written(const append_job *job)
+{
+    return !job->answered || job->rc == 0;
+}
+
+/* Learns, on conn, which of jobs are in the log: once the backend that ran the batch (pid) is
+ * gone (it is ended if it still runs, so that it cannot commit after we looked), each job
+ * whose event ids are stored committed. Returns 0 with *written[i] set per job, or -1 when
+ * the database did not answer. */
+static int resolve_on(PGconn *conn, const char *schema, int pid, append_job **jobs, size_t n,
+                      bool *written)
+{
+    char pidtext[16], sql[320];
+    snprintf(pidtext, sizeof pidtext, "%d", pid);
+    const char *pp[] = {pidtext};
+    for (int tries = 0; pid > 0; tries++) {
+        PGresult *res = PQexecParams(conn,
+                                     tries == 0 ? "SELECT count(pg_terminate_backend(pid))"
+                                                  " FROM pg_stat_activity WHERE pid = $1::int"
+                                                : "SELECT count(*) FROM pg_stat_activity"
+                                                  " WHERE pid = $1::int",
+                                     1, NULL, pp, NULL, NULL, 0);
+        bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+        bool gone = ok && tries > 0 && strcmp(PQgetvalue(res, 0, 0), "0") == 0;
+        PQclear(res);
+        if (!ok)
+            return -1;
+        if (gone)
+            break;
+        if (tries > 0)
+            sleep_ms(20);
+        if (tries > 250)
+            return -1; /* it will not go: ask again later */
+    }
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s.events WHERE event_id = ANY($1::uuid[])",
+             schema);
+    for (size_t i = 0; i < n; i++) {
+        written[i] = false;
+        const es_append_req *r = jobs[i]->req;
+        if (!job_maybe_written(jobs[i]) || r->n_events == 0)
+            continue;
+        /* An append's events commit together: the first says for all of them. */
+        char ids[64];
+        snprintf(ids, sizeof ids, "{%s}", r->events[0].event_id);
+        const char *p[] = {ids};
+        PGresult *res = PQexecParams(conn, sql, 1, NULL, p, NULL, NULL, 0);
+        bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+        written[i] = ok && strcmp(PQgetvalue(res, 0, 0), "0") != 0;
+        PQclear(res);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
+
+/* The connection broke before the batch's commit was answered: the transaction may have
+ * committed or not. Each job gets its true outcome: its own answer when it wrote nothing or
+ * the batch is found committed, "not stored" when its events are not in the log, and, when
+ * the database does not come back within RESOLVE_WAIT_MS to say, APP_OUTCOME_UNKNOWN. */
+static void resolve_batch(pg_ctx *c, int pid, append_job **jobs, size_t n, const app_error *cause)
+{
+    bool *written = calloc(n, sizeof *written);
+    bool resolved = false;
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    for (;;) {
+        app_error cerr = APP_ERROR_INIT;
+        PGconn *conn = NULL;
+        if (written && pg_connect(c->store->dsn, c->store->connect_timeout_s, &conn, &cerr) == 0) {
+            resolved = resolve_on(conn, c->schema, pid, jobs, n, written) == 0;
+            if (resolved && !c->conn)
+                c->conn = conn; /* the committer goes on with it */
+            else
+                PQfinish(conn);
+        }
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double waited = (double)(now.tv_sec - started.tv_sec) * 1000.0 +
+                        (double)(now.tv_nsec - started.tv_nsec) / 1e6;
+        if (resolved || !written || waited >= RESOLVE_WAIT_MS)
+            break;
+        sleep_ms(200);
+    }
+    size_t stored = 0, lost = 0, unknown = 0;
+    for (size_t i = 0; i < n; i++) {
+        append_job *job = jobs[i];
+        if (job->answered && job->rc != 0)
+            continue; /* it wrote nothing, whatever became of the others */
+        if (resolved && written[i] && job->answered) {
+            stored++; /* committed, as it answered */
+            continue;
+        }
+        app_error err = APP_ERROR_INIT;
+        if (resolved && written[i]) {
+            /* Committed, its answer lost: its events are stored, but what the append returned
+             * (the version, the positions) is not known here; a retry with the same
+             * Idempotency-Key answers from the record. */
+            app_error_set(&err, APP_EUNAVAIL, APP_OUTCOME_UNKNOWN);
+            app_error_detail(&err, "the append committed, but its answer was lost: %s",
+                             cause->detail);
+            unknown++;
+        } else if (resolved) {
+            app_error_set(&err, APP_EUNAVAIL, "event store append failed");
+            app_error_detail(&err, "not stored: %s", cause->detail);
+            lost++;
+        } else {
+            app_error_set(&err, APP_EUNAVAIL, APP_OUTCOME_UNKNOWN);
+            app_error_detail(&err,
+                             "the connection broke before the commit was answered, and "
+                             "the database has not come back to say: %s",
+                             cause->detail);
+            unknown++;
+        }
+        job_fail(job, &err);
+    }
+    free(written);
+    log_warn("event store committer for %s lost its connection during a batch of %zu: %zu "
+             "committed, %zu not stored, %zu unknown (%s)",
+             c->schema, n, stored, lost, unknown, cause->detail);
+}
+
 /* Writes jobs in one transaction, pipelined: BEGIN, the context's advisory lock, one
  * es_append per job, NOTIFY, COMMIT, then one sync. Returns 0 when it committed (each job
  * then holds its own outcome), else fails every job and returns the error code;
@@ -451,11 +586,14 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
 {
     app_error err = APP_ERROR_INIT;
     *retry_alone = false;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         jobs[i]->batch = n;
+        jobs[i]->answered = false;
+    }
     if (committer_connect(c, &err) < 0)
         goto fail;
     PGconn *conn = c->conn;
+    int pid = PQbackendPID(conn);
     if (!PQenterPipelineMode(conn)) {
         pg_result_error(conn, NULL, "entering pipeline mode", &err);
         goto drop;
@@ -479,8 +617,9 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
     sent = sent && PQsendQueryParams(conn, c->notify_sql, 0, NULL, NULL, NULL, NULL, 0) &&
            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn);
     if (!sent) {
+        /* Part of it may have reached the server (a COMMIT runs when it arrives): ask. */
         pg_result_error(conn, NULL, "sending the append batch", &err);
-        goto drop;
+        goto broken;
     }
 
     /* Results arrive per query, each followed by NULL, then the sync. Blocking mode is safe
@@ -525,6 +664,7 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
     if (!failed)
         pg_result_error(conn, NULL, "committing the append batch", &err);
     if (synced && PQstatus(conn) == CONNECTION_OK && PQexitPipelineMode(conn)) {
+        /* The server answered every statement and refused the batch: nothing committed. */
         PGresult *res = PQexec(conn, "ROLLBACK");
         bool clean = res && PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
@@ -533,6 +673,21 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
             goto fail;
         }
     }
+broken:
+    /* The connection broke (a restart, a crash, the network) before the commit's answer. */
+    PQfinish(c->conn);
+    c->conn = NULL;
+    if (err.code == 0 || err.code == APP_EINTERNAL) {
+        char detail[sizeof err.detail];
+        snprintf(detail, sizeof detail, "%s", err.detail);
+        app_error_set(&err, APP_EUNAVAIL, "event store append failed");
+        app_error_detail(&err, "%s", detail);
+    }
+    resolve_batch(c, pid, jobs, n, &err);
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->rc != 0)
+            return APP_EUNAVAIL;
+    return 0;
 drop:
     PQfinish(c->conn);
     c->conn = NULL;

@@ -8,6 +8,7 @@
 #   services.sh stop-redis RUN_DIR                 stop Redis only (tests of an outage)
 #   services.sh start-postgres RUN_DIR PG_PORT     start PostgreSQL only
 #   services.sh stop-postgres RUN_DIR              stop PostgreSQL only (tests of an outage)
+#   services.sh restart-postgres RUN_DIR MODE      pg_ctl restart -m MODE (fast or immediate)
 #   services.sh status RUN_DIR                     exit 0 only if both answer
 #   services.sh env RUN_DIR                        APP_POSTGRES_DSN=... and APP_REDIS_URL=...
 #   services.sh free-port [NOT_THIS_PORT]...       a free loopback port in 20000-60000
@@ -457,6 +458,23 @@ stop-postgres)
     [ -d "$2" ] || exit 0
     open_run_dir "$2"
     pg_stop
+    ;;
+restart-postgres)
+    [ $# -eq 3 ] || usage
+    case "$3" in
+    fast | immediate) ;;
+    *) die "restart-postgres: MODE is fast or immediate, not $3" ;;
+    esac
+    open_run_dir "$2"
+    pg_paths
+    pg_running || die "PostgreSQL of $RUN is not running"
+    # 9>&-: the server must not inherit (and so hold) the lock of the run directory.
+    as_pg "$PGBIN/pg_ctl" -D "$PG_ROOT/data" -l "$PG_ROOT/postgres.log" -m "$3" -w \
+        -t "$WAIT_SECONDS" restart >/dev/null 2>&1 9>&- || {
+        log_tail "$PG_ROOT/postgres.log"
+        die "PostgreSQL of $RUN did not restart (-m $3)"
+    }
+    say "postgres: restarted (-m $3)"
     ;;
 status)
     [ $# -eq 2 ] || usage

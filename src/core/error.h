@@ -61,6 +61,11 @@ int app_error_http_status(int code);
 const char *app_error_title(int code);
 /* Stable slug for problem "type" and logs, e.g. "conflict". */
 const char *app_error_slug(int code);
+
+/* The message of an APP_EUNAVAIL whose write may or may not have happened (the database went
+ * away between the commit and its answer, and is not back to say): the HTTP layer tells the
+ * client to send the request again with the same Idempotency-Key. */
+#define APP_OUTCOME_UNKNOWN "outcome unknown"
 /* The code a slug stands for ("conflict" is APP_ECONFLICT, "internal-error" APP_EINTERNAL),
  * or 0 when no code has that slug. */
 int app_error_code_of_slug(const char *slug);

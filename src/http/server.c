@@ -476,7 +476,13 @@ static bool http_known_code(int rc)
  * try again; the request id finds the rest in the log. */
 static void http_generic_error(app_error *err, int code)
 {
-    if (code == APP_EUNAVAIL) {
+    if (code == APP_EUNAVAIL && strcmp(err->message, APP_OUTCOME_UNKNOWN) == 0) {
+        app_error_set(err, code, APP_OUTCOME_UNKNOWN);
+        app_error_detail(err, "outcome unknown: the database went away before it confirmed "
+                              "this request, which may or may not have taken effect; send it "
+                              "again with the same Idempotency-Key to get its outcome (without "
+                              "one it may run twice)");
+    } else if (code == APP_EUNAVAIL) {
         app_error_set(err, code, "service unavailable");
         app_error_detail(err, "something this request needs is not available right now; try "
                               "again shortly (the request id identifies it in the logs)");

@@ -18,6 +18,7 @@
 #include "adapters/postgres/pg_migrate.h"
 #include "adapters/postgres/pg_pool.h"
 #include "core/uuid.h"
+#include "test/support/pg_proxy.h"
 #include "test/support/services.h"
 
 #define CTX     "pgtest_es"  /* schema pgtest_es_ctx */
@@ -892,6 +893,97 @@ static void test_unavailable(void **state)
     pg_event_store_free(down);
 }
 
+/* ---- the commit's outcome when the connection breaks (test/support/pg_proxy) ------------- */
+
+/* An append through a proxy that breaks the connection at the commit as fault says; returns
+ * its result code, with the error in *err and the stream it wrote to in stream. */
+static int append_cut(pg_proxy_fault fault, char *stream, size_t size, es_append_result *res,
+                      app_error *err)
+{
+    pg_proxy *proxy = NULL;
+    assert_int_equal(pg_proxy_start(&proxy, atoi(ts_env("APP_TEST_PG_PORT"))), 0);
+    char via[512];
+    snprintf(via, sizeof via, "%s port=%d sslmode=disable gssencmode=disable", dsn,
+             pg_proxy_port(proxy));
+    pg_event_store_options opts = PG_EVENT_STORE_OPTIONS_INIT;
+    opts.dsn = via;
+    opts.pool_size = 1;
+    pg_event_store *cut = NULL;
+    assert_int_equal(pg_event_store_new(&cut, &opts, err), 0);
+    es_store p = pg_event_store_port(cut);
+    new_stream(stream, size);
+    char id[UUID_STR_LEN];
+    uuid_v4(id);
+    es_new_event ev = {id, "t.cut.happened", 1, "{}", "{}"};
+    es_append_req req = {CTX, stream, ES_NO_STREAM, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
+    /* A first append opens the committer's connection, so the next commit is the one cut. */
+    char warm[64];
+    new_stream(warm, sizeof warm);
+    char wid[UUID_STR_LEN];
+    uuid_v4(wid);
+    es_new_event wev = {wid, "t.cut.happened", 1, "{}", "{}"};
+    es_append_req wreq = {CTX, warm, ES_NO_STREAM, &wev, 1, NULL, 0, NULL, 0, NULL, NULL};
+    assert_int_equal(p.ops->append(p.self, &wreq, res, err), 0);
+    pg_proxy_arm(proxy, fault);
+    int rc = p.ops->append(p.self, &req, res, err);
+    assert_int_equal(pg_proxy_cuts(proxy), 1);
+    pg_event_store_free(cut);
+    pg_proxy_stop(proxy);
+    return rc;
+}
+
+static long long events_of(const char *stream)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM " CTX "_ctx.events WHERE stream_id = '%s'",
+             stream);
+    return query_int(sql);
+}
+
+/* The COMMIT never reached the server: "not stored", and nothing is. */
+static void test_commit_lost_on_the_way(void **state)
+{
+    (void)state;
+    char stream[64];
+    es_append_result res;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(append_cut(PGP_DROP_COMMIT, stream, sizeof stream, &res, &err), APP_EUNAVAIL);
+    assert_string_equal(err.message, "event store append failed");
+    assert_non_null(strstr(err.detail, "not stored"));
+    assert_int_equal(events_of(stream), 0);
+}
+
+/* The server committed and answered everything but COMMIT: the append succeeded, and says so
+ * with its result. */
+static void test_commit_answer_lost(void **state)
+{
+    (void)state;
+    char stream[64];
+    es_append_result res = {0};
+    app_error err = APP_ERROR_INIT;
+    if (append_cut(PGP_LOSE_COMMIT_REPLY, stream, sizeof stream, &res, &err) != 0)
+        fail_msg("an append that committed failed: %s: %s", err.message, err.detail);
+    assert_int_equal(res.version, 1);
+    assert_true(res.last_position > 0);
+    assert_int_equal(events_of(stream), 1);
+}
+
+/* The server committed and every answer after the client's COMMIT was lost: the events are
+ * stored but the append's own answer is not known, so the outcome is reported unknown
+ * (a retry with the Idempotency-Key answers from its record). */
+static void test_every_answer_lost(void **state)
+{
+    (void)state;
+    char stream[64];
+    es_append_result res;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(append_cut(PGP_LOSE_ALL_REPLIES, stream, sizeof stream, &res, &err),
+                     APP_EUNAVAIL);
+    assert_string_equal(err.message, APP_OUTCOME_UNKNOWN);
+    assert_non_null(strstr(err.detail, "committed"));
+    assert_int_equal(events_of(stream), 1);
+}
+
 /* The committer's connection dies between batches: the next append reconnects. */
 static void test_committer_reconnects(void **state)
 {
@@ -1140,6 +1232,9 @@ int main(void)
         cmocka_unit_test(test_ping),
         cmocka_unit_test(test_wakeup_across_stores),
         cmocka_unit_test(test_unavailable),
+        cmocka_unit_test(test_commit_lost_on_the_way),
+        cmocka_unit_test(test_commit_answer_lost),
+        cmocka_unit_test(test_every_answer_lost),
         cmocka_unit_test(test_committer_reconnects),
         cmocka_unit_test(test_wakeup_after_listener_loss),
         cmocka_unit_test(test_dead_letters),

@@ -144,6 +144,17 @@ int ts_pg_start(void)
     return services_script("start-postgres", "APP_TEST_PG_PORT");
 }
 
+int ts_pg_restart(const char *mode)
+{
+    char *argv[] = {"sh",
+                    TS_SERVICES_SCRIPT,
+                    "restart-postgres",
+                    (char *)(uintptr_t)ts_env("APP_TEST_RUN_DIR"),
+                    (char *)(uintptr_t)mode,
+                    NULL};
+    return run_command(argv);
+}
+
 long long ts_sql_int(const char *sql)
 {
     int out[2];

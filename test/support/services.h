@@ -20,6 +20,8 @@ int ts_redis_start(void);
  * disconnected, the data is kept; start-postgres brings it back on the same port). */
 int ts_pg_stop(void);
 int ts_pg_start(void);
+/* pg_ctl restart -m mode ("fast" or "immediate") of the tests' PostgreSQL. */
+int ts_pg_restart(const char *mode);
 
 /* Runs one SQL statement with psql against $APP_POSTGRES_DSN and returns the integer it
  * answers (e.g. a count). Fails the test when psql fails or answers no number. */
