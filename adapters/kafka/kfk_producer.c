@@ -48,12 +48,18 @@ int kfk_producer_new(rd_kafka_t **out, const kfk_options *o, kfk_dr_fn dr, kfk_e
         return app_error_set(err, APP_ENOMEM, "out of memory");
     /* Idempotence keeps one partition's messages in order and written once across
      * librdkafka's own retries; the relay never lets a message time out inside librdkafka
-     * (which could leave a gap before later messages), it purges and produces again. */
+     * (which could leave a gap before later messages), it purges and produces again. And a
+     * batch the broker refuses must not be followed by later messages of its partition, or a
+     * stream's retried event would land after its successors: with the gapless guarantee
+     * such a refusal is a fatal error instead, the relay replaces the producer and produces
+     * again, in log order, from the first event not acknowledged. */
     int rc = kfk_set(conf, "bootstrap.servers", o->brokers, err);
     if (rc == 0)
         rc = kfk_set(conf, "client.id", o->client_id, err);
     if (rc == 0)
         rc = kfk_set(conf, "enable.idempotence", "true", err);
+    if (rc == 0)
+        rc = kfk_set(conf, "enable.gapless.guarantee", "true", err);
     if (rc == 0)
         rc = kfk_set(conf, "acks", "all", err);
     if (rc == 0)
