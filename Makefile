@@ -25,18 +25,21 @@ SUPPORT_SRC:= $(shell find test/support -name '*.c' 2>/dev/null | sort)
 UNIT_SRC   := $(wildcard test/unit/test_*.c)
 INTEG_SRC  := $(wildcard test/integration/test_*.c)
 E2E_SRC    := $(wildcard test/e2e/test_*.c)
+# Long runs, not part of `make test`: `make soak`.
+SOAK_SRC   := $(wildcard test/soak/test_*.c)
 # The harness's checks of itself (must_fail_*, and the leaky stand-in app they start).
 HARNESS_SRC:= $(wildcard test/harness/*.c)
 
 REL_OBJ    := $(patsubst %.c,build/release/%.o,$(LIB_SRC))
 TEST_OBJ   := $(patsubst %.c,build/test/%.o,$(LIB_SRC) $(SUPPORT_SRC))
-TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC) $(HARNESS_SRC))
+TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC) $(HARNESS_SRC) \
+              $(SOAK_SRC))
 
 # Generated sources are kept, not removed as intermediates between the two builds.
 .SECONDARY: $(GEN_SRC)
 
 .PHONY: all test test-build unit-test test-stress lint format clean run run-split bench migrations \
-        fuzz fuzz-build
+        fuzz fuzz-build soak
 all: app
 
 app: build/release/src/main.o $(REL_OBJ)
@@ -92,6 +95,13 @@ test-build:
 	@sh test/tools/gotool.sh test/tools/kongcheck >/dev/null
 	@sh test/tools/otelcol/build.sh >/dev/null
 	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
+
+# Steady mixed load for SOAK_MINUTES (default 30) against the sanitized app: RSS and open
+# file descriptors flat, no failed request, no leak at exit (test/soak/test_soak.c).
+SOAK_MINUTES ?= 30
+soak: test-build
+	SOAK_MINUTES=$(SOAK_MINUTES) APP_TEST_TIMEOUT=$$(( $(SOAK_MINUTES) * 60 + 600 )) \
+	sh test/run.sh soak
 
 # The whole suite RUNS times (default 5) under stress-ng on every core.
 RUNS ?= 5

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the built cmocka test programs: the harness's checks of itself, unit tests without
 # services, then integration and end-to-end tests against a fresh private PostgreSQL, Redis
-# and Kafka broker. Usage: test/run.sh [unit|all] (also: integration, e2e); APP_TEST_ONLY,
+# and Kafka broker. Usage: test/run.sh [unit|all] (also: integration, e2e, soak); APP_TEST_ONLY,
 # a shell pattern, runs only the programs whose name matches (e.g. 'test_outages').
 # Prints a summary and exits non-zero if anything failed: a failed test, a failed group
 # setup or teardown, a crash, a timeout, a sanitizer report in the log of any app a test
@@ -17,8 +17,9 @@ unit) kinds="unit" ;;
 integration) kinds="integration" ;;
 e2e) kinds="e2e" ;;
 all) kinds="unit integration e2e" ;;
+soak) kinds="soak" ;; # make soak: long, never part of all
 *)
-    echo "usage: $0 [unit|integration|e2e|all]" >&2
+    echo "usage: $0 [unit|integration|e2e|all|soak]" >&2
     exit 2
     ;;
 esac
