@@ -154,14 +154,9 @@ static void load_for(int more)
 
 static bool projected(void *arg)
 {
-    const char *id = arg;
-    const char *prefix = getenv("APP_REDIS_KEY_PREFIX");
-    char cmd[768], out[128];
-    snprintf(cmd, sizeof cmd,
-             "redis-cli -u '%s' --raw EVAL \"return #redis.call('KEYS', ARGV[1])\" 0 "
-             "'%suser.projection@*:user:%s'",
-             ts_env("APP_REDIS_URL"), prefix ? prefix : "app:", id);
-    return ts_run(cmd, out, sizeof out) == 0 && atoi(out) > 0;
+    char key[64];
+    snprintf(key, sizeof key, "user:%s", (const char *)arg);
+    return ts_read_model_has("user.projection", key);
 }
 
 static void test_restarts_under_load_lose_nothing(void **state)

@@ -71,14 +71,9 @@ static double metric(const char *series)
 /* Whether the user projection holds user id in the read store (any generation). */
 static bool projected(void *arg)
 {
-    const char *id = arg;
-    const char *prefix = getenv("APP_REDIS_KEY_PREFIX");
-    char cmd[768], out[128];
-    snprintf(cmd, sizeof cmd,
-             "redis-cli -u '%s' --raw EVAL \"return #redis.call('KEYS', ARGV[1])\" 0 "
-             "'%suser.projection@*:user:%s'",
-             ts_env("APP_REDIS_URL"), prefix ? prefix : "app:", id);
-    return ts_run(cmd, out, sizeof out) == 0 && atoi(out) > 0;
+    char key[64];
+    snprintf(key, sizeof key, "user:%s", (const char *)arg);
+    return ts_read_model_has("user.projection", key);
 }
 
 static void wait_projected(const char *id, const char *why)

@@ -144,6 +144,17 @@ int ts_pg_start(void)
     return services_script("start-postgres", "APP_TEST_PG_PORT");
 }
 
+bool ts_read_model_has(const char *projection, const char *key)
+{
+    const char *prefix = getenv("APP_REDIS_KEY_PREFIX");
+    char cmd[768], out[128];
+    snprintf(cmd, sizeof cmd,
+             "redis-cli -u '%s' --raw EVAL \"return #redis.call('KEYS', ARGV[1])\" 0 "
+             "'%s%s@*:%s'",
+             ts_env("APP_REDIS_URL"), prefix ? prefix : "app:", projection, key);
+    return ts_run(cmd, out, sizeof out) == 0 && atoi(out) > 0;
+}
+
 int ts_pg_restart(const char *mode)
 {
     char *argv[] = {"sh",

@@ -23,6 +23,10 @@ int ts_pg_start(void);
 /* pg_ctl restart -m mode ("fast" or "immediate") of the tests' PostgreSQL. */
 int ts_pg_restart(const char *mode);
 
+/* Whether the read store holds key of projection in any generation (the key
+ * "<redis.key_prefix><projection>@<generation>:<key>"), asked with redis-cli. */
+bool ts_read_model_has(const char *projection, const char *key);
+
 /* Runs one SQL statement with psql against $APP_POSTGRES_DSN and returns the integer it
  * answers (e.g. a count). Fails the test when psql fails or answers no number. */
 long long ts_sql_int(const char *sql);

@@ -550,6 +550,19 @@ static void test_loader_refuses_broken_files(void **state)
 
 /* ---- the Dockerfile ------------------------------------------------------------------------ */
 
+/* The Dockerfile's runtime stage: its text from the last FROM on. */
+static const char *runtime_stage(void)
+{
+    static char text[16384];
+    FILE *f = fopen("Dockerfile", "r");
+    assert_non_null(f);
+    text[fread(text, 1, sizeof text - 1, f)] = '\0';
+    fclose(f);
+    const char *last = strstr(text, "\nFROM debian:12-slim\n");
+    assert_non_null(last);
+    return last;
+}
+
 static void test_dockerfile_passes_buildkits_checks(void **state)
 {
     (void)state;
@@ -573,13 +586,7 @@ static void test_dockerfile_passes_buildkits_checks(void **state)
     assert_non_null(strstr(out, "unknown instruction: EXPOZE"));
 
     /* Runs as a user of its own, and starts the app. */
-    static char text[16384];
-    FILE *f = fopen("Dockerfile", "r");
-    assert_non_null(f);
-    text[fread(text, 1, sizeof text - 1, f)] = '\0';
-    fclose(f);
-    const char *last = strstr(text, "\nFROM debian:12-slim\n");
-    assert_non_null(last);
+    const char *last = runtime_stage();
     assert_non_null(strstr(last, "\nUSER app:app\n"));
     assert_non_null(strstr(last, "ENTRYPOINT [\"/usr/local/bin/app\""));
 }
@@ -592,7 +599,7 @@ static void test_image_has_the_apps_libraries(void **state)
     ts_require_tool("dpkg-query", "dpkg");
     ts_require_tool("readelf", "binutils");
     char cmd[1024];
-    static char out[16384], text[16384];
+    static char out[16384];
     snprintf(
         cmd, sizeof cmd,
         "set -e; for lib in $(readelf -d '%s' | sed -n 's/.*Shared library: \\[\\(.*\\)\\]/\\1/p' "
@@ -602,12 +609,7 @@ static void test_image_has_the_apps_libraries(void **state)
         ts_app_binary());
     if (ts_run(cmd, out, sizeof out) != 0)
         fail_msg("cannot list the app's libraries:\n%s", out);
-    FILE *f = fopen("Dockerfile", "r");
-    assert_non_null(f);
-    text[fread(text, 1, sizeof text - 1, f)] = '\0';
-    fclose(f);
-    const char *last = strstr(text, "\nFROM debian:12-slim\n");
-    assert_non_null(last);
+    const char *last = runtime_stage();
     int n = 0;
     for (char *pkg = strtok(out, "\n"); pkg; pkg = strtok(NULL, "\n"), n++) {
         char word[128];
