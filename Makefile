@@ -25,8 +25,8 @@ SUPPORT_SRC:= $(shell find test/support -name '*.c' 2>/dev/null | sort)
 UNIT_SRC   := $(wildcard test/unit/test_*.c)
 INTEG_SRC  := $(wildcard test/integration/test_*.c)
 E2E_SRC    := $(wildcard test/e2e/test_*.c)
-# Long runs, not part of `make test`: `make soak`.
-SOAK_SRC   := $(wildcard test/soak/test_*.c)
+# Long runs, not part of `make test`: `make soak`, `make chaos`.
+SOAK_SRC   := $(wildcard test/soak/test_*.c) $(wildcard test/chaos/test_*.c)
 # The harness's checks of itself (must_fail_*, and the leaky stand-in app they start).
 HARNESS_SRC:= $(wildcard test/harness/*.c)
 
@@ -39,7 +39,7 @@ TEST_BINS  := $(patsubst %.c,build/test/%,$(UNIT_SRC) $(INTEG_SRC) $(E2E_SRC) $(
 .SECONDARY: $(GEN_SRC)
 
 .PHONY: all test test-build unit-test test-stress lint format clean run run-split bench migrations \
-        fuzz fuzz-build soak
+        fuzz fuzz-build soak chaos
 all: app
 
 app: build/release/src/main.o $(REL_OBJ)
@@ -102,6 +102,14 @@ SOAK_MINUTES ?= 30
 soak: test-build
 	SOAK_MINUTES=$(SOAK_MINUTES) APP_TEST_TIMEOUT=$$(( $(SOAK_MINUTES) * 60 + 600 )) \
 	sh test/run.sh soak
+
+# Mixed load against two app processes for CHAOS_SECONDS (default 600) while PostgreSQL,
+# Redis, the Kafka broker and the apps themselves are restarted or killed on a fixed seed
+# (CHAOS_SEED); then nothing may be lost (test/chaos/test_chaos.c).
+CHAOS_SECONDS ?= 600
+chaos: test-build
+	CHAOS_SECONDS=$(CHAOS_SECONDS) APP_TEST_TIMEOUT=$$(( $(CHAOS_SECONDS) + 900 )) \
+	sh test/run.sh chaos
 
 # The whole suite RUNS times (default 5) under stress-ng on every core.
 RUNS ?= 5

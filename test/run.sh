@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the built cmocka test programs: the harness's checks of itself, unit tests without
 # services, then integration and end-to-end tests against a fresh private PostgreSQL, Redis
-# and Kafka broker. Usage: test/run.sh [unit|all] (also: integration, e2e, soak); APP_TEST_ONLY,
-# a shell pattern, runs only the programs whose name matches (e.g. 'test_outages').
+# and Kafka broker. Usage: test/run.sh [unit|all] (also: integration, e2e, soak, chaos);
+# APP_TEST_ONLY, a shell pattern, runs only the programs whose name matches (e.g.
+# 'test_outages').
 # Prints a summary and exits non-zero if anything failed: a failed test, a failed group
 # setup or teardown, a crash, a timeout, a sanitizer report in the log of any app a test
 # started, or, under CI=true, a skipped test.
@@ -17,9 +18,10 @@ unit) kinds="unit" ;;
 integration) kinds="integration" ;;
 e2e) kinds="e2e" ;;
 all) kinds="unit integration e2e" ;;
-soak) kinds="soak" ;; # make soak: long, never part of all
+soak) kinds="soak" ;;   # make soak: long, never part of all
+chaos) kinds="chaos" ;; # make chaos: likewise
 *)
-    echo "usage: $0 [unit|integration|e2e|all|soak]" >&2
+    echo "usage: $0 [unit|integration|e2e|all|soak|chaos]" >&2
     exit 2
     ;;
 esac
@@ -248,6 +250,7 @@ start_kafka()
     local k attempt port wanted=0
     for k in $kinds; do
         ls "build/test/test/$k"/test_kafka_* >/dev/null 2>&1 && wanted=1
+        [ "$k" != chaos ] || wanted=1
     done
     [ "$wanted" = 1 ] || return 0
     if ! bash "$kafka" available; then
