@@ -70,6 +70,7 @@ typedef struct app {
 
 static void app_report(const char *what, const app_error *err)
 {
+    log_async_stop(); /* the lines logged before it come first */
     fprintf(stderr, "app: %s: %s%s%s\n", what, err->message, err->detail[0] ? ": " : "",
             err->detail);
 }
@@ -587,6 +588,10 @@ static int app_serve(app *a)
      * main thread's sigwait sees them. */
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Log lines go out through one writer thread from here on (core/log.h): no request waits
+     * on stderr. */
+    if (log_async_start(0) != 0)
+        log_warn("could not start the log writer thread; writing log lines directly");
 
     int rc = app_migrate(a, &err);
     if (rc == 0)
@@ -632,6 +637,7 @@ static int app_serve(app *a)
     app_stop_relay(a);
     app_close(a);
     log_info("stopped");
+    log_async_stop();
     return EXIT_SUCCESS;
 }
 

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # make bench: throughput of the release build on this machine, each figure reported as a
 # ratio against a baseline measured in the same run, so results compare across machines.
+# The app runs with the default configuration (log level info: every request logged).
+#   0. the ceilings: pgbench appending one registration's event per transaction with 8
+#      clients (test/bench/append_ceiling.sql, into a schema made by the log's own migration),
+#      and redis-benchmark GET with 50 clients
 #   1. GET /health/live            the HTTP stack alone (baseline for reads)
 #   2. GET /v1/users/{id}          a query through the bus, the worker pool and Redis; then
 #      with an API key and a rate limit (against the plain read)
@@ -18,6 +22,8 @@
 #      HTTP between them) against the monolith's figure of 8
 #  10. the Kafka inbox: events a split order service copies from the user topic into its
 #      database per second, against the rate the user service's relay produced them
+#  12. the access log's cost: the read of 2 and the write of 4 with log level warn (no line
+#      per request), each against itself at info
 #  11. tracing on, every trace sampled (ratio 1.0), exporting to a real OpenTelemetry
 #      Collector (test/tools/otelcol): the read of 2 and the group-commit write of 4, each
 #      against itself untraced
@@ -26,12 +32,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DURATION=${BENCH_DURATION:-10s}
-CONNECTIONS=${BENCH_CONNECTIONS:-64}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
 THREADS=${BENCH_THREADS:-2}
 run_dir=build/bench-run
 services=deploy/local/services.sh
 
 command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+pgbench=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | tail -n 1)
+[ -n "$pgbench" ] || { echo "bench: pgbench is missing: sh deploy/local/deps.sh" >&2; exit 1; }
+command -v redis-benchmark >/dev/null ||
+    { echo "bench: redis-benchmark is missing: apt-get install -y redis-tools" >&2; exit 1; }
 bash deploy/local/kafka.sh available ||
     { echo "bench: the split figures need a Kafka broker: sh deploy/local/deps.sh kafka" >&2; exit 1; }
 [ -x ./app ] || { echo "bench: build ./app first (make app)" >&2; exit 1; }
@@ -59,7 +69,7 @@ bash $services start "$run_dir" "$pg_port" "$redis_port" >/dev/null
 while IFS='=' read -r name value; do
     export "$name=$value"
 done < <(bash $services env "$run_dir")
-export APP_HTTP_LISTEN=127.0.0.1:$http_port APP_LOG_LEVEL=warn
+export APP_HTTP_LISTEN=127.0.0.1:$http_port
 base=http://127.0.0.1:$http_port
 
 start_app()
@@ -103,6 +113,21 @@ bench() # name url [wrk args...]
 }
 
 echo "bench: $(nproc) cores, $DURATION per run, $CONNECTIONS connections, $THREADS wrk threads"
+
+# 0. The ceilings: what PostgreSQL and Redis do by themselves on this machine, now.
+seconds=${DURATION%s}
+PGOPTIONS='--client-min-messages=warning' psql "$APP_POSTGRES_DSN" -qX -v ON_ERROR_STOP=1 \
+    -c 'DROP SCHEMA IF EXISTS bench_ceiling CASCADE' -c 'CREATE SCHEMA bench_ceiling' >/dev/null
+sed 's/{{schema}}/bench_ceiling/g' adapters/postgres/migrations/001_event_store.sql |
+    PGOPTIONS='--client-min-messages=warning' psql "$APP_POSTGRES_DSN" -qX -v ON_ERROR_STOP=1 >/dev/null
+pg_ceiling=$("$pgbench" -n -M prepared -c 8 -j 2 -T "$seconds" -f test/bench/append_ceiling.sql \
+    "$APP_POSTGRES_DSN" 2>&1 | awk '/^tps = / {print $3; exit}')
+[ -n "$pg_ceiling" ] || { echo "bench: pgbench gave no figure" >&2; exit 1; }
+psql "$APP_POSTGRES_DSN" -qX -c 'DROP SCHEMA bench_ceiling CASCADE' >/dev/null
+redis_ceiling=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 50 -n 400000 -t get -q 2>/dev/null |
+    tr '\r' '\n' | awk '/^GET: / {print $2}' | tail -n 1)
+[ -n "$redis_ceiling" ] || { echo "bench: redis-benchmark gave no figure" >&2; exit 1; }
+
 start_app
 id=$(curl -fs "$base/v1/users" -H 'Content-Type: application/json' \
     -d '{"email":"bench.reader@bench.example","name":"Reader"}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
@@ -129,6 +154,17 @@ keyed=$(awk -v a="$keyed_a" -v b="$keyed_b" 'BEGIN { print (a + b) / 2 }')
 stop_app
 APP_POSTGRES_MAX_BATCH=1 start_app
 single=$(bench register-unbatched "$base/v1/users" -s test/bench/register.lua)
+stop_app
+
+# 12. The access log: the same read and write with no line per request, each against a run
+# at info right after it (writes drift down as the tables grow).
+APP_LOG_LEVEL=warn start_app
+read_quiet=$(bench get-user-quiet "$base/v1/users/$id")
+write_quiet=$(bench register-quiet "$base/v1/users" -s test/bench/register.lua)
+stop_app
+start_app
+read_logged=$(bench get-user-logged "$base/v1/users/$id")
+write_logged=$(bench register-logged "$base/v1/users" -s test/bench/register.lua)
 stop_app
 
 # Tracing on at ratio 1.0, every span exported to a real collector (its debug exporter only
@@ -400,6 +436,19 @@ stop_svcs
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 printf '\n%-44s %12s %10s\n' "benchmark" "req/s" "ratio"
+printf '%-44s %12.0f %10s\n' "pgbench append, 1 per tx, 8 clients (ceiling)" "$pg_ceiling" "1.00"
+printf '%-44s %12.0f %10s\n' "  POST /v1/users, group commit (target 2.0)" "$grouped" \
+    "$(ratio "$grouped" "$pg_ceiling")"
+printf '%-44s %12.0f %10s\n' "redis-benchmark GET, 50 clients (ceiling)" "$redis_ceiling" "1.00"
+printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id} (target 0.6)" "$read_user" \
+    "$(ratio "$read_user" "$redis_ceiling")"
+printf '%-44s %12s %10s\n' "the access log: info against warn" "req/s" ""
+printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id}, log level warn" "$read_quiet" "1.00"
+printf '%-44s %12.0f %10s\n' "  the same at info (a line per request)" "$read_logged" \
+    "$(ratio "$read_logged" "$read_quiet")"
+printf '%-44s %12.0f %10s\n' "  POST /v1/users, log level warn" "$write_quiet" "1.00"
+printf '%-44s %12.0f %10s\n' "  the same at info (a line per request)" "$write_logged" \
+    "$(ratio "$write_logged" "$write_quiet")"
 printf '%-44s %12.0f %10s\n' "GET /health/live (baseline)" "$live" "1.00"
 printf '%-44s %12.0f %10s\n' "GET /v1/users/{id} (bus + Redis)" "$read_user" \
     "$(ratio "$read_user" "$live")"
