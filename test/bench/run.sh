@@ -83,8 +83,13 @@ start_app()
     echo "bench: the app did not start; see $run_dir/app.log" >&2
     exit 1
 }
+max_rss_kb=0
 stop_app()
 {
+    # The resident set at the end of each run; the largest is reported (footprint).
+    local rss
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$app_pid/status" 2>/dev/null || echo 0)
+    [ "${rss:-0}" -le "$max_rss_kb" ] || max_rss_kb=$rss
     kill "$app_pid"
     wait "$app_pid" || true
     app_pid=
@@ -123,7 +128,8 @@ sed 's/{{schema}}/bench_ceiling/g' adapters/postgres/migrations/001_event_store.
 pg_ceiling=$("$pgbench" -n -M prepared -c 8 -j 2 -T "$seconds" -f test/bench/append_ceiling.sql \
     "$APP_POSTGRES_DSN" 2>&1 | awk '/^tps = / {print $3; exit}')
 [ -n "$pg_ceiling" ] || { echo "bench: pgbench gave no figure" >&2; exit 1; }
-psql "$APP_POSTGRES_DSN" -qX -c 'DROP SCHEMA bench_ceiling CASCADE' >/dev/null
+PGOPTIONS='--client-min-messages=warning' psql "$APP_POSTGRES_DSN" -qX \
+    -c 'DROP SCHEMA bench_ceiling CASCADE' >/dev/null
 redis_ceiling=$(redis-benchmark -h 127.0.0.1 -p "$redis_port" -c 50 -n 400000 -t get -q 2>/dev/null |
     tr '\r' '\n' | awk '/^GET: / {print $2}' | tail -n 1)
 [ -n "$redis_ceiling" ] || { echo "bench: redis-benchmark gave no figure" >&2; exit 1; }
@@ -137,6 +143,21 @@ read_user=$(bench get-user "$base/v1/users/$id")
 # The same read with an API key required and a rate limit too high to refuse anything: the
 # cost of hashing the key and of every connection drawing from the one caller's bucket.
 stop_app
+# Start-up: from exec to /health/ready answering 200, migrations already applied; the median
+# of five starts (curl every 5 ms, so the figure is a few ms coarse).
+ready_ms=()
+for _ in 1 2 3 4 5; do
+    t0=$(date +%s%N)
+    ./app --config config/app.yaml 2>>"$run_dir/app.log" &
+    app_pid=$!
+    until curl -fs "$base/health/ready" >/dev/null 2>&1; do
+        kill -0 "$app_pid" 2>/dev/null || { echo "bench: the app died; see $run_dir/app.log" >&2; exit 1; }
+        sleep 0.005
+    done
+    ready_ms+=($((($(date +%s%N) - t0) / 1000000)))
+    stop_app
+done
+ready_median=$(printf '%s\n' "${ready_ms[@]}" | sort -n | sed -n 3p)
 bench_key=bench-key-0123456789
 APP_AUTH_ENABLED=true APP_AUTH_API_KEYS="bench:$(printf %s $bench_key | sha256sum | cut -d' ' -f1)" \
     APP_RATE_LIMIT_REQUESTS_PER_MINUTE=60000000 APP_RATE_LIMIT_BURST=1000000 start_app
@@ -442,6 +463,9 @@ printf '%-44s %12.0f %10s\n' "  POST /v1/users, group commit (target 2.0)" "$gro
 printf '%-44s %12.0f %10s\n' "redis-benchmark GET, 50 clients (ceiling)" "$redis_ceiling" "1.00"
 printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id} (target 0.6)" "$read_user" \
     "$(ratio "$read_user" "$redis_ceiling")"
+printf '%-44s %12s %10s\n' "footprint (targets: 64 MB, 100 ms)" "" ""
+printf '%-44s %9.1f MB %10s\n' "  largest RSS of an app at the end of a run" "$(awk -v k="$max_rss_kb" 'BEGIN { print k / 1024 }')" ""
+printf '%-44s %9d ms %10s\n' "  ready after start (median of 5)" "$ready_median" ""
 printf '%-44s %12s %10s\n' "the access log: info against warn" "req/s" ""
 printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id}, log level warn" "$read_quiet" "1.00"
 printf '%-44s %12.0f %10s\n' "  the same at info (a line per request)" "$read_logged" \
