@@ -94,7 +94,7 @@ test-build:
 	@sh test/tools/pyvenv.sh test/tools/requirements.txt python3 >/dev/null
 	@sh test/tools/gotool.sh test/tools/kongcheck >/dev/null
 	@sh test/tools/otelcol/build.sh >/dev/null
-	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS)
+	@$(MAKE) --no-print-directory build/test/app $(TEST_BINS) build/paced
 
 # Steady mixed load for SOAK_MINUTES (default 30) against the sanitized app: RSS and open
 # file descriptors flat, no failed request, no leak at exit (test/soak/test_soak.c).
@@ -173,8 +173,14 @@ run-split:
 	@$(MAKE) --no-print-directory app
 	bash deploy/local/run-split.sh
 
-bench: app
+bench: app build/paced
 	bash test/bench/run.sh
+
+# make bench's constant-rate client (latency percentiles without coordinated omission).
+build/paced: test/bench/paced.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_RELEASE) -o $@ $<
 
 lint:
 	@sh deploy/local/deps.sh lint

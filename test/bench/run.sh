@@ -22,6 +22,8 @@
 #      HTTP between them) against the monolith's figure of 8
 #  10. the Kafka inbox: events a split order service copies from the user topic into its
 #      database per second, against the rate the user service's relay produced them
+#  13. latency under a constant arrival rate (build/paced, timed from when each request was
+#      due): the read of 2 and the write of 4, each at half the rate wrk reached, p50 and p99
 #  12. the access log's cost: the read of 2 and the write of 4 with log level warn (no line
 #      per request), each against itself at info
 #  11. tracing on, every trace sampled (ratio 1.0), exporting to a real OpenTelemetry
@@ -45,6 +47,7 @@ command -v redis-benchmark >/dev/null ||
 bash deploy/local/kafka.sh available ||
     { echo "bench: the split figures need a Kafka broker: sh deploy/local/deps.sh kafka" >&2; exit 1; }
 [ -x ./app ] || { echo "bench: build ./app first (make app)" >&2; exit 1; }
+[ -x build/paced ] || { echo "bench: build build/paced first (make build/paced)" >&2; exit 1; }
 
 rm -rf "$run_dir"
 mkdir -p "$run_dir"
@@ -175,6 +178,28 @@ keyed=$(awk -v a="$keyed_a" -v b="$keyed_b" 'BEGIN { print (a + b) / 2 }')
 stop_app
 APP_POSTGRES_MAX_BATCH=1 start_app
 single=$(bench register-unbatched "$base/v1/users" -s test/bench/register.lua)
+stop_app
+
+# 13. Latency at half the maximum rate of the read and of the write (wrk's figures above),
+# constant arrival rate, 32 connections.
+paced() # rate [paced args...] -> "p50 p99"
+{
+    local rate=$1 out
+    shift
+    out=$(build/paced -a "127.0.0.1:$http_port" -r "$rate" -d "${DURATION%s}" -c 32 "$@") || {
+        echo "bench: paced: requests failed: $out" >&2
+        exit 1
+    }
+    echo "$out" | sed 's/.* p50_ms=\([0-9.]*\) .* p99_ms=\([0-9.]*\) .*/\1 \2/'
+}
+half_read=$(awk -v r="$read_user" 'BEGIN { printf "%d", r / 2 }')
+half_write=$(awk -v r="$grouped" 'BEGIN { printf "%d", r / 2 }')
+start_app
+out=$(paced "$half_read" -p "/v1/users/$id")
+read -r read_p50 read_p99 <<<"$out"
+out=$(paced "$half_write" -m POST -p /v1/users \
+    -b "{\"email\":\"paced%n.$(date +%s)@bench.example\",\"name\":\"Paced\"}")
+read -r write_p50 write_p99 <<<"$out"
 stop_app
 
 # 12. The access log: the same read and write with no line per request, each against a run
@@ -463,6 +488,9 @@ printf '%-44s %12.0f %10s\n' "  POST /v1/users, group commit (target 2.0)" "$gro
 printf '%-44s %12.0f %10s\n' "redis-benchmark GET, 50 clients (ceiling)" "$redis_ceiling" "1.00"
 printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id} (target 0.6)" "$read_user" \
     "$(ratio "$read_user" "$redis_ceiling")"
+printf '%-44s %12s %10s\n' "latency at half the maximum rate (p99 < 10 ms)" "p50 ms" "p99 ms"
+printf '%-44s %12s %10s\n' "  GET /v1/users/{id} at $half_read/s" "$read_p50" "$read_p99"
+printf '%-44s %12s %10s\n' "  POST /v1/users at $half_write/s" "$write_p50" "$write_p99"
 printf '%-44s %12s %10s\n' "footprint (targets: 64 MB, 100 ms)" "" ""
 printf '%-44s %9.1f MB %10s\n' "  largest RSS of an app at the end of a run" "$(awk -v k="$max_rss_kb" 'BEGIN { print k / 1024 }')" ""
 printf '%-44s %9d ms %10s\n' "  ready after start (median of 5)" "$ready_median" ""
