@@ -122,19 +122,21 @@ static void conn_send(conn *c, int64_t intended)
     g.sent++;
 }
 
-/* A whole answer at the start of c->in: its length, or 0 while incomplete. */
-static size_t answer_length(const conn *c, int *status)
+/* A whole answer at the start of c->in: its length, or 0 while incomplete; *closes when it
+ * says the server closes the connection after it. */
+static size_t answer_length(const conn *c, int *status, bool *closes)
 {
     const char *end = memmem(c->in, c->in_len, "\r\n\r\n", 4);
     if (!end)
         return 0;
     size_t head = (size_t)(end - c->in) + 4, body = 0;
     *status = c->in_len > 12 ? atoi(c->in + 9) : 0;
+    *closes = false;
     for (const char *p = c->in; p < end; p++) {
-        if (strncasecmp(p, "\r\ncontent-length:", 17) == 0) {
+        if (strncasecmp(p, "\r\ncontent-length:", 17) == 0)
             body = strtoul(p + 17, NULL, 10);
-            break;
-        }
+        else if (strncasecmp(p, "\r\nconnection: close", 19) == 0)
+            *closes = true;
     }
     return c->in_len >= head + body ? head + body : 0;
 }
@@ -275,7 +277,8 @@ int main(int argc, char **argv)
             c->in_len += (size_t)r;
             int status = 0;
             size_t len;
-            while (c->intended_ns && (len = answer_length(c, &status)) > 0) {
+            bool closes = false;
+            while (c->intended_ns && (len = answer_length(c, &status, &closes)) > 0) {
                 int64_t t = now_ns();
                 record(t - c->intended_ns);
                 if (status >= 200 && status < 300)
@@ -285,6 +288,11 @@ int main(int argc, char **argv)
                 c->intended_ns = 0;
                 memmove(c->in, c->in + len, c->in_len - len);
                 c->in_len -= len;
+                if (closes) { /* the server's limit of requests per connection */
+                    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
+                    close(c->fd);
+                    conn_open(ep, c);
+                }
                 if (c->next_ns <= t && c->next_ns < stop) { /* late: send at once */
                     conn_send(c, c->next_ns);
                     c->next_ns += interval;
