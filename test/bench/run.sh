@@ -87,12 +87,14 @@ start_app()
     exit 1
 }
 max_rss_kb=0
+max_rss_phase=
+phase=start # what the app ran last, named in the footprint line
 stop_app()
 {
     # The resident set at the end of each run; the largest is reported (footprint).
     local rss
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$app_pid/status" 2>/dev/null || echo 0)
-    [ "${rss:-0}" -le "$max_rss_kb" ] || max_rss_kb=$rss
+    [ "${rss:-0}" -le "$max_rss_kb" ] || { max_rss_kb=$rss; max_rss_phase=$phase; }
     kill "$app_pid"
     wait "$app_pid" || true
     app_pid=
@@ -109,6 +111,7 @@ bench() # name url [wrk args...]
 {
     local name=$1 url=$2 out
     shift 2
+    phase=$name
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$@" "$url")
     local bad
     bad=$(echo "$out" | non2xx)
@@ -274,6 +277,7 @@ user_head=$(psql "$APP_POSTGRES_DSN" -qtAX -c "SELECT max(global_position) FROM 
 
 # Baseline: Redis comes back empty; the live projection notices and rebuilds by itself.
 redis-cli -u "$APP_REDIS_URL" FLUSHALL >/dev/null
+phase="rebuilding the user read model"
 t0=$(date +%s.%N)
 start_app
 until curl -fs "$base/health/ready" | grep -q "\"user.projection\":{\"status\":\"running\",\"checkpoint\":$user_head,"; do
@@ -356,6 +360,7 @@ settle_rate() # base url, DSN of the order context's database -> orders settled 
 }
 saga_rate() # lanes -> orders settled per second
 {
+    phase="placement saga, lanes=$1"
     APP_SUBSCRIPTIONS_LANES=$1 APP_ORDER_PLACEMENT_TIMEOUT_MS=3600000 start_app
     settle_rate "$base" "$APP_POSTGRES_DSN"
     stop_app
@@ -493,6 +498,7 @@ printf '%-44s %12s %10s\n' "  GET /v1/users/{id} at $half_read/s" "$read_p50" "$
 printf '%-44s %12s %10s\n' "  POST /v1/users at $half_write/s" "$write_p50" "$write_p99"
 printf '%-44s %12s %10s\n' "footprint (targets: 64 MB, 100 ms)" "" ""
 printf '%-44s %9.1f MB %10s\n' "  largest RSS of an app at the end of a run" "$(awk -v k="$max_rss_kb" 'BEGIN { print k / 1024 }')" ""
+printf '%-44s %12s %10s\n' "    (after: $max_rss_phase)" "" ""
 printf '%-44s %9d ms %10s\n' "  ready after start (median of 5)" "$ready_median" ""
 printf '%-44s %12s %10s\n' "the access log: info against warn" "req/s" ""
 printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id}, log level warn" "$read_quiet" "1.00"
