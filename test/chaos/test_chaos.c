@@ -308,25 +308,15 @@ static cJSON *get(const char *path)
     return j;
 }
 
-/* The streams of schema's log with events of type, and how many each has: one query. */
-/* Stream -> how many events of type it holds, from context schema's log. */
+/* Stream -> how many events of type it holds, from context schema's log: one query. */
 static ts_map *streams_with(const char *schema, const char *type)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd,
-             "psql '%s' -qtAX -F ' ' -c \"SELECT stream_id, count(*) FROM %s.events"
-             " WHERE event_type = '%s' GROUP BY stream_id\"",
-             ts_env("APP_POSTGRES_DSN"), schema, type);
-    FILE *f = popen(cmd, "r");
-    assert_non_null(f);
-    ts_map *out = ts_map_new();
-    char line[160], stream[128];
-    long long n;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "%127s %lld", stream, &n) == 2)
-            ts_map_put(out, stream, n);
-    assert_int_equal(pclose(f), 0);
-    return out;
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT stream_id, count(*) FROM %s.events WHERE event_type = '%s'"
+             " GROUP BY stream_id",
+             schema, type);
+    return ts_sql_map(sql);
 }
 
 /* Whether prefix+id has one more event in set than were already counted; counts it. */

@@ -27,6 +27,7 @@
 #include <postgresql/libpq-fe.h>
 
 #include "test/support/http_client.h"
+#include "test/support/str_map.h"
 
 #define TS_SERVICES_SCRIPT  "deploy/local/services.sh"
 #define TS_START_TIMEOUT_MS 20000
@@ -164,6 +165,40 @@ int ts_pg_restart(const char *mode)
                     (char *)(uintptr_t)mode,
                     NULL};
     return run_command(argv);
+}
+
+ts_map *ts_sql_map(const char *sql)
+{
+    PGconn *conn = PQconnectdb(ts_env("APP_POSTGRES_DSN"));
+    if (PQstatus(conn) != CONNECTION_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", PQerrorMessage(conn));
+        PQfinish(conn);
+        fail_msg("cannot connect to PostgreSQL: %s", why);
+    }
+    PGresult *res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 2) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", PQerrorMessage(conn));
+        PQclear(res);
+        PQfinish(conn);
+        fail_msg("%s: %s", sql, why[0] ? why : "not two columns");
+    }
+    ts_map *m = ts_map_new();
+    for (int i = 0; i < PQntuples(res); i++) {
+        char *end = NULL;
+        long long n = strtoll(PQgetvalue(res, i, 1), &end, 10);
+        if (PQgetisnull(res, i, 0) || !end || *end) {
+            PQclear(res);
+            PQfinish(conn);
+            ts_map_free(m);
+            fail_msg("%s: row %d is not (text, integer)", sql, i);
+        }
+        ts_map_put(m, PQgetvalue(res, i, 0), n);
+    }
+    PQclear(res);
+    PQfinish(conn);
+    return m;
 }
 
 long long ts_sql_int(const char *sql)

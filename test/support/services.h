@@ -31,6 +31,11 @@ bool ts_read_model_has(const char *projection, const char *key);
  * answers (e.g. a count). Fails the test when psql fails or answers no number. */
 long long ts_sql_int(const char *sql);
 
+/* Runs one query against $APP_POSTGRES_DSN whose rows are (text, integer), e.g. a stream and
+ * its count of events, and returns them as a map (test/support/str_map.h; ts_map_free it).
+ * Fails the test when the query fails or a row is not that shape. */
+struct ts_map *ts_sql_map(const char *sql);
+
 /* dsn (a libpq connection string or URI, e.g. $APP_POSTGRES_DSN) with dbname, and user
  * unless NULL, replaced: the same server, another database or role. Written to out (size
  * bytes) as key='value' pairs. Fails the test when dsn does not parse or out is too small. */
