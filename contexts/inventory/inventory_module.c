@@ -14,6 +14,9 @@ static const bus_handler_def inv_commands[] = {
     {"inventory.reserve_stock", inv_reserve_stock, BUS_RETRY_ON_CONFLICT | BUS_IDEMPOTENT},
     /* {"sku","orderId"} -> {"outcome":"released"|"nothing_reserved",...}; idempotent */
     {"inventory.release_stock", inv_release_stock, BUS_RETRY_ON_CONFLICT | BUS_IDEMPOTENT},
+    /* {"sku","orderId"} -> {"outcome":"committed"|"nothing_reserved",...}: the order shipped,
+     * its reserved stock leaves the stock on hand; idempotent */
+    {"inventory.commit_stock", inv_commit_stock, BUS_RETRY_ON_CONFLICT | BUS_IDEMPOTENT},
     {NULL, NULL, 0},
 };
 

@@ -10,6 +10,8 @@ static const bus_handler_def ord_commands[] = {
     {"order.place_order", ord_place_order, 0},
     /* {"id","reason"?} -> the order; idempotent */
     {"order.cancel_order", ord_cancel_order, 0},
+    /* {"id"} -> the order, shipped; idempotent; 409 unless confirmed (or shipped) */
+    {"order.ship_order", ord_ship_order, 0},
     {NULL, NULL, 0},
 };
 
@@ -36,11 +38,8 @@ static const mod_subscription ord_subscriptions[] = {
 
 /* Its contract with the other contexts: what the saga and the placement ask of them. */
 static const char *const ord_sends[] = {
-    ORD_ASK_DESCRIBE_CUSTOMER,
-    ORD_ASK_DESCRIBE_PRODUCT,
-    ORD_ASK_RESERVE_STOCK,
-    ORD_ASK_RELEASE_STOCK,
-    NULL,
+    ORD_ASK_DESCRIBE_CUSTOMER, ORD_ASK_DESCRIBE_PRODUCT, ORD_ASK_RESERVE_STOCK,
+    ORD_ASK_RELEASE_STOCK,     ORD_ASK_COMMIT_STOCK,     NULL,
 };
 
 static const mod_task ord_tasks[] = {

@@ -187,8 +187,8 @@ static void test_api_keys_required(void **state)
     ts_app_stop_clean(&app);
 }
 
-/* Scopes: read is every GET, write the user and order commands, admin products, stock and the
- * audit trails. A missing scope is 403, and nothing runs. */
+/* Scopes: read is every GET, write the user and order commands, admin products, stock,
+ * shipping and the audit trails. A missing scope is 403, and nothing runs. */
 static void test_scopes(void **state)
 {
     (void)state;
@@ -227,6 +227,13 @@ static void test_scopes(void **state)
     expect_problem(&r, 403, "admin");
     tc_response_free(&r);
     assert_int_equal(status_of("GET", "/v1/products/SCOPE-1", alice, NULL), 404);
+    /* Shipping is the warehouse's, not a clerk's: admin, refused before the order is read. */
+    r = call("POST", "/v1/orders/00000000-0000-4000-8000-000000000000/ship", clerk, NULL);
+    expect_problem(&r, 403, "admin");
+    tc_response_free(&r);
+    assert_int_equal(
+        status_of("POST", "/v1/orders/00000000-0000-4000-8000-000000000000/ship", alice, NULL),
+        404);
     ts_app_stop_clean(&app);
 }
 
@@ -329,6 +336,8 @@ static void test_end_users(void **state)
     snprintf(path, sizeof path, "/v1/users/%s/orders", ada);
     assert_int_equal(status_of("GET", path, as_ada, NULL), 200);
     assert_int_equal(status_of("GET", path, as_bob, NULL), 403);
+    snprintf(path, sizeof path, "/v1/orders/%s/ship", order);
+    assert_int_equal(status_of("POST", path, as_ada, NULL), 403); /* not an end user's */
     snprintf(path, sizeof path, "/v1/orders/%s/cancel", order);
     assert_int_equal(status_of("POST", path, as_bob, NULL), 404);
     assert_int_equal(status_of("POST", path, as_ada, NULL), 200);

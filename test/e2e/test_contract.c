@@ -76,7 +76,7 @@ static void test_server_keeps_the_contract(void **state)
     ts_run(cmd, tail, sizeof tail);
     /* Every operation of the contract was tried, each phase ran, and nothing failed. */
     snprintf(cmd, sizeof cmd,
-             "grep -q 'Tested: *17' '%s' && grep -q 'Stateful' '%s' && "
+             "grep -q 'Tested: *18' '%s' && grep -q 'Stateful' '%s' && "
              "! grep -q 'unique failure' '%s'",
              report, report, report);
     char none[64];

@@ -331,6 +331,70 @@ static void test_cancel_confirmed(void **state)
     expect_stock(sku, 4, 0);
 }
 
+/* Ship a confirmed order: shipped at once, and the saga commits each line, which takes the
+ * quantity off onHand and reserved; shipping twice changes nothing; a shipped order cannot
+ * be cancelled, nor a cancelled one shipped; each product's trail ends with the commit. */
+static void test_ship_confirmed(void **state)
+{
+    (void)state;
+    char a[32], b[32], customer[UUID_STR_LEN], id[UUID_STR_LEN], other[UUID_STR_LEN], path[96];
+    new_sku(a, sizeof a, 10);
+    new_sku(b, sizeof b, 5);
+    new_customer(customer);
+    const char *skus[] = {a, b};
+    int qty[] = {3, 2};
+    place(customer, skus, qty, 2, id);
+    expect_outcome(id, "confirmed", "");
+    expect_stock(a, 10, 3);
+    expect_stock(b, 5, 2);
+
+    snprintf(path, sizeof path, "/v1/orders/%s/ship", id);
+    cJSON *o = call_json("POST", path, NULL, 200);
+    assert_string_equal(str(o, "status"), "shipped");
+    int64_t version = num(o, "version");
+    cJSON_Delete(o);
+    expect_stock(a, 7, 0);
+    expect_stock(b, 3, 0);
+    o = call_json("POST", path, NULL, 200);
+    assert_string_equal(str(o, "status"), "shipped");
+    assert_int_equal(num(o, "version"), version);
+    cJSON_Delete(o);
+    snprintf(path, sizeof path, "/v1/orders/%s/cancel", id);
+    o = call_json("POST", path, NULL, 409);
+    assert_string_equal(str(o, "detail"), "order has shipped: it cannot be cancelled");
+    cJSON_Delete(o);
+    snprintf(path, sizeof path, "/v1/orders/%s", id);
+    o = call_json("GET", path, NULL, 200);
+    assert_string_equal(str(o, "status"), "shipped");
+    cJSON_Delete(o);
+    expect_stock(a, 7, 0);
+
+    snprintf(path, sizeof path, "/v1/products/%s/events", a);
+    o = call_json("GET", path, NULL, 200);
+    const cJSON *items = cJSON_GetObjectItem(o, "items");
+    const cJSON *last = cJSON_GetArrayItem(items, cJSON_GetArraySize(items) - 1);
+    assert_string_equal(str(last, "type"), "inventory.product.reservation_committed");
+    const cJSON *data = cJSON_GetObjectItem(last, "data");
+    assert_string_equal(str(data, "orderId"), id);
+    assert_int_equal(num(data, "quantity"), 3);
+    cJSON_Delete(o);
+
+    /* The stock that is left serves the next order; a cancelled one cannot ship. */
+    place(customer, skus, qty, 2, other);
+    expect_outcome(other, "confirmed", "");
+    expect_stock(a, 7, 3);
+    snprintf(path, sizeof path, "/v1/orders/%s/cancel", other);
+    cJSON_Delete(call_json("POST", path, NULL, 200));
+    snprintf(path, sizeof path, "/v1/orders/%s/ship", other);
+    o = call_json("POST", path, NULL, 409);
+    assert_string_equal(str(o, "detail"), "order is cancelled");
+    cJSON_Delete(o);
+    expect_stock(a, 7, 0);
+    expect_stock(b, 3, 0);
+    snprintf(path, sizeof path, "/v1/orders/%s/ship", "00000000-0000-4000-8000-000000000000");
+    cJSON_Delete(call_json("POST", path, NULL, 404));
+}
+
 /* Placing and cancelling with Idempotency-Keys: a retried placement is the first answer
  * (still "pending", as it was) and places no second order; the saga's own commands are not
  * bound to the customer's key, so both lines are reserved. */
@@ -686,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_orders),
         cmocka_unit_test(test_last_line_short),
         cmocka_unit_test(test_cancel_confirmed),
+        cmocka_unit_test(test_ship_confirmed),
         cmocka_unit_test(test_idempotency_keys),
         cmocka_unit_test(test_audit_trail),
         cmocka_unit_test(test_customer_and_product_reasons),

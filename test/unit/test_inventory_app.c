@@ -168,6 +168,14 @@ static int release(fixture *fx, const char *sku, const char *order_id, cJSON **o
     return call(fx, BUS_COMMAND, "inventory.release_stock", payload, out, err);
 }
 
+static int commit_stock(fixture *fx, const char *sku, const char *order_id, cJSON **out,
+                        app_error *err)
+{
+    char payload[256];
+    snprintf(payload, sizeof payload, "{\"sku\":\"%s\",\"orderId\":\"%s\"}", sku, order_id);
+    return call(fx, BUS_COMMAND, "inventory.commit_stock", payload, out, err);
+}
+
 static cJSON *describe(fixture *fx, const char *sku)
 {
     char payload[128];
@@ -512,6 +520,38 @@ static void test_reserve_and_release(void **state)
     assert_outcome(out, "reserved", "RES", order_a);
     cJSON_Delete(out);
     assert_counts(fx, "RES", 5, 3);
+}
+
+/* Commit (the order shipped): the reservation's quantity leaves onHand and reserved, once;
+ * a committed order has nothing left to release. */
+static void test_commit_stock(void **state)
+{
+    fixture *fx = *state;
+    create(fx, "SHIP", 5);
+    cJSON *out;
+    app_error err;
+    assert_int_equal(reserve(fx, "SHIP", order_a, "3", &out, &err), 0);
+    cJSON_Delete(out);
+    assert_int_equal(reserve(fx, "SHIP", order_b, "1", &out, &err), 0);
+    cJSON_Delete(out);
+    assert_int_equal(commit_stock(fx, "SHIP", order_a, &out, &err), 0);
+    assert_outcome(out, "committed", "SHIP", order_a);
+    assert_int_equal(iget(out, "quantity"), 3);
+    cJSON_Delete(out);
+    cJSON *d = event_data(fx, "SHIP", 4, "inventory.product.reservation_committed");
+    assert_string_equal(sget(d, "orderId"), order_a);
+    assert_int_equal(iget(d, "quantity"), 3);
+    cJSON_Delete(d);
+    assert_counts(fx, "SHIP", 2, 1);
+    assert_int_equal(commit_stock(fx, "SHIP", order_a, &out, &err), 0);
+    assert_outcome(out, "nothing_reserved", "SHIP", order_a);
+    cJSON_Delete(out);
+    assert_int_equal(release(fx, "SHIP", order_a, &out, &err), 0);
+    assert_outcome(out, "nothing_reserved", "SHIP", order_a);
+    cJSON_Delete(out);
+    assert_int_equal(stream_len(fx, "SHIP"), 4);
+    assert_counts(fx, "SHIP", 2, 1);
+    assert_int_equal(commit_stock(fx, "NOPE", order_a, &out, &err), APP_ENOTFOUND);
 }
 
 static void test_reservation_errors(void **state)
@@ -1328,14 +1368,15 @@ static void test_descriptor(void **state)
         /* Per order: a caller in another process may send them again after a lost answer. */
         {"inventory.reserve_stock", BUS_RETRY_ON_CONFLICT | BUS_IDEMPOTENT},
         {"inventory.release_stock", BUS_RETRY_ON_CONFLICT | BUS_IDEMPOTENT},
+        {"inventory.commit_stock", BUS_RETRY_ON_CONFLICT | BUS_IDEMPOTENT},
     };
     size_t n = 0;
     for (const bus_handler_def *d = inventory_module.commands; d->name; d++, n++) {
-        assert_true(n < 4);
+        assert_true(n < 5);
         assert_string_equal(d->name, commands[n].name);
         assert_int_equal(d->flags, commands[n].flags);
     }
-    assert_int_equal(n, 4);
+    assert_int_equal(n, 5);
     n = 0;
     for (const bus_handler_def *d = inventory_module.queries; d->name; d++, n++)
         assert_int_equal(strncmp(d->name, "inventory.", 10), 0);
@@ -1361,6 +1402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_add_stock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stock_ceiling, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reserve_and_release, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_stock, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reservation_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflict_is_decided_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reservations, setup, teardown),

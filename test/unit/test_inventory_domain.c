@@ -204,18 +204,64 @@ static void test_fold(void **state)
     inv_product_free(NULL);
 }
 
+/* Commit: the order shipped, so its reserved quantity leaves onHand and reserved, once. */
+static void test_commit(void **state)
+{
+    (void)state;
+    inv_product p;
+    made(&p, 5);
+    inv_event ev;
+    size_t n;
+    bool short_;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(inv_decide_commit(&p, order_a, &ev, &n, &err), 0);
+    assert_int_equal(n, 0); /* holds nothing */
+    assert_int_equal(inv_decide_reserve(&p, order_a, 3, &ev, &n, &short_, &err), 0);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    assert_int_equal(inv_decide_reserve(&p, order_b, 1, &ev, &n, &short_, &err), 0);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    assert_int_equal(p.reserved, 4);
+
+    assert_int_equal(inv_decide_commit(&p, order_a, &ev, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ev.kind, INV_EV_COMMITTED);
+    assert_int_equal(ev.quantity, 3);
+    assert_string_equal(ev.order_id, order_a);
+    assert_int_equal(inv_apply(&p, &ev, &err), 0);
+    assert_int_equal(p.on_hand, 2);
+    assert_int_equal(p.reserved, 1);
+    assert_int_equal(p.n_reservations, 1);
+    assert_int_equal(inv_reserved_for(&p, order_a), 0);
+    assert_int_equal(inv_reserved_for(&p, order_b), 1);
+    /* Committed once: again is nothing, and so is releasing it. */
+    assert_int_equal(inv_decide_commit(&p, order_a, &ev, &n, &err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(inv_decide_release(&p, order_a, &ev, &n, &err), 0);
+    assert_int_equal(n, 0);
+    /* The stock that is left is what a new order can have. */
+    assert_int_equal(inv_decide_reserve(&p, order_a, 2, &ev, &n, &short_, &err), 0);
+    assert_true(short_);
+    assert_int_equal(inv_decide_reserve(&p, order_a, 1, &ev, &n, &short_, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(p.version, 4);
+    assert_int_equal(inv_decide_commit(&(inv_product){0}, order_a, &ev, &n, &err), APP_ENOTFOUND);
+    inv_product_free(&p);
+}
+
 static void test_event_round_trip(void **state)
 {
     (void)state;
     app_error err = APP_ERROR_INIT;
-    inv_event in[4], out;
+    inv_event in[5], out;
     assert_int_equal(inv_decide_create("SKU-9", "Wid\"get", &eur, 7, &in[0], &err), 0);
     in[1] = (inv_event){.kind = INV_EV_STOCK_RESERVED, .sku = "SKU-9", .quantity = 2};
     strcpy(in[1].order_id, order_a);
     in[2] = (inv_event){.kind = INV_EV_STOCK_ADDED, .sku = "SKU-9", .quantity = 4};
     in[3] = (inv_event){.kind = INV_EV_RELEASED, .sku = "SKU-9", .quantity = 2};
     strcpy(in[3].order_id, order_b);
-    for (int i = 0; i < 4; i++) {
+    in[4] = (inv_event){.kind = INV_EV_COMMITTED, .sku = "SKU-9", .quantity = 5};
+    strcpy(in[4].order_id, order_a);
+    for (int i = 0; i < 5; i++) {
         char *data = NULL;
         assert_int_equal(inv_event_encode(&in[i], &data, &err), 0);
         assert_int_equal(inv_event_decode(inv_event_type(in[i].kind),
@@ -230,6 +276,8 @@ static void test_event_round_trip(void **state)
         free(data);
     }
     assert_string_equal(inv_event_type(INV_EV_RELEASED), "inventory.product.reservation_released");
+    assert_string_equal(inv_event_type(INV_EV_COMMITTED),
+                        "inventory.product.reservation_committed");
     assert_null(inv_event_type(INV_EV_UNKNOWN));
     /* Quantities that are not whole numbers int64_t holds are refused, not converted. */
     static const char *const bad[] = {
@@ -344,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_sku),
         cmocka_unit_test(test_create_validation),
         cmocka_unit_test(test_reserve_and_release),
+        cmocka_unit_test(test_commit),
         cmocka_unit_test(test_many_reservations),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_add_stock),

@@ -115,6 +115,67 @@ static void test_transitions(void **state)
     free(ev);
 }
 
+/* Shipping: only a confirmed order ships; shipping twice is nothing; a shipped order is not
+ * cancelled (a timeout that lost the race is nothing), and survives a snapshot. */
+static void test_shipping(void **state)
+{
+    (void)state;
+    ord_order *d = malloc(sizeof *d), *o = calloc(1, sizeof *o), *back = malloc(sizeof *back);
+    ord_event *ev = malloc(sizeof *ev);
+    app_error err = APP_ERROR_INIT;
+    size_t n;
+    assert_int_equal(ord_decide_ship(o, ev, &n, &err), APP_ENOTFOUND);
+    draft_of(d, 2);
+    ord_decide_place(d, ev);
+    ord_apply(o, ev);
+    app_error_clear(&err);
+    assert_int_equal(ord_decide_ship(o, ev, &n, &err), APP_ECONFLICT);
+    assert_string_equal(err.message, "order is pending: it ships once confirmed");
+    assert_int_equal(n, 0);
+
+    assert_int_equal(ord_decide_confirm(o, ev, &n, &err), 0);
+    ord_apply(o, ev);
+    assert_int_equal(ord_decide_ship(o, ev, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(ev->kind, ORD_EV_SHIPPED);
+    ord_apply(o, ev);
+    assert_int_equal(o->status, ORD_STATUS_SHIPPED);
+    assert_string_equal(ord_status_name(o->status), "shipped");
+    assert_int_equal(o->version, 3);
+    assert_int_equal(ord_decide_ship(o, ev, &n, &err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ord_decide_confirm(o, ev, &n, &err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(ord_decide_cancel(o, ORD_REASON_TIMEOUT, ev, &n, &err), 0);
+    assert_int_equal(n, 0);
+    app_error_clear(&err);
+    assert_int_equal(ord_decide_cancel(o, ORD_REASON_CANCELLED_BY_CUSTOMER, ev, &n, &err),
+                     APP_ECONFLICT);
+    assert_string_equal(err.message, "order has shipped: it cannot be cancelled");
+    assert_int_equal(n, 0);
+
+    char *text = NULL;
+    assert_int_equal(ord_snapshot_encode(o, &text, &err), 0);
+    assert_int_equal(ord_snapshot_decode(text, o->version, back, &err), 0);
+    free(text);
+    assert_int_equal(back->status, ORD_STATUS_SHIPPED);
+    assert_int_equal(back->n_lines, 2);
+
+    /* A cancelled order never ships. */
+    memset(o, 0, sizeof *o);
+    ord_decide_place(d, ev);
+    ord_apply(o, ev);
+    assert_int_equal(ord_decide_cancel(o, ORD_REASON_CANCELLED_BY_CUSTOMER, ev, &n, &err), 0);
+    ord_apply(o, ev);
+    app_error_clear(&err);
+    assert_int_equal(ord_decide_ship(o, ev, &n, &err), APP_ECONFLICT);
+    assert_string_equal(err.message, "order is cancelled");
+    free(d);
+    free(o);
+    free(back);
+    free(ev);
+}
+
 static void test_reasons(void **state)
 {
     (void)state;
@@ -159,7 +220,16 @@ static void test_event_round_trip(void **state)
     assert_int_equal(out->reason, ORD_REASON_TIMEOUT);
     assert_int_equal(ord_event_decode(ORD_EVENT_CANCELLED, 1, "{\"orderId\":\"x\"}", out, &err),
                      APP_EINTERNAL);
-    assert_int_equal(ord_event_decode("order.order.shipped", 1, "{}", out, &err), 0);
+    memset(in, 0, sizeof *in);
+    in->kind = ORD_EV_SHIPPED;
+    strcpy(in->order.id, d->id);
+    assert_int_equal(ord_event_encode(in, &data, &err), 0);
+    assert_string_equal(ord_event_type(in->kind), "order.order.shipped");
+    assert_int_equal(ord_event_decode(ORD_EVENT_SHIPPED, 1, data, out, &err), 0);
+    free(data);
+    assert_int_equal(out->kind, ORD_EV_SHIPPED);
+    assert_string_equal(out->order.id, d->id);
+    assert_int_equal(ord_event_decode("order.order.returned", 1, "{}", out, &err), 0);
     assert_int_equal(out->kind, ORD_EV_UNKNOWN);
     free(d);
     free(in);
@@ -169,9 +239,9 @@ static void test_event_round_trip(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_validation),       cmocka_unit_test(test_pricing),
-        cmocka_unit_test(test_transitions),      cmocka_unit_test(test_reasons),
-        cmocka_unit_test(test_event_round_trip),
+        cmocka_unit_test(test_validation),  cmocka_unit_test(test_pricing),
+        cmocka_unit_test(test_transitions), cmocka_unit_test(test_shipping),
+        cmocka_unit_test(test_reasons),     cmocka_unit_test(test_event_round_trip),
     };
     return cmocka_run_group_tests_name("order domain", tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@ int inv_create_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, ap
 int inv_add_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
 int inv_reserve_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
 int inv_release_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
+int inv_commit_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
 
 /* Queries. */
 int inv_get_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);

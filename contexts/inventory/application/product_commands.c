@@ -1,6 +1,7 @@
-/* The inventory commands: create a product, add stock, reserve and release an order's
- * stock. Each loads the product, lets the domain decide, and appends with the loaded
- * version; the bus re-runs the last three after a version conflict. */
+/* The inventory commands: create a product, add stock, reserve an order's stock, and
+ * release it (the order is cancelled) or commit it (the order ships). Each loads the product, lets
+ * the domain decide, and appends with the loaded version; the bus re-runs all but the first after a
+ * version conflict. */
 #include <stdio.h>
 #include <string.h>
 
@@ -98,7 +99,12 @@ int inv_reserve_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app
                        err);
 }
 
-int inv_release_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+/* Ends an order's reservation of sku, by release or by commit (decide); the reply's outcome
+ * is done, or "nothing_reserved" when the order held nothing (ended before: idempotent). */
+static int inv_end_reservation(const bus_ctx *ctx, const cJSON *payload,
+                               int (*decide)(const inv_product *, const char *, inv_event *,
+                                             size_t *, app_error *),
+                               const char *done, cJSON **out, app_error *err)
 {
     const char *sku = NULL, *order_id = NULL;
     int rc = inv_payload_sku(payload, &sku, err);
@@ -111,12 +117,22 @@ int inv_release_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app
     size_t n = 0;
     rc = inv_load(ctx, sku, 0, &p, err);
     if (rc == 0)
-        rc = inv_decide_release(&p, order_id, &ev, &n, err);
+        rc = decide(&p, order_id, &ev, &n, err);
     if (rc == 0 && n == 1)
         rc = inv_commit(ctx, &p, &ev, NULL, err);
     inv_product_free(&p);
     if (rc != 0)
         return rc;
-    return inv_outcome(n == 1 ? "released" : "nothing_reserved", sku, order_id,
-                       n == 1 ? ev.quantity : -1, out, err);
+    return inv_outcome(n == 1 ? done : "nothing_reserved", sku, order_id, n == 1 ? ev.quantity : -1,
+                       out, err);
+}
+
+int inv_release_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    return inv_end_reservation(ctx, payload, inv_decide_release, "released", out, err);
+}
+
+int inv_commit_stock(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    return inv_end_reservation(ctx, payload, inv_decide_commit, "committed", out, err);
 }

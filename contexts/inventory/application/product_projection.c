@@ -61,13 +61,18 @@ int inv_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err
     if (have && p.version >= ev->version)
         return 0; /* seen already */
     if (have && p.version == ev->version - 1) {
-        /* Counts only: released events carry their quantity, so no table is needed. */
+        /* Counts only: released and committed events carry their quantity, so no table is
+         * needed. */
         if (iev.kind == INV_EV_STOCK_ADDED)
             p.on_hand += iev.quantity;
         else if (iev.kind == INV_EV_STOCK_RESERVED)
             p.reserved += iev.quantity;
         else if (iev.kind == INV_EV_RELEASED)
             p.reserved -= iev.quantity;
+        else if (iev.kind == INV_EV_COMMITTED) {
+            p.reserved -= iev.quantity;
+            p.on_hand -= iev.quantity;
+        }
         p.version = ev->version;
     } else if ((rc = inv_load(ctx, sku, ev->version, &p, err)) != 0) {
         inv_product_free(&p);

@@ -115,8 +115,10 @@ int inv_decide_reserve(const inv_product *p, const char *order_id, int64_t quant
     return 0;
 }
 
-int inv_decide_release(const inv_product *p, const char *order_id, inv_event *out, size_t *n_out,
-                       app_error *err)
+/* Ends order_id's reservation with a kind event (released or committed), or with none when
+ * the order holds nothing. */
+static int inv_decide_end(const inv_product *p, const char *order_id, inv_event_kind kind,
+                          inv_event *out, size_t *n_out, app_error *err)
 {
     memset(out, 0, sizeof *out);
     *n_out = 0;
@@ -126,12 +128,24 @@ int inv_decide_release(const inv_product *p, const char *order_id, inv_event *ou
     int64_t held = uuid_valid(order_id) ? inv_reserved_for(p, order_id) : 0;
     if (held == 0)
         return 0;
-    out->kind = INV_EV_RELEASED;
+    out->kind = kind;
     snprintf(out->sku, sizeof out->sku, "%s", p->sku);
     snprintf(out->order_id, sizeof out->order_id, "%s", order_id);
     out->quantity = held;
     *n_out = 1;
     return 0;
+}
+
+int inv_decide_release(const inv_product *p, const char *order_id, inv_event *out, size_t *n_out,
+                       app_error *err)
+{
+    return inv_decide_end(p, order_id, INV_EV_RELEASED, out, n_out, err);
+}
+
+int inv_decide_commit(const inv_product *p, const char *order_id, inv_event *out, size_t *n_out,
+                      app_error *err)
+{
+    return inv_decide_end(p, order_id, INV_EV_COMMITTED, out, n_out, err);
 }
 
 int inv_apply(inv_product *p, const inv_event *ev, app_error *err)
@@ -162,9 +176,12 @@ int inv_apply(inv_product *p, const inv_event *ev, app_error *err)
         p->reserved += ev->quantity;
         break;
     case INV_EV_RELEASED:
+    case INV_EV_COMMITTED:
         for (size_t i = 0; i < p->n_reservations; i++) {
             if (strcmp(p->reservations[i].order_id, ev->order_id) == 0) {
                 p->reserved -= p->reservations[i].quantity;
+                if (ev->kind == INV_EV_COMMITTED)
+                    p->on_hand -= p->reservations[i].quantity; /* shipped: the stock left */
                 p->reservations[i] = p->reservations[--p->n_reservations];
                 break;
             }
@@ -182,6 +199,7 @@ static const char *const inv_types[] = {
     [INV_EV_STOCK_ADDED] = INV_EVENT_STOCK_ADDED,
     [INV_EV_STOCK_RESERVED] = INV_EVENT_STOCK_RESERVED,
     [INV_EV_RELEASED] = INV_EVENT_RELEASED,
+    [INV_EV_COMMITTED] = INV_EVENT_COMMITTED,
 };
 
 static const int inv_versions[] = {
@@ -189,16 +207,17 @@ static const int inv_versions[] = {
     [INV_EV_STOCK_ADDED] = INV_EVENT_SCHEMA_VERSION,
     [INV_EV_STOCK_RESERVED] = INV_EVENT_SCHEMA_VERSION,
     [INV_EV_RELEASED] = INV_EVENT_SCHEMA_VERSION,
+    [INV_EV_COMMITTED] = INV_EVENT_SCHEMA_VERSION,
 };
 
 const char *inv_event_type(inv_event_kind kind)
 {
-    return kind > INV_EV_UNKNOWN && kind <= INV_EV_RELEASED ? inv_types[kind] : NULL;
+    return kind > INV_EV_UNKNOWN && kind <= INV_EV_COMMITTED ? inv_types[kind] : NULL;
 }
 
 int inv_event_schema_version(inv_event_kind kind)
 {
-    return kind > INV_EV_UNKNOWN && kind <= INV_EV_RELEASED ? inv_versions[kind] : 0;
+    return kind > INV_EV_UNKNOWN && kind <= INV_EV_COMMITTED ? inv_versions[kind] : 0;
 }
 
 int inv_event_encode(const inv_event *ev, char **out, app_error *err)
@@ -221,6 +240,7 @@ int inv_event_encode(const inv_event *ev, char **out, app_error *err)
         break;
     case INV_EV_STOCK_RESERVED:
     case INV_EV_RELEASED:
+    case INV_EV_COMMITTED:
         ok = ok && cJSON_AddStringToObject(o, "orderId", ev->order_id) &&
              cJSON_AddNumberToObject(o, "quantity", (double)ev->quantity);
         break;
@@ -256,7 +276,7 @@ int inv_event_decode(const char *type, int schema_version, const char *data, inv
 {
     memset(out, 0, sizeof *out);
     inv_event_kind kind = INV_EV_UNKNOWN;
-    for (int k = INV_EV_CREATED; k <= INV_EV_RELEASED; k++)
+    for (int k = INV_EV_CREATED; k <= INV_EV_COMMITTED; k++)
         if (type && strcmp(type, inv_types[k]) == 0)
             kind = (inv_event_kind)k;
     if (kind == INV_EV_UNKNOWN || schema_version > inv_versions[kind])

@@ -1,5 +1,7 @@
 /* The product aggregate of the inventory context: one per sku, with its price, stock on
- * hand and the stock reserved per order. Pure: decide functions turn a command into events
+ * hand and the stock reserved per open order: a reservation ends when the order ships (it is
+ * committed: the stock leaves) or is cancelled (it is released), so the table holds only
+ * orders that are still open. Pure: decide functions turn a command into events
  * (or an error), apply folds an event into the state. Invariant: reserved <= on_hand. */
 #ifndef INVENTORY_DOMAIN_PRODUCT_H
 #define INVENTORY_DOMAIN_PRODUCT_H
@@ -18,13 +20,15 @@
 #define INV_EVENT_STOCK_ADDED    "inventory.product.stock_added"
 #define INV_EVENT_STOCK_RESERVED "inventory.product.stock_reserved"
 #define INV_EVENT_RELEASED       "inventory.product.reservation_released"
+#define INV_EVENT_COMMITTED      "inventory.product.reservation_committed"
 
 /* Current schema versions, the ones this code writes and decodes:
  *   created v2  {"sku","name","price":{"amount","currency"},"initialStock"}
  *               (v1 called initialStock "stock", which read like the stock on hand that
  *               later events change; inv_upcast_created_v1 renames it on read)
  *   stock_added v1  {"sku","quantity"}
- *   stock_reserved, reservation_released v1  {"sku","orderId","quantity"} */
+ *   stock_reserved, reservation_released, reservation_committed v1
+ *               {"sku","orderId","quantity"} */
 #define INV_CREATED_SCHEMA_VERSION 2
 #define INV_EVENT_SCHEMA_VERSION   1 /* every other product event */
 
@@ -64,6 +68,7 @@ typedef enum inv_event_kind {
     INV_EV_STOCK_ADDED,
     INV_EV_STOCK_RESERVED,
     INV_EV_RELEASED,
+    INV_EV_COMMITTED,
 } inv_event_kind;
 
 typedef struct inv_event {
@@ -71,8 +76,8 @@ typedef struct inv_event {
     char sku[INV_SKU_MAX + 1];
     char name[INV_NAME_MAX_BYTES + 1]; /* created */
     money price;                       /* created */
-    int64_t quantity;                  /* created (stock), added, reserved, released */
-    char order_id[UUID_STR_LEN];       /* reserved, released */
+    int64_t quantity;                  /* created (stock), added, reserved, released, committed */
+    char order_id[UUID_STR_LEN];       /* reserved, released, committed */
 } inv_event;
 
 void inv_product_free(inv_product *p); /* frees what p owns, not p */
@@ -95,6 +100,12 @@ int inv_decide_reserve(const inv_product *p, const char *order_id, int64_t quant
 /* Release an order's reservation: one released event, or none when it holds nothing. */
 int inv_decide_release(const inv_product *p, const char *order_id, inv_event *out, size_t *n_out,
                        app_error *err);
+
+/* Commit an order's reservation when the order ships: one committed event, which takes the
+ * quantity off the stock on hand and off the reserved stock, or none when the order holds
+ * nothing (committed before: idempotent). */
+int inv_decide_commit(const inv_product *p, const char *order_id, inv_event *out, size_t *n_out,
+                      app_error *err);
 
 /* Quantity reserved for order_id (0 for none). */
 int64_t inv_reserved_for(const inv_product *p, const char *order_id);

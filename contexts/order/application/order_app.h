@@ -23,6 +23,7 @@
 #define ORD_ASK_DESCRIBE_PRODUCT  "inventory.describe_product" /* query {"sku"} */
 #define ORD_ASK_RESERVE_STOCK     "inventory.reserve_stock"    /* {"sku","orderId","quantity"} */
 #define ORD_ASK_RELEASE_STOCK     "inventory.release_stock"    /* {"sku","orderId"} */
+#define ORD_ASK_COMMIT_STOCK      "inventory.commit_stock"     /* {"sku","orderId"} */
 
 /* Keeps order.placement_timeout_ms. */
 int ord_configure(const app_config *cfg, app_error *err);
@@ -30,6 +31,7 @@ int ord_configure(const app_config *cfg, app_error *err);
 /* Commands. */
 int ord_place_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
 int ord_cancel_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
+int ord_ship_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);
 
 /* Queries. */
 int ord_get_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err);

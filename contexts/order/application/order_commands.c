@@ -1,5 +1,5 @@
-/* order.place_order and order.cancel_order. Placing takes prices from the order context's
- * own copy of the catalogue, or from the inventory context when the copy lags; it never
+/* order.place_order, order.cancel_order and order.ship_order. Placing takes prices from the order
+ * context's own copy of the catalogue, or from the inventory context when the copy lags; it never
  * refuses an order for a copy that lags: the saga decides on authoritative answers. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +179,22 @@ int ord_cancel_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_
     if (!o)
         return app_error_set(err, APP_ENOMEM, "out of memory");
     rc = ord_settle(ctx, id, reason, o, err);
+    if (rc == 0)
+        rc = ord_reply(o, out, err);
+    free(o);
+    return rc;
+}
+
+int ord_ship_order(const bus_ctx *ctx, const cJSON *payload, cJSON **out, app_error *err)
+{
+    const char *id = NULL;
+    int rc = ord_payload_id(payload, &id, err);
+    if (rc != 0)
+        return rc;
+    ord_order *o = malloc(sizeof *o);
+    if (!o)
+        return app_error_set(err, APP_ENOMEM, "out of memory");
+    rc = ord_ship(ctx, id, o, err);
     if (rc == 0)
         rc = ord_reply(o, out, err);
     free(o);

@@ -43,8 +43,9 @@ static int64_t ord_created_ms(const char *rfc3339)
     return secs < 0 ? 0 : (int64_t)secs * 1000 + ms;
 }
 
-/* The stored read model one event further: a settlement changes only the status, the
- * reason and the version. *value is owned by the caller; NULL when text does not read. */
+/* The stored read model one event further: a settlement or the shipment changes only the
+ * status, the reason and the version. *value is owned by the caller; NULL when text does not read.
+ */
 static int ord_patch_stored(const char *text, const ord_event *oev, int64_t version, char **value,
                             app_error *err)
 {
@@ -99,7 +100,8 @@ int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err
         ord_apply(o, oev);
         placed = true;
     } else if (rc == 0 && stored == ev->version - 1 && text &&
-               (oev->kind == ORD_EV_CONFIRMED || oev->kind == ORD_EV_CANCELLED)) {
+               (oev->kind == ORD_EV_CONFIRMED || oev->kind == ORD_EV_CANCELLED ||
+                oev->kind == ORD_EV_SHIPPED)) {
         rc = ord_patch_stored(text, oev, ev->version, &value, err);
     }
     if (rc == 0 && !placed && !value) {

@@ -1,5 +1,5 @@
-/* The order context's HTTP routes (API.md, "Orders", and GET /v1/users/{id}/orders): each
- * turns a request into one bus message and the reply into a response. */
+/* The order context's HTTP routes (docs/openapi.yaml, "Orders", and GET /v1/users/{id}/orders):
+ * each turns a request into one bus message and the reply into a response. */
 #include <stdio.h>
 #include <string.h>
 
@@ -90,6 +90,13 @@ static int route_cancel(bus *b, const http_req *req, http_res *res, app_error *e
     return rc != 0 ? rc : http_res_versioned(res, 200, order, err);
 }
 
+static int route_ship(bus *b, const http_req *req, http_res *res, app_error *err)
+{
+    cJSON *order = NULL;
+    int rc = route_call(b, BUS_COMMAND, "order.ship_order", "id", req, &order, err);
+    return rc != 0 ? rc : http_res_versioned(res, 200, order, err);
+}
+
 static int route_list(bus *b, bus_kind kind, const char *name, const char *key, const http_req *req,
                       http_res *res, app_error *err)
 {
@@ -114,6 +121,7 @@ const http_route_def ord_routes[] = {
     {HTTP_M_GET, "/v1/orders/{id}", route_get, HTTP_ROUTE_OWNED, "/v1/orders/{id}"},
     {HTTP_M_POST, "/v1/orders/{id}/cancel", route_cancel, HTTP_ROUTE_OWNED,
      "/v1/orders/{id}/cancel"},
+    {HTTP_M_POST, "/v1/orders/{id}/ship", route_ship, HTTP_ROUTE_ADMIN, "/v1/orders/{id}/ship"},
     {HTTP_M_GET, "/v1/orders/{id}/events", route_events, HTTP_ROUTE_ADMIN | HTTP_ROUTE_OWNED,
      "/v1/orders/{id}/events"},
     {HTTP_M_GET, "/v1/users/{id}/orders", route_customer_orders, HTTP_ROUTE_SELF,

@@ -100,16 +100,27 @@ void ord_committed(const bus_ctx *ctx, int64_t before, const ord_order *o)
     free(text);
 }
 
+static const char *ord_event_step(ord_event_kind kind)
+{
+    switch (kind) {
+    case ORD_EV_PLACED:
+        return "placed";
+    case ORD_EV_CONFIRMED:
+        return "confirmed";
+    case ORD_EV_SHIPPED:
+        return "shipped";
+    default:
+        return "cancelled";
+    }
+}
+
 /* The saga's state after ev: its step and, from the placement on, what the deadline task
  * needs so that a timeout carries the placing request's correlation id and is caused by the
  * placed event. JSON text owned by the caller; NULL when out of memory. */
 static char *ord_process_state(const ord_event *ev, const char *event_id, const bus_meta *meta)
 {
     cJSON *s = cJSON_CreateObject();
-    bool ok = s && cJSON_AddStringToObject(s, "step",
-                                           ev->kind == ORD_EV_PLACED      ? "placed"
-                                           : ev->kind == ORD_EV_CONFIRMED ? "confirmed"
-                                                                          : "cancelled");
+    bool ok = s && cJSON_AddStringToObject(s, "step", ord_event_step(ev->kind));
     if (ok && ev->kind == ORD_EV_PLACED)
         ok = cJSON_AddStringToObject(s, "placedEventId", event_id) &&
              (!meta || !meta->correlation_id[0] ||
@@ -154,8 +165,10 @@ int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, con
     return rc;
 }
 
-int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order *out,
-               app_error *err)
+/* Decides kind (confirmed, cancelled with reason, shipped) on order id as it is now and
+ * appends what was decided; a version conflict reads the order back and decides again. */
+static int ord_change(const bus_ctx *ctx, const char *id, ord_event_kind kind, ord_reason reason,
+                      ord_order *out, app_error *err)
 {
     ord_order *o = malloc(sizeof *o);
     ord_event *ev = malloc(sizeof *ev);
@@ -170,8 +183,9 @@ int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order 
         if (rc == 0 && o->status == ORD_STATUS_NONE)
             rc = app_error_set(err, APP_ENOTFOUND, "order not found");
         if (rc == 0)
-            rc = reason == ORD_REASON_NONE ? ord_decide_confirm(o, ev, &n, err)
-                                           : ord_decide_cancel(o, reason, ev, &n, err);
+            rc = kind == ORD_EV_CONFIRMED ? ord_decide_confirm(o, ev, &n, err)
+                 : kind == ORD_EV_SHIPPED ? ord_decide_ship(o, ev, &n, err)
+                                          : ord_decide_cancel(o, reason, ev, &n, err);
         int64_t before = o->version;
         if (rc == 0 && n == 1) {
             ord_apply(o, ev); /* the reply, recorded with the event under an Idempotency-Key */
@@ -185,6 +199,18 @@ int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order 
     free(o);
     free(ev);
     return rc;
+}
+
+int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order *out,
+               app_error *err)
+{
+    return ord_change(ctx, id, reason == ORD_REASON_NONE ? ORD_EV_CONFIRMED : ORD_EV_CANCELLED,
+                      reason, out, err);
+}
+
+int ord_ship(const bus_ctx *ctx, const char *id, ord_order *out, app_error *err)
+{
+    return ord_change(ctx, id, ORD_EV_SHIPPED, ORD_REASON_NONE, out, err);
 }
 
 cJSON *ord_to_json(const ord_order *o)

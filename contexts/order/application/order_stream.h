@@ -1,5 +1,5 @@
 /* What the order handlers share: the payload id, loading an order, appending its events
- * with the saga's state, settling it (confirm or cancel), and its JSON form. */
+ * with the saga's state, settling it (confirm or cancel), shipping it, and its JSON form. */
 #ifndef ORDER_APPLICATION_ORDER_STREAM_H
 #define ORDER_APPLICATION_ORDER_STREAM_H
 
@@ -38,7 +38,11 @@ void ord_committed(const bus_ctx *ctx, int64_t before, const ord_order *o);
 int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order *out,
                app_error *err);
 
-/* The order in the shape of API.md; NULL when out of memory. */
+/* Ships order id (confirmed -> shipped), idempotently, retrying past concurrent changes;
+ * APP_ECONFLICT when it is pending or cancelled. *out (may be NULL) as for ord_settle. */
+int ord_ship(const bus_ctx *ctx, const char *id, ord_order *out, app_error *err);
+
+/* The order in the shape of docs/openapi.yaml; NULL when out of memory. */
 cJSON *ord_to_json(const ord_order *o);
 int ord_reply(const ord_order *o, cJSON **out, app_error *err);
 

@@ -3,11 +3,12 @@
  *   placed    -> check the customer -> check the skus placed without a price -> reserve
  *                every line -> confirm; or release what was reserved and cancel with the reason
  *   cancelled -> release every line (a confirmed order's stock, or a timeout's leftovers)
- * Every step is idempotent (reservations are per order, settling twice changes nothing), so
- * a crash or a redelivery resumes it where it was. Its state and deadline are saved with the
- * order's events; the deadline task cancels what has not settled in time. Each step is a span
- * of the trace that placed the order ("order.placement reserve"), the parent of the
- * messages it sends and the events it appends. */
+ *   shipped   -> commit every line: the reserved stock leaves the stock on hand
+ * So a product holds reservations of open orders only. Every step is idempotent (reservations are
+ * per order, settling twice changes nothing), so a crash or a redelivery resumes it where it was.
+ * Its state and deadline are saved with the order's events; the deadline task cancels what has not
+ * settled in time. Each step is a span of the trace that placed the order ("order.placement
+ * reserve"), the parent of the messages it sends and the events it appends. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,13 +108,14 @@ static int saga_check_customer(const bus_ctx *ctx, const char *customer, ord_rea
     return 0;
 }
 
-/* Releases every line's reservation for the order. Unknown skus hold nothing. */
-static int saga_release_all(const bus_ctx *ctx, const ord_order *o, app_error *err)
+/* Ends every line's reservation for the order with name (release or commit). Unknown skus
+ * hold nothing. */
+static int saga_end_all(const bus_ctx *ctx, const char *name, const ord_order *o, app_error *err)
 {
     for (size_t i = 0; i < o->n_lines; i++) {
         cJSON *reply = NULL;
-        int rc = saga_call(ctx, true, ORD_ASK_RELEASE_STOCK, "sku", o->lines[i].sku, "orderId",
-                           o->id, 0, &reply, err);
+        int rc =
+            saga_call(ctx, true, name, "sku", o->lines[i].sku, "orderId", o->id, 0, &reply, err);
         cJSON_Delete(reply);
         if (rc == APP_ENOTFOUND) {
             app_error_clear(err);
@@ -123,6 +125,11 @@ static int saga_release_all(const bus_ctx *ctx, const ord_order *o, app_error *e
             return rc;
     }
     return 0;
+}
+
+static int saga_release_all(const bus_ctx *ctx, const ord_order *o, app_error *err)
+{
+    return saga_end_all(ctx, ORD_ASK_RELEASE_STOCK, o, err);
 }
 
 /* A line placed without a price (no product by that sku, as far as the order context knew)
@@ -211,7 +218,8 @@ int ord_saga_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
 {
     const size_t prefix = sizeof ORD_STREAM_PREFIX - 1;
     bool placed = strcmp(ev->type, ORD_EVENT_PLACED) == 0;
-    if ((!placed && strcmp(ev->type, ORD_EVENT_CANCELLED) != 0) ||
+    bool shipped = strcmp(ev->type, ORD_EVENT_SHIPPED) == 0;
+    if ((!placed && !shipped && strcmp(ev->type, ORD_EVENT_CANCELLED) != 0) ||
         strncmp(ev->stream_id, ORD_STREAM_PREFIX, prefix) != 0 ||
         !uuid_valid(ev->stream_id + prefix))
         return 0;
@@ -219,14 +227,17 @@ int ord_saga_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
     if (!o)
         return app_error_set(err, APP_ENOMEM, "out of memory");
     /* The order as it is now, not as of the event: a redelivered placed event of an order
-     * that has settled since must not reserve again. */
+     * that has settled since must not reserve again. A shipped order cannot be cancelled,
+     * nor a cancelled one shipped, so a line is either released or committed, never both. */
     int rc = ord_load(ctx, ev->stream_id + prefix, 0, o, err);
     if (rc == 0 && placed) {
         rc = saga_on_placed(ctx, o, err);
     } else if (rc == 0) {
         saga_step st;
-        const bus_ctx *step = saga_step_begin(&st, ctx, "release");
-        rc = saga_step_end(&st, saga_release_all(step, o, err), err);
+        const bus_ctx *step = saga_step_begin(&st, ctx, shipped ? "commit" : "release");
+        rc = saga_step_end(
+            &st, saga_end_all(step, shipped ? ORD_ASK_COMMIT_STOCK : ORD_ASK_RELEASE_STOCK, o, err),
+            err);
     }
     free(o);
     return rc;

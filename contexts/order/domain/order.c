@@ -29,6 +29,8 @@ const char *ord_status_name(ord_status s)
         return "confirmed";
     case ORD_STATUS_CANCELLED:
         return "cancelled";
+    case ORD_STATUS_SHIPPED:
+        return "shipped";
     default:
         return "unknown";
     }
@@ -142,6 +144,26 @@ int ord_decide_confirm(const ord_order *o, ord_event *out, size_t *n_out, app_er
     return 0;
 }
 
+int ord_decide_ship(const ord_order *o, ord_event *out, size_t *n_out, app_error *err)
+{
+    *n_out = 0;
+    switch (o->status) {
+    case ORD_STATUS_NONE:
+        return app_error_set(err, APP_ENOTFOUND, "order not found");
+    case ORD_STATUS_PENDING:
+        return app_error_set(err, APP_ECONFLICT, "order is pending: it ships once confirmed");
+    case ORD_STATUS_CANCELLED:
+        return app_error_set(err, APP_ECONFLICT, "order is cancelled");
+    case ORD_STATUS_CONFIRMED:
+        ord_event_for(o, ORD_EV_SHIPPED, out);
+        *n_out = 1;
+        return 0;
+    case ORD_STATUS_SHIPPED:
+        return 0;
+    }
+    return 0;
+}
+
 int ord_decide_cancel(const ord_order *o, ord_reason reason, ord_event *out, size_t *n_out,
                       app_error *err)
 {
@@ -150,8 +172,10 @@ int ord_decide_cancel(const ord_order *o, ord_reason reason, ord_event *out, siz
         return app_error_set(err, APP_ENOTFOUND, "order not found");
     /* A deadline only ends a placement still pending: once confirmed, the order stands. */
     if (o->status == ORD_STATUS_CANCELLED ||
-        (o->status == ORD_STATUS_CONFIRMED && reason == ORD_REASON_TIMEOUT))
+        (o->status != ORD_STATUS_PENDING && reason == ORD_REASON_TIMEOUT))
         return 0;
+    if (o->status == ORD_STATUS_SHIPPED)
+        return app_error_set(err, APP_ECONFLICT, "order has shipped: it cannot be cancelled");
     ord_event_for(o, ORD_EV_CANCELLED, out);
     out->reason = reason;
     *n_out = 1;
@@ -176,6 +200,9 @@ void ord_apply(ord_order *o, const ord_event *ev)
         o->status = ORD_STATUS_CANCELLED;
         o->reason = ev->reason;
         break;
+    case ORD_EV_SHIPPED:
+        o->status = ORD_STATUS_SHIPPED;
+        break;
     case ORD_EV_UNKNOWN:
         break;
     }
@@ -186,11 +213,12 @@ static const char *const ord_types[] = {
     [ORD_EV_PLACED] = ORD_EVENT_PLACED,
     [ORD_EV_CONFIRMED] = ORD_EVENT_CONFIRMED,
     [ORD_EV_CANCELLED] = ORD_EVENT_CANCELLED,
+    [ORD_EV_SHIPPED] = ORD_EVENT_SHIPPED,
 };
 
 const char *ord_event_type(ord_event_kind kind)
 {
-    return kind > ORD_EV_UNKNOWN && kind <= ORD_EV_CANCELLED ? ord_types[kind] : NULL;
+    return kind > ORD_EV_UNKNOWN && kind <= ORD_EV_SHIPPED ? ord_types[kind] : NULL;
 }
 
 static bool ord_add_money(cJSON *o, const char *name, bool have, const money *m)
@@ -285,7 +313,7 @@ int ord_event_decode(const char *type, int schema_version, const char *data, ord
 {
     memset(out, 0, sizeof *out);
     ord_event_kind kind = ORD_EV_UNKNOWN;
-    for (int k = ORD_EV_PLACED; k <= ORD_EV_CANCELLED; k++)
+    for (int k = ORD_EV_PLACED; k <= ORD_EV_SHIPPED; k++)
         if (type && strcmp(type, ord_types[k]) == 0)
             kind = (ord_event_kind)k;
     if (kind == ORD_EV_UNKNOWN || schema_version > ORD_EVENT_SCHEMA_VERSION)
@@ -332,7 +360,7 @@ int ord_snapshot_decode(const char *text, int64_t version, ord_order *out, app_e
     const cJSON *reason = cJSON_GetObjectItemCaseSensitive(j, "reason");
     bool ok = cJSON_IsObject(j) && version > 0 && ord_copy(j, "orderId", out->id, sizeof out->id) &&
               uuid_valid(out->id) && ord_decode_placed(j, out) && status;
-    for (int st = ORD_STATUS_PENDING; ok && st <= ORD_STATUS_CANCELLED; st++)
+    for (int st = ORD_STATUS_PENDING; ok && st <= ORD_STATUS_SHIPPED; st++)
         if (strcmp(status, ord_status_name((ord_status)st)) == 0)
             out->status = (ord_status)st;
     ok = ok && out->status != ORD_STATUS_NONE;

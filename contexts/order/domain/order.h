@@ -1,5 +1,6 @@
 /* The order aggregate: a customer's lines (sku, quantity, unit price), their total, and a
- * status that goes from pending to confirmed, or to cancelled with a reason. Pure: decide
+ * status that goes from pending to confirmed and then to shipped, or to cancelled with a
+ * reason (from pending or confirmed; a shipped order stays shipped). Pure: decide
  * functions turn a command into events (or an error), apply folds an event into the state. */
 #ifndef ORDER_DOMAIN_ORDER_H
 #define ORDER_DOMAIN_ORDER_H
@@ -15,6 +16,7 @@
 #define ORD_EVENT_PLACED         "order.order.placed"
 #define ORD_EVENT_CONFIRMED      "order.order.confirmed"
 #define ORD_EVENT_CANCELLED      "order.order.cancelled"
+#define ORD_EVENT_SHIPPED        "order.order.shipped"
 #define ORD_EVENT_SCHEMA_VERSION 1
 
 /* The shape of an order snapshot's state; a snapshot in another version is not read. */
@@ -31,6 +33,7 @@ typedef enum ord_status {
     ORD_STATUS_PENDING,
     ORD_STATUS_CONFIRMED,
     ORD_STATUS_CANCELLED,
+    ORD_STATUS_SHIPPED,
 } ord_status;
 
 /* Why an order was cancelled (API.md). */
@@ -69,6 +72,7 @@ typedef enum ord_event_kind {
     ORD_EV_PLACED,
     ORD_EV_CONFIRMED,
     ORD_EV_CANCELLED,
+    ORD_EV_SHIPPED,
 } ord_event_kind;
 
 /* An event; placed carries the whole order, the others only its id (and a reason). */
@@ -97,13 +101,17 @@ int ord_price(ord_order *draft, app_error *err);
 
 /* Place: the placed event for a validated, priced draft. */
 void ord_decide_place(const ord_order *draft, ord_event *out);
-/* Confirm: one event from pending; none when confirmed; APP_ECONFLICT when cancelled;
- * APP_ENOTFOUND for no order. */
+/* Confirm: one event from pending; none when confirmed or shipped; APP_ECONFLICT when
+ * cancelled; APP_ENOTFOUND for no order. */
 int ord_decide_confirm(const ord_order *o, ord_event *out, size_t *n_out, app_error *err);
 /* Cancel: one event from pending or confirmed; none when cancelled already (idempotent),
- * nor for a timeout of a confirmed order (the deadline raced the confirmation and lost). */
+ * nor for a timeout of a confirmed or shipped order (the deadline raced the confirmation and
+ * lost); APP_ECONFLICT for any other cancellation of a shipped order. */
 int ord_decide_cancel(const ord_order *o, ord_reason reason, ord_event *out, size_t *n_out,
                       app_error *err);
+/* Ship: one event from confirmed; none when shipped already (idempotent); APP_ECONFLICT when
+ * pending (it ships once the saga confirms it) or cancelled; APP_ENOTFOUND for no order. */
+int ord_decide_ship(const ord_order *o, ord_event *out, size_t *n_out, app_error *err);
 
 void ord_apply(ord_order *o, const ord_event *ev);
 
