@@ -104,6 +104,7 @@ static const cfg_key cfg_keys[] = {
     {"snapshots.user", CFG_INT, CFG_FIELD(snapshots.user), 0, 0, 1000000, NULL, "0", NULL},
     {"snapshots.order", CFG_INT, CFG_FIELD(snapshots.order), 0, 0, 1000000, NULL, "0", NULL},
     {"snapshots.product", CFG_INT, CFG_FIELD(snapshots.product), 0, 0, 1000000, NULL, "100", NULL},
+    {"snapshots.cache", CFG_INT, CFG_FIELD(snapshots.cache), 0, 0, 65536, NULL, "256", NULL},
     {"idempotency.ttl_seconds", CFG_INT, CFG_FIELD(idempotency.ttl_seconds), 0, 1, 2592000, NULL,
      "86400", NULL},
     {"kafka.enabled", CFG_BOOL, CFG_FIELD(kafka.enabled), 0, 0, 0, NULL, "false", NULL},

@@ -84,6 +84,7 @@ typedef struct app_config {
         int user;    /* snapshots.user */
         int order;   /* snapshots.order */
         int product; /* snapshots.product */
+        int cache;   /* snapshots.cache: aggregates per context kept folded in memory */
     } snapshots;
     struct {
         int ttl_seconds; /* idempotency.ttl_seconds: how long a key answers with its first reply */

@@ -38,12 +38,14 @@ typedef struct fixture {
     bus_ctx ctx; /* for calling handlers and the projection directly */
 } fixture;
 
-/* snapshots.product through the module's configure phase, as main.c does. */
-static void set_snapshot_every(int every)
+/* snapshots.product and snapshots.cache through the module's configure phase, as main.c
+ * does. */
+static void configure_loads(int every, int cache)
 {
     app_config cfg;
     config_defaults(&cfg);
     cfg.snapshots.product = every;
+    cfg.snapshots.cache = cache;
     app_error err = APP_ERROR_INIT;
     assert_non_null(inventory_module.configure);
     assert_int_equal(inventory_module.configure(&cfg, &err), 0);
@@ -73,7 +75,8 @@ static int setup(void **state)
                         .clock = &app_system_clock,
                         .bus = fx->bus,
                         .meta = &fx->meta};
-    set_snapshot_every(0); /* tests that want snapshots ask for them */
+    /* Tests that want snapshots ask for them; the cache is on, as it is by default. */
+    configure_loads(0, 256);
     *state = fx;
     return 0;
 }
@@ -1162,7 +1165,7 @@ static void test_snapshots(void **state)
     fixture *fx = *state;
     cJSON *out = NULL;
     app_error err;
-    set_snapshot_every(100);
+    configure_loads(100, 0); /* loads as they go without the cache */
     create(fx, SNAP_SKU, 1000000);
     append_reservations(fx, 9998); /* version 9,999 */
     assert_int_equal(stream_len(fx, SNAP_SKU), 9999);
@@ -1248,7 +1251,7 @@ static void test_snapshots(void **state)
     cJSON_Delete(out);
     assert_int_equal(s->snapshot.version, 10200);
     assert_load_after(fx, 10200, 10200);
-    set_snapshot_every(0);
+    configure_loads(0, 0);
     append_reservations(fx, 99);
     assert_int_equal(add_stock(fx, SNAP_SKU, "5", &out, &err), 0); /* 10,300 */
     cJSON_Delete(out);
@@ -1280,11 +1283,83 @@ static void put_v1_product(fixture *fx, const char *sku, int stock)
     assert_int_equal(fx->stored.ops->append(fx->stored.self, &req, NULL, &err), 0);
 }
 
+/* The cache of folded products: a load after a command reads one event (the cached one, to
+ * check it) instead of the stream; what another writer appended is folded on top; a store
+ * that does not hold the cached event (another store, emptied, restored) is loaded in full,
+ * never answered from the cache. */
+static void test_cached_loads(void **state)
+{
+    fixture *fx = *state;
+    configure_loads(0, 256);
+    cJSON *out = NULL;
+    app_error err;
+    create(fx, SNAP_SKU, 50);
+    for (int i = 0; i < 3; i++) {
+        char order[UUID_STR_LEN];
+        uuid_v4(order);
+        assert_int_equal(reserve(fx, SNAP_SKU, order, "2", &out, &err), 0);
+        assert_outcome(out, "reserved", SNAP_SKU, order);
+        cJSON_Delete(out);
+        assert_int_equal(fx->es.last_after_version, i + 1 - 1); /* from the cached version */
+    }
+    size_t loaded = fx->es.loaded;
+    cJSON *d = describe(fx, SNAP_SKU);
+    assert_int_equal(iget(d, "reserved"), 6);
+    assert_int_equal(iget(d, "version"), 4);
+    cJSON_Delete(d);
+    assert_int_equal(fx->es.last_after_version, 3);
+    assert_int_equal(fx->es.loaded - loaded, 1);
+
+    /* Another writer: its events are folded on top of the cached state. */
+    append_reservations(fx, 5);
+    loaded = fx->es.loaded;
+    d = describe(fx, SNAP_SKU);
+    assert_int_equal(iget(d, "reserved"), 11);
+    assert_int_equal(iget(d, "version"), 9);
+    cJSON_Delete(d);
+    assert_int_equal(fx->es.loaded - loaded, 6);
+    int64_t v_full = 0, v = 0;
+    char *full = full_fold(fx, &v_full), *got = loaded_state(&fx->ctx, &v);
+    assert_string_equal(got, full);
+    assert_int_equal(v, 9);
+    free(full);
+    free(got);
+
+    /* Another store with a product of the same sku at the same version (set up, it starts a
+     * new cache): its own state, and then the first store's, loaded in full since the cache
+     * holds the other store's. */
+    void *other_state = NULL;
+    assert_int_equal(setup(&other_state), 0);
+    fixture *other = other_state;
+    create(other, SNAP_SKU, 7);
+    append_reservations(other, 8); /* version 9, as the first store's */
+    d = describe(other, SNAP_SKU);
+    assert_int_equal(iget(d, "onHand"), 7);
+    assert_int_equal(iget(d, "reserved"), 8);
+    assert_int_equal(iget(d, "version"), 9);
+    cJSON_Delete(d);
+    assert_int_equal(teardown(&other_state), 0);
+    d = describe(fx, SNAP_SKU);
+    assert_int_equal(fx->es.last_after_version, 0);
+    assert_int_equal(iget(d, "onHand"), 50);
+    assert_int_equal(iget(d, "reserved"), 11);
+    cJSON_Delete(d);
+
+    /* A command decides on what another writer appended since the cached version. */
+    append_reservations(fx, 1);
+    char order[UUID_STR_LEN];
+    uuid_v4(order);
+    assert_int_equal(reserve(fx, SNAP_SKU, order, "39", &out, &err), 0);
+    assert_outcome(out, "out_of_stock", SNAP_SKU, order); /* 50 - 12 = 38 available */
+    cJSON_Delete(out);
+}
+
 static void test_old_created_events(void **state)
 {
     fixture *fx = *state;
     cJSON *out = NULL;
     app_error err;
+    configure_loads(0, 0); /* every load decodes the stored events */
     put_v1_product(fx, "OLD-1", 5);
     assert_int_equal(stream_of(fx, "OLD-1")->events[0].schema_version, 1);
 
@@ -1410,6 +1485,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cached_loads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_created_events, setup, teardown),
         cmocka_unit_test(test_descriptor),
     };

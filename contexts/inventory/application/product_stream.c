@@ -7,17 +7,48 @@
 
 #include "contexts/inventory/application/inventory_app.h"
 #include "core/json.h"
+#include "kernel/agg_cache.h"
 #include "kernel/event_json.h"
 #include "kernel/idempotency.h"
 #include "kernel/snapshots.h"
 
-/* snapshots.product: set once at start-up, before any handler runs. */
+/* snapshots.product and the products kept folded (snapshots.cache): set at start-up,
+ * before any handler runs. */
 static int inv_snapshot_every;
+static agg_cache *inv_cache;
+
+static bool inv_product_copy(void *dst, const void *src)
+{
+    inv_product *to = dst;
+    const inv_product *from = src;
+    *to = *from;
+    to->reservations = NULL;
+    to->cap_reservations = from->n_reservations;
+    if (from->n_reservations == 0)
+        return true;
+    to->reservations = malloc(from->n_reservations * sizeof *to->reservations);
+    if (!to->reservations)
+        return false;
+    memcpy(to->reservations, from->reservations, from->n_reservations * sizeof *to->reservations);
+    return true;
+}
+
+static void inv_product_release(void *state)
+{
+    inv_product_free(state);
+}
+
+static const agg_cache_kind inv_cache_kind = {sizeof(inv_product), inv_product_copy,
+                                              inv_product_release};
 
 int inv_configure(const app_config *cfg, app_error *err)
 {
-    (void)err;
     inv_snapshot_every = cfg->snapshots.product;
+    agg_cache_free(inv_cache);
+    inv_cache = NULL;
+    if (cfg->snapshots.cache > 0 &&
+        !(inv_cache = agg_cache_new(&inv_cache_kind, (size_t)cfg->snapshots.cache)))
+        return app_error_set(err, APP_ENOMEM, "out of memory for the product cache");
     return 0;
 }
 
@@ -68,11 +99,21 @@ int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_produ
     memset(out, 0, sizeof *out);
     char stream[INV_STREAM_ID_LEN];
     inv_stream_id(stream, sku);
-    int64_t after = inv_from_snapshot(ctx, sku, stream, max_version, out);
     es_event_list list = {0};
-    int rc =
-        ctx->events->ops->load_stream(ctx->events->self, INV_CONTEXT, stream, after, &list, err);
-    for (size_t i = 0; rc == 0 && i < list.len; i++) {
+    size_t first = 0;
+    int64_t after = 0;
+    int rc = 0;
+    /* The latest state only: a load up to a version (a projection filling a gap) folds. */
+    if (max_version == 0)
+        rc = agg_cache_begin(inv_cache, ctx->events, INV_CONTEXT, stream, out, &after, &list,
+                             &first, err);
+    if (rc == 0 && after == 0) {
+        after = inv_from_snapshot(ctx, sku, stream, max_version, out);
+        rc = ctx->events->ops->load_stream(ctx->events->self, INV_CONTEXT, stream, after, &list,
+                                           err);
+    }
+    const char *last = NULL;
+    for (size_t i = first; rc == 0 && i < list.len; i++) {
         if (max_version > 0 && list.items[i].version > max_version)
             break;
         inv_event ev;
@@ -81,15 +122,22 @@ int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_produ
         if (rc == 0)
             rc = inv_apply(out, &ev, err);
         out->version = list.items[i].version;
+        last = list.items[i].event_id;
     }
+    if (rc == 0 && max_version == 0 && last)
+        agg_cache_put(inv_cache, stream, out, out->version, last);
     es_event_list_free(&list);
     return rc;
 }
 
-int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, const inv_event *ev,
-               const cJSON *reply, app_error *err)
+/* Appends one decided event with the expected version and ctx->meta as metadata; reply (may
+ * be NULL) is recorded with it when the command runs under an Idempotency-Key. id gets the
+ * event's id. */
+static int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version,
+                      const inv_event *ev, const cJSON *reply, char id[UUID_STR_LEN],
+                      app_error *err)
 {
-    char *data = NULL, id[UUID_STR_LEN], stream[INV_STREAM_ID_LEN];
+    char *data = NULL, stream[INV_STREAM_ID_LEN];
     char *metadata = event_metadata_from_meta(ctx->meta);
     int rc = metadata ? inv_event_encode(ev, &data, err)
                       : app_error_set(err, APP_ENOMEM, "out of memory encoding metadata");
@@ -116,20 +164,26 @@ int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, cJSON **
                app_error *err)
 {
     int64_t before = p->version;
+    char event_id[UUID_STR_LEN];
     int rc = inv_apply(p, ev, err);
     if (rc == 0 && reply)
         rc = inv_reply(p, reply, err);
     if (rc == 0)
-        rc = inv_append(ctx, ev->sku, before, ev, reply ? *reply : NULL, err);
+        rc = inv_append(ctx, ev->sku, before, ev, reply ? *reply : NULL, event_id, err);
     if (rc != 0 && reply) {
         cJSON_Delete(*reply);
         *reply = NULL;
     }
+    char stream[INV_STREAM_ID_LEN];
+    inv_stream_id(stream, ev->sku);
+    if (rc == 0)
+        agg_cache_put(inv_cache, stream, p, p->version, event_id);
+    else if (rc == APP_EVERSION)
+        agg_cache_drop(inv_cache, stream); /* another process moved it on */
     if (rc == 0 && snap_due(inv_snapshot_every, before, p->version)) {
         /* p is now the state the append committed, at the version it committed. */
-        char stream[INV_STREAM_ID_LEN], *state = NULL;
+        char *state = NULL;
         app_error serr = APP_ERROR_INIT;
-        inv_stream_id(stream, p->sku);
         if (inv_snapshot_encode(p, &state, &serr) == 0)
             snap_save(ctx, INV_CONTEXT, stream, p->version, INV_SNAPSHOT_SCHEMA_VERSION, state);
         free(state);

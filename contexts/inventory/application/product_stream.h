@@ -16,18 +16,16 @@ int inv_payload_sku(const cJSON *payload, const char **out, app_error *err);
 void inv_stream_id(char out[INV_STREAM_ID_LEN], const char *sku);
 
 /* Folds the stream of sku up to max_version (0 for all) into *out (free with
- * inv_product_free, also on failure), starting from its snapshot when it has a usable one.
- * A product with no events has exists == false. */
+ * inv_product_free, also on failure). The latest state starts from the process's cached one
+ * when the log confirms it (kernel/agg_cache.h), else, as a load up to a version does, from
+ * the stream's snapshot when it has a usable one. A product with no events has exists ==
+ * false. */
 int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_product *out,
              app_error *err);
 
-/* Appends one decided event with the expected version and ctx->meta as metadata; reply (may
- * be NULL) is recorded with it when the command runs under an Idempotency-Key. */
-int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version, const inv_event *ev,
-               const cJSON *reply, app_error *err);
-
 /* Folds ev, decided on *p, into *p and appends it with p's former version as the expected
- * one; on success *p is the committed state, on failure it is to be thrown away. When the
+ * one; on success *p is the committed state (and cached), on failure it is to be thrown
+ * away. When the
  * stream crosses a multiple of snapshots.product that state is saved as a snapshot (best
  * effort: a failure is logged, never returned). For a new product *p is all zero and ev the
  * created event. With reply non-NULL the command answers the product: *reply is set to it

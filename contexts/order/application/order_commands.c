@@ -15,10 +15,8 @@ static int placement_timeout_ms = 30000;
 
 int ord_configure(const app_config *cfg, app_error *err)
 {
-    (void)err;
     placement_timeout_ms = cfg->order.placement_timeout_ms;
-    ord_stream_configure(cfg);
-    return 0;
+    return ord_stream_configure(cfg, err);
 }
 
 static int ord_wrong_type(app_error *err, const char *field, const char *what)

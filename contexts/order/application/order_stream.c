@@ -7,18 +7,28 @@
 
 #include "contexts/order/application/order_app.h"
 #include "core/json.h"
+#include "kernel/agg_cache.h"
 #include "kernel/event_json.h"
 #include "kernel/idempotency.h"
 #include "kernel/snapshots.h"
 
 #define ORD_SETTLE_ATTEMPTS 10
 
-/* snapshots.order: set once at start-up, before any handler runs. */
+/* snapshots.order and the orders kept folded (snapshots.cache): set at start-up, before
+ * any handler runs. An order owns no memory beyond itself: a copy is a memcpy. */
 static int ord_snapshot_every;
+static agg_cache *ord_cache;
+static const agg_cache_kind ord_cache_kind = {sizeof(ord_order), NULL, NULL};
 
-void ord_stream_configure(const app_config *cfg)
+int ord_stream_configure(const app_config *cfg, app_error *err)
 {
     ord_snapshot_every = cfg->snapshots.order;
+    agg_cache_free(ord_cache);
+    ord_cache = NULL;
+    if (cfg->snapshots.cache > 0 &&
+        !(ord_cache = agg_cache_new(&ord_cache_kind, (size_t)cfg->snapshots.cache)))
+        return app_error_set(err, APP_ENOMEM, "out of memory for the order cache");
+    return 0;
 }
 
 int ord_payload_id(const cJSON *payload, const char **out, app_error *err)
@@ -66,14 +76,24 @@ int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order 
     memset(out, 0, sizeof *out);
     char stream[ORD_STREAM_ID_LEN];
     ord_stream_id(stream, id);
-    int64_t after = ord_from_snapshot(ctx, id, stream, max_version, out);
     es_event_list list = {0};
-    int rc =
-        ctx->events->ops->load_stream(ctx->events->self, ORD_CONTEXT, stream, after, &list, err);
-    ord_event *ev = rc == 0 ? malloc(sizeof *ev) : NULL;
-    if (rc == 0 && !ev)
+    size_t first = 0;
+    int64_t after = 0;
+    int rc = 0;
+    /* The latest state only: a load up to a version (a projection filling a gap) folds. */
+    if (max_version == 0)
+        rc = agg_cache_begin(ord_cache, ctx->events, ORD_CONTEXT, stream, out, &after, &list,
+                             &first, err);
+    if (rc == 0 && after == 0) {
+        after = ord_from_snapshot(ctx, id, stream, max_version, out);
+        rc = ctx->events->ops->load_stream(ctx->events->self, ORD_CONTEXT, stream, after, &list,
+                                           err);
+    }
+    ord_event *ev = rc == 0 && list.len > first ? malloc(sizeof *ev) : NULL;
+    if (rc == 0 && list.len > first && !ev)
         rc = app_error_set(err, APP_ENOMEM, "out of memory loading an order");
-    for (size_t i = 0; rc == 0 && i < list.len; i++) {
+    const char *last = NULL;
+    for (size_t i = first; rc == 0 && i < list.len; i++) {
         if (max_version > 0 && list.items[i].version > max_version)
             break;
         rc = ord_event_decode(list.items[i].type, list.items[i].schema_version, list.items[i].data,
@@ -81,8 +101,11 @@ int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order 
         if (rc == 0) {
             ord_apply(out, ev);
             out->version = list.items[i].version;
+            last = list.items[i].event_id;
         }
     }
+    if (rc == 0 && max_version == 0 && last)
+        agg_cache_put(ord_cache, stream, out, out->version, last);
     free(ev);
     es_event_list_free(&list);
     return rc;
@@ -158,6 +181,10 @@ int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, con
                  ? app_error_set(err, APP_ENOMEM, "out of memory rendering an order")
                  : bus_append(ctx, &req, reply, NULL, err);
         cJSON_Delete(reply);
+        if (rc == 0 && after)
+            agg_cache_put(ord_cache, stream, after, after->version, event_id);
+        else if (rc == APP_EVERSION)
+            agg_cache_drop(ord_cache, stream); /* another process moved it on */
     }
     free(state);
     free(data);

@@ -15,17 +15,21 @@ int ord_payload_id(const cJSON *payload, const char **out, app_error *err);
 
 void ord_stream_id(char out[ORD_STREAM_ID_LEN], const char *id);
 
-/* Keeps snapshots.order; called by the context's configure phase. */
-void ord_stream_configure(const app_config *cfg);
+/* Keeps snapshots.order and makes the cache of snapshots.cache orders; called by the
+ * context's configure phase. */
+int ord_stream_configure(const app_config *cfg, app_error *err);
 
-/* Folds the stream of order id up to max_version (0 for all) into *out, from its snapshot
- * when it has a usable one; status NONE when there are no events. */
+/* Folds the stream of order id up to max_version (0 for all) into *out; status NONE when
+ * there are no events. The latest state starts from the process's cached one when the log
+ * confirms it (kernel/agg_cache.h), else, as a load up to a version does, from the stream's
+ * snapshot when it has a usable one. */
 int ord_load(const bus_ctx *ctx, const char *id, int64_t max_version, ord_order *out,
              app_error *err);
 
 /* Appends ev to the order stream with the expected version and the saga's state: the
  * deadline (0 for none) and whether the placement is settled. after (may be NULL) is the
- * order ev makes, the command's reply: recorded with it under an Idempotency-Key. */
+ * order ev makes, the command's reply: recorded with it under an Idempotency-Key, and cached
+ * once appended. */
 int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, const ord_event *ev,
                int64_t deadline_ms, bool done, const ord_order *after, app_error *err);
 
