@@ -367,6 +367,27 @@ static void ctx_announce(pg_ctx *c, int64_t pos)
 
 /* ---- the committer -------------------------------------------------------------------- */
 
+#define LOCK_SQL "SELECT pg_advisory_xact_lock($1::int4, $2::int4)"
+
+/* The statements of every batch, prepared once per connection: a batch then costs the
+ * server no parsing and, once it settles on generic plans, no planning. */
+static int committer_prepare(const pg_ctx *c, PGconn *conn, app_error *err)
+{
+    static const char *const names[] = {"es_lock", "es_append", "es_append_keyed", "es_notify"};
+    const char *const texts[] = {LOCK_SQL, c->append_sql, c->append_keyed_sql, c->notify_sql};
+    const int n_params[] = {2, 6, 7, 0};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        PGresult *res = PQprepare(conn, names[i], texts[i], n_params[i], NULL);
+        int rc = res && PQresultStatus(res) == PGRES_COMMAND_OK
+                     ? 0
+                     : pg_result_error(conn, res, "preparing the append statements", err);
+        PQclear(res);
+        if (rc < 0)
+            return rc == APP_EUNAVAIL ? rc : APP_EUNAVAIL;
+    }
+    return 0;
+}
+
 static int committer_connect(pg_ctx *c, app_error *err)
 {
     pg_event_store *s = c->store;
@@ -387,6 +408,10 @@ static int committer_connect(pg_ctx *c, app_error *err)
         }
     }
     int rc = pg_connect(s->dsn, s->connect_timeout_s, &c->conn, err);
+    if (rc == 0 && (rc = committer_prepare(c, c->conn, err)) < 0) {
+        PQfinish(c->conn);
+        c->conn = NULL;
+    }
     if (rc < 0) {
         if (c->connect_failed_at.tv_sec == 0)
             log_warn("event store committer for %s cannot connect: %s", c->schema, err->detail);
@@ -526,7 +551,8 @@ static void resolve_batch(pg_ctx *c, int pid, append_job **jobs, size_t n, const
         PGconn *conn = NULL;
         if (written && pg_connect(c->store->dsn, c->store->connect_timeout_s, &conn, &cerr) == 0) {
             resolved = resolve_on(conn, c->schema, pid, jobs, n, written) == 0;
-            if (resolved && !c->conn)
+            app_error perr = APP_ERROR_INIT;
+            if (resolved && !c->conn && committer_prepare(c, conn, &perr) == 0)
                 c->conn = conn; /* the committer goes on with it */
             else
                 PQfinish(conn);
@@ -604,17 +630,15 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
     snprintf(ns, sizeof ns, "%d", APPEND_LOCK_NS);
     lock_params[0] = ns;
     bool sent = PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
-                PQsendQueryParams(conn, "SELECT pg_advisory_xact_lock($1::int4, $2::int4)", 2, NULL,
-                                  lock_params, NULL, NULL, 0);
+                PQsendQueryPrepared(conn, "es_lock", 2, lock_params, NULL, NULL, 0);
     for (size_t i = 0; sent && i < n; i++) {
         const append_job *j = jobs[i];
         const char *params[] = {j->idem_json,   j->req->stream_id, j->expected,    j->events_json,
                                 j->claims_json, j->releases_json,  j->process_json};
-        sent = j->idem_json
-                   ? PQsendQueryParams(conn, c->append_keyed_sql, 7, NULL, params, NULL, NULL, 0)
-                   : PQsendQueryParams(conn, c->append_sql, 6, NULL, params + 1, NULL, NULL, 0);
+        sent = j->idem_json ? PQsendQueryPrepared(conn, "es_append_keyed", 7, params, NULL, NULL, 0)
+                            : PQsendQueryPrepared(conn, "es_append", 6, params + 1, NULL, NULL, 0);
     }
-    sent = sent && PQsendQueryParams(conn, c->notify_sql, 0, NULL, NULL, NULL, NULL, 0) &&
+    sent = sent && PQsendQueryPrepared(conn, "es_notify", 0, NULL, NULL, NULL, 0) &&
            PQsendQueryParams(conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(conn);
     if (!sent) {
         /* Part of it may have reached the server (a COMMIT runs when it arrives): ask. */
@@ -1071,7 +1095,7 @@ static int pool_query(pg_event_store *s, int acquire_ms, const char *sql, int n_
         rc = pg_pool_acquire(s->pool, acquire_ms, &conn, err);
         if (rc < 0)
             return rc;
-        rc = pg_exec(conn, sql, n_params, params, want, out, err);
+        rc = pg_pool_exec(s->pool, conn, sql, n_params, params, want, out, err);
         bool broken = PQstatus(conn) != CONNECTION_OK;
         pg_pool_release(s->pool, conn);
         if (rc == 0 || !broken)

@@ -15,9 +15,17 @@
 #include "core/log.h"
 #include "core/text.h"
 
+/* A statement prepared on a slot's connection, named "q<index>", kept with its text. */
+typedef struct pg_prepared {
+    uint32_t hash;
+    char *sql;
+} pg_prepared;
+
 typedef struct pg_slot {
     PGconn *conn;
     bool in_use;
+    pg_prepared prepared[PG_POOL_PREPARED_MAX]; /* touched only by the slot's user */
+    int n_prepared;
 } pg_slot;
 
 struct pg_pool {
@@ -169,13 +177,23 @@ int pg_pool_new(pg_pool **out, const char *dsn, int size, int connect_timeout_s,
     return 0;
 }
 
+/* The slot's connection is gone or new: so are the statements prepared on it. */
+static void slot_forget_prepared(pg_slot *s)
+{
+    for (int i = 0; i < s->n_prepared; i++)
+        free(s->prepared[i].sql);
+    s->n_prepared = 0;
+}
+
 void pg_pool_free(pg_pool *pool)
 {
     if (!pool)
         return;
-    for (int i = 0; i < pool->size; i++)
+    for (int i = 0; i < pool->size; i++) {
         if (pool->slots[i].conn)
             PQfinish(pool->slots[i].conn);
+        slot_forget_prepared(&pool->slots[i]);
+    }
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->freed);
     free(pool->slots);
@@ -213,6 +231,7 @@ int pg_pool_acquire(pg_pool *pool, int timeout_ms, PGconn **out, app_error *err)
         conn = NULL;
     }
     if (!conn) {
+        slot_forget_prepared(slot); /* in use: only this thread touches it */
         int rc = pg_connect(pool->dsn, pool->connect_timeout_s, &conn, err);
         if (rc < 0) {
             pthread_mutex_lock(&pool->lock);
@@ -252,6 +271,7 @@ void pg_pool_release(pg_pool *pool, PGconn *conn)
             if (!keep) {
                 PQfinish(conn);
                 s->conn = NULL;
+                slot_forget_prepared(s);
             }
             s->in_use = false;
             break;
@@ -259,4 +279,74 @@ void pg_pool_release(pg_pool *pool, PGconn *conn)
     }
     pthread_cond_signal(&pool->freed);
     pthread_mutex_unlock(&pool->lock);
+}
+
+/* The slot conn was acquired from, in use by the caller; NULL when it is not this pool's. */
+static pg_slot *slot_of(pg_pool *pool, PGconn *conn)
+{
+    pg_slot *slot = NULL;
+    pthread_mutex_lock(&pool->lock);
+    for (int i = 0; i < pool->size && !slot; i++)
+        if (pool->slots[i].in_use && pool->slots[i].conn == conn)
+            slot = &pool->slots[i];
+    pthread_mutex_unlock(&pool->lock);
+    return slot;
+}
+
+/* The index of sql among the slot's prepared statements, preparing it when there is room;
+ * -1 to run it unprepared (no room, or the server would not prepare it: running it then
+ * reports why). */
+static int slot_prepare(pg_slot *slot, PGconn *conn, const char *sql, int n_params)
+{
+    uint32_t hash = text_fnv1a(sql);
+    for (int i = 0; i < slot->n_prepared; i++)
+        if (slot->prepared[i].hash == hash && strcmp(slot->prepared[i].sql, sql) == 0)
+            return i;
+    if (slot->n_prepared >= PG_POOL_PREPARED_MAX)
+        return -1;
+    char *copy = strdup(sql);
+    if (!copy)
+        return -1;
+    char name[16];
+    snprintf(name, sizeof name, "q%d", slot->n_prepared);
+    PGresult *res = PQprepare(conn, name, sql, n_params, NULL);
+    bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+    PQclear(res);
+    if (!ok) {
+        free(copy);
+        return -1;
+    }
+    slot->prepared[slot->n_prepared] = (pg_prepared){hash, copy};
+    return slot->n_prepared++;
+}
+
+int pg_pool_exec(pg_pool *pool, PGconn *conn, const char *sql, int n_params,
+                 const char *const *params, ExecStatusType want, PGresult **out, app_error *err)
+{
+    pg_slot *slot = slot_of(pool, conn);
+    int index = slot ? slot_prepare(slot, conn, sql, n_params) : -1;
+    if (index < 0)
+        return pg_exec(conn, sql, n_params, params, want, out, err);
+    char name[16];
+    snprintf(name, sizeof name, "q%d", index);
+    PGresult *res = PQexecPrepared(conn, name, n_params, params, NULL, NULL, 0);
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state && strcmp(state, "26000") == 0) {
+        /* The session lost its statements (a pooler in between, DISCARD ALL): start over,
+         * with every name free again. */
+        PQclear(res);
+        PQclear(PQexec(conn, "DEALLOCATE ALL"));
+        slot_forget_prepared(slot);
+        return pg_exec(conn, sql, n_params, params, want, out, err);
+    }
+    if (!res || PQresultStatus(res) != want) {
+        int rc = pg_result_error(conn, res, "query", err);
+        PQclear(res);
+        return rc;
+    }
+    if (out)
+        *out = res;
+    else
+        PQclear(res);
+    return 0;
 }

@@ -11,6 +11,9 @@
 
 typedef struct pg_pool pg_pool;
 
+/* Statements a pooled connection keeps prepared; past that, queries run unprepared. */
+#define PG_POOL_PREPARED_MAX 128
+
 /* Creates a pool of at most size connections to dsn (a libpq connection string or URI).
  * No connection is opened here. *out belongs to the caller; free it with pg_pool_free. */
 int pg_pool_new(pg_pool **out, const char *dsn, int size, int connect_timeout_s, app_error *err);
@@ -42,6 +45,12 @@ int pg_result_error(PGconn *conn, const PGresult *res, const char *what, app_err
  * PGRES_TUPLES_OK). On success *out (may be NULL to discard) owns the result (PQclear). */
 int pg_exec(PGconn *conn, const char *sql, int n_params, const char *const *params,
             ExecStatusType want, PGresult **out, app_error *err);
+
+/* pg_exec on a connection borrowed from pool, as a statement prepared on it: the first run
+ * of a text on a connection prepares it, and later runs skip parsing and, once PostgreSQL
+ * settles on a generic plan, planning. A connection that breaks forgets its statements. */
+int pg_pool_exec(pg_pool *pool, PGconn *conn, const char *sql, int n_params,
+                 const char *const *params, ExecStatusType want, PGresult **out, app_error *err);
 
 /* True when name is a usable SQL identifier for a schema: [a-z_][a-z0-9_]*, at most 48. */
 int pg_schema_name_valid(const char *name);

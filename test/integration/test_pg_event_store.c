@@ -804,6 +804,82 @@ static void test_ping(void **state)
     assert_int_equal(port.ops->ping(port.self, &err), 0);
 }
 
+/* The statements prepared on pooled_conn's session, by counting pg_prepared_statements. */
+static int64_t prepared_on(PGconn *conn)
+{
+    PGresult *res = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(pg_exec(conn, "SELECT count(*) FROM pg_prepared_statements", 0, NULL,
+                             PGRES_TUPLES_OK, &res, &err),
+                     0);
+    int64_t n = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return n;
+}
+
+/* pg_pool_exec prepares a text on its first run on a connection and reuses it; a session
+ * that lost its statements (DEALLOCATE ALL, as a pooler may do) still gets its answers, and
+ * prepares again; texts past the table's room run unprepared, with the same answers. */
+static void test_prepared_statements(void **state)
+{
+    (void)state;
+    pg_pool *pool = pg_event_store_pool(store);
+    PGconn *conn = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(pg_pool_acquire(pool, 1000, &conn, &err), 0);
+    int64_t before = prepared_on(conn);
+    const char *sql = "SELECT $1::int + 1";
+    for (int i = 0; i < 3; i++) {
+        char arg[16];
+        snprintf(arg, sizeof arg, "%d", i);
+        const char *params[] = {arg};
+        PGresult *res = NULL;
+        assert_int_equal(pg_pool_exec(pool, conn, sql, 1, params, PGRES_TUPLES_OK, &res, &err), 0);
+        assert_int_equal(atoi(PQgetvalue(res, 0, 0)), i + 1);
+        PQclear(res);
+        assert_int_equal(prepared_on(conn), before + 1);
+    }
+    PQclear(PQexec(conn, "DEALLOCATE ALL"));
+    const char *params[] = {"41"};
+    PGresult *res = NULL;
+    assert_int_equal(pg_pool_exec(pool, conn, sql, 1, params, PGRES_TUPLES_OK, &res, &err), 0);
+    assert_int_equal(atoi(PQgetvalue(res, 0, 0)), 42);
+    PQclear(res);
+    assert_int_equal(pg_pool_exec(pool, conn, sql, 1, params, PGRES_TUPLES_OK, &res, &err), 0);
+    PQclear(res);
+    assert_int_equal(prepared_on(conn), 1);
+
+    for (int i = 0; i < PG_POOL_PREPARED_MAX + 10; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "SELECT $1::int * %d", i);
+        assert_int_equal(pg_pool_exec(pool, conn, text, 1, params, PGRES_TUPLES_OK, &res, &err), 0);
+        assert_int_equal(atoi(PQgetvalue(res, 0, 0)), 41 * i);
+        PQclear(res);
+    }
+    assert_int_equal(prepared_on(conn), PG_POOL_PREPARED_MAX);
+    /* A statement the server refuses is an error, as unprepared. */
+    assert_int_equal(
+        pg_pool_exec(pool, conn, "SELECT nope FROM nowhere", 0, NULL, PGRES_TUPLES_OK, NULL, &err),
+        APP_EINTERNAL);
+    pg_pool_release(pool, conn);
+
+    /* The store's reads go through it: the same answers, twice. */
+    char id[UUID_STR_LEN], stream[64];
+    new_stream(stream, sizeof stream);
+    uuid_v4(id);
+    es_new_event ev = {id, "t.t.t", 1, "{}", "{}"};
+    es_append_req req = {CTX, stream, ES_NO_STREAM, &ev, 1, NULL, 0, NULL, 0, NULL, NULL};
+    es_append_result out;
+    assert_int_equal(port.ops->append(port.self, &req, &out, &err), 0);
+    for (int i = 0; i < 2; i++) {
+        es_event_list list = {0};
+        assert_int_equal(port.ops->load_stream(port.self, CTX, stream, 0, &list, &err), 0);
+        assert_int_equal(list.len, 1);
+        assert_string_equal(list.items[0].event_id, id);
+        es_event_list_free(&list);
+    }
+}
+
 static double now_ms(void)
 {
     struct timespec ts;
@@ -1230,6 +1306,7 @@ int main(void)
         cmocka_unit_test(test_snapshots),
         cmocka_unit_test(test_process_deadlines),
         cmocka_unit_test(test_ping),
+        cmocka_unit_test(test_prepared_statements),
         cmocka_unit_test(test_wakeup_across_stores),
         cmocka_unit_test(test_unavailable),
         cmocka_unit_test(test_commit_lost_on_the_way),

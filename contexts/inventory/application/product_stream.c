@@ -178,8 +178,6 @@ int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, cJSON **
     inv_stream_id(stream, ev->sku);
     if (rc == 0)
         agg_cache_put(inv_cache, stream, p, p->version, event_id);
-    else if (rc == APP_EVERSION)
-        agg_cache_drop(inv_cache, stream); /* another process moved it on */
     if (rc == 0 && snap_due(inv_snapshot_every, before, p->version)) {
         /* p is now the state the append committed, at the version it committed. */
         char *state = NULL;

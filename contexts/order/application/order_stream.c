@@ -183,8 +183,6 @@ int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, con
         cJSON_Delete(reply);
         if (rc == 0 && after)
             agg_cache_put(ord_cache, stream, after, after->version, event_id);
-        else if (rc == APP_EVERSION)
-            agg_cache_drop(ord_cache, stream); /* another process moved it on */
     }
     free(state);
     free(data);
