@@ -8,6 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "core/deadline.h"
 #include "core/json.h"
@@ -15,7 +18,9 @@
 
 #define RM_MAX_PROJECTIONS 32
 #define RM_CONTROL_PREFIX  "read-model:"
-#define RM_BUFFER_MAX      500000 /* keys a buffered writer remembers before it forgets */
+/* Keys (with their values) a buffered writer remembers before it forgets them; past that it
+ * still knows which keys it wrote, by hash, 8 bytes each (rm_writer.seen). */
+#define RM_BUFFER_MAX 50000
 
 typedef struct rm_projection {
     const mod_subscription *sub;
@@ -480,6 +485,12 @@ struct rm_writer {
     bool complete;     /* every key of the generation is in entries (absent ones as NULL) */
     rm_entry *entries; /* open addressing, size a power of two */
     size_t n_entries, cap_entries;
+    /* While seen_all: the hash of every key the generation has (0 marks a free slot, so a
+     * key hashing to 0 is kept as 1). A key not in it is absent; one in it may be (a hash
+     * collision), and is asked for. Open addressing, size a power of two. */
+    bool seen_all;
+    uint64_t *seen;
+    size_t n_seen, cap_seen;
     rm_pending *pending;
     size_t n_pending, cap_pending;
 };
@@ -494,6 +505,7 @@ static uint64_t rm_hash(const char *s)
 
 static void rm_entries_clear(rm_writer *w)
 {
+    bool large = w->cap_entries >= 16384;
     for (size_t i = 0; i < w->cap_entries; i++) {
         free(w->entries[i].key);
         free(w->entries[i].value);
@@ -501,6 +513,63 @@ static void rm_entries_clear(rm_writer *w)
     free(w->entries);
     w->entries = NULL;
     w->n_entries = w->cap_entries = 0;
+#ifdef __GLIBC__
+    if (large)
+        malloc_trim(0); /* tens of thousands of small blocks: give the pages back */
+#else
+    (void)large;
+#endif
+}
+
+static void rm_seen_clear(rm_writer *w)
+{
+    free(w->seen);
+    w->seen = NULL;
+    w->n_seen = w->cap_seen = 0;
+    w->seen_all = false;
+}
+
+static uint64_t rm_seen_hash(const char *key)
+{
+    uint64_t h = rm_hash(key);
+    return h ? h : 1;
+}
+
+static uint64_t *rm_seen_slot(uint64_t *table, size_t cap, uint64_t h)
+{
+    for (size_t i = h & (cap - 1);; i = (i + 1) & (cap - 1))
+        if (!table[i] || table[i] == h)
+            return &table[i];
+}
+
+static bool rm_seen_has(const rm_writer *w, const char *key)
+{
+    uint64_t h = rm_seen_hash(key);
+    return w->cap_seen && *rm_seen_slot(w->seen, w->cap_seen, h) == h;
+}
+
+/* Adds key's hash; out of memory, the writer stops knowing its keys (and asks the store). */
+static void rm_seen_add(rm_writer *w, const char *key)
+{
+    if ((w->n_seen + 1) * 2 > w->cap_seen) {
+        size_t cap = w->cap_seen ? w->cap_seen * 2 : 4096;
+        uint64_t *table = calloc(cap, sizeof *table);
+        if (!table) {
+            rm_seen_clear(w);
+            return;
+        }
+        for (size_t i = 0; i < w->cap_seen; i++)
+            if (w->seen[i])
+                *rm_seen_slot(table, cap, w->seen[i]) = w->seen[i];
+        free(w->seen);
+        w->seen = table;
+        w->cap_seen = cap;
+    }
+    uint64_t *slot = rm_seen_slot(w->seen, w->cap_seen, rm_seen_hash(key));
+    if (!*slot) {
+        *slot = rm_seen_hash(key);
+        w->n_seen++;
+    }
 }
 
 static rm_entry *rm_slot(rm_entry *table, size_t cap, const char *key)
@@ -542,6 +611,8 @@ static int rm_remember(rm_writer *w, const char *key, const char *value, app_err
         }
         w->n_entries++;
     }
+    if (w->seen_all)
+        rm_seen_add(w, key);
     free(e->value);
     e->value = copy;
     return 0;
@@ -609,7 +680,9 @@ int rm_writer_flush(rm_writer *w, app_error *err)
         return rc; /* kept: the next flush sends them again (every write is idempotent) */
     rm_pending_clear(w);
     if (w->n_entries > RM_BUFFER_MAX) {
-        rm_entries_clear(w); /* forget; from now on a miss asks the store */
+        /* Forget the values; from now on a miss asks the store, unless the key was never
+         * written (seen_all), which the hashes tell. */
+        rm_entries_clear(w);
         w->complete = false;
     }
     return 0;
@@ -637,7 +710,7 @@ static int wr_get(void *self, const char *key, char **out, app_error *err)
     if (e && e->key) {
         if (e->value && !(*out = strdup(e->value)))
             rc = app_error_set(err, APP_ENOMEM, "out of memory");
-    } else if (!(w->buffered && w->complete)) {
+    } else if (!(w->buffered && (w->complete || (w->seen_all && !rm_seen_has(w, phys))))) {
         rc = w->models->store->ops->get(w->models->store->self, phys, out, err);
     }
     free(phys);
@@ -737,6 +810,7 @@ int rm_writer_new(rm_writer **out, rm_models *m, const char *projection, int64_t
     w->generation = generation;
     w->buffered = buffered;
     w->complete = buffered;
+    w->seen_all = buffered;
     w->port = (rs_store){&rm_writer_ops, w};
     *out = w;
     return 0;
@@ -753,8 +827,10 @@ int rm_writer_set_buffered(rm_writer *w, bool buffered, bool complete, app_error
     if (rc != 0)
         return rc;
     rm_entries_clear(w);
+    rm_seen_clear(w);
     w->buffered = buffered;
     w->complete = buffered && complete;
+    w->seen_all = w->complete;
     return 0;
 }
 
@@ -775,5 +851,6 @@ void rm_writer_free(rm_writer *w)
     rm_pending_clear(w);
     free(w->pending);
     rm_entries_clear(w);
+    rm_seen_clear(w);
     free(w);
 }

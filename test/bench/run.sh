@@ -14,10 +14,14 @@
 #   6. rebuilding the user read model from 100,000 events: the live projection after Redis
 #      lost its data (baseline) against `app replay` (buffered, pipelined writes)
 #   7. adding stock to a product with a 10,000-event stream, one request at a time: folding
-#      the whole stream (snapshots.product=0, baseline) against loading from a snapshot
+#      the whole stream (snapshots.product=0, baseline) against loading from a snapshot, both
+#      with the aggregate cache off, and against the default (the cache)
 #   8. orders the placement saga settles per second, from the first order placed (for 2 s)
 #      to the last one settled: one at a time (subscriptions.lanes=1, baseline) against
 #      several at once (the default)
+#      then orders as products age: BENCH_ORDERS (default 100,000) in ten rounds, each
+#      round's confirmed orders shipped after it; the mean settle rate against the
+#      registrations of 4, and the last round against the first
 #   9. the same with the contexts split into three services (one database each, Kafka and
 #      HTTP between them) against the monolith's figure of 8
 #  10. the Kafka inbox: events a split order service copies from the user topic into its
@@ -312,12 +316,17 @@ SQL
 product_events=$(psql "$APP_POSTGRES_DSN" -qtAX -c \
     "SELECT count(*) FROM inventory_ctx.events WHERE stream_id = 'product-BENCH-SNAP'")
 stock_url="$base/v1/products/BENCH-SNAP/stock"
-APP_SNAPSHOTS_PRODUCT=0 start_app
+# Snapshots against folding with the aggregate cache off (each load then reads the stream);
+# then the default, where a load reads one event past what the process has cached.
+APP_SNAPSHOTS_PRODUCT=0 APP_SNAPSHOTS_CACHE=0 start_app
 unsnapped=$(CONNECTIONS=1 THREADS=1 bench add-stock-folding "$stock_url" -s test/bench/add_stock.lua)
 stop_app
-APP_SNAPSHOTS_PRODUCT=100 start_app
+APP_SNAPSHOTS_PRODUCT=100 APP_SNAPSHOTS_CACHE=0 start_app
 curl -fs "$stock_url" -H 'Content-Type: application/json' -d '{"quantity":1}' >/dev/null
 snapped=$(CONNECTIONS=1 THREADS=1 bench add-stock-snapshot "$stock_url" -s test/bench/add_stock.lua)
+stop_app
+start_app
+cached=$(CONNECTIONS=1 THREADS=1 bench add-stock-cached "$stock_url" -s test/bench/add_stock.lua)
 stop_app
 
 # The saga: 20 products, 100 customers, two-line orders for 2 s, then until all settled.
@@ -383,6 +392,70 @@ stop_app
 export BENCH_CUSTOMERS=$run_dir/customers.txt
 saga_one=$(saga_rate 1)
 saga_lanes=$(saga_rate 8)
+
+# Orders as products age: BENCH_ORDERS (default 100,000) two-line orders on the 20 products
+# in ten rounds. A round places its share on 8 connections as fast as they are answered and
+# is timed from then to the last order settled; then every order it confirmed is shipped, as
+# a warehouse would, so that a product holds the reservations of open orders only. The
+# figures: the mean rate of the rounds (against the registrations of 4) and the last round
+# against the first.
+orders_total=${BENCH_ORDERS:-100000}
+order_rounds=10
+order_count() # event type, after position -> events of that type in the order log after it
+{
+    psql "$APP_POSTGRES_DSN" -qtAX -c \
+        "SELECT count(*) FROM order_ctx.events WHERE event_type = '$1' AND global_position > $2"
+}
+order_head()
+{
+    psql "$APP_POSTGRES_DSN" -qtAX -c "SELECT coalesce(max(global_position), 0) FROM order_ctx.events"
+}
+until_count() # event type, after position, count, wrk pid: waits, then stops wrk
+{
+    until [ "$(order_count "$1" "$2")" -ge "$3" ]; do
+        kill -0 "$4" 2>/dev/null || { echo "bench: wrk stopped early; see $run_dir" >&2; exit 1; }
+        sleep 0.05
+    done
+    kill "$4" 2>/dev/null || true
+    wait "$4" 2>/dev/null || true
+}
+phase="orders over time"
+APP_ORDER_PLACEMENT_TIMEOUT_MS=3600000 start_app
+until caught_up; do
+    sleep 0.1
+done
+round_rates=()
+per_round=$((orders_total / order_rounds))
+for round in $(seq "$order_rounds"); do
+    from=$(order_head)
+    t0=$(date +%s.%N)
+    BENCH_ORDERS=$per_round BENCH_THREADS=2 wrk -t2 -c8 -d3600s -s test/bench/place_orders.lua \
+        "$base/v1/orders" >/dev/null &
+    until_count order.order.placed "$from" "$per_round" $!
+    head=$(order_head)
+    until [ "$(saga_checkpoint "$base")" -ge "$head" ]; do
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    placed=$(order_count order.order.placed "$from")
+    round_rates+=("$(awk -v n="$placed" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')")
+    psql "$APP_POSTGRES_DSN" -qtAX -c "SELECT substr(stream_id, 7) FROM order_ctx.events
+        WHERE event_type = 'order.order.confirmed' AND global_position > $from" >"$run_dir/ship.txt"
+    confirmed=$(wc -l <"$run_dir/ship.txt")
+    [ "$confirmed" -eq "$placed" ] ||
+        { echo "bench: round $round: $confirmed of $placed orders confirmed" >&2; exit 1; }
+    BENCH_SHIP_IDS=$run_dir/ship.txt BENCH_THREADS=2 wrk -t2 -c8 -d3600s \
+        -s test/bench/ship_orders.lua "$base" >/dev/null &
+    until_count order.order.shipped "$from" "$confirmed" $!
+    head=$(order_head)
+    until [ "$(saga_checkpoint "$base")" -ge "$head" ]; do # every line committed
+        sleep 0.05
+    done
+done
+stop_app
+orders_mean=$(printf '%s\n' "${round_rates[@]}" | awk '{ s += $1 } END { printf "%.0f", s / NR }')
+orders_first=${round_rates[0]}
+orders_last=${round_rates[$((order_rounds - 1))]}
 
 # ---- the split deployment: three services, a database each, Kafka and HTTP between them ----
 kafka_port=$(bash $services free-port "$pg_port" "$redis_port" "$http_port")
@@ -527,15 +600,24 @@ printf '%-44s %12s %10s\n' "rebuild $user_events user events" "events/s" ""
 printf '%-44s %12.0f %10s\n' "  live projection after a flush (baseline)" "$live_rebuild" "1.00"
 printf '%-44s %12.0f %10s\n' "  app replay" "$replayed" "$(ratio "$replayed" "$live_rebuild")"
 printf '%-44s %12s %10s\n' "add stock, $product_events-event stream, 1 conn." "req/s" ""
+printf '%-44s %12s %10s\n' "  (the first two with snapshots.cache=0)" "" ""
 printf '%-44s %12.0f %10s\n' "  folding the whole stream (baseline)" "$unsnapped" "1.00"
 printf '%-44s %12.0f %10s\n' "  from a snapshot (snapshots.product=100)" "$snapped" \
     "$(ratio "$snapped" "$unsnapped")"
+printf '%-44s %12.0f %10s\n' "  from the process's cache (default)" "$cached" \
+    "$(ratio "$cached" "$unsnapped")"
 printf '%-44s %12s %10s\n' "placement saga, orders settled" "orders/s" ""
 printf '%-44s %12.0f %10s\n' "  one at a time (lanes=1, baseline)" "$saga_one" "1.00"
 printf '%-44s %12.0f %10s\n' "  eight at once (lanes=8, default)" "$saga_lanes" \
     "$(ratio "$saga_lanes" "$saga_one")"
 printf '%-44s %12.0f %10s\n' "  split: three services, Kafka and HTTP" "$saga_split" \
     "$(ratio "$saga_split" "$saga_lanes")"
+printf '%-44s %12s %10s\n' "orders, $orders_total in $order_rounds rounds, shipped" "orders/s" ""
+printf '%-44s %12.0f %10s\n' "  settled, mean of the rounds (vs. POST users)" "$orders_mean" \
+    "$(ratio "$orders_mean" "$grouped")"
+printf '%-44s %12.0f %10s\n' "  the first round (baseline)" "$orders_first" "1.00"
+printf '%-44s %12.0f %10s\n' "  the last round" "$orders_last" "$(ratio "$orders_last" "$orders_first")"
+printf '%-44s\n' "  (the rounds: ${round_rates[*]})"
 printf '%-44s %12s %10s\n' "Kafka, $all_user_events user events" "events/s" ""
 printf '%-44s %12.0f %10s\n' "  produced by the relay (baseline)" "$relayed" "1.00"
 printf '%-44s %12.0f %10s\n' "  copied into a split service's inbox" "$inboxed" \

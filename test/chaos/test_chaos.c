@@ -6,6 +6,8 @@
  * - every command answered 2xx has its events in the log (lost: 0);
  * - no product has reserved above onHand, or a negative availability;
  * - every order is confirmed or cancelled, none still pending past its deadline;
+ * - every shipped order has each line's reservation committed, and no order is both shipped
+ *   and cancelled, no reservation both committed and released;
  * - every event of the run is on Kafka at least once, each stream in order once duplicates
  *   are dropped;
  * - the read models equal a fresh replay: what the API reads before `app replay` equals what
@@ -50,8 +52,8 @@ static const char *app_env[] = {"APP_KAFKA_ENABLED=true",
                                 NULL};
 static char tag[9], sku_tag[9], topic_prefix[64];
 
-typedef enum { OP_REGISTER, OP_ORDER, OP_CANCEL, OP_STOCK, OP_KINDS } op_kind;
-static const char *const op_names[] = {"registrations", "orders", "cancellations",
+typedef enum { OP_REGISTER, OP_ORDER, OP_CANCEL, OP_SHIP, OP_STOCK, OP_KINDS } op_kind;
+static const char *const op_names[] = {"registrations", "orders", "cancellations", "shipments",
                                        "stock additions"};
 
 /* What the clients got answered 2xx, shared. */
@@ -232,11 +234,14 @@ static void *client_main(void *arg)
                          "{\"sku\":\"C%s-%d\",\"quantity\":1}]}", sku_tag, q);
             if (command(&seed, "POST", "/v1/orders", body, &j) / 100 == 2)
                 book_add(OP_ORDER, cJSON_GetStringValue(cJSON_GetObjectItem(j, "id")));
-        } else if (roll < 80) {
+        } else if (roll < 85) {
+            /* Cancel or ship an order placed earlier: one not yet confirmed, or gone the
+             * other way, answers 409. */
+            bool ship = roll >= 77;
             if (pick(&seed, &orders, &n_orders, id)) {
-                snprintf(path, sizeof path, "/v1/orders/%s/cancel", id);
+                snprintf(path, sizeof path, "/v1/orders/%s/%s", id, ship ? "ship" : "cancel");
                 if (command(&seed, "POST", path, NULL, &j) / 100 == 2)
-                    book_add(OP_CANCEL, id);
+                    book_add(ship ? OP_SHIP : OP_CANCEL, id);
             }
         } else {
             char sku[32];
@@ -345,6 +350,24 @@ static bool orders_settled(void *arg)
             return false;
     }
     return true;
+}
+
+/* Shipped orders whose committed lines in the inventory log are not as many as their lines. */
+#define UNCOMMITTED_SHIPMENTS                                                                      \
+    "WITH shipped AS (SELECT stream_id FROM order_ctx.events"                                      \
+    " WHERE event_type = 'order.order.shipped'),"                                                  \
+    " lines AS (SELECT substr(p.stream_id, 7) AS id, jsonb_array_length(p.data->'lines') AS n"     \
+    " FROM order_ctx.events p JOIN shipped USING (stream_id)"                                      \
+    " WHERE p.event_type = 'order.order.placed'),"                                                 \
+    " committed AS (SELECT data->>'orderId' AS id, count(*) AS n FROM inventory_ctx.events"        \
+    " WHERE event_type = 'inventory.product.reservation_committed' GROUP BY 1)"                    \
+    " SELECT count(*) FROM lines LEFT JOIN committed c USING (id) WHERE coalesce(c.n, 0) <> "      \
+    "lines.n"
+
+static bool shipments_committed(void *arg)
+{
+    (void)arg;
+    return ts_sql_int(UNCOMMITTED_SHIPMENTS) == 0;
 }
 
 static size_t count(const char *text, const char *what)
@@ -521,6 +544,7 @@ static void test_chaos(void **state)
     ts_map *registered = streams_with("user_ctx", "user.user.registered");
     ts_map *placed = streams_with("order_ctx", "order.order.placed");
     ts_map *cancelled = streams_with("order_ctx", "order.order.cancelled");
+    ts_map *shipped = streams_with("order_ctx", "order.order.shipped");
     ts_map *added = streams_with("inventory_ctx", "inventory.product.stock_added");
     size_t lost = 0, done[OP_KINDS] = {0};
     for (size_t i = 0; i < n_book; i++) {
@@ -536,8 +560,9 @@ static void test_chaos(void **state)
             found = in_log(placed, "order-", a->id);
             break;
         case OP_CANCEL: /* cancelling twice answers 2xx twice: one event */
+        case OP_SHIP:   /* likewise */
             snprintf(stream, sizeof stream, "order-%s", a->id);
-            found = ts_map_get(cancelled, stream, NULL);
+            found = ts_map_get(a->kind == OP_CANCEL ? cancelled : shipped, stream, NULL);
             break;
         default:
             found = in_log(added, "product-", a->id);
@@ -549,6 +574,7 @@ static void test_chaos(void **state)
     ts_map_free(registered);
     ts_map_free(placed);
     ts_map_free(cancelled);
+    ts_map_free(shipped);
     ts_map_free(added);
 
     print_message("%-32s %8s\n", "fault", "injected");
@@ -571,6 +597,25 @@ static void test_chaos(void **state)
     if (ts_wait_until(orders_settled, NULL, 60000) != 0)
         fail_msg("orders are still pending a minute after the load stopped");
     print_message("orders: all %zu settled, confirmed or cancelled\n", n_orders);
+    /* A line's reservation ends once: no order both shipped and cancelled, and each shipped
+     * order has every line committed (the saga may still be finishing), none released. */
+    if (ts_wait_until(shipments_committed, NULL, 60000) != 0)
+        fail_msg("%lld shipped orders still lack a committed line a minute after the load",
+                 ts_sql_int(UNCOMMITTED_SHIPMENTS));
+    assert_int_equal(ts_sql_int("SELECT count(*) FROM order_ctx.events a JOIN order_ctx.events b"
+                                " USING (stream_id) WHERE a.event_type = 'order.order.shipped'"
+                                " AND b.event_type = 'order.order.cancelled'"),
+                     0);
+    assert_int_equal(
+        ts_sql_int("SELECT count(*) FROM inventory_ctx.events c JOIN inventory_ctx.events r"
+                   " ON r.stream_id = c.stream_id AND r.data->>'orderId' = c.data->>'orderId'"
+                   " WHERE c.event_type = 'inventory.product.reservation_committed'"
+                   " AND r.event_type = 'inventory.product.reservation_released'"),
+        0);
+    print_message("shipments: %lld, every line committed once, none also released or "
+                  "cancelled\n",
+                  ts_sql_int("SELECT count(*) FROM order_ctx.events"
+                             " WHERE event_type = 'order.order.shipped'"));
     /* No product reserved above what it has. */
     for (int p = 0; p < PRODUCTS; p++) {
         char path[64];

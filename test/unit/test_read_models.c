@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,6 +172,70 @@ static void test_buffered_writer_builds_beside_the_live_generation(void **state)
     rm_writer_free(replay);
 }
 
+/* A read store that keeps nothing and counts what it is asked: for writers past the bound of
+ * what a buffered writer remembers. */
+typedef struct counting_rs {
+    size_t gets, writes;
+} counting_rs;
+
+static int crs_get(void *self, const char *key, char **out, app_error *err)
+{
+    (void)key, (void)err;
+    ((counting_rs *)self)->gets++;
+    *out = NULL;
+    return 0;
+}
+
+static int crs_write_batch(void *self, const rs_write *writes, size_t n, app_error *err)
+{
+    (void)writes, (void)err;
+    ((counting_rs *)self)->writes += n;
+    return 0;
+}
+
+/* Past the keys it remembers with their values, a writer building a generation from the
+ * start forgets the values but still knows which keys it wrote: a key it never wrote is
+ * absent without asking the store; one it wrote is asked for. */
+static void test_a_large_build_knows_its_keys(void **state)
+{
+    (void)state;
+    counting_rs counts = {0};
+    static const rs_store_ops ops = {.get = crs_get, .write_batch = crs_write_batch};
+    rs_store store = {&ops, &counts};
+    rm_models *m = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(rm_models_new(&m, &store, &err), 0);
+    assert_int_equal(rm_models_add(m, &orders, &err), 0);
+    rm_writer *w = NULL;
+    assert_int_equal(rm_writer_new(&w, m, "order.projection", 2, true, &err), 0);
+    rs_store wp = rm_writer_port(w);
+    enum { KEYS = 120000 };
+    char key[32], *out = NULL;
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(key, sizeof key, "order:%d", i);
+        assert_int_equal(wp.ops->get(wp.self, key, &out, &err), 0);
+        assert_null(out);
+        assert_int_equal(wp.ops->set(wp.self, key, "{}", &err), 0);
+        if (i % 500 == 499)
+            assert_int_equal(rm_writer_flush(w, &err), 0);
+    }
+    assert_int_equal(rm_writer_flush(w, &err), 0);
+    assert_int_equal(counts.writes, KEYS);
+    assert_int_equal(counts.gets, 0); /* every key was new, and the writer knew it */
+    assert_int_equal(wp.ops->get(wp.self, "order:never", &out, &err), 0);
+    assert_null(out);
+    assert_int_equal(counts.gets, 0);
+    assert_int_equal(wp.ops->get(wp.self, "order:7", &out, &err), 0);
+    assert_int_equal(counts.gets, 1); /* written, value forgotten: asked for */
+
+    /* Catching up after the build (not complete): every miss is asked for. */
+    assert_int_equal(rm_writer_set_buffered(w, true, false, &err), 0);
+    assert_int_equal(wp.ops->get(wp.self, "order:never", &out, &err), 0);
+    assert_int_equal(counts.gets, 2);
+    rm_writer_free(w);
+    rm_models_free(m);
+}
+
 static void test_a_lost_read_store_answers_unavailable_not_missing(void **state)
 {
     fixture *f = *state;
@@ -244,6 +309,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_keys_map_to_the_live_generation_by_longest_prefix,
                                         setup, teardown),
+        cmocka_unit_test(test_a_large_build_knows_its_keys),
         cmocka_unit_test_setup_teardown(test_buffered_writer_builds_beside_the_live_generation,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_lost_read_store_answers_unavailable_not_missing,
