@@ -20,7 +20,7 @@
 #define RM_CONTROL_PREFIX  "read-model:"
 /* Keys (with their values) a buffered writer remembers before it forgets them; past that it
  * still knows which keys it wrote, by hash, 8 bytes each (rm_writer.seen). */
-#define RM_BUFFER_MAX 50000
+#define RM_BUFFER_MAX 20000
 
 typedef struct rm_projection {
     const mod_subscription *sub;
@@ -551,7 +551,7 @@ static bool rm_seen_has(const rm_writer *w, const char *key)
 /* Adds key's hash; out of memory, the writer stops knowing its keys (and asks the store). */
 static void rm_seen_add(rm_writer *w, const char *key)
 {
-    if ((w->n_seen + 1) * 2 > w->cap_seen) {
+    if ((w->n_seen + 1) * 4 > w->cap_seen * 3) {
         size_t cap = w->cap_seen ? w->cap_seen * 2 : 4096;
         uint64_t *table = calloc(cap, sizeof *table);
         if (!table) {

@@ -596,7 +596,7 @@ static void test_chaos(void **state)
     /* Every order settles; none stays pending past its deadline. */
     if (ts_wait_until(orders_settled, NULL, 60000) != 0)
         fail_msg("orders are still pending a minute after the load stopped");
-    print_message("orders: all %zu settled, confirmed or cancelled\n", n_orders);
+    print_message("orders: all %zu settled: confirmed, shipped or cancelled\n", n_orders);
     /* A line's reservation ends once: no order both shipped and cancelled, and each shipped
      * order has every line committed (the saga may still be finishing), none released. */
     if (ts_wait_until(shipments_committed, NULL, 60000) != 0)
