@@ -11,7 +11,8 @@
 #   services.sh restart-postgres RUN_DIR MODE      pg_ctl restart -m MODE (fast or immediate)
 #   services.sh status RUN_DIR                     exit 0 only if both answer
 #   services.sh env RUN_DIR                        APP_POSTGRES_DSN=... and APP_REDIS_URL=...
-#   services.sh free-port [NOT_THIS_PORT]...       a free loopback port in 20000-60000
+#   services.sh free-port [NOT_THIS_PORT]...       a free loopback port from 20000 up to the
+#                                                  kernel's ephemeral range (32768)
 #
 # Layout: RUN_DIR/pg/{data,postgres.log}, RUN_DIR/redis/{appendonlydir,redis.pid,redis.log},
 # RUN_DIR/ports (the ports, so stop and env need only RUN_DIR).
@@ -397,8 +398,14 @@ redis_stop()
 cmd=${1:-}
 if [ "$cmd" = free-port ]; then
     shift
+    # Below the kernel's ephemeral range: a service stopped in a test (a restart, an outage)
+    # must find its port free when it starts again, and an outgoing connection's local port,
+    # drawn from that range, could be holding it by then.
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    top=$((low - 1))
+    [ "$top" -gt 21000 ] || top=60000
     for _ in $(seq 1 500); do
-        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40001))
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % (top - 20000 + 1)))
         case " $* " in
         *" $port "*) continue ;;
         esac
@@ -407,7 +414,7 @@ if [ "$cmd" = free-port ]; then
             exit 0
         }
     done
-    die "no free port found in 20000-60000"
+    die "no free port found in 20000-$top"
 fi
 [ $# -ge 2 ] || usage
 case "$cmd" in

@@ -75,7 +75,21 @@ int ts_wait_until(bool (*pred)(void *), void *arg, int timeout_ms)
     }
 }
 
-int ts_free_port(void)
+/* The first port of the kernel's ephemeral range (outgoing connections' local ports). */
+static int ephemeral_low(void)
+{
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    int low = 32768;
+    if (f) {
+        if (fscanf(f, "%d", &low) != 1)
+            low = 32768;
+        fclose(f);
+    }
+    return low;
+}
+
+/* True when port can be bound on loopback now. */
+static bool port_free(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -83,15 +97,28 @@ int ts_free_port(void)
     struct sockaddr_in sa = {0};
     sa.sin_family = AF_INET;
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
-        int e = errno;
-        close(fd);
-        fail_msg("cannot find a free port: %s", strerror(e));
-    }
+    sa.sin_port = htons((uint16_t)port);
+    bool ok = bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
     close(fd);
-    return ntohs(sa.sin_port);
+    return ok;
+}
+
+/* A free loopback port below the ephemeral range: an app a test kills and restarts on the
+ * same port must find it free again, and an outgoing connection's local port, drawn from
+ * that range, could be holding it by then. */
+int ts_free_port(void)
+{
+    static unsigned seed;
+    if (!seed)
+        seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    int low = ephemeral_low(), top = low > 21000 ? low - 1 : 60000;
+    for (int i = 0; i < 1000; i++) {
+        int port = 20000 + (int)(rand_r(&seed) % (unsigned)(top - 20000 + 1));
+        if (port_free(port))
+            return port;
+    }
+    fail_msg("cannot find a free port in 20000-%d", top);
+    return -1;
 }
 
 /* Runs argv (argv[0] looked up in PATH) and returns its exit status, -1 if it could not
