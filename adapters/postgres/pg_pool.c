@@ -117,10 +117,10 @@ int pg_result_error(PGconn *conn, const PGresult *res, const char *what, app_err
     return code;
 }
 
-int pg_exec(PGconn *conn, const char *sql, int n_params, const char *const *params,
-            ExecStatusType want, PGresult **out, app_error *err)
+/* res (may be NULL) when it has status want: into *out (NULL to discard); else the error. */
+static int take_result(PGconn *conn, PGresult *res, ExecStatusType want, PGresult **out,
+                       app_error *err)
 {
-    PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
     if (!res || PQresultStatus(res) != want) {
         int rc = pg_result_error(conn, res, "query", err);
         PQclear(res);
@@ -131,6 +131,13 @@ int pg_exec(PGconn *conn, const char *sql, int n_params, const char *const *para
     else
         PQclear(res);
     return 0;
+}
+
+int pg_exec(PGconn *conn, const char *sql, int n_params, const char *const *params,
+            ExecStatusType want, PGresult **out, app_error *err)
+{
+    PGresult *res = PQexecParams(conn, sql, n_params, NULL, params, NULL, NULL, 0);
+    return take_result(conn, res, want, out, err);
 }
 
 int pg_schema_name_valid(const char *name)
@@ -339,14 +346,5 @@ int pg_pool_exec(pg_pool *pool, PGconn *conn, const char *sql, int n_params,
         slot_forget_prepared(slot);
         return pg_exec(conn, sql, n_params, params, want, out, err);
     }
-    if (!res || PQresultStatus(res) != want) {
-        int rc = pg_result_error(conn, res, "query", err);
-        PQclear(res);
-        return rc;
-    }
-    if (out)
-        *out = res;
-    else
-        PQclear(res);
-    return 0;
+    return take_result(conn, res, want, out, err);
 }

@@ -1,12 +1,13 @@
--- wrk script: places BENCH_ORDERS two-line orders in all (split evenly between wrk's
--- threads; a thread stops once its share is answered), for the customers listed one per line
--- in the file BENCH_CUSTOMERS, on products BENCH-P1..BENCH-P20.
+-- wrk script: places two-line orders for the customers listed, one per line, in the file
+-- BENCH_CUSTOMERS, on products BENCH-P1..BENCH-P20. With BENCH_ORDERS set, wrk's threads
+-- split that many between them, and a thread stops once its share is answered.
 local customers = {}
 for line in io.lines(os.getenv("BENCH_CUSTOMERS")) do
     customers[#customers + 1] = line
 end
+local total = tonumber(os.getenv("BENCH_ORDERS") or "")
 local threads = tonumber(os.getenv("BENCH_THREADS") or "2")
-local share = math.ceil(tonumber(os.getenv("BENCH_ORDERS")) / threads)
+local share = total and math.ceil(total / threads)
 local n, answered = 0, 0
 
 function request()
@@ -20,7 +21,7 @@ end
 
 function response(status, headers, body)
     answered = answered + 1
-    if answered >= share then
+    if share and answered >= share then
         wrk.thread:stop()
     end
 end

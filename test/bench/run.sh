@@ -352,7 +352,7 @@ settle_rate() # base url, DSN of the order context's database -> orders settled 
     before=$(psql "$dsn" -qtAX -c \
         "SELECT count(*) FROM order_ctx.events WHERE event_type = 'order.order.placed'")
     t0=$(date +%s.%N)
-    wrk -t2 -c8 -d2s -s test/bench/place_order.lua "$url/v1/orders" >/dev/null
+    env -u BENCH_ORDERS wrk -t2 -c8 -d2s -s test/bench/place_orders.lua "$url/v1/orders" >/dev/null
     head=$(psql "$dsn" -qtAX -c "SELECT coalesce(max(global_position), 0) FROM order_ctx.events")
     # Every placed order is at or below head: settled once the saga's checkpoint is there.
     until [ "$(saga_checkpoint "$url")" -ge "$head" ]; do
