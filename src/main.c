@@ -284,6 +284,20 @@ static int app_open_adapters(app *a, app_error *err)
 }
 
 /* Phase 2: every context's commands, queries, routes and subscriptions are registered. */
+/* Each HTTP loop thread reads Redis itself, for GETs answered from a read model there. */
+static void app_loop_started(void *arg, struct event_base *base)
+{
+    app_error err = APP_ERROR_INIT;
+    if (rds_store_attach_loop(arg, base, &err) != 0)
+        log_warn("an HTTP loop reads through workers only: %s", err.message);
+}
+
+static void app_loop_stopping(void *arg, struct event_base *base)
+{
+    (void)base;
+    rds_store_detach_loop(arg);
+}
+
 static int app_register(app *a, app_error *err)
 {
     bus_options bo = {
@@ -323,6 +337,7 @@ static int app_register(app *a, app_error *err)
     rc = http_access_new(&a->access, &ao, err);
     if (rc)
         return rc;
+    bool loop_reads = a->cfg.redis.loop_reads;
     http_server_options ho = {
         .host = a->cfg.http.listen_host,
         .port = a->cfg.http.listen_port,
@@ -336,6 +351,9 @@ static int app_register(app *a, app_error *err)
         .bus = a->bus,
         .pool = a->pool,
         .access = a->access,
+        .loop_started = loop_reads ? app_loop_started : NULL,
+        .loop_stopping = loop_reads ? app_loop_stopping : NULL,
+        .loop_arg = a->redis,
     };
     rc = http_server_new(&a->http, &ho, err);
     if (rc == 0)

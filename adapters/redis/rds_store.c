@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "adapters/redis/rds_loop.h"
 #include "adapters/redis/rds_url.h"
 #include "core/breaker.h"
 #include "core/deadline.h"
@@ -129,7 +130,7 @@ static struct timeval ms_to_tv(int ms)
 }
 
 /* Redis error replies that mean "cannot serve now" rather than "bad command". */
-static bool reply_error_transient(const char *msg)
+bool rds_reply_error_transient(const char *msg)
 {
     static const char *const words[] = {"LOADING", "READONLY",   "MASTERDOWN", "BUSY",
                                         "OOM",     "TRYAGAIN",   "NOAUTH",     "CLUSTERDOWN",
@@ -332,7 +333,7 @@ static int exec_cmds(rds_store *s, const rds_cmd *cmds, size_t n, redisReply ***
             if (replies[i]->type != REDIS_REPLY_ERROR)
                 continue;
             const char *msg = replies[i]->str ? replies[i]->str : "error reply";
-            int code = reply_error_transient(msg) ? APP_EUNAVAIL : APP_EINTERNAL;
+            int code = rds_reply_error_transient(msg) ? APP_EUNAVAIL : APP_EINTERNAL;
             rc = app_error_set(err, code, "redis %s failed", cmds[i].argv[0]);
             if (err)
                 app_error_detail(err, "%s", msg);
@@ -728,6 +729,40 @@ static int op_del_prefix(void *self, const char *prefix, size_t *deleted, app_er
     return rc;
 }
 
+/* ---- reads on an event loop ---------------------------------------------------------- */
+
+/* The loop connection of the calling thread (rds_store_attach_loop), and its store. */
+static _Thread_local struct {
+    rds_store *store;
+    rds_loop *loop;
+} rds_here;
+
+int rds_store_attach_loop(rds_store *s, struct event_base *base, app_error *err)
+{
+    if (rds_here.loop)
+        return app_error_set(err, APP_EINTERNAL, "this thread has a redis loop connection already");
+    int rc = rds_loop_new(&rds_here.loop, base, &s->url, s->prefix, s->timeout_ms, err);
+    if (rc == 0)
+        rds_here.store = s;
+    return rc;
+}
+
+void rds_store_detach_loop(rds_store *s)
+{
+    if (rds_here.store != s)
+        return;
+    rds_loop_free(rds_here.loop);
+    rds_here.loop = NULL;
+    rds_here.store = NULL;
+}
+
+static int op_get_async(void *self, const char *key, rs_get_done done, void *arg, app_error *err)
+{
+    if (rds_here.store != self || !rds_here.loop)
+        return app_error_set(err, APP_EUNAVAIL, "no redis loop connection on this thread");
+    return rds_loop_get(rds_here.loop, key, done, arg, err);
+}
+
 static const rs_store_ops rds_ops = {
     .get = op_get,
     .set = op_set,
@@ -737,6 +772,7 @@ static const rs_store_ops rds_ops = {
     .ping = op_ping,
     .write_batch = op_write_batch,
     .del_prefix = op_del_prefix,
+    .get_async = op_get_async,
 };
 
 /* ---- lifecycle ----------------------------------------------------------------------- */

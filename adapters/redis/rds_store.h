@@ -7,6 +7,8 @@
 #include "ports/clock.h"
 #include "ports/read_store.h"
 
+struct event_base;
+
 typedef struct rds_store rds_store;
 
 typedef struct rds_store_options {
@@ -42,6 +44,14 @@ int rds_store_new(rds_store **out, const rds_store_options *opts, app_error *err
  * APP_EINVAL. zrevrange: stop above INT64_MAX means "to the end" (pass SIZE_MAX); *out is
  * NULL when *n is 0. */
 rs_store rds_store_port(rds_store *s);
+
+/* Gives the calling thread, which runs base, a connection of its own for the port's
+ * get_async (see rds_loop.h): GETs answered by base on this thread, with the store's URL,
+ * prefix and timeout, but not its circuit breaker. One loop a thread. The process must ignore
+ * SIGPIPE (hiredis writes with write(2) there). On the thread, before base stops running:
+ * rds_store_detach_loop, which ends every pending GET with APP_EUNAVAIL. */
+int rds_store_attach_loop(rds_store *s, struct event_base *base, app_error *err);
+void rds_store_detach_loop(rds_store *s);
 
 /* Closes every connection. No call may be in flight. Accepts NULL. */
 void rds_store_free(rds_store *s);

@@ -91,6 +91,7 @@ static const cfg_key cfg_keys[] = {
     {"redis.key_prefix", CFG_STRING, CFG_FIELD(redis.key_prefix), 0, 0, 63, NULL, "app:", NULL},
     {"redis.pool_size", CFG_INT, CFG_FIELD(redis.pool_size), 0, 1, 256, NULL, "8", NULL},
     {"redis.timeout_ms", CFG_INT, CFG_FIELD(redis.timeout_ms), 0, 10, 60000, NULL, "1000", NULL},
+    {"redis.loop_reads", CFG_BOOL, CFG_FIELD(redis.loop_reads), 0, 0, 0, NULL, "true", NULL},
     {"log.level", CFG_LOG_LEVEL, CFG_FIELD(log.level), 0, 0, 0, NULL, "info", NULL},
     {"subscriptions.batch_size", CFG_INT, CFG_FIELD(subscriptions.batch_size), 0, 1, 100000, NULL,
      "500", NULL},

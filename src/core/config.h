@@ -64,6 +64,7 @@ typedef struct app_config {
         char key_prefix[64]; /* redis.key_prefix */
         int pool_size;       /* redis.pool_size */
         int timeout_ms;      /* redis.timeout_ms */
+        bool loop_reads;     /* redis.loop_reads: HTTP loops read models themselves */
     } redis;
     struct {
         int level; /* log.level: a log_level */

@@ -42,6 +42,7 @@
 
 #define HTTP_REQUESTS_TOTAL   "http_requests_total"
 #define HTTP_REQUEST_DURATION "http_request_duration_seconds"
+#define HTTP_MODEL_READS      "http_read_model_answers_total"
 
 typedef struct http_loop {
     http_server *srv;
@@ -93,9 +94,10 @@ struct http_job {
     char *query; /* owned copy of req.query */
     const char *route_label;
     struct timespec started;
-    trace_span span;  /* the request's, from http_prepare to http_respond */
-    http_quota quota; /* where the caller stands with the rate limit */
-    bool replayed;    /* answered from an Idempotency-Key record */
+    struct timespec model_started; /* when its read model was asked for */
+    trace_span span;               /* the request's, from http_prepare to http_respond */
+    http_quota quota;              /* where the caller stands with the rate limit */
+    bool replayed;                 /* answered from an Idempotency-Key record */
     bool close_after;
     bool sending; /* the reply is queued on the connection */
     bool listed;
@@ -717,6 +719,87 @@ static void http_job_main(void *arg)
     pthread_mutex_unlock(&s->lock);
 }
 
+/* Hands the route to a worker; the reply comes back to this loop (http_job_done). */
+static void http_submit(http_job *job)
+{
+    http_server *s = job->srv;
+    if (!job->ereq) { /* the client left while its read model was read */
+        http_respond(job);
+        return;
+    }
+    struct evhttp_connection *conn = evhttp_request_get_connection(job->ereq);
+    if (conn)
+        evhttp_connection_set_closecb(conn, http_on_close, job);
+    pthread_mutex_lock(&s->lock);
+    s->on_pool++;
+    pthread_mutex_unlock(&s->lock);
+    int rc = workers_submit(s->opts.pool, http_job_main, job, &job->err);
+    if (rc) {
+        pthread_mutex_lock(&s->lock);
+        s->on_pool--;
+        pthread_mutex_unlock(&s->lock);
+        job->rc = rc;
+        http_respond(job);
+    }
+}
+
+/* ---- a GET answered from its read model on the loop thread ---------------------------- */
+
+static void http_model_count(const http_job *job, const char *where)
+{
+    char r[160], labels[224];
+    metrics_escape_label(job->route_label, r, sizeof r);
+    snprintf(labels, sizeof labels, "route=\"%s\",answered=\"%s\"", r, where);
+    metrics_counter_add(HTTP_MODEL_READS, labels, 1);
+}
+
+/* The read store's answer, on the loop thread: a model answers the request here; anything
+ * else (missing, unreadable, the store in trouble) is for the route on a worker. */
+static void http_model_done(void *arg, int rc, const char *value, size_t len, const app_error *err)
+{
+    (void)err; /* the worker's blocking read meets the same trouble, and reports it */
+    http_job *job = arg;
+    const http_read_model *m = job->route->model;
+    cJSON *model = rc == 0 && value ? json_parse_n(value, len) : NULL;
+    if (!cJSON_IsObject(model)) {
+        cJSON_Delete(model);
+        http_model_count(job, "worker");
+        http_submit(job);
+        return;
+    }
+    bus_observe(BUS_QUERY, m->query, 0, http_elapsed(&job->model_started));
+    http_model_count(job, "loop");
+    job->rc = m->reply(&job->req, model, &job->res, &job->err);
+    http_respond(job);
+}
+
+/* Starts reading the route's read model when it may answer this request: true when the
+ * answer will come to http_model_done, false when the route runs on a worker instead. */
+static bool http_model_start(http_job *job)
+{
+    const http_read_model *m = job->route->model;
+    bus *b = job->srv->opts.bus;
+    const rs_store *reads = b ? bus_get_options(b)->reads : NULL;
+    if (!(job->req.method & (HTTP_M_GET | HTTP_M_HEAD)) || !reads || !reads->ops->get_async ||
+        !bus_serves(b, BUS_QUERY, m->query))
+        return false;
+    const char *value = http_req_param(&job->req, m->param);
+    char key[256];
+    if (!value || (m->valid && !m->valid(value)) ||
+        snprintf(key, sizeof key, "%s%s", m->key_prefix, value) >= (int)sizeof key)
+        return false;
+    clock_gettime(CLOCK_MONOTONIC, &job->model_started);
+    app_error err = APP_ERROR_INIT;
+    if (reads->ops->get_async(reads->self, key, http_model_done, job, &err) != 0) {
+        http_model_count(job, "worker");
+        return false;
+    }
+    struct evhttp_connection *conn = evhttp_request_get_connection(job->ereq);
+    if (conn)
+        evhttp_connection_set_closecb(conn, http_on_close, job);
+    return true;
+}
+
 static void http_on_request(struct evhttp_request *ereq, void *arg)
 {
     http_loop *loop = arg;
@@ -761,20 +844,9 @@ static void http_on_request(struct evhttp_request *ereq, void *arg)
         return;
     }
 
-    struct evhttp_connection *conn = evhttp_request_get_connection(ereq);
-    if (conn)
-        evhttp_connection_set_closecb(conn, http_on_close, job);
-    pthread_mutex_lock(&s->lock);
-    s->on_pool++;
-    pthread_mutex_unlock(&s->lock);
-    int rc = workers_submit(s->opts.pool, http_job_main, job, &job->err);
-    if (rc) {
-        pthread_mutex_lock(&s->lock);
-        s->on_pool--;
-        pthread_mutex_unlock(&s->lock);
-        job->rc = rc;
-        http_respond(job);
-    }
+    if (job->route->model && http_model_start(job))
+        return;
+    http_submit(job);
 }
 
 /* ---- methods refused at the edge ------------------------------------------------------ */
@@ -862,8 +934,13 @@ static void http_rewrite_cb(struct evbuffer *buf, const struct evbuffer_cb_info 
 static void *http_loop_main(void *arg)
 {
     http_loop *loop = arg;
+    const http_server_options *o = &loop->srv->opts;
+    if (o->loop_started)
+        o->loop_started(o->loop_arg, loop->base);
     /* Keeps running with no events left, e.g. when only posted replies are pending. */
     event_base_loop(loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    if (o->loop_stopping)
+        o->loop_stopping(o->loop_arg, loop->base);
     return NULL;
 }
 
@@ -950,6 +1027,9 @@ int http_server_new(http_server **out, const http_server_options *opts, app_erro
     pthread_once(&http_evthread_once, http_evthread_init);
     if (http_evthread_rc != 0)
         return app_error_set(err, APP_EINTERNAL, "could not enable libevent threading");
+    metrics_declare(HTTP_MODEL_READS, METRIC_COUNTER,
+                    "GETs of a route with a read model, by where they were answered: on the loop "
+                    "thread from the model, or by the route on a worker.");
     metrics_declare(HTTP_REQUESTS_TOTAL, METRIC_COUNTER,
                     "HTTP requests answered, by route, method and status");
     metrics_declare(HTTP_REQUEST_DURATION, METRIC_HISTOGRAM,

@@ -12,6 +12,8 @@
 #include "kernel/http_types.h"
 #include "kernel/workers.h"
 
+struct event_base;
+
 typedef struct http_server http_server;
 
 typedef struct http_server_options {
@@ -28,6 +30,11 @@ typedef struct http_server_options {
     workers *pool;                   /* where routes run */
     http_access *access;             /* API keys and rate limits for routes not HTTP_ROUTE_OPEN, or
                                         NULL for none; borrowed, outlives the server */
+    /* Optional: run on each loop thread, before its loop starts and after it stopped (e.g.
+     * to give the thread a read-store connection of its own, for routes' read models). */
+    void (*loop_started)(void *arg, struct event_base *base);
+    void (*loop_stopping)(void *arg, struct event_base *base);
+    void *loop_arg;
 } http_server_options;
 
 /* *out owned by the caller; free with http_server_free. Binds the port (so a taken port

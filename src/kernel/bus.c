@@ -285,15 +285,26 @@ int bus_mw_logging(bus_call *call)
     return rc;
 }
 
+bool bus_serves(const bus *b, bus_kind kind, const char *name)
+{
+    const bus_entry *e = bus_lookup(b, kind, name);
+    return e && !e->via;
+}
+
 int bus_mw_metrics(bus_call *call)
 {
     double start = bus_now_s();
     int rc = bus_call_next(call);
-    double elapsed = bus_now_s() - start;
+    bus_observe(call->kind, call->def->name, rc, bus_now_s() - start);
+    return rc;
+}
+
+void bus_observe(bus_kind kind, const char *message, int rc, double elapsed)
+{
     char name[160];
-    metrics_escape_label(call->def->name, name, sizeof name);
+    metrics_escape_label(message, name, sizeof name);
     char labels[256];
-    if (call->kind == BUS_COMMAND) {
+    if (kind == BUS_COMMAND) {
         snprintf(labels, sizeof labels, "command=\"%s\",outcome=\"%s\"", name, bus_outcome(rc));
         metrics_counter_add("commands_total", labels, 1);
         snprintf(labels, sizeof labels, "command=\"%s\"", name);
@@ -302,5 +313,4 @@ int bus_mw_metrics(bus_call *call)
         snprintf(labels, sizeof labels, "query=\"%s\",outcome=\"%s\"", name, bus_outcome(rc));
         metrics_counter_add("queries_total", labels, 1);
     }
-    return rc;
 }

@@ -142,6 +142,13 @@ int bus_ask(bus *b, const char *query, const cJSON *payload, const bus_meta *met
 int bus_call_local(bus *b, bus_kind kind, const char *name, const cJSON *payload,
                    const bus_meta *meta, cJSON **out, app_error *err);
 
+/* Whether the handler of name runs in this process (registered, and not remote). */
+bool bus_serves(const bus *b, bus_kind kind, const char *name);
+
+/* Records a message answered without the bus (an HTTP route's read on its loop thread) as
+ * bus_mw_metrics records one: the same counters, the same labels. */
+void bus_observe(bus_kind kind, const char *name, int rc, double seconds);
+
 /* Fills meta with a fresh message id and the given correlation/causation (NULL -> new id). */
 void bus_meta_init(bus_meta *meta, const char *correlation_id, const char *causation_id);
 

@@ -4,6 +4,7 @@
 #define KERNEL_HTTP_TYPES_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/error.h"
@@ -97,13 +98,29 @@ enum http_route_flags {
     HTTP_ROUTE_OWNED = 1u << 6,
 };
 
+/* A GET whose answer is a read model as it stands in the read store (http_route_def.model).
+ * The server reads it on the loop thread that parsed the request, with the read store's
+ * get_async, and answers from it without a worker. Whenever that cannot be done (the model
+ * is missing, the store cannot answer at once, the query's handler runs in another
+ * process), the route's fn runs on a worker as usual, so the answer is the same either way. */
+typedef struct http_read_model {
+    const char *query;      /* the query fn asks, counted as answered by it (queries_total) */
+    const char *key_prefix; /* the model is at key_prefix + the path parameter */
+    const char *param;      /* "id" */
+    bool (*valid)(const char *value); /* the parameter can name a model (else fn answers) */
+    /* Answers from model (taken over, also on failure) as fn answers from the query's reply;
+     * on the loop thread, so it must not block. */
+    int (*reply)(const http_req *req, cJSON *model, http_res *res, app_error *err);
+} http_read_model;
+
 /* A row of a context's route table; tables end with a {0} sentinel. */
 typedef struct http_route_def {
     unsigned methods;    /* http_method bits */
     const char *pattern; /* "/v1/users/{id}/email" */
     http_route_fn fn;
     unsigned flags;
-    const char *name; /* metrics label, e.g. "/v1/users/{id}" (default: pattern) */
+    const char *name;             /* metrics label, e.g. "/v1/users/{id}" (default: pattern) */
+    const http_read_model *model; /* NULL, or how a GET is answered on the loop thread */
 } http_route_def;
 
 #endif

@@ -192,8 +192,9 @@ static int ops_metrics(bus *b, const http_req *req, http_res *res, app_error *er
 }
 
 const http_route_def ops_routes[] = {
-    {HTTP_M_GET | HTTP_M_HEAD, "/health/live", ops_live, HTTP_ROUTE_INLINE | HTTP_ROUTE_OPEN, NULL},
-    {HTTP_M_GET | HTTP_M_HEAD, "/health/ready", ops_ready, HTTP_ROUTE_OPEN, NULL},
-    {HTTP_M_GET, "/metrics", ops_metrics, HTTP_ROUTE_OPEN, NULL},
-    {0, NULL, NULL, 0, NULL},
+    {HTTP_M_GET | HTTP_M_HEAD, "/health/live", ops_live, HTTP_ROUTE_INLINE | HTTP_ROUTE_OPEN, NULL,
+     NULL},
+    {HTTP_M_GET | HTTP_M_HEAD, "/health/ready", ops_ready, HTTP_ROUTE_OPEN, NULL, NULL},
+    {HTTP_M_GET, "/metrics", ops_metrics, HTTP_ROUTE_OPEN, NULL, NULL},
+    {0, NULL, NULL, 0, NULL, NULL},
 };

@@ -320,16 +320,25 @@ static int rm_unreadable(const rm_projection *p, app_error *err)
     return APP_EUNAVAIL;
 }
 
-/* The live generation of p, from the cache or the store (fresh: always from the store).
- * APP_EUNAVAIL while it is being built. */
-static int rm_live_generation(rm_models *m, rm_projection *p, bool fresh, int64_t *out,
+/* How a reader learns a projection's live generation. */
+typedef enum rm_view {
+    RM_CACHED,      /* from what it read less than RM_CACHE_MS ago, else from the store */
+    RM_FRESH,       /* from the store */
+    RM_CACHED_ONLY, /* from what it read less than RM_CACHE_MS ago, else APP_EUNAVAIL */
+} rm_view;
+
+/* The live generation of p, as view says. APP_EUNAVAIL while it is being built. */
+static int rm_live_generation(rm_models *m, rm_projection *p, rm_view view, int64_t *out,
                               app_error *err)
 {
     pthread_mutex_lock(&m->mu);
-    bool cached = !fresh && p->loaded && deadline_now_ms() - p->loaded_ms < RM_CACHE_MS;
+    bool cached = view != RM_FRESH && p->loaded && deadline_now_ms() - p->loaded_ms < RM_CACHE_MS;
     rm_control c = p->control;
     bool found = p->found;
     pthread_mutex_unlock(&m->mu);
+    if (!cached && view == RM_CACHED_ONLY)
+        return app_error_set(err, APP_EUNAVAIL, "the %s control record is not cached",
+                             p->sub->name);
     if (!cached) {
         int rc = rm_refresh(m, p, &c, &found, err);
         if (rc != 0)
@@ -343,7 +352,7 @@ static int rm_live_generation(rm_models *m, rm_projection *p, bool fresh, int64_
 
 /* The key to use in the store for a logical key: *phys is NULL when key is not a
  * projection's (use it as it is), else an owned string; *owner is the projection. */
-static int rm_map(rm_models *m, const char *key, bool fresh, rm_projection **owner, char **phys,
+static int rm_map(rm_models *m, const char *key, rm_view view, rm_projection **owner, char **phys,
                   app_error *err)
 {
     *phys = NULL;
@@ -353,8 +362,8 @@ static int rm_map(rm_models *m, const char *key, bool fresh, rm_projection **own
     rm_projection *p = rm_owner(m, key);
     if (!p)
         return 0;
-    int64_t generation;
-    int rc = rm_live_generation(m, p, fresh, &generation, err);
+    int64_t generation = 0;
+    int rc = rm_live_generation(m, p, view, &generation, err);
     if (rc != 0)
         return rc;
     *owner = p;
@@ -373,7 +382,7 @@ static int rd_get(void *self, const char *key, char **out, app_error *err)
     for (int attempt = 0; rc == 0 && attempt < 2 && !*out; attempt++) {
         rm_projection *owner;
         char *phys;
-        rc = rm_map(m, key, attempt > 0, &owner, &phys, err);
+        rc = rm_map(m, key, attempt > 0 ? RM_FRESH : RM_CACHED, &owner, &phys, err);
         if (rc == 0)
             rc = m->store->ops->get(m->store->self, phys ? phys : key, out, err);
         free(phys);
@@ -388,7 +397,7 @@ static int rd_set(void *self, const char *key, const char *value, app_error *err
     rm_models *m = self;
     rm_projection *owner;
     char *phys;
-    int rc = rm_map(m, key, false, &owner, &phys, err);
+    int rc = rm_map(m, key, RM_CACHED, &owner, &phys, err);
     if (rc == 0)
         rc = m->store->ops->set(m->store->self, phys ? phys : key, value, err);
     free(phys);
@@ -400,7 +409,7 @@ static int rd_del(void *self, const char *key, app_error *err)
     rm_models *m = self;
     rm_projection *owner;
     char *phys;
-    int rc = rm_map(m, key, false, &owner, &phys, err);
+    int rc = rm_map(m, key, RM_CACHED, &owner, &phys, err);
     if (rc == 0)
         rc = m->store->ops->del(m->store->self, phys ? phys : key, err);
     free(phys);
@@ -412,7 +421,7 @@ static int rd_zadd(void *self, const char *key, double score, const char *member
     rm_models *m = self;
     rm_projection *owner;
     char *phys;
-    int rc = rm_map(m, key, false, &owner, &phys, err);
+    int rc = rm_map(m, key, RM_CACHED, &owner, &phys, err);
     if (rc == 0)
         rc = m->store->ops->zadd(m->store->self, phys ? phys : key, score, member, err);
     free(phys);
@@ -429,7 +438,7 @@ static int rd_zrevrange(void *self, const char *key, size_t start, size_t stop, 
     for (int attempt = 0; rc == 0 && attempt < 2 && *n == 0; attempt++) {
         rm_projection *owner;
         char *phys;
-        rc = rm_map(m, key, attempt > 0, &owner, &phys, err);
+        rc = rm_map(m, key, attempt > 0 ? RM_FRESH : RM_CACHED, &owner, &phys, err);
         if (rc == 0)
             rc = m->store->ops->zrevrange(m->store->self, phys ? phys : key, start, stop, out, n,
                                           err);
@@ -446,6 +455,23 @@ static int rd_ping(void *self, app_error *err)
     return m->store->ops->ping(m->store->self, err);
 }
 
+/* Never blocks: a control record older than RM_CACHE_MS is not read here but declined, and
+ * the caller's blocking get reads it. A missing key is answered as missing; the caller's get
+ * is the one that asks again afresh. */
+static int rd_get_async(void *self, const char *key, rs_get_done done, void *arg, app_error *err)
+{
+    rm_models *m = self;
+    if (!m->store->ops->get_async)
+        return app_error_set(err, APP_EUNAVAIL, "the read store has no get_async");
+    rm_projection *owner;
+    char *phys;
+    int rc = rm_map(m, key, RM_CACHED_ONLY, &owner, &phys, err);
+    if (rc == 0)
+        rc = m->store->ops->get_async(m->store->self, phys ? phys : key, done, arg, err);
+    free(phys);
+    return rc;
+}
+
 static const rs_store_ops rm_reader_ops = {
     .get = rd_get,
     .set = rd_set,
@@ -453,6 +479,7 @@ static const rs_store_ops rm_reader_ops = {
     .zadd = rd_zadd,
     .zrevrange = rd_zrevrange,
     .ping = rd_ping,
+    .get_async = rd_get_async,
 };
 
 rs_store rm_models_port(rm_models *m)

@@ -560,8 +560,8 @@ static int remote_query_route(bus *b, const http_req *req, http_res *res, app_er
 
 const http_route_def remote_routes[] = {
     {HTTP_M_POST, "/internal/v1/commands/{name}", remote_command_route,
-     HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_INTERNAL, NULL},
+     HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_INTERNAL, NULL, NULL},
     {HTTP_M_POST, "/internal/v1/queries/{name}", remote_query_route,
-     HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_INTERNAL, NULL},
+     HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_INTERNAL, NULL, NULL},
     {0},
 };

@@ -17,6 +17,10 @@ typedef struct rs_write {
     double score;      /* ZADD */
 } rs_write;
 
+/* The end of a get_async: rc 0 with value (len bytes, borrowed for the call; NULL when the
+ * key is missing), or an error code with err. */
+typedef void (*rs_get_done)(void *arg, int rc, const char *value, size_t len, const app_error *err);
+
 typedef struct rs_store_ops {
     /* *out is a NUL-terminated copy owned by the caller (free), or NULL when the key is
      * missing. APP_EUNAVAIL when the store cannot be reached. */
@@ -35,6 +39,12 @@ typedef struct rs_store_ops {
     /* Optional. Deletes every key that starts with prefix, incrementally (not atomic: keys
      * written meanwhile may survive); *deleted counts what it removed. */
     int (*del_prefix)(void *self, const char *prefix, size_t *deleted, app_error *err);
+    /* Optional. A get that never blocks, for an event loop's own thread: started here, it
+     * ends with exactly one call of done on this thread, from its loop and never before
+     * get_async returns (key need not outlive the call). Nonzero when it could not start
+     * without blocking (no loop connection on this thread, the store is down, ...): done is
+     * not called, and the caller uses get from a thread that may block. */
+    int (*get_async)(void *self, const char *key, rs_get_done done, void *arg, app_error *err);
 } rs_store_ops;
 
 typedef struct rs_store {

@@ -414,6 +414,74 @@ static void test_metrics_exposition(void **state)
     tc_response_free(&r);
 }
 
+static double metric(const char *sample)
+{
+    return tc_metric("127.0.0.1", app.port, sample, 0);
+}
+
+#define LOOP_READS   "http_read_model_answers_total{route=\"/v1/users/{id}\",answered=\"loop\"}"
+#define WORKER_READS "http_read_model_answers_total{route=\"/v1/users/{id}\",answered=\"worker\"}"
+#define USER_QUERIES "queries_total{query=\"user.get_user\",outcome=\"ok\"}"
+
+/* GET /v1/users/{id} is answered on the HTTP loop from the read model (redis.loop_reads),
+ * the same answer the query gives on a worker: each read is counted on one of the two, and
+ * as the query it answers. A user the read model has not seen goes to the worker. */
+static void test_reads_on_the_loop(void **state)
+{
+    (void)state;
+    char email[128], id[UUID_STR_LEN], path[160];
+    unique_email(email, sizeof email, "loop");
+    register_user(email, "Loop Reader", id);
+    snprintf(path, sizeof path, "/v1/users/%s", id);
+    wait_for(path, 200, 1);
+
+    double loop0 = metric(LOOP_READS), worker0 = metric(WORKER_READS);
+    double queries0 = metric(USER_QUERIES);
+    char *first = NULL;
+    const int n = 20;
+    for (int i = 0; i < n; i++) {
+        tc_response r = call(i % 2 ? "HEAD" : "GET", path, NULL, NULL);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(tc_header(&r, "ETag"), "\"1\"");
+        assert_non_null(strstr(tc_header(&r, "Content-Type"), "application/json"));
+        if (i % 2 == 0) {
+            if (!first)
+                first = strndup(r.body, r.body_len);
+            else
+                assert_string_equal(r.body, first);
+        }
+        tc_response_free(&r);
+    }
+    cJSON *u = cJSON_Parse(first);
+    assert_string_equal(cJSON_GetObjectItem(u, "id")->valuestring, id);
+    assert_string_equal(cJSON_GetObjectItem(u, "name")->valuestring, "Loop Reader");
+    cJSON_Delete(u);
+    free(first);
+    double loop = metric(LOOP_READS) - loop0, worker = metric(WORKER_READS) - worker0;
+    print_message("%d reads: %.0f on the loop, %.0f on a worker\n", n, loop, worker);
+    assert_true(loop + worker == n);
+    /* A worker refreshes the read model's control record every 250 ms: that read, no more. */
+    assert_true(loop >= n / 2);
+    assert_true(metric(USER_QUERIES) - queries0 == n);
+
+    /* Unknown: the worker's answer (404), counted there. */
+    char other[UUID_STR_LEN], unknown[160];
+    uuid_v4(other);
+    snprintf(unknown, sizeof unknown, "/v1/users/%s", other);
+    worker0 = metric(WORKER_READS);
+    tc_response r = call("GET", unknown, NULL, NULL);
+    assert_problem(&r, 404);
+    tc_response_free(&r);
+    assert_true(metric(WORKER_READS) - worker0 == 1);
+    /* Not a UUID: the route's own answer, not a read. */
+    loop0 = metric(LOOP_READS);
+    worker0 = metric(WORKER_READS);
+    r = call("GET", "/v1/users/not-a-uuid", NULL, NULL);
+    assert_problem(&r, 404);
+    tc_response_free(&r);
+    assert_true(metric(LOOP_READS) == loop0 && metric(WORKER_READS) == worker0);
+}
+
 static void test_ready(void **state)
 {
     (void)state;
@@ -651,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_change_email_and_deactivate),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_metrics_exposition),
+        cmocka_unit_test(test_reads_on_the_loop),
         cmocka_unit_test(test_redis_outage),
         cmocka_unit_test(test_restart_keeps_data),
         cmocka_unit_test(test_idempotency_key),

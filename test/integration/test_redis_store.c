@@ -1,6 +1,7 @@
 /* The Redis read store against real Redis: operations, key prefixes, concurrency through the
  * pool, and behaviour when Redis is down, hung, restarted or password-protected (those use a
- * redis-server this test starts itself). */
+ * redis-server this test starts itself); then the same for GETs an event loop answers
+ * (rds_store_attach_loop, the port's get_async). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +21,8 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "adapters/redis/rds_store.h"
 #include "adapters/redis/rds_url.h"
@@ -564,6 +567,255 @@ static void test_auth_and_database(void **state)
     own_redis_stop(&own);
 }
 
+/* ---- GETs answered on an event loop ---------------------------------------------------- */
+
+typedef struct loop_read {
+    bool returned; /* get_async had returned when done ran */
+    bool done;
+    int rc;
+    bool missing;
+    char value[128];
+    app_error err;
+    const bool *started; /* set by the caller once get_async returned */
+} loop_read;
+
+static void loop_read_done(void *arg, int rc, const char *value, size_t len, const app_error *err)
+{
+    loop_read *r = arg;
+    assert_false(r->done); /* exactly once */
+    r->done = true;
+    r->returned = *r->started;
+    r->rc = rc;
+    r->missing = value == NULL;
+    if (value)
+        snprintf(r->value, sizeof r->value, "%.*s", (int)len, value);
+    if (rc != 0)
+        r->err = *err;
+}
+
+/* Starts a GET of key on this thread's loop: its rc (done runs only when it is 0). */
+static int loop_get(rs_store *rs, const char *key, loop_read *r)
+{
+    static bool started;
+    *r = (loop_read){.started = &started};
+    started = false;
+    app_error err = APP_ERROR_INIT;
+    int rc = rs->ops->get_async(rs->self, key, loop_read_done, r, &err);
+    started = true;
+    if (rc != 0)
+        r->err = err;
+    return rc;
+}
+
+/* Runs base until every one of the n reads is done. */
+static void loop_wait(struct event_base *base, loop_read *reads, size_t n)
+{
+    long long give_up = ts_now_ms() + TS_HANG_GUARD_MS;
+    for (;;) {
+        size_t left = 0;
+        for (size_t i = 0; i < n; i++)
+            left += !reads[i].done;
+        if (left == 0)
+            return;
+        if (ts_now_ms() > give_up)
+            fail_msg("%zu loop reads never ended", left);
+        event_base_loop(base, EVLOOP_ONCE);
+    }
+}
+
+static struct event_base *loop_attach(rds_store *s)
+{
+    struct event_base *base = event_base_new();
+    assert_non_null(base);
+    app_error err = APP_ERROR_INIT;
+    expect_ok(rds_store_attach_loop(s, base, &err), &err, "attach a loop");
+    return base;
+}
+
+static void loop_detach(rds_store *s, struct event_base *base)
+{
+    rds_store_detach_loop(s);
+    event_base_free(base);
+}
+
+static void test_loop_reads(void **state)
+{
+    (void)state;
+    rds_store *s = open_harness_store("loop:");
+    rs_store rs = rds_store_port(s);
+    app_error err = APP_ERROR_INIT;
+    expect_ok(rs.ops->set(rs.self, "user:1", "{\"name\":\"Zoë\"}", &err), &err, "set");
+    expect_ok(rs.ops->set(rs.self, "key with spaces\r\n", "odd", &err), &err, "set odd key");
+
+    /* No loop on this thread yet: nothing starts, and done is never called. */
+    loop_read none;
+    assert_int_equal(loop_get(&rs, "user:1", &none), APP_EUNAVAIL);
+    assert_non_null(strstr(none.err.message, "no redis loop connection"));
+    assert_false(none.done);
+
+    struct event_base *base = loop_attach(s);
+    assert_int_equal(rds_store_attach_loop(s, base, &err), APP_EINTERNAL); /* one a thread */
+    loop_read r[3];
+    assert_int_equal(loop_get(&rs, "user:1", &r[0]), 0);
+    assert_int_equal(loop_get(&rs, "user:2", &r[1]), 0);
+    assert_int_equal(loop_get(&rs, "key with spaces\r\n", &r[2]), 0);
+    assert_false(r[0].done); /* the loop answers, not the call */
+    loop_wait(base, r, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_true(r[i].returned);
+        assert_int_equal(r[i].rc, 0);
+    }
+    assert_string_equal(r[0].value, "{\"name\":\"Zoë\"}"); /* under the store's prefix */
+    assert_true(r[1].missing);
+    assert_string_equal(r[2].value, "odd");
+
+    /* A key of another type is an error, not a value. */
+    expect_ok(rs.ops->zadd(rs.self, "board", 1, "a", &err), &err, "zadd");
+    assert_int_equal(loop_get(&rs, "board", &r[0]), 0);
+    loop_wait(base, r, 1);
+    assert_int_equal(r[0].rc, APP_EINTERNAL);
+    assert_non_null(strstr(r[0].err.detail, "WRONGTYPE"));
+    /* ... which leaves the connection as it was. */
+    assert_int_equal(loop_get(&rs, "user:1", &r[0]), 0);
+    loop_wait(base, r, 1);
+    assert_string_equal(r[0].value, "{\"name\":\"Zoë\"}");
+
+    loop_detach(s, base);
+    assert_int_equal(loop_get(&rs, "user:1", &none), APP_EUNAVAIL); /* detached */
+    expect_ok(rs.ops->del(rs.self, "user:1", &err), &err, "del");
+    expect_ok(rs.ops->del(rs.self, "key with spaces\r\n", &err), &err, "del");
+    expect_ok(rs.ops->del(rs.self, "board", &err), &err, "del");
+    rds_store_free(s);
+}
+
+/* Down: the first GET fails, and for a second after it the loop does not try again (one
+ * attempt a second costs the loop little); then a Redis that came back answers. */
+static void test_loop_down_and_back(void **state)
+{
+    (void)state;
+    own_redis_stop(&own);
+    rds_store *s = open_store(own.url, "t:", 1, 500);
+    rs_store rs = rds_store_port(s);
+    struct event_base *base = loop_attach(s);
+    loop_read r;
+    int rc = loop_get(&rs, "k", &r);
+    if (rc == 0) { /* the refusal came from the loop rather than connect(2) itself */
+        loop_wait(base, &r, 1);
+        rc = r.rc;
+    }
+    assert_int_equal(rc, APP_EUNAVAIL);
+    assert_int_equal(loop_get(&rs, "k", &r), APP_EUNAVAIL);
+    assert_non_null(strstr(r.err.detail, "failed less than 1000 ms ago"));
+
+    own_redis_start(&own, NULL);
+    usleep(1000 * 1000);
+    assert_int_equal(loop_get(&rs, "k", &r), 0);
+    loop_wait(base, &r, 1);
+    assert_int_equal(r.rc, 0);
+    assert_true(r.missing);
+
+    /* Lost while connected: the pending GET ends, and so does the wait after it. */
+    own_redis_stop(&own);
+    assert_int_equal(loop_get(&rs, "k", &r), 0);
+    loop_wait(base, &r, 1);
+    assert_int_equal(r.rc, APP_EUNAVAIL);
+    own_redis_start(&own, NULL);
+    usleep(1000 * 1000);
+    assert_int_equal(loop_get(&rs, "k", &r), 0);
+    loop_wait(base, &r, 1);
+    assert_int_equal(r.rc, 0);
+    loop_detach(s, base);
+    rds_store_free(s);
+}
+
+/* A hung Redis: the oldest GET waits out the timeout, then every pending one ends with it;
+ * detaching ends those still pending, before it returns. */
+static void test_loop_hung_redis(void **state)
+{
+    (void)state;
+    if (own.pid <= 0)
+        own_redis_start(&own, NULL);
+    rds_store *s = open_store(own.url, "t:", 1, 300);
+    rs_store rs = rds_store_port(s);
+    struct event_base *base = loop_attach(s);
+    loop_read r[2];
+    assert_int_equal(loop_get(&rs, "k", &r[0]), 0);
+    loop_wait(base, r, 1); /* connected */
+
+    kill(own.pid, SIGSTOP);
+    long long t0 = ts_now_ms();
+    assert_int_equal(loop_get(&rs, "k", &r[0]), 0);
+    assert_int_equal(loop_get(&rs, "j", &r[1]), 0);
+    loop_wait(base, r, 2);
+    long long took = ts_now_ms() - t0;
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(r[i].rc, APP_EUNAVAIL);
+        assert_non_null(strstr(r[i].err.detail, "no answer within 300 ms"));
+    }
+    assert_true(took >= 290);
+    print_message("a hung redis ended both loop reads after %lld ms (timeout 300 ms)\n", took);
+    kill(own.pid, SIGCONT);
+
+    usleep(1000 * 1000);
+    assert_int_equal(loop_get(&rs, "k", &r[0]), 0);
+    loop_wait(base, r, 1);
+    assert_int_equal(r[0].rc, 0);
+
+    kill(own.pid, SIGSTOP);
+    assert_int_equal(loop_get(&rs, "k", &r[0]), 0);
+    rds_store_detach_loop(s);
+    assert_true(r[0].done);
+    assert_int_equal(r[0].rc, APP_EUNAVAIL);
+    assert_non_null(strstr(r[0].err.detail, "stopping"));
+    kill(own.pid, SIGCONT);
+    event_base_free(base);
+    rds_store_free(s);
+}
+
+static void test_loop_auth_and_database(void **state)
+{
+    (void)state;
+    own_redis_stop(&own);
+    own_redis_start(&own, "s3cret");
+    char url[192];
+    app_error err = APP_ERROR_INIT;
+    snprintf(url, sizeof url, "redis://:s3cret@127.0.0.1:%d/3", own.port);
+    rds_store *s = open_store(url, "t:", 1, 500);
+    rs_store rs = rds_store_port(s);
+    expect_ok(rs.ops->set(rs.self, "k", "in db 3", &err), &err, "set with password");
+    struct event_base *base = loop_attach(s);
+    loop_read r;
+    assert_int_equal(loop_get(&rs, "k", &r), 0);
+    loop_wait(base, &r, 1);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(r.value, "in db 3");
+    loop_detach(s, base);
+    rds_store_free(s);
+
+    snprintf(url, sizeof url, "redis://:wrong@127.0.0.1:%d/3", own.port);
+    s = open_store(url, "t:", 1, 500);
+    rs = rds_store_port(s);
+    base = loop_attach(s);
+    assert_int_equal(loop_get(&rs, "k", &r), 0);
+    loop_wait(base, &r, 1);
+    assert_int_equal(r.rc, APP_EUNAVAIL); /* never the value of another database */
+    loop_detach(s, base);
+    rds_store_free(s);
+    own_redis_stop(&own);
+}
+
+static int loop_setup(void **state)
+{
+    signal(SIGPIPE, SIG_IGN); /* what rds_store_attach_loop asks of the process */
+    return own_setup(state);
+}
+
+static int loop_teardown(void **state)
+{
+    signal(SIGPIPE, SIG_DFL);
+    return own_teardown(state);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_DFL); /* the adapter must not need SIGPIPE ignored */
@@ -583,8 +835,16 @@ int main(void)
         cmocka_unit_test(test_sorted_set),
         cmocka_unit_test(test_pool_under_concurrency),
     };
+    const struct CMUnitTest loop[] = {
+        cmocka_unit_test(test_loop_reads),
+        cmocka_unit_test(test_loop_down_and_back),
+        cmocka_unit_test(test_loop_hung_redis),
+        cmocka_unit_test(test_loop_auth_and_database),
+    };
     int failed =
         cmocka_run_group_tests_name("redis_store_outages", outage, own_setup, own_teardown);
     failed += cmocka_run_group_tests_name("redis_store_ops", harness, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("redis_store_loop_reads", loop, loop_setup, loop_teardown);
     return failed ? 1 : 0;
 }

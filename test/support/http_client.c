@@ -359,3 +359,24 @@ void tc_response_free(tc_response *r)
     free(r->body);
     memset(r, 0, sizeof *r);
 }
+
+double tc_metric(const char *host, int port, const char *sample, double missing)
+{
+    tc_response r;
+    memset(&r, 0, sizeof r);
+    if (tc_http(host, port, "GET", "/metrics", NULL, NULL, 0, &r) != 0 || r.status != 200) {
+        tc_response_free(&r);
+        return missing;
+    }
+    double v = missing;
+    size_t n = strlen(sample);
+    /* A sample is a whole line: its name and labels at the start, then a space. */
+    for (const char *line = r.body; line && *line;
+         line = strchr(line, '\n'), line = line ? line + 1 : NULL)
+        if (strncmp(line, sample, n) == 0 && line[n] == ' ') {
+            v = strtod(line + n + 1, NULL);
+            break;
+        }
+    tc_response_free(&r);
+    return v;
+}

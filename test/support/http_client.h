@@ -36,4 +36,8 @@ cJSON *tc_json(const tc_response *r);
 /* Frees what tc_http allocated and zeroes *r. Accepts NULL. */
 void tc_response_free(tc_response *r);
 
+/* The value of one sample of the server's GET /metrics, named as it appears there
+ * ("queries_total{query=\"user.get_user\",outcome=\"ok\"}"); missing when absent. */
+double tc_metric(const char *host, int port, const char *sample, double missing);
+
 #endif

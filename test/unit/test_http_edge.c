@@ -35,9 +35,9 @@ static int route_ok(bus *b, const http_req *req, http_res *res, app_error *err)
 }
 
 static const http_route_def routes[] = {
-    {HTTP_M_GET, "/ok", route_ok, HTTP_ROUTE_INLINE, NULL},
-    {HTTP_M_POST, "/ok", route_ok, HTTP_ROUTE_JSON_BODY, NULL},
-    {HTTP_M_POST, "/post-only", route_ok, HTTP_ROUTE_JSON_BODY, NULL},
+    {HTTP_M_GET, "/ok", route_ok, HTTP_ROUTE_INLINE, NULL, NULL},
+    {HTTP_M_POST, "/ok", route_ok, HTTP_ROUTE_JSON_BODY, NULL, NULL},
+    {HTTP_M_POST, "/post-only", route_ok, HTTP_ROUTE_JSON_BODY, NULL, NULL},
     {0},
 };
 

@@ -150,13 +150,13 @@ static int route_whoami(bus *b, const http_req *req, http_res *res, app_error *e
 }
 
 static const http_route_def test_routes[] = {
-    {HTTP_M_POST | HTTP_M_PUT, "/echo", route_echo, HTTP_ROUTE_JSON_BODY, "echo"},
-    {HTTP_M_GET, "/gated/{tag}", route_gated, 0, "/gated/{tag}"},
-    {HTTP_M_POST, "/invalid", route_invalid, 0, NULL},
-    {HTTP_M_GET, "/unavailable", route_unavailable, 0, NULL},
-    {HTTP_M_GET, "/bogus", route_bogus, 0, NULL},
-    {HTTP_M_GET, "/whoami", route_whoami, HTTP_ROUTE_INLINE, NULL},
-    {0, NULL, NULL, 0, NULL},
+    {HTTP_M_POST | HTTP_M_PUT, "/echo", route_echo, HTTP_ROUTE_JSON_BODY, "echo", NULL},
+    {HTTP_M_GET, "/gated/{tag}", route_gated, 0, "/gated/{tag}", NULL},
+    {HTTP_M_POST, "/invalid", route_invalid, 0, NULL, NULL},
+    {HTTP_M_GET, "/unavailable", route_unavailable, 0, NULL, NULL},
+    {HTTP_M_GET, "/bogus", route_bogus, 0, NULL, NULL},
+    {HTTP_M_GET, "/whoami", route_whoami, HTTP_ROUTE_INLINE, NULL, NULL},
+    {0, NULL, NULL, 0, NULL, NULL},
 };
 
 /* ---- a tiny blocking HTTP/1.1 client ----------------------------------------------------- */

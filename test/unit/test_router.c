@@ -21,18 +21,18 @@ static int rt_stub(bus *b, const http_req *req, http_res *res, app_error *err)
 }
 
 static const http_route_def users_routes[] = {
-    {HTTP_M_POST, "/v1/users", rt_stub, HTTP_ROUTE_JSON_BODY, NULL},
-    {HTTP_M_GET, "/v1/users/{id}", rt_stub, 0, "user"},
-    {HTTP_M_PUT, "/v1/users/{id}/email", rt_stub, 0, NULL},
-    {HTTP_M_GET, "/v1/users/me", rt_stub, 0, "me"},
-    {HTTP_M_GET, "/v1/users/{id}/orders/{order}", rt_stub, 0, NULL},
-    {0, NULL, NULL, 0, NULL},
+    {HTTP_M_POST, "/v1/users", rt_stub, HTTP_ROUTE_JSON_BODY, NULL, NULL},
+    {HTTP_M_GET, "/v1/users/{id}", rt_stub, 0, "user", NULL},
+    {HTTP_M_PUT, "/v1/users/{id}/email", rt_stub, 0, NULL, NULL},
+    {HTTP_M_GET, "/v1/users/me", rt_stub, 0, "me", NULL},
+    {HTTP_M_GET, "/v1/users/{id}/orders/{order}", rt_stub, 0, NULL, NULL},
+    {0, NULL, NULL, 0, NULL, NULL},
 };
 
 static const http_route_def ops_routes_t[] = {
-    {HTTP_M_GET, "/", rt_stub, 0, "root"},
-    {HTTP_M_DELETE, "/v1/users/{id}", rt_stub, 0, "user-delete"},
-    {0, NULL, NULL, 0, NULL},
+    {HTTP_M_GET, "/", rt_stub, 0, "root", NULL},
+    {HTTP_M_DELETE, "/v1/users/{id}", rt_stub, 0, "user-delete", NULL},
+    {0, NULL, NULL, 0, NULL, NULL},
 };
 
 static int setup(void **state)
@@ -167,15 +167,15 @@ static void test_bad_patterns(void **state)
 {
     (void)state;
     static const http_route_def bad[][2] = {
-        {{HTTP_M_GET, "nope", rt_stub, 0, NULL}, {0}},
-        {{HTTP_M_GET, "/a//b", rt_stub, 0, NULL}, {0}},
-        {{HTTP_M_GET, "/a/{}", rt_stub, 0, NULL}, {0}},
-        {{HTTP_M_GET, "/a/{x", rt_stub, 0, NULL}, {0}},
-        {{HTTP_M_GET, "/a/{a-b}", rt_stub, 0, NULL}, {0}},
-        {{HTTP_M_GET, "/{a}/{b}/{c}/{d}/{e}", rt_stub, 0, NULL}, {0}},
-        {{HTTP_M_GET, "/a/", rt_stub, 0, NULL}, {0}},
-        {{0, "/a", rt_stub, 0, NULL}, {0}},
-        {{HTTP_M_GET, "/a", NULL, 0, NULL}, {0}},
+        {{HTTP_M_GET, "nope", rt_stub, 0, NULL, NULL}, {0}},
+        {{HTTP_M_GET, "/a//b", rt_stub, 0, NULL, NULL}, {0}},
+        {{HTTP_M_GET, "/a/{}", rt_stub, 0, NULL, NULL}, {0}},
+        {{HTTP_M_GET, "/a/{x", rt_stub, 0, NULL, NULL}, {0}},
+        {{HTTP_M_GET, "/a/{a-b}", rt_stub, 0, NULL, NULL}, {0}},
+        {{HTTP_M_GET, "/{a}/{b}/{c}/{d}/{e}", rt_stub, 0, NULL, NULL}, {0}},
+        {{HTTP_M_GET, "/a/", rt_stub, 0, NULL, NULL}, {0}},
+        {{0, "/a", rt_stub, 0, NULL, NULL}, {0}},
+        {{HTTP_M_GET, "/a", NULL, 0, NULL, NULL}, {0}},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         http_router *r = NULL;

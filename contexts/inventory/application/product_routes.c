@@ -57,6 +57,17 @@ static int route_get(bus *b, const http_req *req, http_res *res, app_error *err)
     return rc != 0 ? rc : http_res_versioned(res, 200, product, err);
 }
 
+static int route_model(const http_req *req, cJSON *product, http_res *res, app_error *err)
+{
+    (void)req;
+    return http_res_versioned(res, 200, product, err);
+}
+
+/* GET /v1/products/{sku} answered from the read model inventory.get_product reads, on the loop
+ * thread. */
+static const http_read_model route_product_model = {"inventory.get_product", INV_READ_KEY_PREFIX,
+                                                    "sku", inv_sku_valid, route_model};
+
 static int route_add_stock(bus *b, const http_req *req, http_res *res, app_error *err)
 {
     cJSON *product = NULL;
@@ -78,11 +89,11 @@ static int route_events(bus *b, const http_req *req, http_res *res, app_error *e
 
 const http_route_def inv_routes[] = {
     {HTTP_M_POST, "/v1/products", route_create, HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_ADMIN,
-     "/v1/products"},
-    {HTTP_M_GET, "/v1/products/{sku}", route_get, 0, "/v1/products/{sku}"},
+     "/v1/products", NULL},
+    {HTTP_M_GET, "/v1/products/{sku}", route_get, 0, "/v1/products/{sku}", &route_product_model},
     {HTTP_M_POST, "/v1/products/{sku}/stock", route_add_stock,
-     HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_ADMIN, "/v1/products/{sku}/stock"},
+     HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_ADMIN, "/v1/products/{sku}/stock", NULL},
     {HTTP_M_GET, "/v1/products/{sku}/events", route_events, HTTP_ROUTE_ADMIN,
-     "/v1/products/{sku}/events"},
+     "/v1/products/{sku}/events", NULL},
     {0},
 };

@@ -69,17 +69,32 @@ static int route_place(bus *b, const http_req *req, http_res *res, app_error *er
     return http_res_versioned(res, 202, order, err);
 }
 
+/* An order as order.get_order answers it: to an end user, only one of its own. */
+static int route_order(const http_req *req, cJSON *order, http_res *res, app_error *err)
+{
+    const char *owner = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(order, "customerId"));
+    if (req->meta.subject[0] && (!owner || strcmp(owner, req->meta.subject) != 0)) {
+        cJSON_Delete(order);
+        return app_error_set(err, APP_ENOTFOUND, "order not found");
+    }
+    return http_res_versioned(res, 200, order, err);
+}
+
 static int route_get(bus *b, const http_req *req, http_res *res, app_error *err)
 {
     cJSON *order = NULL;
     int rc = route_call(b, BUS_QUERY, "order.get_order", "id", req, &order, err);
-    const char *owner = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(order, "customerId"));
-    if (rc == 0 && req->meta.subject[0] && (!owner || strcmp(owner, req->meta.subject) != 0)) {
-        cJSON_Delete(order);
-        return app_error_set(err, APP_ENOTFOUND, "order not found");
-    }
-    return rc != 0 ? rc : http_res_versioned(res, 200, order, err);
+    return rc != 0 ? rc : route_order(req, order, res, err);
 }
+
+static bool route_id_valid(const char *id)
+{
+    return uuid_valid(id);
+}
+
+/* GET /v1/orders/{id} answered from the read model order.get_order reads, on the loop thread. */
+static const http_read_model route_order_model = {"order.get_order", ORD_READ_KEY_PREFIX, "id",
+                                                  route_id_valid, route_order};
 
 static int route_cancel(bus *b, const http_req *req, http_res *res, app_error *err)
 {
@@ -117,14 +132,17 @@ static int route_customer_orders(bus *b, const http_req *req, http_res *res, app
 }
 
 const http_route_def ord_routes[] = {
-    {HTTP_M_POST, "/v1/orders", route_place, HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_OWNED, "/v1/orders"},
-    {HTTP_M_GET, "/v1/orders/{id}", route_get, HTTP_ROUTE_OWNED, "/v1/orders/{id}"},
+    {HTTP_M_POST, "/v1/orders", route_place, HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_OWNED, "/v1/orders",
+     NULL},
+    {HTTP_M_GET, "/v1/orders/{id}", route_get, HTTP_ROUTE_OWNED, "/v1/orders/{id}",
+     &route_order_model},
     {HTTP_M_POST, "/v1/orders/{id}/cancel", route_cancel, HTTP_ROUTE_OWNED,
-     "/v1/orders/{id}/cancel"},
-    {HTTP_M_POST, "/v1/orders/{id}/ship", route_ship, HTTP_ROUTE_ADMIN, "/v1/orders/{id}/ship"},
+     "/v1/orders/{id}/cancel", NULL},
+    {HTTP_M_POST, "/v1/orders/{id}/ship", route_ship, HTTP_ROUTE_ADMIN, "/v1/orders/{id}/ship",
+     NULL},
     {HTTP_M_GET, "/v1/orders/{id}/events", route_events, HTTP_ROUTE_ADMIN | HTTP_ROUTE_OWNED,
-     "/v1/orders/{id}/events"},
+     "/v1/orders/{id}/events", NULL},
     {HTTP_M_GET, "/v1/users/{id}/orders", route_customer_orders, HTTP_ROUTE_SELF,
-     "/v1/users/{id}/orders"},
+     "/v1/users/{id}/orders", NULL},
     {0},
 };

@@ -181,14 +181,29 @@ static int route_events(bus *b, const http_req *req, http_res *res, app_error *e
     return rc != 0 ? rc : http_res_page(res, req, events, err);
 }
 
+static bool route_id_valid(const char *id)
+{
+    return uuid_valid(id);
+}
+
+static int route_model(const http_req *req, cJSON *user, http_res *res, app_error *err)
+{
+    (void)req;
+    return route_user(user, 200, res, err);
+}
+
+/* GET /v1/users/{id} answered from the read model user.get_user reads, on the loop thread. */
+static const http_read_model route_user_model = {"user.get_user", USER_READ_KEY_PREFIX, "id",
+                                                 route_id_valid, route_model};
+
 const http_route_def user_routes[] = {
-    {HTTP_M_POST, "/v1/users", route_register, HTTP_ROUTE_JSON_BODY, "/v1/users"},
-    {HTTP_M_GET, "/v1/users/{id}", route_get, HTTP_ROUTE_SELF, "/v1/users/{id}"},
+    {HTTP_M_POST, "/v1/users", route_register, HTTP_ROUTE_JSON_BODY, "/v1/users", NULL},
+    {HTTP_M_GET, "/v1/users/{id}", route_get, HTTP_ROUTE_SELF, "/v1/users/{id}", &route_user_model},
     {HTTP_M_PUT, "/v1/users/{id}/email", route_change_email, HTTP_ROUTE_JSON_BODY | HTTP_ROUTE_SELF,
-     "/v1/users/{id}/email"},
+     "/v1/users/{id}/email", NULL},
     {HTTP_M_POST, "/v1/users/{id}/deactivate", route_deactivate, HTTP_ROUTE_SELF,
-     "/v1/users/{id}/deactivate"},
+     "/v1/users/{id}/deactivate", NULL},
     {HTTP_M_GET, "/v1/users/{id}/events", route_events, HTTP_ROUTE_ADMIN | HTTP_ROUTE_SELF,
-     "/v1/users/{id}/events"},
+     "/v1/users/{id}/events", NULL},
     {0},
 };
