@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/deadline.h"
 #include "core/trace.h"
 
 static atomic_int current_level = LOG_INFO;
@@ -46,6 +47,7 @@ static struct {
     size_t cap;
     size_t head, tail;
     bool running, stopping;
+    bool idle; /* the writer waits for a signal, not for its nap to end */
 } ring = {.lock = PTHREAD_MUTEX_INITIALIZER,
           .work = PTHREAD_COND_INITIALIZER,
           .room = PTHREAD_COND_INITIALIZER};
@@ -65,23 +67,37 @@ static void write_all(const char *text, size_t len)
     }
 }
 
+/* After a write the writer naps this long, unless the ring fills past half: the lines of a
+ * busy process go out in few writes, and their producers wake nobody. */
+#define LOG_NAP_MS 10
+
 static void *writer_main(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&ring.lock);
     for (;;) {
-        while (ring.head == ring.tail && !ring.stopping)
+        while (ring.head == ring.tail && !ring.stopping) {
+            ring.idle = true;
             pthread_cond_wait(&ring.work, &ring.lock);
+            ring.idle = false;
+        }
         if (ring.head == ring.tail)
             break; /* stopping, and everything is out */
-        size_t at = ring.head % ring.cap, len = ring.tail - ring.head;
-        if (len > ring.cap - at)
-            len = ring.cap - at; /* up to the end of the buffer; the rest next time round */
-        pthread_mutex_unlock(&ring.lock);
-        write_all(ring.buf + at, len);
-        pthread_mutex_lock(&ring.lock);
-        ring.head += len;
-        pthread_cond_broadcast(&ring.room);
+        while (ring.head != ring.tail) {
+            size_t at = ring.head % ring.cap, len = ring.tail - ring.head;
+            if (len > ring.cap - at)
+                len = ring.cap - at; /* up to the end of the buffer; the rest next round */
+            pthread_mutex_unlock(&ring.lock);
+            write_all(ring.buf + at, len);
+            pthread_mutex_lock(&ring.lock);
+            ring.head += len;
+            pthread_cond_broadcast(&ring.room);
+        }
+        if (!ring.stopping) {
+            struct timespec until;
+            deadline_in_ms(CLOCK_REALTIME, LOG_NAP_MS, &until);
+            pthread_cond_timedwait(&ring.work, &ring.lock, &until);
+        }
     }
     pthread_mutex_unlock(&ring.lock);
     return NULL;
@@ -163,9 +179,9 @@ static void emit(const char *line, size_t len)
         first = len;
     memcpy(ring.buf + at, line, first);
     memcpy(ring.buf, line + first, len - first);
-    bool was_empty = ring.head == ring.tail;
     ring.tail += len;
-    if (was_empty)
+    /* An idle writer needs the signal; a napping one only when the ring fills. */
+    if (ring.idle || ring.tail - ring.head > ring.cap / 2)
         pthread_cond_signal(&ring.work);
     pthread_mutex_unlock(&ring.lock);
 }

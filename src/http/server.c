@@ -959,7 +959,14 @@ static int http_loop_bind(http_server *s, http_loop *loop, struct sockaddr *sa, 
                           app_error *err)
 {
     loop->srv = s;
-    loop->base = event_base_new();
+    /* Changes to a descriptor's events within one turn of the loop reach epoll as one
+     * epoll_ctl (the loops never dup() a descriptor, which this would not survive). */
+    struct event_config *cfg = event_config_new();
+    if (cfg)
+        event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    loop->base = cfg ? event_base_new_with_config(cfg) : NULL;
+    if (cfg)
+        event_config_free(cfg);
     loop->http = loop->base ? evhttp_new(loop->base) : NULL;
     if (!loop->http)
         return app_error_set(err, APP_ENOMEM, "could not create an event loop");
