@@ -6,8 +6,9 @@
 #      clients (test/bench/append_ceiling.sql, into a schema made by the log's own migration),
 #      and redis-benchmark GET with 50 clients
 #   1. GET /health/live            the HTTP stack alone (baseline for reads)
-#   2. GET /v1/users/{id}          a query through the bus, the worker pool and Redis; then
-#      with an API key and a rate limit (against the plain read)
+#   2. GET /v1/users/{id}          from the read model in Redis, on the HTTP loop thread; the
+#      same for a product and an order; the user's again with every read on a worker
+#      (redis.loop_reads=false); then with an API key and a rate limit (against the plain read)
 #   3. POST /v1/users, max_batch=1 one transaction per command (baseline for writes)
 #   4. POST /v1/users, group commit concurrent commands share a transaction
 #   5. POST /v1/users, each with an Idempotency-Key (against 4: the cost of recording keys)
@@ -148,8 +149,26 @@ start_app
 id=$(curl -fs "$base/v1/users" -H 'Content-Type: application/json' \
     -d '{"email":"bench.reader@bench.example","name":"Reader"}' | sed 's/.*"id":"\([^"]*\)".*/\1/')
 for _ in $(seq 50); do curl -fs "$base/v1/users/$id" >/dev/null && break; sleep 0.1; done
+curl -fs "$base/v1/products" -H 'Content-Type: application/json' -d \
+    '{"sku":"BENCH-READ","name":"Read","price":{"amount":100,"currency":"EUR"},"stock":1000}' >/dev/null
+for _ in $(seq 50); do curl -fs "$base/v1/products/BENCH-READ" >/dev/null && break; sleep 0.1; done
+order=""
+for _ in $(seq 50); do # the order context learns of the new customer and product a moment later
+    order=$(curl -fs "$base/v1/orders" -H 'Content-Type: application/json' -d \
+        "{\"customerId\":\"$id\",\"lines\":[{\"sku\":\"BENCH-READ\",\"quantity\":1}]}" |
+        sed -n 's/.*"id":"\([^"]*\)".*/\1/p') && [ -n "$order" ] && break
+    sleep 0.1
+done
+[ -n "$order" ] || { echo "bench: could not place the order to read" >&2; exit 1; }
+for _ in $(seq 50); do curl -fs "$base/v1/orders/$order" >/dev/null && break; sleep 0.1; done
 live=$(bench live "$base/health/live")
 read_user=$(bench get-user "$base/v1/users/$id")
+read_product=$(bench get-product "$base/v1/products/BENCH-READ")
+read_order=$(bench get-order "$base/v1/orders/$order")
+stop_app
+# The same read with every query on a worker (the loop thread does not read Redis itself).
+APP_REDIS_LOOP_READS=false start_app
+read_workers=$(bench get-user-workers "$base/v1/users/$id")
 # The same read with an API key required and a rate limit too high to refuse anything: the
 # cost of hashing the key and of every connection drawing from the one caller's bucket.
 stop_app
@@ -566,6 +585,12 @@ printf '%-44s %12.0f %10s\n' "  POST /v1/users, group commit (target 2.0)" "$gro
 printf '%-44s %12.0f %10s\n' "redis-benchmark GET, 50 clients (ceiling)" "$redis_ceiling" "1.00"
 printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id} (target 0.6)" "$read_user" \
     "$(ratio "$read_user" "$redis_ceiling")"
+printf '%-44s %12.0f %10s\n' "  GET /v1/products/{sku} (target 0.6)" "$read_product" \
+    "$(ratio "$read_product" "$redis_ceiling")"
+printf '%-44s %12.0f %10s\n' "  GET /v1/orders/{id} (target 0.6)" "$read_order" \
+    "$(ratio "$read_order" "$redis_ceiling")"
+printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id}, on a worker (loop_reads off)" "$read_workers" \
+    "$(ratio "$read_workers" "$redis_ceiling")"
 printf '%-44s %12s %10s\n' "latency at half the maximum rate (p99 < 10 ms)" "p50 ms" "p99 ms"
 printf '%-44s %12s %10s\n' "  GET /v1/users/{id} at $half_read/s" "$read_p50" "$read_p99"
 printf '%-44s %12s %10s\n' "  POST /v1/users at $half_write/s" "$write_p50" "$write_p99"
