@@ -142,6 +142,7 @@ static int connect_now(rds_loop *l, app_error *err)
         return APP_EUNAVAIL;
     }
     ac->data = l;
+    l->why = NULL;
     if (redisLibeventAttach(ac, l->base) != REDIS_OK) {
         redisAsyncFree(ac);
         return app_error_set(err, APP_ENOMEM, "could not attach redis to the event loop");
