@@ -269,25 +269,9 @@ static int fk_append(void *self, const es_append_req *req, es_append_result *out
     return rc;
 }
 
-static int fk_load_stream(void *self, const char *context, const char *stream_id,
-                          int64_t after_version, es_event_list *out, app_error *err);
-
-static int fk_read_stream(void *self, const char *context, const char *stream_id,
-                          int64_t after_version, size_t limit, es_event_list *out, app_error *err)
-{
-    int rc = fk_load_stream(self, context, stream_id, after_version, out, err);
-    while (rc == 0 && out->len > limit) {
-        es_event *e = &out->items[--out->len];
-        free(e->stream_id);
-        free(e->type);
-        free(e->data);
-        free(e->metadata);
-    }
-    return rc;
-}
-
-static int fk_load_stream(void *self, const char *context, const char *stream_id,
-                          int64_t after_version, es_event_list *out, app_error *err)
+/* At most limit events of a stream after a version; loaded counts what it returns. */
+static int fk_stream_events(void *self, const char *context, const char *stream_id,
+                            int64_t after_version, size_t limit, es_event_list *out, app_error *err)
 {
     fake_es *f = self;
     out->items = NULL;
@@ -299,8 +283,10 @@ static int fk_load_stream(void *self, const char *context, const char *stream_id
     fake_stream *s = fk_stream(f, stream_id);
     if (after_version < 0)
         after_version = 0;
-    if (s && (int64_t)s->len > after_version) {
+    if (s && (int64_t)s->len > after_version && limit > 0) {
         size_t n = s->len - (size_t)after_version;
+        if (n > limit)
+            n = limit;
         out->items = fk_alloc(calloc(n, sizeof *out->items));
         for (size_t i = 0; i < n; i++)
             fk_copy_event(&out->items[i], &s->events[(size_t)after_version + i]);
@@ -310,6 +296,18 @@ static int fk_load_stream(void *self, const char *context, const char *stream_id
     f->last_after_version = after_version;
     pthread_mutex_unlock(&f->lock);
     return 0;
+}
+
+static int fk_read_stream(void *self, const char *context, const char *stream_id,
+                          int64_t after_version, size_t limit, es_event_list *out, app_error *err)
+{
+    return fk_stream_events(self, context, stream_id, after_version, limit, out, err);
+}
+
+static int fk_load_stream(void *self, const char *context, const char *stream_id,
+                          int64_t after_version, es_event_list *out, app_error *err)
+{
+    return fk_stream_events(self, context, stream_id, after_version, SIZE_MAX, out, err);
 }
 
 static int fk_position_cmp(const void *a, const void *b)

@@ -1287,6 +1287,32 @@ static void put_v1_product(fixture *fx, const char *sku, int stock)
  * check it) instead of the stream; what another writer appended is folded on top; a store
  * that does not hold the cached event (another store, emptied, restored) is loaded in full,
  * never answered from the cache. */
+/* A load up to a version (a projection filling a gap) reads the events up to it, not the
+ * whole stream: a product's stream runs to thousands of events. */
+static void test_load_up_to_a_version(void **state)
+{
+    fixture *fx = *state;
+    configure_loads(0, 0);
+    create(fx, SNAP_SKU, 50);
+    append_reservations(fx, 30);
+    inv_product p;
+    app_error err = APP_ERROR_INIT;
+    size_t loaded = fx->es.loaded;
+    assert_int_equal(inv_load(&fx->ctx, SNAP_SKU, 3, &p, &err), 0);
+    assert_int_equal(p.version, 3);
+    assert_int_equal(p.reserved, 2);
+    assert_int_equal(fx->es.loaded - loaded, 3);
+    inv_product_free(&p);
+
+    /* Past the head: the whole stream, no more. */
+    loaded = fx->es.loaded;
+    assert_int_equal(inv_load(&fx->ctx, SNAP_SKU, 100, &p, &err), 0);
+    assert_int_equal(p.version, 31);
+    assert_int_equal(p.reserved, 30);
+    assert_int_equal(fx->es.loaded - loaded, 31);
+    inv_product_free(&p);
+}
+
 static void test_cached_loads(void **state)
 {
     fixture *fx = *state;
@@ -1485,6 +1511,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshots, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_up_to_a_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cached_loads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_created_events, setup, teardown),
         cmocka_unit_test(test_descriptor),

@@ -109,8 +109,13 @@ int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_produ
                              &first, err);
     if (rc == 0 && after == 0) {
         after = inv_from_snapshot(ctx, sku, stream, max_version, out);
-        rc = ctx->events->ops->load_stream(ctx->events->self, INV_CONTEXT, stream, after, &list,
-                                           err);
+        const es_store_ops *ops = ctx->events->ops;
+        /* Up to a version: no more rows than that (a product's stream runs to thousands). */
+        if (max_version > after && ops->read_stream)
+            rc = ops->read_stream(ctx->events->self, INV_CONTEXT, stream, after,
+                                  (size_t)(max_version - after), &list, err);
+        else if (max_version == 0 || max_version > after)
+            rc = ops->load_stream(ctx->events->self, INV_CONTEXT, stream, after, &list, err);
     }
     const char *last = NULL;
     for (size_t i = first; rc == 0 && i < list.len; i++) {
