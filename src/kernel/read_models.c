@@ -509,6 +509,7 @@ struct rm_writer {
     int64_t generation;
     rs_store port;
     bool buffered;
+    bool per_batch;    /* buffered in a live generation: entries last until the flush */
     bool complete;     /* every key of the generation is in entries (absent ones as NULL) */
     rm_entry *entries; /* open addressing, size a power of two */
     size_t n_entries, cap_entries;
@@ -706,7 +707,7 @@ int rm_writer_flush(rm_writer *w, app_error *err)
     if (rc != 0)
         return rc; /* kept: the next flush sends them again (every write is idempotent) */
     rm_pending_clear(w);
-    if (w->n_entries > RM_BUFFER_MAX) {
+    if (w->per_batch || w->n_entries > RM_BUFFER_MAX) {
         /* Forget the values; from now on a miss asks the store, unless the key was never
          * written (seen_all), which the hashes tell. */
         rm_entries_clear(w);
@@ -856,9 +857,18 @@ int rm_writer_set_buffered(rm_writer *w, bool buffered, bool complete, app_error
     rm_entries_clear(w);
     rm_seen_clear(w);
     w->buffered = buffered;
+    w->per_batch = false;
     w->complete = buffered && complete;
     w->seen_all = w->complete;
     return 0;
+}
+
+int rm_writer_set_batched(rm_writer *w, app_error *err)
+{
+    int rc = rm_writer_set_buffered(w, true, false, err);
+    if (rc == 0)
+        w->per_batch = true;
+    return rc;
 }
 
 int64_t rm_writer_generation(const rm_writer *w)

@@ -97,6 +97,10 @@ void rm_writer_set_generation(rm_writer *w, int64_t generation); /* unbuffered w
 /* Turns buffering on (complete: the generation holds nothing the writer did not write, so
  * a key it does not know is missing) or off (after sending what is pending). */
 int rm_writer_set_buffered(rm_writer *w, bool buffered, bool complete, app_error *err);
+/* Buffers a batch's writes in a live generation, which readers read meanwhile: they are sent
+ * together on rm_writer_flush (one round trip, instead of one a write), and what the writer
+ * remembered is forgotten then, since only the batch's own reads may use it. */
+int rm_writer_set_batched(rm_writer *w, app_error *err);
 int64_t rm_writer_generation(const rm_writer *w);
 rs_store rm_writer_port(rm_writer *w);
 int rm_writer_flush(rm_writer *w, app_error *err);

@@ -374,7 +374,9 @@ static int sub_sync_model(sub_worker *w, int64_t *checkpoint, app_error *err)
 static int sub_model_buffering(sub_worker *w, int64_t checkpoint, app_error *err)
 {
     bool catching_up = w->building || w->adopting;
-    return rm_writer_set_buffered(w->writer, catching_up, w->building && checkpoint == 0, err);
+    return catching_up
+               ? rm_writer_set_buffered(w->writer, true, w->building && checkpoint == 0, err)
+               : rm_writer_set_batched(w->writer, err);
 }
 
 /* Caught up with the log: a generation being built or taken over becomes the live one. */
@@ -398,7 +400,7 @@ static int sub_model_caught_up(sub_worker *w, int64_t checkpoint, app_error *err
     w->building = w->adopting = false;
     w->replaced = 0;
     sub_set_rebuilding(w, false);
-    return rm_writer_set_buffered(w->writer, false, false, err);
+    return rm_writer_set_batched(w->writer, err);
 }
 
 /* Hands one event to the subscriber's handler, with the event's correlation as metadata. */

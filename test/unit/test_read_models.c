@@ -120,6 +120,47 @@ static void test_keys_map_to_the_live_generation_by_longest_prefix(void **state)
     assert_int_equal(rm_models_add(f->m, &again, &err), APP_EINTERNAL);
 }
 
+/* A live projection's batch: its writes reach the store together on the flush, its own reads
+ * see them before that, and after it nothing is remembered (a later batch asks the store,
+ * which readers may have seen change meanwhile in no other way than through this writer). */
+static void test_batched_writer_in_the_live_generation(void **state)
+{
+    fixture *f = *state;
+    go_live(f, "order.projection", 4);
+    app_error err = APP_ERROR_INIT;
+    rm_writer *w = NULL;
+    assert_int_equal(rm_writer_new(&w, f->m, "order.projection", 4, false, &err), 0);
+    assert_int_equal(rm_writer_set_batched(w, &err), 0);
+    rs_store wp = rm_writer_port(w);
+    assert_int_equal(f->store.ops->set(f->store.self, "order.projection@4:order:0", "before", &err),
+                     0);
+    size_t sets = f->fake.sets;
+    assert_int_equal(wp.ops->set(wp.self, "order:1", "one", &err), 0);
+    assert_int_equal(wp.ops->set(wp.self, "order:1", "two", &err), 0);
+    char *out = NULL;
+    assert_int_equal(wp.ops->get(wp.self, "order:1", &out, &err), 0);
+    assert_string_equal(out, "two"); /* the batch reads its own write */
+    free(out);
+    assert_int_equal(wp.ops->get(wp.self, "order:0", &out, &err), 0);
+    assert_string_equal(out, "before"); /* not written by the batch: from the store */
+    free(out);
+    assert_int_equal(get(f, "order:1", &out), 0);
+    assert_null(out); /* readers see the batch once it is sent */
+    assert_int_equal(f->fake.sets, sets);
+
+    assert_int_equal(rm_writer_flush(w, &err), 0);
+    assert_int_equal(get(f, "order:1", &out), 0);
+    assert_string_equal(out, "two");
+    free(out);
+    /* Forgotten: a change in the store shows through the writer. */
+    assert_int_equal(f->store.ops->set(f->store.self, "order.projection@4:order:1", "three", &err),
+                     0);
+    assert_int_equal(wp.ops->get(wp.self, "order:1", &out, &err), 0);
+    assert_string_equal(out, "three");
+    free(out);
+    rm_writer_free(w);
+}
+
 static void test_buffered_writer_builds_beside_the_live_generation(void **state)
 {
     fixture *f = *state;
@@ -310,6 +351,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keys_map_to_the_live_generation_by_longest_prefix,
                                         setup, teardown),
         cmocka_unit_test(test_a_large_build_knows_its_keys),
+        cmocka_unit_test_setup_teardown(test_batched_writer_in_the_live_generation, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_buffered_writer_builds_beside_the_live_generation,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_lost_read_store_answers_unavailable_not_missing,
