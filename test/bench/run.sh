@@ -100,6 +100,7 @@ stop_app()
     local rss
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$app_pid/status" 2>/dev/null || echo 0)
     [ "${rss:-0}" -le "$max_rss_kb" ] || { max_rss_kb=$rss; max_rss_phase=$phase; }
+    echo "${rss:-0} $phase" >>"$run_dir/rss.txt"
     kill "$app_pid"
     wait "$app_pid" || true
     app_pid=
@@ -317,6 +318,7 @@ echo "$replay_out" | grep 'events replayed'
 
 # A product whose stream has 10,000 events: created and given stock once through the API,
 # then that stock event copied 9,998 times straight into the log while no app runs.
+phase="creating the product of 10,000 events"
 APP_SNAPSHOTS_PRODUCT=0 start_app
 curl -fs "$base/v1/products" -H 'Content-Type: application/json' -d \
     '{"sku":"BENCH-SNAP","name":"Bench","price":{"amount":100,"currency":"EUR"},"stock":0}' >/dev/null
@@ -597,6 +599,9 @@ printf '%-44s %12s %10s\n' "  POST /v1/users at $half_write/s" "$write_p50" "$wr
 printf '%-44s %12s %10s\n' "footprint (targets: 64 MB, 100 ms)" "" ""
 printf '%-44s %9.1f MB %10s\n' "  largest RSS of an app at the end of a run" "$(awk -v k="$max_rss_kb" 'BEGIN { print k / 1024 }')" ""
 printf '%-44s %12s %10s\n' "    (after: $max_rss_phase)" "" ""
+sort -rn "$run_dir/rss.txt" | sed -n 2,3p | while read -r kb what; do
+    printf '%-44s %9.1f MB %10s\n' "    then: $what" "$(awk -v k="$kb" 'BEGIN { print k / 1024 }')" ""
+done
 printf '%-44s %9d ms %10s\n' "  ready after start (median of 5)" "$ready_median" ""
 printf '%-44s %12s %10s\n' "the access log: info against warn" "req/s" ""
 printf '%-44s %12.0f %10s\n' "  GET /v1/users/{id}, log level warn" "$read_quiet" "1.00"
