@@ -93,9 +93,14 @@ start_app()
 }
 max_rss_kb=0
 max_rss_phase=
-phase=start # what the app ran last, named in the footprint line
+# What the app ran last, named in the footprint line; in a file, since bench() runs in a
+# command substitution's subshell.
+set_phase() { echo "$1" >"$run_dir/phase"; }
+set_phase start
 stop_app()
 {
+    local phase
+    phase=$(cat "$run_dir/phase")
     # The resident set at the end of each run; the largest is reported (footprint).
     local rss
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$app_pid/status" 2>/dev/null || echo 0)
@@ -117,7 +122,7 @@ bench() # name url [wrk args...]
 {
     local name=$1 url=$2 out
     shift 2
-    phase=$name
+    set_phase "$name"
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "$@" "$url")
     local bad
     bad=$(echo "$out" | non2xx)
@@ -301,7 +306,7 @@ user_head=$(psql "$APP_POSTGRES_DSN" -qtAX -c "SELECT max(global_position) FROM 
 
 # Baseline: Redis comes back empty; the live projection notices and rebuilds by itself.
 redis-cli -u "$APP_REDIS_URL" FLUSHALL >/dev/null
-phase="rebuilding the user read model"
+set_phase "rebuilding the user read model"
 t0=$(date +%s.%N)
 start_app
 until curl -fs "$base/health/ready" | grep -q "\"user.projection\":{\"status\":\"running\",\"checkpoint\":$user_head,"; do
@@ -318,7 +323,7 @@ echo "$replay_out" | grep 'events replayed'
 
 # A product whose stream has 10,000 events: created and given stock once through the API,
 # then that stock event copied 9,998 times straight into the log while no app runs.
-phase="creating the product of 10,000 events"
+set_phase "creating the product of 10,000 events"
 APP_SNAPSHOTS_PRODUCT=0 start_app
 curl -fs "$base/v1/products" -H 'Content-Type: application/json' -d \
     '{"sku":"BENCH-SNAP","name":"Bench","price":{"amount":100,"currency":"EUR"},"stock":0}' >/dev/null
@@ -390,7 +395,7 @@ settle_rate() # base url, DSN of the order context's database -> orders settled 
 }
 saga_rate() # lanes -> orders settled per second
 {
-    phase="placement saga, lanes=$1"
+    set_phase "placement saga, lanes=$1"
     APP_SUBSCRIPTIONS_LANES=$1 APP_ORDER_PLACEMENT_TIMEOUT_MS=3600000 start_app
     settle_rate "$base" "$APP_POSTGRES_DSN"
     stop_app
@@ -440,7 +445,7 @@ until_count() # event type, after position, count, wrk pid: waits, then stops wr
     kill "$4" 2>/dev/null || true
     wait "$4" 2>/dev/null || true
 }
-phase="orders over time"
+set_phase "orders over time"
 APP_ORDER_PLACEMENT_TIMEOUT_MS=3600000 start_app
 until caught_up; do
     sleep 0.1

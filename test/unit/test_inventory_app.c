@@ -1151,7 +1151,9 @@ static void assert_load_after(fixture *fx, int64_t after_version, int64_t head)
     char *full = full_fold(fx, &v_full);
     size_t loaded = fx->es.loaded;
     char *got = loaded_state(&fx->ctx, &v);
-    assert_int_equal(fx->es.last_after_version, after_version);
+    /* Pages of INV_LOAD_PAGE from after_version: the last starts at a multiple past it. */
+    assert_int_equal(fx->es.last_after_version,
+                     after_version + (head - after_version) / INV_LOAD_PAGE * INV_LOAD_PAGE);
     assert_int_equal(fx->es.loaded - loaded, (size_t)(head - after_version));
     assert_int_equal(v, head);
     assert_int_equal(v_full, head);
@@ -1310,6 +1312,17 @@ static void test_load_up_to_a_version(void **state)
     assert_int_equal(p.version, 31);
     assert_int_equal(p.reserved, 30);
     assert_int_equal(fx->es.loaded - loaded, 31);
+    inv_product_free(&p);
+
+    /* A long stream is read a page (1,000 events) at a time: the last page starts after
+     * 2,000, and the fold is the whole stream's. */
+    append_reservations(fx, 2470);
+    loaded = fx->es.loaded;
+    assert_int_equal(inv_load(&fx->ctx, SNAP_SKU, 0, &p, &err), 0);
+    assert_int_equal(p.version, 2501);
+    assert_int_equal(p.reserved, 2500);
+    assert_int_equal(fx->es.loaded - loaded, 2501);
+    assert_int_equal(fx->es.last_after_version, 2 * INV_LOAD_PAGE);
     inv_product_free(&p);
 }
 

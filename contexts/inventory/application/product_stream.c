@@ -93,11 +93,32 @@ static int64_t inv_from_snapshot(const bus_ctx *ctx, const char *sku, const char
     return after;
 }
 
+/* Folds list from index first into out, up to max_version (0: all); last_id gets the id of
+ * the last event folded, if any. */
+static int inv_fold(const es_event_list *list, size_t first, int64_t max_version, inv_product *out,
+                    char *last_id, size_t last_size, app_error *err)
+{
+    for (size_t i = first; i < list->len; i++) {
+        const es_event *e = &list->items[i];
+        if (max_version > 0 && e->version > max_version)
+            break;
+        inv_event ev;
+        int rc = inv_event_decode(e->type, e->schema_version, e->data, &ev, err);
+        if (rc == 0)
+            rc = inv_apply(out, &ev, err);
+        if (rc != 0)
+            return rc;
+        out->version = e->version;
+        snprintf(last_id, last_size, "%s", e->event_id);
+    }
+    return 0;
+}
+
 int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_product *out,
              app_error *err)
 {
     memset(out, 0, sizeof *out);
-    char stream[INV_STREAM_ID_LEN];
+    char stream[INV_STREAM_ID_LEN], last_id[64] = "";
     inv_stream_id(stream, sku);
     es_event_list list = {0};
     size_t first = 0;
@@ -107,30 +128,32 @@ int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_produ
     if (max_version == 0)
         rc = agg_cache_begin(inv_cache, ctx->events, INV_CONTEXT, stream, out, &after, &list,
                              &first, err);
-    if (rc == 0 && after == 0) {
+    if (rc == 0 && after > 0)
+        rc = inv_fold(&list, first, 0, out, last_id, sizeof last_id, err);
+    else if (rc == 0) {
+        /* From the snapshot, a page at a time: a product's stream runs to thousands of events,
+         * and a load holds one page of them, never the whole stream. Up to a version, no more
+         * rows than that. */
         after = inv_from_snapshot(ctx, sku, stream, max_version, out);
         const es_store_ops *ops = ctx->events->ops;
-        /* Up to a version: no more rows than that (a product's stream runs to thousands). */
-        if (max_version > after && ops->read_stream)
-            rc = ops->read_stream(ctx->events->self, INV_CONTEXT, stream, after,
-                                  (size_t)(max_version - after), &list, err);
-        else if (max_version == 0 || max_version > after)
-            rc = ops->load_stream(ctx->events->self, INV_CONTEXT, stream, after, &list, err);
+        for (bool more = max_version == 0 || max_version > after; rc == 0 && more;) {
+            es_event_list_free(&list);
+            size_t limit = INV_LOAD_PAGE;
+            if (max_version > 0 && (size_t)(max_version - after) < limit)
+                limit = (size_t)(max_version - after);
+            rc = ops->read_stream
+                     ? ops->read_stream(ctx->events->self, INV_CONTEXT, stream, after, limit, &list,
+                                        err)
+                     : ops->load_stream(ctx->events->self, INV_CONTEXT, stream, after, &list, err);
+            if (rc == 0)
+                rc = inv_fold(&list, 0, max_version, out, last_id, sizeof last_id, err);
+            more = ops->read_stream && list.len == limit && out->version > after &&
+                   (max_version == 0 || out->version < max_version);
+            after = out->version;
+        }
     }
-    const char *last = NULL;
-    for (size_t i = first; rc == 0 && i < list.len; i++) {
-        if (max_version > 0 && list.items[i].version > max_version)
-            break;
-        inv_event ev;
-        rc = inv_event_decode(list.items[i].type, list.items[i].schema_version, list.items[i].data,
-                              &ev, err);
-        if (rc == 0)
-            rc = inv_apply(out, &ev, err);
-        out->version = list.items[i].version;
-        last = list.items[i].event_id;
-    }
-    if (rc == 0 && max_version == 0 && last)
-        agg_cache_put(inv_cache, stream, out, out->version, last);
+    if (rc == 0 && max_version == 0 && last_id[0])
+        agg_cache_put(inv_cache, stream, out, out->version, last_id);
     es_event_list_free(&list);
     return rc;
 }

@@ -15,6 +15,10 @@ int inv_payload_sku(const cJSON *payload, const char **out, app_error *err);
 
 void inv_stream_id(char out[INV_STREAM_ID_LEN], const char *sku);
 
+/* Events a load reads from the log at a time: however long the stream, a load holds one page
+ * of it. */
+#define INV_LOAD_PAGE 1000
+
 /* Folds the stream of sku up to max_version (0 for all) into *out (free with
  * inv_product_free, also on failure). The latest state starts from the process's cached one
  * when the log confirms it (kernel/agg_cache.h), else, as a load up to a version does, from
