@@ -593,9 +593,10 @@ static void rm_seen_add(rm_writer *w, const char *key)
         w->seen = table;
         w->cap_seen = cap;
     }
-    uint64_t *slot = rm_seen_slot(w->seen, w->cap_seen, rm_seen_hash(key));
+    uint64_t h = rm_seen_hash(key);
+    uint64_t *slot = rm_seen_slot(w->seen, w->cap_seen, h);
     if (!*slot) {
-        *slot = rm_seen_hash(key);
+        *slot = h;
         w->n_seen++;
     }
 }
