@@ -118,15 +118,7 @@ static void wait_all(const ts_app *app, const char *status, size_t n, const char
 /* A sample of a metric in the app's /metrics, -1 when absent. */
 static double metric(const ts_app *app, const char *sample)
 {
-    tc_response r;
-    memset(&r, 0, sizeof r);
-    assert_int_equal(tc_http("127.0.0.1", app->port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
-    char needle[160];
-    snprintf(needle, sizeof needle, "%s ", sample);
-    const char *at = r.body ? strstr(r.body, needle) : NULL;
-    double v = at ? atof(at + strlen(needle)) : -1;
-    tc_response_free(&r);
-    return v;
+    return tc_metric("127.0.0.1", app->port, sample, -1);
 }
 
 typedef struct gauges {

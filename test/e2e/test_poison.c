@@ -57,15 +57,7 @@ static void sql(const char *query, char *out, size_t size)
 /* The value of a /metrics series (0 when absent). */
 static double metric(const char *series)
 {
-    tc_response r;
-    memset(&r, 0, sizeof r);
-    assert_int_equal(tc_http("127.0.0.1", app.port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
-    char needle[256];
-    snprintf(needle, sizeof needle, "%s ", series);
-    const char *at = r.body ? strstr(r.body, needle) : NULL;
-    double v = at ? atof(at + strlen(needle)) : 0;
-    tc_response_free(&r);
-    return v;
+    return tc_metric("127.0.0.1", app.port, series, 0);
 }
 
 /* Whether the user projection holds user id in the read store (any generation). */

@@ -76,15 +76,9 @@ static int count_events(const ts_app *app, const char *path)
 /* A subscriber's sample of metric in app's /metrics (0 when absent). */
 static double metric_of(const ts_app *app, const char *metric, const char *subscriber)
 {
-    tc_response r;
-    memset(&r, 0, sizeof r);
-    assert_int_equal(tc_http("127.0.0.1", app->port, "GET", "/metrics", NULL, NULL, 0, &r), 0);
-    char needle[160];
-    snprintf(needle, sizeof needle, "%s{subscriber=\"%s\"} ", metric, subscriber);
-    const char *at = r.body ? strstr(r.body, needle) : NULL;
-    double n = at ? atof(at + strlen(needle)) : 0;
-    tc_response_free(&r);
-    return n;
+    char sample[160];
+    snprintf(sample, sizeof sample, "%s{subscriber=\"%s\"}", metric, subscriber);
+    return tc_metric("127.0.0.1", app->port, sample, 0);
 }
 
 static bool leads_in_b(void *subscriber)

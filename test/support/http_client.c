@@ -2,6 +2,12 @@
  * check what the server really sends, with a receive timeout so a bug cannot hang a run. */
 #include "test/support/http_client.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
 #include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
@@ -54,8 +60,8 @@ static int buf_printf(tc_buf *b, const char *fmt, ...)
     return rc;
 }
 
-static int fail(tc_response *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(tc_response *out, const char *fmt, ...)
+static int tc_fail(tc_response *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int tc_fail(tc_response *out, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -73,7 +79,7 @@ static int connect_to(const char *host, int port, tc_response *out)
     hints.ai_socktype = SOCK_STREAM;
     int gai = getaddrinfo(host, port_s, &hints, &res);
     if (gai != 0)
-        return fail(out, "cannot resolve %s: %s", host, gai_strerror(gai));
+        return tc_fail(out, "cannot resolve %s: %s", host, gai_strerror(gai));
     int fd = -1, last_errno = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
@@ -92,7 +98,7 @@ static int connect_to(const char *host, int port, tc_response *out)
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return fail(out, "cannot connect to %s:%d: %s", host, port, strerror(last_errno));
+        return tc_fail(out, "cannot connect to %s:%d: %s", host, port, strerror(last_errno));
     return fd;
 }
 
@@ -136,10 +142,10 @@ static int parse_head(const char *raw, size_t head_len, tc_response *out)
     const char *end = raw + head_len;
     const char *eol = memmem(raw, head_len, "\r\n", 2);
     if (!eol || strncmp(raw, "HTTP/1.", 7) != 0 || eol - raw < 12)
-        return fail(out, "malformed status line");
+        return tc_fail(out, "malformed status line");
     out->status = atoi(raw + 9);
     if (out->status < 100 || out->status > 999)
-        return fail(out, "malformed status code");
+        return tc_fail(out, "malformed status code");
     for (const char *line = eol + 2; line < end;) {
         eol = memmem(line, (size_t)(end - line), "\r\n", 2);
         if (!eol)
@@ -148,7 +154,7 @@ static int parse_head(const char *raw, size_t head_len, tc_response *out)
             break;
         const char *colon = memchr(line, ':', (size_t)(eol - line));
         if (!colon)
-            return fail(out, "malformed header line");
+            return tc_fail(out, "malformed header line");
         const char *v = colon + 1;
         while (v < eol && (*v == ' ' || *v == '\t'))
             v++;
@@ -157,13 +163,13 @@ static int parse_head(const char *raw, size_t head_len, tc_response *out)
             v_end--;
         tc_header_kv *h = realloc(out->headers, (out->n_headers + 1) * sizeof *h);
         if (!h)
-            return fail(out, "out of memory");
+            return tc_fail(out, "out of memory");
         out->headers = h;
         h[out->n_headers].name = dup_range(line, (size_t)(colon - line));
         h[out->n_headers].value = dup_range(v, (size_t)(v_end - v));
         out->n_headers++;
         if (!h[out->n_headers - 1].name || !h[out->n_headers - 1].value)
-            return fail(out, "out of memory");
+            return tc_fail(out, "out of memory");
         line = eol + 2;
     }
     return 0;
@@ -214,7 +220,7 @@ static int try_finish(const tc_buf *raw, bool head_only, bool at_eof, tc_respons
 {
     const char *sep = raw->len ? memmem(raw->data, raw->len, "\r\n\r\n", 4) : NULL;
     if (!sep)
-        return at_eof ? fail(out, "connection closed before the end of the headers") : 0;
+        return at_eof ? tc_fail(out, "connection closed before the end of the headers") : 0;
     size_t head_len = (size_t)(sep - raw->data) + 2;
     size_t body_off = head_len + 2;
 
@@ -255,7 +261,7 @@ static int try_finish(const tc_buf *raw, bool head_only, bool at_eof, tc_respons
     if (rc != 1) {
         free(body.data);
         tc_response_free(&head);
-        return rc < 0 ? fail(out, "malformed or truncated response body") : 0;
+        return rc < 0 ? tc_fail(out, "malformed or truncated response body") : 0;
     }
     *out = head;
     out->body = body.data;
@@ -289,11 +295,11 @@ int tc_http(const char *host, int port, const char *method, const char *path,
     if (ok && body)
         ok = buf_append(&req, body, body_len) == 0;
     if (!ok) {
-        fail(out, "out of memory");
+        tc_fail(out, "out of memory");
         goto out;
     }
     if (send_all(fd, req.data, req.len) < 0) {
-        fail(out, "cannot send the request: %s", strerror(errno));
+        tc_fail(out, "cannot send the request: %s", strerror(errno));
         goto out;
     }
 
@@ -304,12 +310,12 @@ int tc_http(const char *host, int port, const char *method, const char *path,
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
-            fail(out, "cannot read the response: %s",
-                 errno == EAGAIN ? "timed out" : strerror(errno));
+            tc_fail(out, "cannot read the response: %s",
+                    errno == EAGAIN ? "timed out" : strerror(errno));
             goto out;
         }
         if (n > 0 && buf_append(&raw, chunk, (size_t)n) < 0) {
-            fail(out, "out of memory");
+            tc_fail(out, "out of memory");
             goto out;
         }
         int done = try_finish(&raw, head_only, n == 0, out);
@@ -364,10 +370,8 @@ double tc_metric(const char *host, int port, const char *sample, double missing)
 {
     tc_response r;
     memset(&r, 0, sizeof r);
-    if (tc_http(host, port, "GET", "/metrics", NULL, NULL, 0, &r) != 0 || r.status != 200) {
-        tc_response_free(&r);
-        return missing;
-    }
+    if (tc_http(host, port, "GET", "/metrics", NULL, NULL, 0, &r) != 0 || r.status != 200)
+        fail_msg("GET /metrics on %s:%d failed (status %d)", host, port, r.status);
     double v = missing;
     size_t n = strlen(sample);
     /* A sample is a whole line: its name and labels at the start, then a space. */

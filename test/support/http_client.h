@@ -37,7 +37,8 @@ cJSON *tc_json(const tc_response *r);
 void tc_response_free(tc_response *r);
 
 /* The value of one sample of the server's GET /metrics, named as it appears there
- * ("queries_total{query=\"user.get_user\",outcome=\"ok\"}"); missing when absent. */
+ * ("queries_total{query=\"user.get_user\",outcome=\"ok\"}"); missing when absent. A
+ * /metrics that does not answer 200 fails the test. */
 double tc_metric(const char *host, int port, const char *sample, double missing);
 
 #endif
