@@ -4,12 +4,14 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -753,6 +755,103 @@ static void test_concurrent_reservations(void **state)
     assert_int_equal(stream_len(fx, "HOT"), 1 + 10 + (size_t)reserved);
     printf("      %d reserved, %d out of stock, %zu conflicts retried\n", reserved, short_,
            fx->es.conflicts);
+}
+
+/* Holds the first append of the test until released, so that commands queue behind it. */
+static atomic_int append_holding, append_held;
+
+static void hold_first_append(fake_es *f, const es_append_req *req, void *arg)
+{
+    (void)f, (void)req, (void)arg;
+    if (atomic_exchange(&append_held, 1) == 0)
+        while (atomic_load(&append_holding))
+            usleep(1000);
+}
+
+typedef struct grouped {
+    fixture *fx;
+    char order_id[UUID_STR_LEN], correlation[UUID_STR_LEN];
+    int rc;
+    char outcome[32];
+    pthread_t thread;
+} grouped;
+
+static void *reserve_grouped(void *arg)
+{
+    grouped *g = arg;
+    char payload[256];
+    snprintf(payload, sizeof payload, "{\"sku\":\"GROUP\",\"orderId\":\"%s\",\"quantity\":1}",
+             g->order_id);
+    cJSON *p = cJSON_Parse(payload), *out = NULL;
+    app_error err = APP_ERROR_INIT;
+    bus_meta meta;
+    bus_meta_init(&meta, g->correlation, NULL);
+    g->rc = bus_send(g->fx->bus, "inventory.reserve_stock", p, &meta, &out, &err);
+    const char *outcome = cJSON_GetStringValue(cJSON_GetObjectItem(out, "outcome"));
+    snprintf(g->outcome, sizeof g->outcome, "%s", outcome ? outcome : "");
+    cJSON_Delete(out);
+    cJSON_Delete(p);
+    return NULL;
+}
+
+/* Reservations of one product that arrive while one is being appended are decided together,
+ * in turn, and appended at once: each event carries its own command's metadata, each
+ * command gets its own answer, and the stock is never oversold. */
+static void test_reservations_are_grouped(void **state)
+{
+    fixture *fx = *state;
+    create(fx, "GROUP", 5);
+    enum { N = 9 };
+    static grouped g[N];
+    for (int i = 0; i < N; i++) {
+        g[i] = (grouped){.fx = fx};
+        uuid_v4(g[i].order_id);
+        uuid_v4(g[i].correlation);
+    }
+    size_t appends = fx->es.appends;
+    atomic_store(&append_holding, 1);
+    atomic_store(&append_held, 0);
+    fx->es.before_append = hold_first_append;
+    assert_int_equal(pthread_create(&g[0].thread, NULL, reserve_grouped, &g[0]), 0);
+    while (!atomic_load(&append_held))
+        usleep(1000);
+    /* The first is appending; the others arrive meanwhile and wait for it. */
+    for (int i = 1; i < N; i++)
+        assert_int_equal(pthread_create(&g[i].thread, NULL, reserve_grouped, &g[i]), 0);
+    usleep(300 * 1000);
+    atomic_store(&append_holding, 0);
+    int reserved = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(g[i].thread, NULL);
+        assert_int_equal(g[i].rc, 0);
+        reserved += strcmp(g[i].outcome, "reserved") == 0;
+        if (strcmp(g[i].outcome, "reserved") != 0)
+            assert_string_equal(g[i].outcome, "out_of_stock");
+    }
+    fx->es.before_append = NULL;
+    assert_int_equal(reserved, 5);
+    assert_counts(fx, "GROUP", 5, 5);
+    /* One append for the first, one for the rest (one more if a thread was slow to arrive),
+     * where one by one would take five. */
+    printf("      %zu appends for %d reservations\n", fx->es.appends - appends, reserved);
+    assert_true(fx->es.appends - appends <= 3);
+    assert_int_equal(fx->es.conflicts, 0);
+    /* Every reserved event is its own command's: its order, and its request's metadata. */
+    fake_stream *s = stream_of(fx, "GROUP");
+    assert_int_equal(s->len, 1 + 5);
+    for (size_t v = 1; v < s->len; v++) {
+        cJSON *data = cJSON_Parse(s->events[v].data), *md = cJSON_Parse(s->events[v].metadata);
+        const char *order = sget(data, "orderId");
+        int sender = -1;
+        for (int i = 0; i < N; i++)
+            if (strcmp(g[i].order_id, order) == 0)
+                sender = i;
+        assert_true(sender >= 0);
+        assert_string_equal(g[sender].outcome, "reserved");
+        assert_string_equal(sget(md, "correlationId"), g[sender].correlation);
+        cJSON_Delete(data);
+        cJSON_Delete(md);
+    }
 }
 
 /* ---- projection -------------------------------------------------------------------- */
@@ -1520,6 +1619,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reservation_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conflict_is_decided_again, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_reservations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reservations_are_grouped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_projection, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routes, setup, teardown),

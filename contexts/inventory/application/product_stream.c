@@ -158,55 +158,57 @@ int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_produ
     return rc;
 }
 
-/* Appends one decided event with the expected version and ctx->meta as metadata; reply (may
- * be NULL) is recorded with it when the command runs under an Idempotency-Key. id gets the
- * event's id. */
+/* Appends evs[0..n), decided in order on the state at expected_version, each with its own
+ * command's metadata (metas[i]); reply (may be NULL) is recorded with them when the command
+ * runs under an Idempotency-Key. last_id gets the last event's id. */
 static int inv_append(const bus_ctx *ctx, const char *sku, int64_t expected_version,
-                      const inv_event *ev, const cJSON *reply, char id[UUID_STR_LEN],
-                      app_error *err)
+                      const inv_event *evs, const bus_meta *const *metas, size_t n,
+                      const cJSON *reply, char last_id[UUID_STR_LEN], app_error *err)
 {
-    char *data = NULL, stream[INV_STREAM_ID_LEN];
-    char *metadata = event_metadata_from_meta(ctx->meta);
-    int rc = metadata ? inv_event_encode(ev, &data, err)
-                      : app_error_set(err, APP_ENOMEM, "out of memory encoding metadata");
+    es_new_event *rows = calloc(n, sizeof *rows);
+    char(*ids)[UUID_STR_LEN] = calloc(n, sizeof *ids);
+    char **texts = calloc(2 * n, sizeof *texts); /* each event's data and metadata */
+    int rc = rows && ids && texts ? 0 : app_error_set(err, APP_ENOMEM, "out of memory appending");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char **data = &texts[2 * i], **metadata = &texts[2 * i + 1];
+        *metadata = event_metadata_from_meta(metas[i]);
+        rc = *metadata ? inv_event_encode(&evs[i], data, err)
+                       : app_error_set(err, APP_ENOMEM, "out of memory encoding metadata");
+        uuid_v4(ids[i]);
+        rows[i] = (es_new_event){ids[i], inv_event_type(evs[i].kind),
+                                 inv_event_schema_version(evs[i].kind), *data, *metadata};
+    }
     if (rc == 0) {
-        uuid_v4(id);
+        char stream[INV_STREAM_ID_LEN];
         inv_stream_id(stream, sku);
-        es_new_event row = {id, inv_event_type(ev->kind), inv_event_schema_version(ev->kind), data,
-                            metadata};
         es_append_req req = {
             .context = INV_CONTEXT,
             .stream_id = stream,
             .expected_version = expected_version,
-            .events = &row,
-            .n_events = 1,
+            .events = rows,
+            .n_events = n,
         };
         rc = bus_append(ctx, &req, reply, NULL, err);
+        memcpy(last_id, ids[n - 1], UUID_STR_LEN);
     }
-    free(data);
-    free(metadata);
+    for (size_t i = 0; texts && i < 2 * n; i++)
+        free(texts[i]);
+    free(texts);
+    free(rows);
+    free(ids);
     return rc;
 }
 
-int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, cJSON **reply,
-               app_error *err)
+/* After p's events from before on are appended, as last_id last: caches p, and saves it as
+ * a snapshot when the stream crossed a multiple of snapshots.product (best effort: a failure
+ * is logged, never returned). */
+static void inv_committed(const bus_ctx *ctx, const inv_product *p, int64_t before,
+                          const char *last_id)
 {
-    int64_t before = p->version;
-    char event_id[UUID_STR_LEN];
-    int rc = inv_apply(p, ev, err);
-    if (rc == 0 && reply)
-        rc = inv_reply(p, reply, err);
-    if (rc == 0)
-        rc = inv_append(ctx, ev->sku, before, ev, reply ? *reply : NULL, event_id, err);
-    if (rc != 0 && reply) {
-        cJSON_Delete(*reply);
-        *reply = NULL;
-    }
     char stream[INV_STREAM_ID_LEN];
-    inv_stream_id(stream, ev->sku);
-    if (rc == 0)
-        agg_cache_put(inv_cache, stream, p, p->version, event_id);
-    if (rc == 0 && snap_due(inv_snapshot_every, before, p->version)) {
+    inv_stream_id(stream, p->sku);
+    agg_cache_put(inv_cache, stream, p, p->version, last_id);
+    if (snap_due(inv_snapshot_every, before, p->version)) {
         /* p is now the state the append committed, at the version it committed. */
         char *state = NULL;
         app_error serr = APP_ERROR_INIT;
@@ -214,6 +216,37 @@ int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, cJSON **
             snap_save(ctx, INV_CONTEXT, stream, p->version, INV_SNAPSHOT_SCHEMA_VERSION, state);
         free(state);
     }
+}
+
+int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, cJSON **reply,
+               app_error *err)
+{
+    int64_t before = p->version;
+    char last_id[UUID_STR_LEN];
+    int rc = inv_apply(p, ev, err);
+    if (rc == 0 && reply)
+        rc = inv_reply(p, reply, err);
+    if (rc == 0)
+        rc = inv_append(ctx, ev->sku, before, ev, &ctx->meta, 1, reply ? *reply : NULL, last_id,
+                        err);
+    if (rc != 0 && reply) {
+        cJSON_Delete(*reply);
+        *reply = NULL;
+    }
+    if (rc == 0)
+        inv_committed(ctx, p, before, last_id);
+    return rc;
+}
+
+int inv_commit_many(const bus_ctx *ctx, inv_product *p, int64_t before, const inv_event *evs,
+                    const bus_meta *const *metas, size_t n, app_error *err)
+{
+    if (n == 0)
+        return 0;
+    char last_id[UUID_STR_LEN];
+    int rc = inv_append(ctx, p->sku, before, evs, metas, n, NULL, last_id, err);
+    if (rc == 0)
+        inv_committed(ctx, p, before, last_id);
     return rc;
 }
 

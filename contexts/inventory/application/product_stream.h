@@ -37,6 +37,13 @@ int inv_load(const bus_ctx *ctx, const char *sku, int64_t max_version, inv_produ
 int inv_commit(const bus_ctx *ctx, inv_product *p, const inv_event *ev, cJSON **reply,
                app_error *err);
 
+/* Appends evs[0..n), decided in order on *p at version before and applied to it since, so
+ * that *p is the state after the last; each event carries metas[i], the metadata of the
+ * command that decided it. On success *p is cached (and snapshotted) as committed; on
+ * failure it is to be thrown away. n == 0 appends nothing. */
+int inv_commit_many(const bus_ctx *ctx, inv_product *p, int64_t before, const inv_event *evs,
+                    const bus_meta *const *metas, size_t n, app_error *err);
+
 /* {"sku","name","price","onHand","reserved","available","version"}; NULL on no memory. */
 cJSON *inv_product_to_json(const inv_product *p);
 int inv_reply(const inv_product *p, cJSON **out, app_error *err);
