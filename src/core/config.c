@@ -97,7 +97,7 @@ static const cfg_key cfg_keys[] = {
      "500", NULL},
     {"subscriptions.poll_interval_ms", CFG_INT, CFG_FIELD(subscriptions.poll_interval_ms), 0, 10,
      60000, NULL, "500", NULL},
-    {"subscriptions.lanes", CFG_INT, CFG_FIELD(subscriptions.lanes), 0, 1, 64, NULL, "8", NULL},
+    {"subscriptions.lanes", CFG_INT, CFG_FIELD(subscriptions.lanes), 0, 1, 64, NULL, "32", NULL},
     {"subscriptions.max_attempts", CFG_INT, CFG_FIELD(subscriptions.max_attempts), 0, 1, 1000, NULL,
      "5", NULL},
     {"order.placement_timeout_ms", CFG_INT, CFG_FIELD(order.placement_timeout_ms), 0, 100, 3600000,

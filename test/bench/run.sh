@@ -417,7 +417,7 @@ done | grep . >"$run_dir/customers.txt"
 stop_app
 export BENCH_CUSTOMERS=$run_dir/customers.txt
 saga_one=$(saga_rate 1)
-saga_lanes=$(saga_rate 8)
+saga_lanes=$(saga_rate 32)
 
 # Orders as products age: BENCH_ORDERS (default 100,000) two-line orders on the 20 products
 # in ten rounds. A round places its share on 8 connections as fast as they are answered and
@@ -643,7 +643,7 @@ printf '%-44s %12.0f %10s\n' "  from the process's cache (default)" "$cached" \
     "$(ratio "$cached" "$unsnapped")"
 printf '%-44s %12s %10s\n' "placement saga, orders settled" "orders/s" ""
 printf '%-44s %12.0f %10s\n' "  one at a time (lanes=1, baseline)" "$saga_one" "1.00"
-printf '%-44s %12.0f %10s\n' "  eight at once (lanes=8, default)" "$saga_lanes" \
+printf '%-44s %12.0f %10s\n' "  32 at once (lanes=32, default)" "$saga_lanes" \
     "$(ratio "$saga_lanes" "$saga_one")"
 printf '%-44s %12.0f %10s\n' "  split: three services, Kafka and HTTP" "$saga_split" \
     "$(ratio "$saga_split" "$saga_lanes")"
