@@ -190,10 +190,11 @@ int ord_append(const bus_ctx *ctx, const char *id, int64_t expected_version, con
     return rc;
 }
 
-/* Decides kind (confirmed, cancelled with reason, shipped) on order id as it is now and
- * appends what was decided; a version conflict reads the order back and decides again. */
-static int ord_change(const bus_ctx *ctx, const char *id, ord_event_kind kind, ord_reason reason,
-                      ord_order *out, app_error *err)
+/* Decides kind (confirmed, cancelled with reason, shipped) on order id as it is now (first
+ * on *known when the caller has just loaded it) and appends what was decided; a version
+ * conflict reads the order back and decides again. */
+static int ord_change(const bus_ctx *ctx, const char *id, const ord_order *known,
+                      ord_event_kind kind, ord_reason reason, ord_order *out, app_error *err)
 {
     ord_order *o = malloc(sizeof *o);
     ord_event *ev = malloc(sizeof *ev);
@@ -204,7 +205,12 @@ static int ord_change(const bus_ctx *ctx, const char *id, ord_event_kind kind, o
     for (int attempt = 0; rc == APP_EVERSION && attempt < ORD_SETTLE_ATTEMPTS; attempt++) {
         app_error_clear(err);
         size_t n = 0;
-        rc = ord_load(ctx, id, 0, o, err);
+        if (attempt == 0 && known) {
+            *o = *known;
+            rc = 0;
+        } else {
+            rc = ord_load(ctx, id, 0, o, err);
+        }
         if (rc == 0 && o->status == ORD_STATUS_NONE)
             rc = app_error_set(err, APP_ENOTFOUND, "order not found");
         if (rc == 0)
@@ -229,13 +235,21 @@ static int ord_change(const bus_ctx *ctx, const char *id, ord_event_kind kind, o
 int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order *out,
                app_error *err)
 {
-    return ord_change(ctx, id, reason == ORD_REASON_NONE ? ORD_EV_CONFIRMED : ORD_EV_CANCELLED,
-                      reason, out, err);
+    return ord_change(ctx, id, NULL,
+                      reason == ORD_REASON_NONE ? ORD_EV_CONFIRMED : ORD_EV_CANCELLED, reason, out,
+                      err);
+}
+
+int ord_settle_loaded(const bus_ctx *ctx, const ord_order *o, ord_reason reason, app_error *err)
+{
+    return ord_change(ctx, o->id, o,
+                      reason == ORD_REASON_NONE ? ORD_EV_CONFIRMED : ORD_EV_CANCELLED, reason, NULL,
+                      err);
 }
 
 int ord_ship(const bus_ctx *ctx, const char *id, ord_order *out, app_error *err)
 {
-    return ord_change(ctx, id, ORD_EV_SHIPPED, ORD_REASON_NONE, out, err);
+    return ord_change(ctx, id, NULL, ORD_EV_SHIPPED, ORD_REASON_NONE, out, err);
 }
 
 cJSON *ord_to_json(const ord_order *o)

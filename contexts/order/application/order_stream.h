@@ -42,6 +42,10 @@ void ord_committed(const bus_ctx *ctx, int64_t before, const ord_order *o);
 int ord_settle(const bus_ctx *ctx, const char *id, ord_reason reason, ord_order *out,
                app_error *err);
 
+/* ord_settle of *o, an order just loaded: decided first on *o as it is, and read back only
+ * when that meets a concurrent change. */
+int ord_settle_loaded(const bus_ctx *ctx, const ord_order *o, ord_reason reason, app_error *err);
+
 /* Ships order id (confirmed -> shipped), idempotently, retrying past concurrent changes;
  * APP_ECONFLICT when it is pending or cancelled. *out (may be NULL) as for ord_settle. */
 int ord_ship(const bus_ctx *ctx, const char *id, ord_order *out, app_error *err);

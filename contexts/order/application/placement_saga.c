@@ -205,7 +205,7 @@ static int saga_on_placed(const bus_ctx *ctx, const ord_order *o, app_error *err
     if (rc != 0)
         return rc;
     step = saga_step_begin(&st, ctx, reason == ORD_REASON_NONE ? "confirm" : "cancel");
-    rc = saga_step_end(&st, ord_settle(step, o->id, reason, NULL, err), err);
+    rc = saga_step_end(&st, ord_settle_loaded(step, o, reason, err), err);
     if (rc == APP_ECONFLICT && reason == ORD_REASON_NONE) {
         /* Cancelled while we reserved: its cancelled event (later in the log) releases. */
         app_error_clear(err);
