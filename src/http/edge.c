@@ -413,9 +413,11 @@ static void edge_on_writable(evutil_socket_t fd, short what, void *arg)
     bufferevent_flush(c->filter, EV_WRITE, BEV_FLUSH);
 }
 
-/* Writes happen from the loop, when the socket has room: arming here (not writing) keeps
- * evhttp's own bookkeeping of the answer it is adding intact. */
-static bool edge_want_write(edge_conn *c)
+/* Writes happen from the loop, never from here: scheduling (not writing) keeps evhttp's own
+ * bookkeeping of the answer it is adding intact. A new answer is written later in this turn
+ * of the loop (the socket usually has room, so waiting for the poll to say so would cost a
+ * turn and two epoll changes); what the socket did not take waits for room. */
+static bool edge_want_write(edge_conn *c, bool now)
 {
     evutil_socket_t fd = bufferevent_getfd(c->socket);
     if (fd < 0)
@@ -423,14 +425,17 @@ static bool edge_want_write(edge_conn *c)
     if (!c->writable &&
         !(c->writable = event_new(event_get_base(c->timer), fd, EV_WRITE, edge_on_writable, c)))
         return false;
-    event_add(c->writable, NULL);
+    if (now)
+        event_active(c->writable, EV_WRITE, 0);
+    else
+        event_add(c->writable, NULL);
     return true;
 }
 
 static void edge_output_added(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)buf;
-    if (info->n_added > 0 && !edge_want_write(arg))
+    if (info->n_added > 0 && !edge_want_write(arg, true))
         log_error("cannot watch a connection for writing: its answer is dropped");
 }
 
@@ -463,7 +468,7 @@ static enum bufferevent_filter_result edge_output(struct evbuffer *src, struct e
             continue;
         }
         int e = errno;
-        if (n < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) && edge_want_write(c))
+        if (n < 0 && (e == EAGAIN || e == EWOULDBLOCK || e == EINTR) && edge_want_write(c, false))
             return BEV_NEED_MORE; /* the rest stays until the socket can take it */
         /* The peer is gone: nothing of this answer can arrive. */
         evbuffer_drain(src, evbuffer_get_length(src));
