@@ -112,6 +112,32 @@ static void http_evthread_init(void)
     http_evthread_rc = evthread_use_pthreads();
 }
 
+/* While true on a loop thread, the bytes added to a connection's output are an answer of
+ * ours (http_respond) or the problem+json that replaces one of evhttp's own pages: the
+ * rewrite hook (http_rewrite_cb) has nothing to look for in them. */
+static _Thread_local bool http_answering, http_rewriting;
+
+/* The Date header (RFC 9110's IMF-fixdate) of this second, formatted once a second per loop
+ * thread instead of by evhttp for every answer. */
+static const char *http_date_now(void)
+{
+    static _Thread_local time_t shown;
+    static _Thread_local char text[40];
+    time_t now = time(NULL);
+    if (now != shown || !text[0]) {
+        static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+        static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(text, sizeof text, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7],
+                 tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                 tm.tm_sec);
+        shown = now;
+    }
+    return text;
+}
+
 /* ---- small helpers ------------------------------------------------------------------ */
 
 static double http_elapsed(const struct timespec *since)
@@ -609,6 +635,7 @@ static void http_respond(http_job *job)
     if (ereq) {
         struct evkeyvalq *out = evhttp_request_get_output_headers(ereq);
         evhttp_add_header(out, "X-Request-ID", job->request_id);
+        evhttp_add_header(out, "Date", http_date_now());
         if (ctype)
             evhttp_add_header(out, "Content-Type", ctype);
         if (job->rc == 0 && job->res.location[0])
@@ -673,7 +700,9 @@ static void http_respond(http_job *job)
         job->sending = true;
         evhttp_connection_set_closecb(conn, http_on_close, job);
         evhttp_request_set_on_complete_cb(ereq, http_on_sent, job);
+        http_answering = true; /* ours: http_rewrite_cb need not look */
         evhttp_send_reply(ereq, status, job->rc ? app_error_title(job->rc) : NULL, buf);
+        http_answering = false;
     } else {
         if (ereq) /* detached from its connection: this only frees it */
             evhttp_send_reply(ereq, status, NULL, buf);
@@ -874,12 +903,10 @@ static bool http_allow_of(const char *target, char *allow, size_t size, void *ar
  * unparsable requests, unknown methods), with an HTML page. This hook on every connection's
  * output buffer swaps such a page for problem+json before it is written. Ours are told
  * apart by their X-Request-ID header. */
-static _Thread_local bool http_rewriting;
-
 static void http_rewrite_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)arg;
-    if (http_rewriting || info->n_added == 0)
+    if (http_rewriting || http_answering || info->n_added == 0)
         return;
     size_t len = evbuffer_get_length(buf);
     char head[2048];
