@@ -799,6 +799,14 @@ static void http_model_done(void *arg, int rc, const char *value, size_t len, co
     bus_observe(BUS_QUERY, m->query, 0, http_elapsed(&job->model_started));
     http_model_count(job, "loop");
     job->rc = m->reply(&job->req, model, &job->res, &job->err);
+    char *stored =
+        job->rc == 0 && m->as_stored && job->res.body == model ? strndup(value, len) : NULL;
+    if (stored) {
+        cJSON_Delete(job->res.body);
+        job->res.body = NULL;
+        job->res.text = stored;
+        job->res.content_type = "application/json";
+    }
     http_respond(job);
 }
 

@@ -111,6 +111,9 @@ typedef struct http_read_model {
     /* Answers from model (taken over, also on failure) as fn answers from the query's reply;
      * on the loop thread, so it must not block. */
     int (*reply)(const http_req *req, cJSON *model, http_res *res, app_error *err);
+    /* reply answers the model itself (res->body is model): the stored text, which the
+     * projection printed from it, goes out as it is instead of being printed again. */
+    bool as_stored;
 } http_read_model;
 
 /* A row of a context's route table; tables end with a {0} sentinel. */

@@ -94,7 +94,7 @@ static bool route_id_valid(const char *id)
 
 /* GET /v1/orders/{id} answered from the read model order.get_order reads, on the loop thread. */
 static const http_read_model route_order_model = {"order.get_order", ORD_READ_KEY_PREFIX, "id",
-                                                  route_id_valid, route_order};
+                                                  route_id_valid,    route_order,         true};
 
 static int route_cancel(bus *b, const http_req *req, http_res *res, app_error *err)
 {
