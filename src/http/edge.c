@@ -49,7 +49,7 @@ typedef struct edge_conn edge_conn;
 struct http_edge {
     http_edge_options o;
     atomic_int open;
-    pthread_mutex_t lock; /* listeners and the log throttle */
+    pthread_mutex_t lock; /* listeners, the log throttle, publishing the count of open */
     edge_listener *listeners[EDGE_MAX_LISTENERS];
     size_t n_listeners;
     time_t last_accept_log;
@@ -476,12 +476,23 @@ static enum bufferevent_filter_result edge_output(struct evbuffer *src, struct e
     return BEV_OK;
 }
 
+/* Counts a connection in (+1) or out (-1) and publishes the count. Under the edge's lock:
+ * two loops that count at once would otherwise publish in either order, and the gauge could
+ * stay at the older count. */
+static int edge_count(http_edge *e, int delta)
+{
+    pthread_mutex_lock(&e->lock);
+    int open = atomic_fetch_add(&e->open, delta) + delta;
+    metrics_gauge_set(EDGE_OPEN, "", open);
+    pthread_mutex_unlock(&e->lock);
+    return open;
+}
+
 static void edge_conn_free(void *arg)
 {
     edge_conn *c = arg;
     edge_conn_unlink(c);
-    int open = atomic_fetch_sub(&c->edge->open, 1) - 1;
-    metrics_gauge_set(EDGE_OPEN, "", open);
+    edge_count(c->edge, -1);
     event_free(c->timer);
     if (c->writable)
         event_free(c->writable);
@@ -514,8 +525,7 @@ struct bufferevent *http_edge_make_bev(struct event_base *base, void *arg)
     c->timer = timer;
     http_guard_init(&c->guard, e->o.max_body_bytes);
     edge_conn_link(c);
-    int open = atomic_fetch_add(&e->open, 1) + 1;
-    metrics_gauge_set(EDGE_OPEN, "", open);
+    int open = edge_count(e, +1);
     if (!evbuffer_add_cb(bufferevent_get_output(bev), edge_output_added, c) ||
         (e->o.on_output &&
          !evbuffer_add_cb(bufferevent_get_output(bev), e->o.on_output, e->o.on_output_arg)))
