@@ -95,10 +95,6 @@ typedef struct inv_change {
     bool out_of_stock;
 } inv_change;
 
-/* Group attempts after a version conflict (another process appended to the product) before
- * the commands fail with it, for the bus to run each again. */
-#define INV_CHANGE_ATTEMPTS 3
-
 static comb_table *inv_changes;
 static pthread_once_t inv_changes_once = PTHREAD_ONCE_INIT;
 
@@ -124,13 +120,21 @@ static int inv_change_decide(inv_product *p, inv_change *c, app_error *err)
     return app_error_set(err, APP_EINTERNAL, "unknown change of stock");
 }
 
-/* Decides ops in order on the product as loaded, and appends their events at once. */
-static int inv_change_once(const bus_ctx *ctx, comb_op *const *ops, size_t n, inv_event *evs,
-                           const bus_meta **metas, app_error *err)
+/* Decides ops in order on the product as loaded, each on what the ones before it left, and
+ * appends their events at once, through the leader's context (ops[0]'s). A refused command
+ * keeps its own answer; the others share the group's. A version conflict (another process
+ * appended to the product) reaches each command, and the bus runs it again
+ * (BUS_RETRY_ON_CONFLICT): they group again. */
+static void inv_change_group(const char *stream, comb_op *const *ops, size_t n)
 {
-    const inv_change *first = ops[0]->arg;
-    inv_product p;
-    int rc = inv_load(ctx, first->sku, 0, &p, err);
+    (void)stream;
+    const bus_ctx *ctx = ((const inv_change *)ops[0]->arg)->ctx;
+    inv_event *evs = calloc(n, sizeof *evs);
+    const bus_meta **metas = calloc(n, sizeof *metas);
+    app_error err = APP_ERROR_INIT;
+    inv_product p = {0};
+    int rc = evs && metas ? inv_load(ctx, ((const inv_change *)ops[0]->arg)->sku, 0, &p, &err)
+                          : app_error_set(&err, APP_ENOMEM, "out of memory changing stock");
     int64_t before = p.version;
     size_t m = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -138,30 +142,13 @@ static int inv_change_once(const bus_ctx *ctx, comb_op *const *ops, size_t n, in
         ops[i]->rc = inv_change_decide(&p, c, &ops[i]->err);
         if (ops[i]->rc != 0 || c->n == 0)
             continue;
-        rc = inv_apply(&p, &c->ev, err);
+        rc = inv_apply(&p, &c->ev, &err);
         evs[m] = c->ev;
         metas[m++] = c->ctx->meta;
     }
     if (rc == 0)
-        rc = inv_commit_many(ctx, &p, before, evs, metas, m, err);
+        rc = inv_commit_many(ctx, &p, before, evs, metas, m, &err);
     inv_product_free(&p);
-    return rc;
-}
-
-static void inv_change_group(const char *stream, comb_op *const *ops, size_t n)
-{
-    (void)stream;
-    const bus_ctx *ctx = ((const inv_change *)ops[0]->arg)->ctx; /* the leader's */
-    inv_event *evs = calloc(n, sizeof *evs);
-    const bus_meta **metas = calloc(n, sizeof *metas);
-    app_error err = APP_ERROR_INIT;
-    int rc = evs && metas ? inv_change_once(ctx, ops, n, evs, metas, &err)
-                          : app_error_set(&err, APP_ENOMEM, "out of memory changing stock");
-    for (int attempt = 1; rc == APP_EVERSION && attempt < INV_CHANGE_ATTEMPTS; attempt++) {
-        app_error_clear(&err);
-        rc = inv_change_once(ctx, ops, n, evs, metas, &err);
-    }
-    /* A refused command keeps its own answer; the others share the group's. */
     for (size_t i = 0; rc != 0 && i < n; i++) {
         if (ops[i]->rc == 0) {
             ops[i]->rc = rc;
