@@ -112,10 +112,10 @@ static void http_evthread_init(void)
     http_evthread_rc = evthread_use_pthreads();
 }
 
-/* While true on a loop thread, the bytes added to a connection's output are an answer of
- * ours (http_respond) or the problem+json that replaces one of evhttp's own pages: the
- * rewrite hook (http_rewrite_cb) has nothing to look for in them. */
-static _Thread_local bool http_answering, http_rewriting;
+/* While true on a loop thread, the bytes added to a connection's output are ours: an answer
+ * (http_respond) or the problem+json that replaces one of evhttp's own pages. The rewrite
+ * hook (http_rewrite_cb) has nothing to look for in them. */
+static _Thread_local bool http_adding_ours;
 
 /* The Date header (RFC 9110's IMF-fixdate) of this second, formatted once a second per loop
  * thread instead of by evhttp for every answer. */
@@ -124,7 +124,7 @@ static const char *http_date_now(void)
     static _Thread_local time_t shown;
     static _Thread_local char text[40];
     time_t now = time(NULL);
-    if (now != shown || !text[0]) {
+    if (now != shown) { /* shown starts at 0, a second no clock shows today */
         static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
         static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
@@ -700,9 +700,9 @@ static void http_respond(http_job *job)
         job->sending = true;
         evhttp_connection_set_closecb(conn, http_on_close, job);
         evhttp_request_set_on_complete_cb(ereq, http_on_sent, job);
-        http_answering = true; /* ours: http_rewrite_cb need not look */
+        http_adding_ours = true;
         evhttp_send_reply(ereq, status, job->rc ? app_error_title(job->rc) : NULL, buf);
-        http_answering = false;
+        http_adding_ours = false;
     } else {
         if (ereq) /* detached from its connection: this only frees it */
             evhttp_send_reply(ereq, status, NULL, buf);
@@ -914,7 +914,7 @@ static bool http_allow_of(const char *target, char *allow, size_t size, void *ar
 static void http_rewrite_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
     (void)arg;
-    if (http_rewriting || http_answering || info->n_added == 0)
+    if (http_adding_ours || info->n_added == 0)
         return;
     size_t len = evbuffer_get_length(buf);
     char head[2048];
@@ -951,14 +951,14 @@ static void http_rewrite_cb(struct evbuffer *buf, const struct evbuffer_cb_info 
     char *text = http_problem_text(&err, status, slug, title);
     char rid[UUID_STR_LEN];
     uuid_v4(rid);
-    http_rewriting = true;
+    http_adding_ours = true;
     evbuffer_drain(buf, head_len + body_len);
     evbuffer_add_printf(buf,
                         "%.8s %d %s\r\nContent-Type: application/problem+json\r\n"
                         "X-Request-ID: %s\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
                         head, status, title ? title : app_error_title(err.code), rid,
                         text ? strlen(text) : 0, text ? text : "");
-    http_rewriting = false;
+    http_adding_ours = false;
     free(text);
     http_record("unparsed", "OTHER", status, 0);
     log_info("http - - %d refused by the parser request_id=%s", status, rid);

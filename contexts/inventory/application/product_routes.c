@@ -65,8 +65,12 @@ static int route_model(const http_req *req, cJSON *product, http_res *res, app_e
 
 /* GET /v1/products/{sku} answered from the read model inventory.get_product reads, on the loop
  * thread. */
-static const http_read_model route_product_model = {
-    "inventory.get_product", INV_READ_KEY_PREFIX, "sku", inv_sku_valid, route_model, true};
+static const http_read_model route_product_model = {.query = "inventory.get_product",
+                                                    .key_prefix = INV_READ_KEY_PREFIX,
+                                                    .param = "sku",
+                                                    .valid = inv_sku_valid,
+                                                    .reply = route_model,
+                                                    .as_stored = true};
 
 static int route_add_stock(bus *b, const http_req *req, http_res *res, app_error *err)
 {

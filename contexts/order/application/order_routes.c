@@ -93,8 +93,12 @@ static bool route_id_valid(const char *id)
 }
 
 /* GET /v1/orders/{id} answered from the read model order.get_order reads, on the loop thread. */
-static const http_read_model route_order_model = {"order.get_order", ORD_READ_KEY_PREFIX, "id",
-                                                  route_id_valid,    route_order,         true};
+static const http_read_model route_order_model = {.query = "order.get_order",
+                                                  .key_prefix = ORD_READ_KEY_PREFIX,
+                                                  .param = "id",
+                                                  .valid = route_id_valid,
+                                                  .reply = route_order,
+                                                  .as_stored = true};
 
 static int route_cancel(bus *b, const http_req *req, http_res *res, app_error *err)
 {

@@ -193,8 +193,12 @@ static int route_model(const http_req *req, cJSON *user, http_res *res, app_erro
 }
 
 /* GET /v1/users/{id} answered from the read model user.get_user reads, on the loop thread. */
-static const http_read_model route_user_model = {"user.get_user", USER_READ_KEY_PREFIX, "id",
-                                                 route_id_valid,  route_model,          true};
+static const http_read_model route_user_model = {.query = "user.get_user",
+                                                 .key_prefix = USER_READ_KEY_PREFIX,
+                                                 .param = "id",
+                                                 .valid = route_id_valid,
+                                                 .reply = route_model,
+                                                 .as_stored = true};
 
 const http_route_def user_routes[] = {
     {HTTP_M_POST, "/v1/users", route_register, HTTP_ROUTE_JSON_BODY, "/v1/users", NULL},
