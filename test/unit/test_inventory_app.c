@@ -24,6 +24,7 @@
 #include "kernel/bus.h"
 #include "kernel/upcast.h"
 #include "test/support/fake_stores.h"
+#include "test/support/services.h"
 
 static const char *const order_a = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
 static const char *const order_b = "1f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
@@ -760,12 +761,25 @@ static void test_concurrent_reservations(void **state)
 /* Holds the first append of the test until released, so that commands queue behind it. */
 static atomic_int append_holding, append_held;
 
+static bool append_released(void *arg)
+{
+    (void)arg;
+    return !atomic_load(&append_holding);
+}
+
+static bool append_is_held(void *arg)
+{
+    (void)arg;
+    return atomic_load(&append_held);
+}
+
 static void hold_first_append(fake_es *f, const es_append_req *req, void *arg)
 {
     (void)f, (void)req, (void)arg;
+    /* On the reserving thread, where cmocka cannot fail the test: past the guard the append
+     * goes on, and the test's own checks say what went wrong. */
     if (atomic_exchange(&append_held, 1) == 0)
-        while (atomic_load(&append_holding))
-            usleep(1000);
+        (void)ts_wait_until(append_released, NULL, TS_HANG_GUARD_MS);
 }
 
 typedef struct grouped {
@@ -813,8 +827,8 @@ static void test_reservations_are_grouped(void **state)
     atomic_store(&append_held, 0);
     fx->es.before_append = hold_first_append;
     assert_int_equal(pthread_create(&g[0].thread, NULL, reserve_grouped, &g[0]), 0);
-    while (!atomic_load(&append_held))
-        usleep(1000);
+    if (ts_wait_until(append_is_held, NULL, TS_HANG_GUARD_MS) != 0)
+        fail_msg("the first reservation never reached its append");
     /* The first is appending; the others arrive meanwhile and wait for it. */
     for (int i = 1; i < N; i++)
         assert_int_equal(pthread_create(&g[i].thread, NULL, reserve_grouped, &g[i]), 0);
