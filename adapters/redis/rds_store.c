@@ -652,6 +652,70 @@ static int op_write_batch(void *self, const rs_write *writes, size_t n, app_erro
     return 0;
 }
 
+/* Up to RDS_BATCH_MAX keys in one MGET; values[i] as get_many gives them. */
+static int get_chunk(rds_store *s, const char *const *keys, size_t n, char **values, app_error *err)
+{
+    const char **argv = calloc(n + 1, sizeof *argv);
+    size_t *lens = calloc(n + 1, sizeof *lens);
+    char **full = calloc(n, sizeof *full);
+    int rc = argv && lens && full ? 0 : app_error_set(err, APP_ENOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (!(full[i] = full_key(s, keys[i], &lens[i + 1], err)))
+            rc = err ? err->code : APP_ENOMEM;
+        argv[i + 1] = full[i];
+    }
+    redisReply *reply = NULL;
+    if (rc == 0) {
+        argv[0] = "MGET";
+        lens[0] = 4;
+        rc = exec_argv(s, (int)n + 1, argv, lens, &reply, err);
+    }
+    if (rc == 0 && (reply->type != REDIS_REPLY_ARRAY || reply->elements != n)) {
+        rc = unexpected_reply(reply, "MGET", err);
+        reply = NULL;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const redisReply *r = reply->element[i];
+        if (r->type == REDIS_REPLY_NIL)
+            continue;
+        if (r->type != REDIS_REPLY_STRING) {
+            rc = app_error_set(err, APP_EINTERNAL, "unexpected redis reply type %d in MGET",
+                               r->type);
+        } else if (!(values[i] = malloc(r->len + 1))) {
+            rc = app_error_set(err, APP_ENOMEM, "out of memory");
+        } else {
+            memcpy(values[i], r->str, r->len);
+            values[i][r->len] = '\0';
+        }
+    }
+    if (reply)
+        freeReplyObject(reply);
+    for (size_t i = 0; full && i < n; i++)
+        free(full[i]);
+    free(full);
+    free(lens);
+    free(argv);
+    return rc;
+}
+
+static int op_get_many(void *self, const char *const *keys, size_t n, char **values, app_error *err)
+{
+    for (size_t i = 0; i < n; i++)
+        values[i] = NULL;
+    int rc = 0;
+    for (size_t done = 0; rc == 0 && done < n; done += RDS_BATCH_MAX) {
+        size_t chunk = n - done < RDS_BATCH_MAX ? n - done : RDS_BATCH_MAX;
+        rc = get_chunk(self, keys + done, chunk, values + done, err);
+    }
+    if (rc != 0) {
+        for (size_t i = 0; i < n; i++) {
+            free(values[i]);
+            values[i] = NULL;
+        }
+    }
+    return rc;
+}
+
 /* prefix with the glob characters of SCAN MATCH escaped, then "*". Owned by the caller. */
 static char *match_pattern(const char *prefix, size_t len)
 {
@@ -773,6 +837,7 @@ static const rs_store_ops rds_ops = {
     .write_batch = op_write_batch,
     .del_prefix = op_del_prefix,
     .get_async = op_get_async,
+    .get_many = op_get_many,
 };
 
 /* ---- lifecycle ----------------------------------------------------------------------- */

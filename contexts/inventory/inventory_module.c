@@ -30,8 +30,13 @@ static const bus_handler_def inv_queries[] = {
 static const char *const inv_read_keys[] = {INV_READ_KEY_PREFIX, NULL};
 
 static const mod_subscription inv_subscriptions[] = {
-    {"inventory.projection", "inventory", inv_projection_handle, MOD_SUB_PROJECTION, inv_read_keys},
-    {NULL, NULL, NULL, 0, NULL},
+    {.name = "inventory.projection",
+     .source_context = "inventory",
+     .handle = inv_projection_handle,
+     .flags = MOD_SUB_PROJECTION,
+     .keys = inv_read_keys,
+     .read_key = inv_projection_key},
+    {.name = NULL},
 };
 
 /* Older shapes of the context's events, brought to the current one on read. */

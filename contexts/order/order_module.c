@@ -27,13 +27,28 @@ static const char *const ord_product_keys[] = {ORD_PRODUCT_COPY, NULL};
 static const char *const ord_customer_keys[] = {ORD_CUSTOMER_COPY, NULL};
 
 static const mod_subscription ord_subscriptions[] = {
-    {"order.placement_saga", "order", ord_saga_handle, MOD_SUB_BY_STREAM, NULL},
-    {"order.projection", "order", ord_projection_handle, MOD_SUB_PROJECTION, ord_order_keys},
-    {"order.product_catalog", "inventory", ord_product_copy_handle, MOD_SUB_PROJECTION,
-     ord_product_keys},
-    {"order.customer_directory", "user", ord_customer_copy_handle, MOD_SUB_PROJECTION,
-     ord_customer_keys},
-    {NULL, NULL, NULL, 0, NULL},
+    {.name = "order.placement_saga",
+     .source_context = "order",
+     .handle = ord_saga_handle,
+     .flags = MOD_SUB_BY_STREAM},
+    {.name = "order.projection",
+     .source_context = "order",
+     .handle = ord_projection_handle,
+     .flags = MOD_SUB_PROJECTION,
+     .keys = ord_order_keys,
+     .read_key = ord_projection_key},
+    {.name = "order.product_catalog",
+     .source_context = "inventory",
+     .handle = ord_product_copy_handle,
+     .flags = MOD_SUB_PROJECTION,
+     .keys = ord_product_keys},
+    {.name = "order.customer_directory",
+     .source_context = "user",
+     .handle = ord_customer_copy_handle,
+     .flags = MOD_SUB_PROJECTION,
+     .keys = ord_customer_keys,
+     .read_key = ord_customer_copy_key},
+    {.name = NULL},
 };
 
 /* Its contract with the other contexts: what the saga and the placement ask of them. */

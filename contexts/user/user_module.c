@@ -25,8 +25,13 @@ static const bus_handler_def user_queries[] = {
 static const char *const user_read_keys[] = {USER_READ_KEY_PREFIX, NULL};
 
 static const mod_subscription user_subscriptions[] = {
-    {"user.projection", "user", user_projection_handle, MOD_SUB_PROJECTION, user_read_keys},
-    {NULL, NULL, NULL, 0, NULL},
+    {.name = "user.projection",
+     .source_context = "user",
+     .handle = user_projection_handle,
+     .flags = MOD_SUB_PROJECTION,
+     .keys = user_read_keys,
+     .read_key = user_projection_key},
+    {.name = NULL},
 };
 
 const app_module user_module = {

@@ -9,7 +9,7 @@
 #include "kernel/http_types.h"
 #include "ports/event_store.h"
 
-#define APP_MODULE_ABI 3
+#define APP_MODULE_ABI 4
 
 /* One migration: applied once, in name order, inside the context's schema. */
 typedef struct mod_migration {
@@ -22,6 +22,10 @@ typedef struct mod_migration {
  * as causation. A failure stops the subscriber at that event and retries it later. */
 typedef int (*mod_event_fn)(const bus_ctx *ctx, const es_event *ev, app_error *err);
 
+/* The read-model key (logical, "user:<id>") a projection's handler reads before it writes
+ * for ev, into out; false when it reads none. */
+typedef bool (*mod_key_fn)(const es_event *ev, char *out, size_t size);
+
 typedef struct mod_subscription {
     const char *name;           /* unique per context, e.g. "user.projection" */
     const char *source_context; /* whose log it reads */
@@ -31,6 +35,10 @@ typedef struct mod_subscription {
      * terminated ({"user:", NULL}). The kernel keeps them per generation so that a replay
      * can build a new one beside the live one and switch over atomically. */
     const char *const *keys;
+    /* Optional, for a projection: the key its handler reads for an event. The kernel then
+     * reads a batch's keys in one round trip before handling the batch, instead of one
+     * round trip per event. */
+    mod_key_fn read_key;
 } mod_subscription;
 
 enum mod_subscription_flags {

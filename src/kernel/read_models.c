@@ -681,10 +681,23 @@ static void rm_pending_clear(rm_writer *w)
     w->n_pending = 0;
 }
 
+/* After a flush: a batched writer forgets what it read and wrote (only the batch's own reads
+ * may use it); any writer forgets past RM_BUFFER_MAX. From then on a miss asks the store,
+ * unless the key was never written (seen_all), which the hashes tell. */
+static void rm_forget(rm_writer *w)
+{
+    if (w->per_batch || w->n_entries > RM_BUFFER_MAX) {
+        rm_entries_clear(w);
+        w->complete = false;
+    }
+}
+
 int rm_writer_flush(rm_writer *w, app_error *err)
 {
-    if (w->n_pending == 0)
+    if (w->n_pending == 0) {
+        rm_forget(w);
         return 0;
+    }
     rs_store *store = w->models->store;
     int rc = 0;
     if (store->ops->write_batch) {
@@ -708,12 +721,7 @@ int rm_writer_flush(rm_writer *w, app_error *err)
     if (rc != 0)
         return rc; /* kept: the next flush sends them again (every write is idempotent) */
     rm_pending_clear(w);
-    if (w->per_batch || w->n_entries > RM_BUFFER_MAX) {
-        /* Forget the values; from now on a miss asks the store, unless the key was never
-         * written (seen_all), which the hashes tell. */
-        rm_entries_clear(w);
-        w->complete = false;
-    }
+    rm_forget(w);
     return 0;
 }
 
@@ -727,6 +735,19 @@ static int rm_own(rm_writer *w, const char *key, char **phys, app_error *err)
     return *phys ? 0 : APP_ENOMEM;
 }
 
+/* The entry the writer holds for a physical key, NULL when it holds none. */
+static rm_entry *rm_known(const rm_writer *w, const char *phys)
+{
+    rm_entry *e = w->buffered && w->entries ? rm_slot(w->entries, w->cap_entries, phys) : NULL;
+    return e && e->key ? e : NULL;
+}
+
+/* True when the store must be asked for a physical key the writer holds no entry for. */
+static bool rm_must_ask(const rm_writer *w, const char *phys)
+{
+    return !(w->buffered && (w->complete || (w->seen_all && !rm_seen_has(w, phys))));
+}
+
 static int wr_get(void *self, const char *key, char **out, app_error *err)
 {
     rm_writer *w = self;
@@ -735,14 +756,61 @@ static int wr_get(void *self, const char *key, char **out, app_error *err)
     int rc = rm_own(w, key, &phys, err);
     if (rc != 0 || !phys)
         return rc != 0 ? rc : rd_get(w->models, key, out, err);
-    rm_entry *e = w->buffered && w->entries ? rm_slot(w->entries, w->cap_entries, phys) : NULL;
-    if (e && e->key) {
+    rm_entry *e = rm_known(w, phys);
+    if (e) {
         if (e->value && !(*out = strdup(e->value)))
             rc = app_error_set(err, APP_ENOMEM, "out of memory");
-    } else if (!(w->buffered && (w->complete || (w->seen_all && !rm_seen_has(w, phys))))) {
+    } else if (rm_must_ask(w, phys)) {
         rc = w->models->store->ops->get(w->models->store->self, phys, out, err);
     }
     free(phys);
+    return rc;
+}
+
+static int rm_cmp_keys(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int rm_writer_prefetch(rm_writer *w, const char *const *keys, size_t n, app_error *err)
+{
+    rs_store *store = w->models->store;
+    if (!w->buffered || n == 0 || !store->ops->get_many)
+        return 0;
+    char **phys = calloc(n, sizeof *phys), **values = calloc(n, sizeof *values);
+    int rc = phys && values ? 0 : app_error_set(err, APP_ENOMEM, "out of memory");
+    size_t asked = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char *p;
+        rc = rm_own(w, keys[i], &p, err);
+        if (rc != 0 || !p)
+            continue; /* not the projection's own key: read as the handler asks */
+        if (rm_known(w, p) || !rm_must_ask(w, p))
+            free(p);
+        else
+            phys[asked++] = p;
+    }
+    if (rc == 0 && asked > 1) { /* a key asked once, however many of the batch's events touch it */
+        qsort(phys, asked, sizeof *phys, rm_cmp_keys);
+        size_t kept = 1;
+        for (size_t i = 1; i < asked; i++) {
+            if (strcmp(phys[i], phys[kept - 1]) == 0)
+                free(phys[i]);
+            else
+                phys[kept++] = phys[i];
+        }
+        asked = kept;
+    }
+    if (rc == 0 && asked > 0)
+        rc = store->ops->get_many(store->self, (const char *const *)phys, asked, values, err);
+    for (size_t i = 0; rc == 0 && i < asked; i++)
+        rc = rm_remember(w, phys[i], values[i], err);
+    for (size_t i = 0; phys && i < asked; i++) {
+        free(phys[i]);
+        free(values[i]);
+    }
+    free(phys);
+    free(values);
     return rc;
 }
 

@@ -101,6 +101,11 @@ int rm_writer_set_buffered(rm_writer *w, bool buffered, bool complete, app_error
  * together on rm_writer_flush (one round trip, instead of one a write), and what the writer
  * remembered is forgotten then, since only the batch's own reads may use it. */
 int rm_writer_set_batched(rm_writer *w, app_error *err);
+/* Reads those of keys (logical; others are skipped) that a buffered writer would ask the
+ * store for, in one round trip where the store can (rs_store_ops.get_many), and remembers
+ * them until the next flush: a batch's handlers then read them without a round trip each.
+ * Does nothing for an unbuffered writer or a store without get_many. */
+int rm_writer_prefetch(rm_writer *w, const char *const *keys, size_t n, app_error *err);
 int64_t rm_writer_generation(const rm_writer *w);
 rs_store rm_writer_port(rm_writer *w);
 int rm_writer_flush(rm_writer *w, app_error *err);

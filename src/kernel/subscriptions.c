@@ -24,6 +24,7 @@
 #define SUB_DLQ_CHECK_MS   1000 /* how often a subscriber looks for redrive requests */
 #define SUB_DLQ_BATCH      16   /* dead letters it looks at each time */
 #define SUB_DLQ_ERROR_MAX  480  /* bytes of the handler's error kept with a dead letter */
+#define SUB_KEY_MAX        256  /* bytes of a read-model key a projection names (read_key) */
 
 typedef struct sub_worker {
     sub_runner *runner;
@@ -686,6 +687,30 @@ int sub_dead_letter_redrive(es_store *events, const char *context, const es_dead
     return -1;
 }
 
+/* Reads the models a projection's batch will read, in one round trip: its handlers then
+ * find them in the writer instead of asking the store one event at a time. A failure is
+ * left to the handlers' own reads, which ask again and report it. */
+static void sub_prefetch(sub_worker *w, const es_event_list *batch)
+{
+    if (!w->writer || !w->sub->read_key || batch->len < 2)
+        return;
+    char **keys = calloc(batch->len, sizeof *keys);
+    size_t n = 0;
+    for (size_t i = 0; keys && i < batch->len; i++) {
+        char key[SUB_KEY_MAX];
+        if (w->sub->read_key(&batch->items[i], key, sizeof key) && (keys[n] = strdup(key)))
+            n++;
+    }
+    app_error err = APP_ERROR_INIT;
+    if (n > 0 && rm_writer_prefetch(w->writer, (const char *const *)keys, n, &err) != 0)
+        log_debug("%s: reading the batch's read models ahead failed (%s); each is read "
+                  "as it is handled",
+                  w->sub->name, err.message);
+    for (size_t i = 0; i < n; i++)
+        free(keys[i]);
+    free(keys);
+}
+
 static void *sub_thread(void *arg)
 {
     sub_worker *w = arg;
@@ -751,6 +776,7 @@ static void *sub_thread(void *arg)
         }
         sub_set_status(w, -1, head, false);
 
+        sub_prefetch(w, &batch);
         int64_t done = checkpoint;
         const es_event *failed = NULL;
         int rc = sub_handle_batch(w, &batch, &done, &failed, &err);

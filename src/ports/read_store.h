@@ -45,6 +45,9 @@ typedef struct rs_store_ops {
      * without blocking (no loop connection on this thread, the store is down, ...): done is
      * not called, and the caller uses get from a thread that may block. */
     int (*get_async)(void *self, const char *key, rs_get_done done, void *arg, app_error *err);
+    /* Optional. n gets in few round trips: values[i] is an owned copy of keys[i]'s value, or
+     * NULL when it is missing. On failure every values[i] is NULL. */
+    int (*get_many)(void *self, const char *const *keys, size_t n, char **values, app_error *err);
 } rs_store_ops;
 
 typedef struct rs_store {

@@ -779,6 +779,25 @@ static int fk_get(void *self, const char *key, char **out, app_error *err)
     int rc = fk_down(r, err), i = fk_rs_find(r, key);
     if (rc == 0 && i >= 0)
         *out = fk_strdup(r->values[i]);
+    if (rc == 0 && (!r->gets_of || strstr(key, r->gets_of)))
+        r->gets++;
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+static int fk_get_many(void *self, const char *const *keys, size_t n, char **values, app_error *err)
+{
+    fake_rs *r = self;
+    pthread_mutex_lock(&r->lock);
+    int rc = fk_down(r, err);
+    for (size_t k = 0; k < n; k++) {
+        int i = rc == 0 ? fk_rs_find(r, keys[k]) : -1;
+        values[k] = i >= 0 ? fk_strdup(r->values[i]) : NULL;
+    }
+    if (rc == 0) {
+        r->get_manys++;
+        r->keys_asked += n;
+    }
     pthread_mutex_unlock(&r->lock);
     return rc;
 }
@@ -928,6 +947,7 @@ static int fk_del_prefix(void *self, const char *prefix, size_t *deleted, app_er
 static const rs_store_ops fake_rs_ops = {
     .del_prefix = fk_del_prefix,
     .get = fk_get,
+    .get_many = fk_get_many,
     .set = fk_set,
     .del = fk_del,
     .zadd = fk_zadd,

@@ -109,6 +109,11 @@ typedef struct fake_rs {
     size_t zn;
     bool down;   /* every call answers APP_EUNAVAIL */
     size_t sets; /* successful set calls */
+    /* Successful get calls, of keys that contain gets_of when it is set; and get_many calls,
+     * with the keys they asked for. */
+    size_t gets;
+    const char *gets_of;
+    size_t get_manys, keys_asked;
     pthread_mutex_t lock;
 } fake_rs;
 

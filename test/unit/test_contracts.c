@@ -77,8 +77,8 @@ static int no_event(const bus_ctx *ctx, const es_event *ev, app_error *err)
 }
 
 static const mod_subscription reads_nobody[] = {
-    {"fake.copy", "usr", no_event, 0, NULL},
-    {NULL, NULL, NULL, 0, NULL},
+    {.name = "fake.copy", .source_context = "usr", .handle = no_event},
+    {.name = NULL},
 };
 
 static void expect_refused(const app_module *m, const char *message)

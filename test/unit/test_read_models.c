@@ -21,10 +21,16 @@ static int noop(const bus_ctx *ctx, const es_event *ev, app_error *err)
 
 static const char *const order_keys[] = {"order:", NULL};
 static const char *const copy_keys[] = {"order:product:", NULL};
-static const mod_subscription orders = {"order.projection", "order", noop, MOD_SUB_PROJECTION,
-                                        order_keys};
-static const mod_subscription copies = {"order.product_catalog", "inventory", noop,
-                                        MOD_SUB_PROJECTION, copy_keys};
+static const mod_subscription orders = {.name = "order.projection",
+                                        .source_context = "order",
+                                        .handle = noop,
+                                        .flags = MOD_SUB_PROJECTION,
+                                        .keys = order_keys};
+static const mod_subscription copies = {.name = "order.product_catalog",
+                                        .source_context = "inventory",
+                                        .handle = noop,
+                                        .flags = MOD_SUB_PROJECTION,
+                                        .keys = copy_keys};
 
 typedef struct fixture {
     fake_rs fake;
@@ -115,8 +121,11 @@ static void test_keys_map_to_the_live_generation_by_longest_prefix(void **state)
     rm_writer_free(c);
 
     /* Two projections cannot claim the same keys. */
-    static const mod_subscription again = {"order.other", "order", noop, MOD_SUB_PROJECTION,
-                                           order_keys};
+    static const mod_subscription again = {.name = "order.other",
+                                           .source_context = "order",
+                                           .handle = noop,
+                                           .flags = MOD_SUB_PROJECTION,
+                                           .keys = order_keys};
     assert_int_equal(rm_models_add(f->m, &again, &err), APP_EINTERNAL);
 }
 
@@ -158,6 +167,58 @@ static void test_batched_writer_in_the_live_generation(void **state)
     assert_int_equal(wp.ops->get(wp.self, "order:1", &out, &err), 0);
     assert_string_equal(out, "three");
     free(out);
+    rm_writer_free(w);
+}
+
+/* A batch's models read ahead in one round trip: the handlers' reads then ask the store
+ * nothing, the batch's own writes still win, and all of it is forgotten at the flush, even
+ * one that sends nothing. */
+static void test_a_batch_reads_its_models_ahead(void **state)
+{
+    fixture *f = *state;
+    go_live(f, "order.projection", 4);
+    app_error err = APP_ERROR_INIT;
+    rm_writer *w = NULL;
+    assert_int_equal(rm_writer_new(&w, f->m, "order.projection", 4, false, &err), 0);
+    assert_int_equal(rm_writer_set_batched(w, &err), 0);
+    rs_store wp = rm_writer_port(w);
+    assert_int_equal(f->store.ops->set(f->store.self, "order.projection@4:order:0", "zero", &err),
+                     0);
+    assert_int_equal(f->store.ops->set(f->store.self, "order.projection@4:order:1", "one", &err),
+                     0);
+    f->fake.gets_of = "order.projection@4:";
+    /* Twice order:0, and a key of another projection, which is left to its own read. */
+    const char *keys[] = {"order:0", "order:1", "order:2", "order:0", "order:product:X"};
+    assert_int_equal(rm_writer_prefetch(w, keys, 5, &err), 0);
+    assert_int_equal(f->fake.get_manys, 1);
+    assert_int_equal(f->fake.keys_asked, 3);
+
+    char *out = NULL;
+    assert_int_equal(wp.ops->get(wp.self, "order:0", &out, &err), 0);
+    assert_string_equal(out, "zero");
+    free(out);
+    assert_int_equal(wp.ops->get(wp.self, "order:2", &out, &err), 0);
+    assert_null(out); /* known to be missing */
+    assert_int_equal(wp.ops->set(wp.self, "order:1", "uno", &err), 0);
+    assert_int_equal(wp.ops->get(wp.self, "order:1", &out, &err), 0);
+    assert_string_equal(out, "uno"); /* the batch's own write over what it read */
+    free(out);
+    assert_int_equal(f->fake.gets, 0);
+    /* Read ahead again: what the writer holds is not asked for twice. */
+    assert_int_equal(rm_writer_prefetch(w, keys, 3, &err), 0);
+    assert_int_equal(f->fake.get_manys, 1);
+
+    assert_int_equal(rm_writer_flush(w, &err), 0);
+    assert_string_equal(fake_rs_value(&f->fake, "order.projection@4:order:1"), "uno");
+    assert_int_equal(rm_writer_prefetch(w, keys, 1, &err), 0);
+    assert_int_equal(f->fake.get_manys, 2);
+    assert_int_equal(f->store.ops->set(f->store.self, "order.projection@4:order:0", "cero", &err),
+                     0);
+    assert_int_equal(rm_writer_flush(w, &err), 0); /* nothing to send; still forgets */
+    assert_int_equal(wp.ops->get(wp.self, "order:0", &out, &err), 0);
+    assert_string_equal(out, "cero");
+    free(out);
+    assert_int_equal(f->fake.gets, 1);
     rm_writer_free(w);
 }
 
@@ -353,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_a_large_build_knows_its_keys),
         cmocka_unit_test_setup_teardown(test_batched_writer_in_the_live_generation, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_a_batch_reads_its_models_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_buffered_writer_builds_beside_the_live_generation,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_lost_read_store_answers_unavailable_not_missing,

@@ -93,8 +93,10 @@ static int handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
     return 0;
 }
 
-static const mod_subscription by_stream = {"test.by_stream", "t", handle, MOD_SUB_BY_STREAM, NULL};
-static const mod_subscription in_order = {"test.in_order", "t", handle, 0, NULL};
+static const mod_subscription by_stream = {
+    .name = "test.by_stream", .source_context = "t", .handle = handle, .flags = MOD_SUB_BY_STREAM};
+static const mod_subscription in_order = {
+    .name = "test.in_order", .source_context = "t", .handle = handle};
 
 /* Streams s-0..s-9, versions interleaved: s-0 v1, s-1 v1, ..., s-9 v1, s-0 v2, ... */
 static void fill(fake_es *f)
@@ -190,6 +192,110 @@ static void test_one_lane_is_one_at_a_time(void **state)
     run(&by_stream, 1);
     assert_int_equal(most_running, 1);
     assert_false(out_of_order);
+}
+
+/* ---- a projection's reads ------------------------------------------------------------- */
+
+/* Keeps "t:<stream>" = the stream's last version, reading it first as projections do. */
+static int project(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
+    char key[64], *text = NULL, value[32];
+    snprintf(key, sizeof key, "t:%s", ev->stream_id);
+    int rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
+    bool seen = rc == 0 && text && atoll(text) >= ev->version;
+    free(text);
+    if (rc != 0 || seen)
+        return rc;
+    snprintf(value, sizeof value, "%lld", (long long)ev->version);
+    return ctx->reads->ops->set(ctx->reads->self, key, value, err);
+}
+
+static bool project_key(const es_event *ev, char *out, size_t size)
+{
+    return (size_t)snprintf(out, size, "t:%s", ev->stream_id) < size;
+}
+
+static const char *const projected_keys[] = {"t:", NULL};
+static const mod_subscription projection = {.name = "test.projection",
+                                            .source_context = "t",
+                                            .handle = project,
+                                            .flags = MOD_SUB_PROJECTION,
+                                            .keys = projected_keys,
+                                            .read_key = project_key};
+
+/* Runs the projection until it has handled the whole log. */
+static void project_all(es_store *events, rs_store *reads, rm_models *models, int64_t end)
+{
+    sub_runner_options o = {.events = events,
+                            .reads = reads,
+                            .models = models,
+                            .batch_size = 64,
+                            .poll_interval_ms = 10,
+                            .lanes = 1};
+    sub_runner *r = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(sub_runner_new(&r, &o, &err), 0);
+    assert_int_equal(sub_runner_add(r, "t", &projection, &err), 0);
+    assert_int_equal(sub_runner_start(r, &err), 0);
+    sub_status st = {0};
+    for (int i = 0; i < 3000 && (st.checkpoint < end || st.rebuilding); i++) {
+        usleep(10 * 1000);
+        sub_runner_status(r, 0, &st);
+    }
+    sub_runner_free(r);
+    assert_int_equal(st.checkpoint, end);
+}
+
+/* In a live read model, a batch's handlers find what they read in the writer: the runner
+ * asked for all of it in one round trip (rs_store_ops.get_many) before the batch. */
+static void test_a_projection_reads_a_batch_in_one_round_trip(void **state)
+{
+    (void)state;
+    fake_es f;
+    fake_rs rs;
+    fake_es_init(&f, "t");
+    fake_rs_init(&rs);
+    fill(&f);
+    es_store events = fake_es_port(&f);
+    rs_store reads = fake_rs_port(&rs);
+    rm_models *models = NULL;
+    app_error err = APP_ERROR_INIT;
+    assert_int_equal(rm_models_new(&models, &reads, &err), 0);
+    assert_int_equal(rm_models_add(models, &projection, &err), 0);
+    project_all(&events, &reads, models, EVENTS); /* built from the log, then live */
+
+    /* One more version of each stream, handled by a runner that finds the model live. */
+    for (int s = 0; s < STREAMS; s++) {
+        char stream[16], id[UUID_STR_LEN];
+        snprintf(stream, sizeof stream, "s-%d", s);
+        uuid_v4(id);
+        es_new_event ev = {id, "t.thing.happened", 1, "{}", "{}"};
+        es_append_req req = {.context = "t",
+                             .stream_id = stream,
+                             .expected_version = VERSIONS,
+                             .events = &ev,
+                             .n_events = 1};
+        assert_int_equal(events.ops->append(events.self, &req, NULL, &err), 0);
+    }
+    rs.gets_of = "test.projection@";
+    rs.gets = rs.get_manys = rs.keys_asked = 0;
+    project_all(&events, &reads, models, EVENTS + STREAMS);
+    assert_int_equal(rs.get_manys, 1);
+    assert_int_equal(rs.keys_asked, STREAMS);
+    assert_int_equal(rs.gets, 0);
+    rm_control c = {0};
+    bool found = false;
+    assert_int_equal(rm_control_load(models, "test.projection", &c, &found, &err), 0);
+    assert_true(found);
+    for (int s = 0; s < STREAMS; s++) {
+        char key[64];
+        snprintf(key, sizeof key, "test.projection@%lld:t:s-%d", (long long)c.generation, s);
+        assert_string_equal(fake_rs_value(&rs, key), "21");
+    }
+    rm_models_free(models);
+    fake_es_free(&f);
+    fake_rs_free(&rs);
+    metrics_reset();
 }
 
 /* ---- poison events --------------------------------------------------------------------- */
@@ -364,6 +470,7 @@ int main(void)
         cmocka_unit_test(test_streams_at_once_each_in_order),
         cmocka_unit_test(test_one_at_a_time_without_the_flag),
         cmocka_unit_test(test_one_lane_is_one_at_a_time),
+        cmocka_unit_test(test_a_projection_reads_a_batch_in_one_round_trip),
         cmocka_unit_test(test_poison_event_by_stream),
         cmocka_unit_test(test_poison_event_in_order),
         cmocka_unit_test(test_a_dependency_down_never_dead_letters),

@@ -31,6 +31,9 @@ int inv_describe_product(const bus_ctx *ctx, const cJSON *payload, cJSON **out, 
 
 /* The projection: folds product events into "product:<sku>"; idempotent by version. */
 int inv_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
+/* The read model inv_projection_handle reads for ev ("product:<sku>"); false for events
+ * of other streams. */
+bool inv_projection_key(const es_event *ev, char *out, size_t size);
 
 extern const http_route_def inv_routes[];
 

@@ -38,20 +38,25 @@ static bool proj_parse(const char *text, inv_product *out)
     return ok;
 }
 
-int inv_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+bool inv_projection_key(const es_event *ev, char *out, size_t size)
 {
     const size_t prefix = sizeof INV_STREAM_PREFIX - 1;
-    if (!ev->stream_id || strncmp(ev->stream_id, INV_STREAM_PREFIX, prefix) != 0 ||
-        !inv_sku_valid(ev->stream_id + prefix))
+    return ev->stream_id && strncmp(ev->stream_id, INV_STREAM_PREFIX, prefix) == 0 &&
+           inv_sku_valid(ev->stream_id + prefix) &&
+           (size_t)snprintf(out, size, "%s%s", INV_READ_KEY_PREFIX, ev->stream_id + prefix) < size;
+}
+
+int inv_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
+    char key[sizeof INV_READ_KEY_PREFIX + INV_SKU_MAX], *text = NULL;
+    if (!inv_projection_key(ev, key, sizeof key))
         return 0; /* not a product stream */
-    const char *sku = ev->stream_id + prefix;
+    const char *sku = ev->stream_id + sizeof INV_STREAM_PREFIX - 1;
     inv_event iev;
     int rc = inv_event_decode(ev->type, ev->schema_version, ev->data, &iev, err);
     if (rc != 0 || iev.kind == INV_EV_UNKNOWN)
         return rc;
 
-    char key[sizeof INV_READ_KEY_PREFIX + INV_SKU_MAX], *text = NULL;
-    snprintf(key, sizeof key, "%s%s", INV_READ_KEY_PREFIX, sku);
     rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
     if (rc != 0)
         return rc;

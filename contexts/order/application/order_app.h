@@ -43,6 +43,10 @@ int ord_saga_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
 int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
 int ord_product_copy_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
 int ord_customer_copy_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
+/* The read models the projection and the customer directory read for ev (their read_key);
+ * false when they read none. */
+bool ord_projection_key(const es_event *ev, char *out, size_t size);
+bool ord_customer_copy_key(const es_event *ev, char *out, size_t size);
 
 /* The deadline task: cancels pending orders past order.placement_timeout_ms. */
 int ord_deadlines_run(const bus_ctx *ctx, app_error *err);

@@ -70,15 +70,20 @@ static int ord_patch_stored(const char *text, const ord_event *oev, int64_t vers
     return *value ? 0 : app_error_set(err, APP_ENOMEM, "out of memory rendering an order");
 }
 
-int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+bool ord_projection_key(const es_event *ev, char *out, size_t size)
 {
     const size_t prefix = sizeof ORD_STREAM_PREFIX - 1;
-    if (!ev->stream_id || strncmp(ev->stream_id, ORD_STREAM_PREFIX, prefix) != 0 ||
-        !uuid_valid(ev->stream_id + prefix))
-        return 0;
-    const char *id = ev->stream_id + prefix;
+    return ev->stream_id && strncmp(ev->stream_id, ORD_STREAM_PREFIX, prefix) == 0 &&
+           uuid_valid(ev->stream_id + prefix) &&
+           (size_t)snprintf(out, size, "%s%s", ORD_READ_KEY_PREFIX, ev->stream_id + prefix) < size;
+}
+
+int ord_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
     char key[sizeof ORD_READ_KEY_PREFIX + UUID_STR_LEN], *text = NULL;
-    snprintf(key, sizeof key, "%s%s", ORD_READ_KEY_PREFIX, id);
+    if (!ord_projection_key(ev, key, sizeof key))
+        return 0;
+    const char *id = ev->stream_id + sizeof ORD_STREAM_PREFIX - 1;
     int rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
     if (rc != 0)
         return rc;
@@ -165,14 +170,29 @@ int ord_product_copy_handle(const bus_ctx *ctx, const es_event *ev, app_error *e
     return rc;
 }
 
+/* The customer's id, from a user stream's id; NULL for any other stream. */
+static const char *ord_customer_id(const es_event *ev)
+{
+    const char *id =
+        ev->stream_id && strncmp(ev->stream_id, "user-", 5) == 0 ? ev->stream_id + 5 : "";
+    return uuid_valid(id) ? id : NULL;
+}
+
+bool ord_customer_copy_key(const es_event *ev, char *out, size_t size)
+{
+    const char *id = ord_customer_id(ev);
+    return id && strcmp(ev->type, "user.user.registered") == 0 &&
+           (size_t)snprintf(out, size, "%s%s", ORD_CUSTOMER_COPY, id) < size;
+}
+
 /* user.user.registered / deactivated -> "order:customer:<id>" = {"status"}. */
 int ord_customer_copy_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
 {
     const char *status = strcmp(ev->type, "user.user.registered") == 0    ? "active"
                          : strcmp(ev->type, "user.user.deactivated") == 0 ? "deactivated"
                                                                           : NULL;
-    const char *id = strncmp(ev->stream_id, "user-", 5) == 0 ? ev->stream_id + 5 : "";
-    if (!status || !uuid_valid(id))
+    const char *id = ord_customer_id(ev);
+    if (!status || !id)
         return 0;
     char key[sizeof ORD_CUSTOMER_COPY + UUID_STR_LEN];
     snprintf(key, sizeof key, "%s%s", ORD_CUSTOMER_COPY, id);

@@ -30,6 +30,9 @@ int user_describe_customer(const bus_ctx *ctx, const cJSON *payload, cJSON **out
 
 /* The projection: folds user events into "user:<id>"; idempotent by stream version. */
 int user_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err);
+/* The read model user_projection_handle reads for ev ("user:<id>"); false for events of
+ * other streams. */
+bool user_projection_key(const es_event *ev, char *out, size_t size);
 
 /* The HTTP routes, {0} terminated. */
 extern const http_route_def user_routes[];

@@ -65,13 +65,28 @@ static int proj_refold(const bus_ctx *ctx, const char *id, int64_t version, user
     return rc;
 }
 
-int user_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+/* The user's id, from a user stream's id; NULL for any other stream. */
+static const char *proj_user_id(const es_event *ev)
 {
     const size_t prefix = sizeof USER_STREAM_PREFIX - 1;
-    if (!ev->stream_id || strncmp(ev->stream_id, USER_STREAM_PREFIX, prefix) != 0 ||
-        !uuid_valid(ev->stream_id + prefix))
+    return ev->stream_id && strncmp(ev->stream_id, USER_STREAM_PREFIX, prefix) == 0 &&
+                   uuid_valid(ev->stream_id + prefix)
+               ? ev->stream_id + prefix
+               : NULL;
+}
+
+bool user_projection_key(const es_event *ev, char *out, size_t size)
+{
+    const char *id = proj_user_id(ev);
+    return id && (size_t)snprintf(out, size, "%s%s", USER_READ_KEY_PREFIX, id) < size;
+}
+
+int user_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
+    char key[sizeof USER_READ_KEY_PREFIX + UUID_STR_LEN];
+    if (!user_projection_key(ev, key, sizeof key))
         return 0; /* not a user stream */
-    const char *id = ev->stream_id + prefix;
+    const char *id = proj_user_id(ev);
     user_event uev;
     int rc = user_event_decode(ev->type, ev->schema_version, ev->data, &uev, err);
     if (rc != 0)
@@ -81,8 +96,6 @@ int user_projection_handle(const bus_ctx *ctx, const es_event *ev, app_error *er
     if (!ctx->reads || !ctx->reads->ops)
         return app_error_set(err, APP_EINTERNAL, "user projection has no read store");
 
-    char key[sizeof USER_READ_KEY_PREFIX + UUID_STR_LEN];
-    snprintf(key, sizeof key, "%s%s", USER_READ_KEY_PREFIX, id);
     char *text = NULL;
     rc = ctx->reads->ops->get(ctx->reads->self, key, &text, err);
     if (rc != 0)
