@@ -25,6 +25,7 @@
 #define SUB_DLQ_BATCH      16   /* dead letters it looks at each time */
 #define SUB_DLQ_ERROR_MAX  480  /* bytes of the handler's error kept with a dead letter */
 #define SUB_KEY_MAX        256  /* bytes of a read-model key a projection names (read_key) */
+#define SUB_SAVE_MS        200  /* longest a busy subscriber goes without saving its checkpoint */
 
 typedef struct sub_worker {
     sub_runner *runner;
@@ -711,6 +712,65 @@ static void sub_prefetch(sub_worker *w, const es_event_list *batch)
     free(keys);
 }
 
+/* The checkpoint as stored, and when it was stored. */
+typedef struct sub_saved {
+    int64_t position;
+    int64_t at_ms;
+} sub_saved;
+
+/* Stores the checkpoint; false (reported) when it could not. Events handled since the last
+ * save are handled again after a restart, which idempotent handlers allow: the checkpoint
+ * never runs ahead of what is handled, only behind it. */
+static bool sub_save(sub_worker *w, int64_t checkpoint, sub_saved *saved, int *backoff_ms)
+{
+    es_store *es = w->runner->opts.events;
+    app_error err = APP_ERROR_INIT;
+    if (es->ops->save_checkpoint(es->self, w->owner, w->checkpoint_name, checkpoint, &err) != 0) {
+        sub_failed(w, "could not save checkpoint", &err, backoff_ms);
+        return false;
+    }
+    *saved = (sub_saved){checkpoint, sub_now_ms()};
+    return true;
+}
+
+/* Caught up at checkpoint: waits for an append after it, or until a checkpoint not saved yet
+ * is due (the next turn finds nothing new and saves it), or the poll interval. */
+static void sub_wait(sub_worker *w, int64_t checkpoint, const sub_saved *saved)
+{
+    sub_runner *r = w->runner;
+    es_store *es = r->opts.events;
+    int64_t ms = r->opts.poll_interval_ms;
+    if (checkpoint > saved->position) {
+        int64_t due = saved->at_ms + SUB_SAVE_MS - sub_now_ms();
+        ms = due < 1 ? 1 : due < ms ? due : ms;
+    }
+    if (es->ops->wait_for_append)
+        es->ops->wait_for_append(es->self, w->sub->source_context, checkpoint, (int)ms);
+    else
+        sub_sleep(r, (int)ms);
+}
+
+/* The head of the log for the status, with a batch in hand: asked of the store at most every
+ * SUB_LEAD_CHECK_MS, and in between at least the batch's last position. */
+static int64_t sub_head(sub_worker *w, const char *source, const es_event_list *batch,
+                        int64_t *asked_ms)
+{
+    es_store *es = w->runner->opts.events;
+    int64_t head = batch->items[batch->len - 1].position, now = sub_now_ms();
+    pthread_mutex_lock(&w->lock);
+    if (w->head > head)
+        head = w->head;
+    pthread_mutex_unlock(&w->lock);
+    if (now - *asked_ms >= SUB_LEAD_CHECK_MS) {
+        app_error err = APP_ERROR_INIT;
+        int64_t stored = -1;
+        if (es->ops->head_position(es->self, source, &stored, &err) == 0 && stored > head)
+            head = stored;
+        *asked_ms = now;
+    }
+    return head;
+}
+
 static void *sub_thread(void *arg)
 {
     sub_worker *w = arg;
@@ -718,7 +778,9 @@ static void *sub_thread(void *arg)
     es_store *es = r->opts.events;
     const char *source = w->sub->source_context;
     int backoff_ms = r->opts.backoff_min_ms;
-    int64_t checkpoint = -1;
+    int64_t checkpoint = -1; /* handled up to here; -1: load it */
+    sub_saved saved = {-1, 0};
+    int64_t head_ms = 0;
 
     bool leader = false;
     struct timespec last_lead = {0, 0};
@@ -746,6 +808,7 @@ static void *sub_thread(void *arg)
                 sub_failed(w, "could not write the read model", &err, &backoff_ms);
                 continue;
             }
+            saved = (sub_saved){checkpoint, sub_now_ms()};
             sub_set_status(w, checkpoint, -1, false);
         }
 
@@ -757,24 +820,24 @@ static void *sub_thread(void *arg)
             sub_failed(w, "could not read the log", &err, &backoff_ms);
             continue;
         }
-        int64_t head = -1;
-        if (es->ops->head_position(es->self, source, &head, &err) != 0)
-            head = -1;
         sub_set_lag(w, batch.len ? sub_age_seconds(batch.items[0].recorded_at) : 0);
         if (batch.len == 0) {
             es_event_list_free(&batch);
+            if (checkpoint > saved.position && sub_now_ms() - saved.at_ms >= SUB_SAVE_MS &&
+                !sub_save(w, checkpoint, &saved, &backoff_ms)) {
+                checkpoint = -1;
+                continue;
+            }
             if (sub_model_caught_up(w, checkpoint, &err) != 0) {
                 sub_failed(w, "could not switch to the new read model", &err, &backoff_ms);
                 continue;
             }
-            sub_set_status(w, checkpoint, head, false);
-            if (es->ops->wait_for_append)
-                es->ops->wait_for_append(es->self, source, checkpoint, r->opts.poll_interval_ms);
-            else
-                sub_sleep(r, r->opts.poll_interval_ms);
+            /* Nothing committed after it: the head of the log is the checkpoint. */
+            sub_set_status(w, checkpoint, checkpoint, false);
+            sub_wait(w, checkpoint, &saved);
             continue;
         }
-        sub_set_status(w, -1, head, false);
+        sub_set_status(w, -1, sub_head(w, source, &batch, &head_ms), false);
 
         sub_prefetch(w, &batch);
         int64_t done = checkpoint;
@@ -802,17 +865,16 @@ static void *sub_thread(void *arg)
         }
 
         if (done > checkpoint) {
-            app_error cerr = APP_ERROR_INIT;
-            if (es->ops->save_checkpoint(es->self, w->owner, w->checkpoint_name, done, &cerr) ==
-                0) {
-                checkpoint = done;
-                sub_set_status(w, checkpoint, -1, rc != 0);
-            } else {
-                /* The effects are idempotent, so handling them again later is harmless. */
-                sub_failed(w, "could not save checkpoint", &cerr, &backoff_ms);
-                checkpoint = -1;
-                continue;
-            }
+            checkpoint = done;
+            sub_set_status(w, checkpoint, -1, rc != 0);
+        }
+        /* Saved now when a failure, a skip or a new read model makes it worth keeping, else
+         * at most every SUB_SAVE_MS while events keep coming, and when they stop. */
+        bool due = rc != 0 || skipped || (short_read && (w->building || w->adopting)) ||
+                   sub_now_ms() - saved.at_ms >= SUB_SAVE_MS;
+        if (due && checkpoint > saved.position && !sub_save(w, checkpoint, &saved, &backoff_ms)) {
+            checkpoint = -1;
+            continue;
         }
         if (rc != 0) {
             sub_failed(w, "handler failed", &err, &backoff_ms);
@@ -823,7 +885,11 @@ static void *sub_thread(void *arg)
             continue;
         }
         backoff_ms = r->opts.backoff_min_ms;
+        if (short_read)
+            sub_wait(w, checkpoint, &saved); /* rather than read again to find nothing */
     }
+    if (leader && checkpoint > saved.position)
+        sub_save(w, checkpoint, &saved, &backoff_ms); /* what it handled, for the next start */
     if (leader && es->ops->resign)
         es->ops->resign(es->self, w->owner, w->sub->name); /* the next process starts now */
     return NULL;

@@ -396,10 +396,12 @@ static int fk_save_checkpoint(void *self, const char *context, const char *subsc
         c = &f->checkpoints[f->n_checkpoints++];
         c->subscriber = fk_strdup(subscriber);
     }
-    if (c)
+    if (c) {
         c->position = position;
-    else
+        f->checkpoints_saved++;
+    } else {
         rc = app_error_set(err, APP_EINTERNAL, "fake event store: too many checkpoints");
+    }
     pthread_mutex_unlock(&f->lock);
     return rc;
 }

@@ -68,6 +68,7 @@ struct fake_es {
     size_t loaded;                  /* events load_stream has returned, in all */
     int64_t last_after_version;     /* the after_version of the last load_stream */
     size_t snapshots_saved;         /* successful save_snapshot calls */
+    size_t checkpoints_saved;       /* successful save_checkpoint calls */
     int fail_snapshot;              /* when non-zero, every save_snapshot fails with it */
     fake_idem keys[FAKE_STORE_MAX]; /* idempotency records */
     size_t n_keys;

@@ -7,12 +7,14 @@
  * letter to the running subscriber again. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -192,6 +194,57 @@ static void test_one_lane_is_one_at_a_time(void **state)
     run(&by_stream, 1);
     assert_int_equal(most_running, 1);
     assert_false(out_of_order);
+}
+
+/* ---- checkpoints --------------------------------------------------------------------- */
+
+static atomic_int quick_handled;
+
+static int quick(const bus_ctx *ctx, const es_event *ev, app_error *err)
+{
+    (void)ctx, (void)ev, (void)err;
+    atomic_fetch_add(&quick_handled, 1);
+    return 0;
+}
+
+/* A subscriber busy with one event a batch does not store its checkpoint after each: at most
+ * every SUB_SAVE_MS (200 ms), and once it has caught up, where it then is. */
+static void test_a_busy_subscriber_saves_its_checkpoint_now_and_then(void **state)
+{
+    (void)state;
+    static const mod_subscription sub = {
+        .name = "test.quick", .source_context = "t", .handle = quick};
+    fake_es f;
+    fake_rs rs;
+    fake_es_init(&f, "t");
+    fake_rs_init(&rs);
+    fill(&f);
+    es_store events = fake_es_port(&f);
+    rs_store reads = fake_rs_port(&rs);
+    sub_runner_options o = {
+        .events = &events, .reads = &reads, .batch_size = 1, .poll_interval_ms = 10, .lanes = 1};
+    sub_runner *r = NULL;
+    app_error err = APP_ERROR_INIT;
+    atomic_store(&quick_handled, 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(sub_runner_new(&r, &o, &err), 0);
+    assert_int_equal(sub_runner_add(r, "t", &sub, &err), 0);
+    assert_int_equal(sub_runner_start(r, &err), 0);
+    for (int i = 0; i < 3000 && checkpoint_of(&f, sub.name) < EVENTS; i++)
+        usleep(10 * 1000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    assert_int_equal(checkpoint_of(&f, sub.name), EVENTS); /* stored once caught up */
+    assert_int_equal(atomic_load(&quick_handled), EVENTS);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    size_t most = (size_t)(ms / 200) + 2; /* one per 200 ms, and the one at the end */
+    if (f.checkpoints_saved > most)
+        fail_msg("%zu checkpoints stored for %d batches in %ld ms (at most %zu)",
+                 f.checkpoints_saved, EVENTS, ms, most);
+    sub_runner_free(r);
+    fake_es_free(&f);
+    fake_rs_free(&rs);
+    metrics_reset();
 }
 
 /* ---- a projection's reads ------------------------------------------------------------- */
@@ -471,6 +524,7 @@ int main(void)
         cmocka_unit_test(test_one_at_a_time_without_the_flag),
         cmocka_unit_test(test_one_lane_is_one_at_a_time),
         cmocka_unit_test(test_a_projection_reads_a_batch_in_one_round_trip),
+        cmocka_unit_test(test_a_busy_subscriber_saves_its_checkpoint_now_and_then),
         cmocka_unit_test(test_poison_event_by_stream),
         cmocka_unit_test(test_poison_event_in_order),
         cmocka_unit_test(test_a_dependency_down_never_dead_letters),
