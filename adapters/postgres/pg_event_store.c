@@ -431,6 +431,33 @@ static void job_fail(append_job *job, const app_error *err)
     job->err = *err;
 }
 
+/* The job carries an event id the log has already: refused, as a conflict on event_id. */
+static void job_duplicate_event(append_job *job, const char *event_id)
+{
+    app_error_clear(&job->err);
+    job->answered = true;
+    job->rc = app_error_set(&job->err, APP_ECONFLICT, "event already stored");
+    app_error_detail(&job->err, "event %s is already in the log", event_id ? event_id : "?");
+    app_error_field(&job->err, "event_id", "is taken");
+}
+
+/* When res is the unique index on event_id refusing a row, id gets the event id from its
+ * detail ("Key (event_id)=(<uuid>) already exists.", "?" if unreadable); else "". es_append
+ * leaves that check to the index (migration 006): a duplicate is a client's mistake, and rare. */
+static void duplicate_event_of(const PGresult *res, char id[UUID_STR_LEN])
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+    const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+    id[0] = '\0';
+    if (!state || strcmp(state, "23505") != 0 || !constraint ||
+        strcmp(constraint, "events_event_id_key") != 0)
+        return;
+    const char *at = detail ? strstr(detail, "=(") : NULL;
+    bool readable = at && strcspn(at + 2, ")") == UUID_STR_LEN - 1;
+    snprintf(id, UUID_STR_LEN, "%.*s", readable ? UUID_STR_LEN - 1 : 1, readable ? at + 2 : "?");
+}
+
 /* Reads the jsonb answer of es_append into the job (final only if the batch commits). */
 static void job_outcome(append_job *job, const char *text)
 {
@@ -462,10 +489,9 @@ static void job_outcome(append_job *job, const char *text)
         job->rc = app_error_set(&job->err, APP_EIDEMPOTENT, "idempotency key is recorded already");
         app_error_detail(&job->err, "key %s was used meanwhile", k ? k->key : "?");
     } else if (strcmp(status, "duplicate_event") == 0) {
-        const char *id = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "event_id"));
-        job->rc = app_error_set(&job->err, APP_ECONFLICT, "event already stored");
-        app_error_detail(&job->err, "event %s is already in the log", id ? id : "?");
-        app_error_field(&job->err, "event_id", "is taken");
+        /* From es_append before migration 006, which checked event ids itself. */
+        job_duplicate_event(
+            job, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "event_id")));
     } else {
         job->rc = app_error_set(&job->err, APP_EINTERNAL, "unexpected answer from es_append");
     }
@@ -651,6 +677,7 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
      * never blocks writing them while we are still sending. */
     size_t q = 0, n_queries = n + 4, guard = 0;
     bool synced = false, failed = false, committed = false, append_raised = false;
+    char duplicate[UUID_STR_LEN] = "";
     while (!synced && guard++ < 4 * (n_queries + 2)) {
         PGresult *res = PQgetResult(conn);
         if (!res) {
@@ -666,6 +693,8 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
             if (!failed) {
                 pg_result_error(conn, res, "appending events", &err);
                 append_raised = st == PGRES_FATAL_ERROR && q >= 2 && q < 2 + n;
+                if (append_raised)
+                    duplicate_event_of(res, duplicate);
             }
             failed = true;
         } else if (q >= 2 && q < 2 + n) {
@@ -692,6 +721,10 @@ static int run_batch(pg_ctx *c, append_job **jobs, size_t n, bool *retry_alone)
         PGresult *res = PQexec(conn, "ROLLBACK");
         bool clean = res && PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
+        if (clean && n == 1 && duplicate[0]) {
+            job_duplicate_event(jobs[0], duplicate); /* refused alone: its own answer */
+            return APP_ECONFLICT;
+        }
         if (clean) {
             *retry_alone = append_raised && n > 1;
             goto fail;

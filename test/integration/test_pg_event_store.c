@@ -271,6 +271,7 @@ typedef struct racer {
     int64_t expected;
     const char *claim_key;
     const es_idempotency *idem;
+    const char *event_id; /* the event's id; a fresh one when NULL */
     pthread_barrier_t *start;
     int rc;
     app_error err;
@@ -289,6 +290,16 @@ static void *racer_main(void *p)
     pthread_barrier_wait(r->start);
     if (r->idem) {
         r->rc = append_keyed(stream, r->expected, r->idem, &r->err);
+        return NULL;
+    }
+    if (r->event_id) {
+        es_new_event ev = {r->event_id, "test.thing.happened", 1, "{}", "{}"};
+        es_append_req req = {.context = CTX,
+                             .stream_id = stream,
+                             .expected_version = r->expected,
+                             .events = &ev,
+                             .n_events = 1};
+        r->rc = port.ops->append(port.self, &req, NULL, &r->err);
         return NULL;
     }
     r->rc = append_one(CTX, stream, r->expected, r->claim_key ? &claim : NULL, r->claim_key ? 1 : 0,
@@ -365,6 +376,37 @@ static void test_claim_race(void **state)
             assert_string_equal(rs[i].err.fields[0].message, "is taken");
         }
     }
+}
+
+/* Fifty appends of one event id, each to a new stream, at once: they ride in a few batches,
+ * so a duplicate meets its original in the same transaction as well as in an earlier one.
+ * One is stored; each other one is refused alone, as a conflict on event_id, and writes
+ * nothing; the others of its batch are stored or refused on their own merits. */
+static void test_duplicate_event_race(void **state)
+{
+    (void)state;
+    char id[UUID_STR_LEN], detail[96], sql[160];
+    uuid_v4(id);
+    racer rs[RACERS];
+    memset(rs, 0, sizeof rs);
+    for (int i = 0; i < RACERS; i++) {
+        rs[i].expected = ES_NO_STREAM;
+        rs[i].event_id = id;
+    }
+    int ok, taken;
+    race(rs, &ok, &taken, APP_ECONFLICT);
+    assert_int_equal(ok, 1);
+    assert_int_equal(taken, RACERS - 1);
+    snprintf(detail, sizeof detail, "event %s is already in the log", id);
+    for (int i = 0; i < RACERS; i++) {
+        if (rs[i].rc != APP_ECONFLICT)
+            continue;
+        assert_int_equal(rs[i].err.n_fields, 1);
+        assert_string_equal(rs[i].err.fields[0].field, "event_id");
+        assert_string_equal(rs[i].err.detail, detail);
+    }
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM " CTX "_ctx.events WHERE event_id = '%s'", id);
+    assert_int_equal(query_int(sql), 1);
 }
 
 static int64_t stream_len(const char *stream)
@@ -1295,6 +1337,7 @@ int main(void)
         cmocka_unit_test(test_expected_version),
         cmocka_unit_test(test_invalid_input),
         cmocka_unit_test(test_duplicate_event_id),
+        cmocka_unit_test(test_duplicate_event_race),
         cmocka_unit_test(test_same_version_race),
         cmocka_unit_test(test_claim_race),
         cmocka_unit_test(test_release_claim),
