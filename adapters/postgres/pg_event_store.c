@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -50,8 +51,11 @@ typedef struct append_job {
     es_append_result result;
     size_t batch;  /* the appends of the transaction it rode in */
     bool answered; /* es_append's answer arrived (rc and result are the transaction's) */
-    bool done;
-    pthread_cond_t done_cv;
+    /* Posted by the committer once the job's outcome is in it; the waiting command thread
+     * then owns the job again (and may free it at once), so the committer touches it no
+     * more. A semaphore, not the context's lock: a batch's waiters wake without queueing
+     * on that lock behind each other and the committer. */
+    sem_t done;
     struct append_job *next;
 } append_job;
 
@@ -773,10 +777,10 @@ static void *committer_main(void *arg)
         if (atomic_load(&s->stopping)) {
             app_error err = APP_ERROR_INIT;
             app_error_set(&err, APP_EUNAVAIL, "event store is shutting down");
-            for (append_job *j = c->head; j; j = j->next) {
+            for (append_job *j = c->head, *next; j; j = next) {
+                next = j->next; /* read before the post: the job may vanish after it */
                 job_fail(j, &err);
-                j->done = true;
-                pthread_cond_signal(&j->done_cv);
+                sem_post(&j->done);
             }
             c->head = c->tail = NULL;
             pthread_mutex_unlock(&c->lock);
@@ -815,15 +819,13 @@ static void *committer_main(void *arg)
         pthread_mutex_unlock(&s->lock);
 
         pthread_mutex_lock(&c->lock);
-        for (size_t i = 0; i < n; i++) {
-            c->batch[i]->done = true;
-            pthread_cond_signal(&c->batch[i]->done_cv); /* the job may vanish after unlock */
-        }
         if (last > c->known_head)
             c->known_head = last;
         c->wake_seq++;
         pthread_cond_broadcast(&c->append_cv);
         pthread_mutex_unlock(&c->lock);
+        for (size_t i = 0; i < n; i++)
+            sem_post(&c->batch[i]->done); /* the job may vanish after this */
     }
     if (c->conn) {
         PQfinish(c->conn);
@@ -1058,18 +1060,18 @@ static int pg_es_append(void *self, const es_append_req *req, es_append_result *
         (rc = idem_json(req->idempotency, &job.idem_json, err)) < 0)
         goto done;
 
-    pthread_cond_init(&job.done_cv, NULL);
+    sem_init(&job.done, 0, 0);
     pthread_mutex_lock(&c->lock);
     if (atomic_load(&s->stopping)) {
         pthread_mutex_unlock(&c->lock);
         rc = app_error_set(err, APP_EUNAVAIL, "event store is shutting down");
-        goto done_cv;
+        goto done_sem;
     }
     if (!c->committer_started) {
         if (pthread_create(&c->committer, NULL, committer_main, c) != 0) {
             pthread_mutex_unlock(&c->lock);
             rc = app_error_set(err, APP_EINTERNAL, "could not start the committer thread");
-            goto done_cv;
+            goto done_sem;
         }
         c->committer_started = true;
     }
@@ -1079,9 +1081,9 @@ static int pg_es_append(void *self, const es_append_req *req, es_append_result *
         c->head = &job;
     c->tail = &job;
     pthread_cond_signal(&c->work_cv);
-    while (!job.done)
-        pthread_cond_wait(&job.done_cv, &c->lock);
     pthread_mutex_unlock(&c->lock);
+    while (sem_wait(&job.done) != 0 && errno == EINTR)
+        ;
 
     rc = job.rc;
     if (rc == 0) {
@@ -1091,8 +1093,8 @@ static int pg_es_append(void *self, const es_append_req *req, es_append_result *
         *err = job.err;
     }
     metrics_histogram_observe(M_APPEND_SECONDS, c->metric_labels, now_seconds() - started);
-done_cv:
-    pthread_cond_destroy(&job.done_cv);
+done_sem:
+    sem_destroy(&job.done);
 done:
     if (span.recording) {
         trace_attr_str(&span, "db.system", "postgresql");
