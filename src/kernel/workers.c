@@ -110,8 +110,10 @@ int workers_submit(workers *w, workers_fn fn, void *arg, app_error *err)
     }
     w->ring[(w->head + w->len) % w->cap] = (workers_job){fn, arg};
     w->len++;
-    pthread_cond_signal(&w->not_empty);
     pthread_mutex_unlock(&w->lock);
+    /* After the unlock: a worker woken while the lock is still held would only block on it
+     * again, and the submitter is an event loop that should not wait for it either. */
+    pthread_cond_signal(&w->not_empty);
     return 0;
 }
 
