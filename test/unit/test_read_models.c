@@ -69,6 +69,17 @@ static void go_live(fixture *f, const char *projection, int64_t generation)
     assert_int_equal(rm_control_save(f->m, projection, &c, &err), 0);
 }
 
+/* A writer of order.projection batching in generation 4, which is live. */
+static rm_writer *live_batched_writer(fixture *f)
+{
+    go_live(f, "order.projection", 4);
+    app_error err = APP_ERROR_INIT;
+    rm_writer *w = NULL;
+    assert_int_equal(rm_writer_new(&w, f->m, "order.projection", 4, false, &err), 0);
+    assert_int_equal(rm_writer_set_batched(w, &err), 0);
+    return w;
+}
+
 static int get(fixture *f, const char *key, char **out)
 {
     app_error err = APP_ERROR_INIT;
@@ -135,11 +146,8 @@ static void test_keys_map_to_the_live_generation_by_longest_prefix(void **state)
 static void test_batched_writer_in_the_live_generation(void **state)
 {
     fixture *f = *state;
-    go_live(f, "order.projection", 4);
     app_error err = APP_ERROR_INIT;
-    rm_writer *w = NULL;
-    assert_int_equal(rm_writer_new(&w, f->m, "order.projection", 4, false, &err), 0);
-    assert_int_equal(rm_writer_set_batched(w, &err), 0);
+    rm_writer *w = live_batched_writer(f);
     rs_store wp = rm_writer_port(w);
     assert_int_equal(f->store.ops->set(f->store.self, "order.projection@4:order:0", "before", &err),
                      0);
@@ -176,11 +184,8 @@ static void test_batched_writer_in_the_live_generation(void **state)
 static void test_a_batch_reads_its_models_ahead(void **state)
 {
     fixture *f = *state;
-    go_live(f, "order.projection", 4);
     app_error err = APP_ERROR_INIT;
-    rm_writer *w = NULL;
-    assert_int_equal(rm_writer_new(&w, f->m, "order.projection", 4, false, &err), 0);
-    assert_int_equal(rm_writer_set_batched(w, &err), 0);
+    rm_writer *w = live_batched_writer(f);
     rs_store wp = rm_writer_port(w);
     assert_int_equal(f->store.ops->set(f->store.self, "order.projection@4:order:0", "zero", &err),
                      0);

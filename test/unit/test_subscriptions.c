@@ -130,8 +130,15 @@ static int64_t checkpoint_of(fake_es *f, const char *name)
     return pos;
 }
 
-/* Runs sub over the filled log with lanes until its checkpoint is at the end. */
-static void run(const mod_subscription *sub, int lanes)
+/* What a run took: its time, and the checkpoints it stored. */
+typedef struct run_result {
+    long ms;
+    size_t checkpoints_saved;
+} run_result;
+
+/* Runs sub over the filled log with lanes and batch_size until its stored checkpoint is at
+ * the end; out (may be NULL) gets what it took. */
+static void run_batches(const mod_subscription *sub, int lanes, int batch_size, run_result *out)
 {
     fake_es f;
     fake_rs rs;
@@ -142,21 +149,33 @@ static void run(const mod_subscription *sub, int lanes)
     rs_store reads = fake_rs_port(&rs);
     sub_runner_options o = {.events = &events,
                             .reads = &reads,
-                            .batch_size = 64,
+                            .batch_size = batch_size,
                             .poll_interval_ms = 10,
                             .lanes = lanes};
     sub_runner *r = NULL;
     app_error err = APP_ERROR_INIT;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     assert_int_equal(sub_runner_new(&r, &o, &err), 0);
     assert_int_equal(sub_runner_add(r, "t", sub, &err), 0);
     assert_int_equal(sub_runner_start(r, &err), 0);
     for (int i = 0; i < 3000 && checkpoint_of(&f, sub->name) < EVENTS; i++)
         usleep(10 * 1000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     sub_runner_free(r);
     assert_int_equal(checkpoint_of(&f, sub->name), EVENTS);
+    if (out) {
+        out->ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        out->checkpoints_saved = f.checkpoints_saved;
+    }
     fake_es_free(&f);
     fake_rs_free(&rs);
     metrics_reset();
+}
+
+static void run(const mod_subscription *sub, int lanes)
+{
+    run_batches(sub, lanes, 64, NULL);
 }
 
 static void test_streams_at_once_each_in_order(void **state)
@@ -214,37 +233,14 @@ static void test_a_busy_subscriber_saves_its_checkpoint_now_and_then(void **stat
     (void)state;
     static const mod_subscription sub = {
         .name = "test.quick", .source_context = "t", .handle = quick};
-    fake_es f;
-    fake_rs rs;
-    fake_es_init(&f, "t");
-    fake_rs_init(&rs);
-    fill(&f);
-    es_store events = fake_es_port(&f);
-    rs_store reads = fake_rs_port(&rs);
-    sub_runner_options o = {
-        .events = &events, .reads = &reads, .batch_size = 1, .poll_interval_ms = 10, .lanes = 1};
-    sub_runner *r = NULL;
-    app_error err = APP_ERROR_INIT;
     atomic_store(&quick_handled, 0);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    assert_int_equal(sub_runner_new(&r, &o, &err), 0);
-    assert_int_equal(sub_runner_add(r, "t", &sub, &err), 0);
-    assert_int_equal(sub_runner_start(r, &err), 0);
-    for (int i = 0; i < 3000 && checkpoint_of(&f, sub.name) < EVENTS; i++)
-        usleep(10 * 1000);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    assert_int_equal(checkpoint_of(&f, sub.name), EVENTS); /* stored once caught up */
+    run_result res;
+    run_batches(&sub, 1, 1, &res); /* stored at the end once caught up */
     assert_int_equal(atomic_load(&quick_handled), EVENTS);
-    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-    size_t most = (size_t)(ms / 200) + 2; /* one per 200 ms, and the one at the end */
-    if (f.checkpoints_saved > most)
+    size_t most = (size_t)(res.ms / 200) + 2; /* one per 200 ms, and the one at the end */
+    if (res.checkpoints_saved > most)
         fail_msg("%zu checkpoints stored for %d batches in %ld ms (at most %zu)",
-                 f.checkpoints_saved, EVENTS, ms, most);
-    sub_runner_free(r);
-    fake_es_free(&f);
-    fake_rs_free(&rs);
-    metrics_reset();
+                 res.checkpoints_saved, EVENTS, res.ms, most);
 }
 
 /* ---- a projection's reads ------------------------------------------------------------- */
